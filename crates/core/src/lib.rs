@@ -1,0 +1,78 @@
+//! # connhealth-core
+//!
+//! The base of connhealth: the normalized connection-health model ([`Connection`], [`Status`],
+//! [`HealthReport`]), the [`Provider`] trait every adapter implements, the concurrent
+//! [`Aggregator`], and the HTTP plumbing adapters share ([`http`]: retries, size caps, typed
+//! errors, URL rules) plus [`Secret`] for credentials.
+//!
+//! A provider yields batches of connections; the aggregator runs all providers at once, each
+//! under a timeout, and rolls their answers up:
+//!
+//! ```
+//! use connhealth_core::{Aggregator, Batch, Connection, Customer, Provider, Role, Status};
+//! use futures::stream::{self, BoxStream, StreamExt};
+//!
+//! #[derive(Debug)]
+//! struct OneShop;
+//!
+//! impl Provider for OneShop {
+//!     fn name(&self) -> &str { "example" }
+//!     fn stream(&self) -> BoxStream<'_, Batch> {
+//!         let now = chrono::Utc::now();
+//!         let conn = Connection {
+//!             id: Connection::make_id("example", Some("c1"), "cus_1", "shopify"),
+//!             provider: "example".into(),
+//!             provider_connection_id: Some("c1".into()),
+//!             customer: Customer::new("cus_1"),
+//!             platform: "shopify".into(),
+//!             role: Role::Source,
+//!             status: Status::Healthy,
+//!             provider_status: "active".into(),
+//!             connected_at: None,
+//!             sync: None,
+//!             checks: vec![],
+//!             problems: vec![],
+//!             accounts: vec![],
+//!             observed_at: now,
+//!             data_as_of: None,
+//!         };
+//!         stream::iter(vec![Ok(vec![conn])]).boxed()
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let report = Aggregator::new().with_provider(OneShop).run().await;
+//! assert_eq!(report.overall, Status::Healthy);
+//! assert_eq!(report.summary.total, 1);
+//! assert_eq!(report.connections[0].id, "example:c1");
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+
+mod aggregator;
+mod error;
+pub mod http;
+mod model;
+mod provider;
+mod secret;
+
+pub use aggregator::{Aggregator, ProviderResult};
+pub use error::{Error, ErrorKind, Result};
+pub use model::{
+    Account, Check, Connection, Customer, HealthReport, Outcome, ParseStatusError, Problem,
+    ProviderOutcome, Remediation, ReportError, Role, Status, Summary, Sync, SyncState,
+};
+pub use provider::{Batch, Concurrency, Fetched, Provider};
+pub use secret::Secret;
+
+// Re-exported so adapters and users name the same versions.
+pub use async_trait::async_trait;
+pub use chrono;
+pub use futures;

@@ -1,0 +1,563 @@
+//! The normalized model: what every provider's answer is mapped onto.
+//!
+//! The JSON names of these types are a public contract (see `DESIGN.md`): dashboards and
+//! monitoring consume them. Every enum serializes in `snake_case`; optional fields serialize
+//! as `null` rather than disappearing, so consumers can rely on every key being present.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The normalized health of one connection.
+///
+/// Ordered by [`Status::severity`] (ties broken by declaration order), so `max()` over a set
+/// of statuses is the roll-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Connected and delivering.
+    Healthy,
+    /// The platform is available but the customer never connected it (informational).
+    NotConnected,
+    /// Set-up begun, nothing delivered yet, nothing wrong yet.
+    Pending,
+    /// Connected, first or ongoing delivery in progress.
+    Syncing,
+    /// The provider said something we cannot classify.
+    Unknown,
+    /// Working, with problems (partial sync, invalid products, a failing non-blocking check).
+    Degraded,
+    /// The link is gone (revoked, uninstalled, disconnected).
+    Disconnected,
+    /// Someone must act (re-auth, missing scopes, a follow-up step, payout set-up).
+    ActionRequired,
+}
+
+impl Status {
+    /// Every status, from least to most severe.
+    pub const ALL: [Status; 8] = [
+        Status::Healthy,
+        Status::NotConnected,
+        Status::Pending,
+        Status::Syncing,
+        Status::Unknown,
+        Status::Degraded,
+        Status::Disconnected,
+        Status::ActionRequired,
+    ];
+
+    /// Severity used by roll-ups: 0 (fine) to 5 (someone must act).
+    pub const fn severity(self) -> u8 {
+        match self {
+            Status::Healthy | Status::NotConnected => 0,
+            Status::Pending | Status::Syncing => 1,
+            Status::Unknown => 2,
+            Status::Degraded => 3,
+            Status::Disconnected => 4,
+            Status::ActionRequired => 5,
+        }
+    }
+
+    /// The JSON / display name (`"action_required"`, …).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::NotConnected => "not_connected",
+            Status::Pending => "pending",
+            Status::Syncing => "syncing",
+            Status::Unknown => "unknown",
+            Status::Degraded => "degraded",
+            Status::Disconnected => "disconnected",
+            Status::ActionRequired => "action_required",
+        }
+    }
+
+    /// `true` for the statuses that need no explanation (`healthy`, `not_connected`).
+    pub const fn is_ok(self) -> bool {
+        self.severity() == 0
+    }
+
+    fn rank(self) -> u8 {
+        // Position in `ALL`: severity first, declaration order within a severity.
+        self as u8
+    }
+}
+
+impl PartialOrd for Status {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Status {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error returned when parsing a [`Status`] from a string that is not one of the eight names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}; expected one of healthy, not_connected, pending, syncing, unknown, degraded, disconnected, action_required")]
+pub struct ParseStatusError(pub String);
+
+impl FromStr for Status {
+    type Err = ParseStatusError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| ParseStatusError(s.to_owned()))
+    }
+}
+
+/// The customer a connection belongs to (Channel3 `customer_id`, Violet `merchant_id`,
+/// Subtotal `customer_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Customer {
+    /// The provider's customer identifier.
+    pub id: String,
+    /// Display name, where the provider gives one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// E-mail address, only where the provider gives one and the caller opted in (personal data).
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+impl Customer {
+    /// A customer known only by id.
+    pub fn new(id: impl Into<String>) -> Self {
+        Customer {
+            id: id.into(),
+            name: None,
+            email: None,
+        }
+    }
+}
+
+/// What a connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A catalog source (e.g. a Shopify store feeding products in).
+    Source,
+    /// A distribution destination (e.g. Google, OpenAI).
+    Destination,
+    /// A customer's account link (e.g. a Subtotal retailer account).
+    Account,
+}
+
+/// Delivery lifecycle of a connection's data sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// Nothing delivered yet.
+    Pending,
+    /// Delivery in progress.
+    Syncing,
+    /// Delivered and confirmed.
+    Live,
+    /// The last delivery failed.
+    Failed,
+    /// The provider reported a state we do not know.
+    Unknown,
+}
+
+/// Sync progress of a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sync {
+    /// Lifecycle state.
+    pub state: SyncState,
+    /// Items the provider is delivering, where known.
+    #[serde(default)]
+    pub total: Option<u64>,
+    /// Items delivered, where known.
+    #[serde(default)]
+    pub synced: Option<u64>,
+    /// Most recent sync activity, where known.
+    #[serde(default)]
+    pub last_synced_at: Option<DateTime<Utc>>,
+}
+
+/// One sub-check a provider reports about a connection (Violet reports eight).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// The check's name as the provider calls it, snake_case (`scope_validation`).
+    pub name: String,
+    /// The check's outcome, normalized.
+    pub status: Status,
+    /// What the provider said, where it said something.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// What someone can do about a problem. Tagged by `kind` in JSON, so a dashboard can
+/// render a button without knowing the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Remediation {
+    /// The customer must sign in again.
+    Reauthenticate {
+        /// A link where the provider gives one (else how to get one is in the problem message).
+        #[serde(default)]
+        url: Option<String>,
+    },
+    /// The customer must grant these permissions.
+    GrantScopes {
+        /// The missing scopes, as the provider names them.
+        missing: Vec<String>,
+    },
+    /// The link must be re-established.
+    Reconnect {
+        /// A link where the provider gives one.
+        #[serde(default)]
+        url: Option<String>,
+    },
+    /// A set-up step must be completed (payout account, platform plan, migration, …).
+    CompleteSetup {
+        /// Which step.
+        step: String,
+    },
+    /// Nothing to do but wait for the sync to finish.
+    WaitForSync,
+    /// Only the provider can help.
+    ContactProvider {
+        /// What to tell them.
+        detail: String,
+    },
+}
+
+/// One reason a connection is not healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Stable snake_case code (`missing_scopes`, `partial_sync`, `reauthentication_required`,
+    /// `unrecognized_value`, …).
+    pub code: String,
+    /// The status this problem alone implies.
+    pub severity: Status,
+    /// Human-readable explanation.
+    pub message: String,
+    /// What to do about it, where something can be done.
+    #[serde(default)]
+    pub remediation: Option<Remediation>,
+}
+
+impl Problem {
+    /// A problem without remediation.
+    pub fn new(code: impl Into<String>, severity: Status, message: impl Into<String>) -> Self {
+        Problem {
+            code: code.into(),
+            severity,
+            message: message.into(),
+            remediation: None,
+        }
+    }
+
+    /// Attach a remediation.
+    pub fn with_remediation(mut self, remediation: Remediation) -> Self {
+        self.remediation = Some(remediation);
+        self
+    }
+
+    /// The standard problem for a value a mapping does not know: `unrecognized_value`,
+    /// severity `unknown`, naming the field and the value.
+    pub fn unrecognized(field: &str, value: &str) -> Self {
+        Problem::new(
+            "unrecognized_value",
+            Status::Unknown,
+            format!("unrecognized value {value:?} for {field}"),
+        )
+    }
+}
+
+/// A platform-side account attached to a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The platform's account id.
+    pub id: String,
+    /// Display name, where known.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Store URL, where known.
+    #[serde(default)]
+    pub store_url: Option<String>,
+}
+
+/// One connection: one customer × provider × platform/retailer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// Stable across polls: `"{provider}:{provider_connection_id}"`, or
+    /// `"{provider}:{customer_id}:{platform}"` when the provider gives no id.
+    /// Build it with [`Connection::make_id`].
+    pub id: String,
+    /// The provider's name (`channel3`, `violet`, `subtotal`, or a configured name).
+    pub provider: String,
+    /// The provider's own id for the connection, where it has one.
+    pub provider_connection_id: Option<String>,
+    /// Whose connection this is.
+    pub customer: Customer,
+    /// Lowercase platform slug (`shopify`, `google`, …); unknown values are kept, lowercased.
+    pub platform: String,
+    /// What the connection is for.
+    pub role: Role,
+    /// Normalized status: the worst of everything known about the connection.
+    pub status: Status,
+    /// The provider's raw top-level status, verbatim.
+    pub provider_status: String,
+    /// When the connection was made, where known.
+    pub connected_at: Option<DateTime<Utc>>,
+    /// Sync progress, where the provider reports one.
+    pub sync: Option<Sync>,
+    /// Sub-checks the provider reports.
+    pub checks: Vec<Check>,
+    /// Every reason the status is not healthy.
+    pub problems: Vec<Problem>,
+    /// Platform-side accounts.
+    pub accounts: Vec<Account>,
+    /// When we read it.
+    pub observed_at: DateTime<Utc>,
+    /// How old the provider's own data is, where it says (stale is not unhealthy).
+    pub data_as_of: Option<DateTime<Utc>>,
+}
+
+impl Connection {
+    /// The stable connection id: `"{provider}:{provider_connection_id}"` when the provider gives
+    /// an id, else `"{provider}:{customer_id}:{platform}"`.
+    pub fn make_id(
+        provider: &str,
+        provider_connection_id: Option<&str>,
+        customer_id: &str,
+        platform: &str,
+    ) -> String {
+        match provider_connection_id {
+            Some(pid) => format!("{provider}:{pid}"),
+            None => format!("{provider}:{customer_id}:{platform}"),
+        }
+    }
+
+    /// The worst severity among `problems` and `checks`, or `healthy` when there are none.
+    ///
+    /// Adapters usually set `status` to `max(base, worst_reported())`.
+    pub fn worst_reported(&self) -> Status {
+        self.problems
+            .iter()
+            .map(|p| p.severity)
+            .chain(self.checks.iter().map(|c| c.status))
+            .max()
+            .unwrap_or(Status::Healthy)
+    }
+}
+
+/// How completely one provider answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every request succeeded.
+    Ok,
+    /// Some customers answered and some did not.
+    Partial,
+    /// Nothing usable came back.
+    Failed,
+    /// The provider did not finish within its timeout (what arrived before is kept).
+    TimedOut,
+}
+
+impl Outcome {
+    /// The JSON / display name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Partial => "partial",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One error in a [`ProviderOutcome`], as it appears in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportError {
+    /// Stable error kind (see [`crate::ErrorKind`]).
+    pub kind: crate::ErrorKind,
+    /// Human-readable message: provider, endpoint and what went wrong. Never a secret.
+    pub message: String,
+    /// The HTTP status, when there was a response.
+    #[serde(default)]
+    pub http_status: Option<u16>,
+    /// The customer whose request failed, when only one customer was affected.
+    #[serde(default)]
+    pub customer_id: Option<String>,
+}
+
+/// One provider's part of a [`HealthReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderOutcome {
+    /// The provider's name.
+    pub provider: String,
+    /// How completely it answered.
+    pub outcome: Outcome,
+    /// How many connections it contributed to the report.
+    pub connections: usize,
+    /// How long its fetch took.
+    pub elapsed_ms: u64,
+    /// What went wrong; empty when `outcome` is `ok`.
+    pub errors: Vec<ReportError>,
+}
+
+/// Count of connections per status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// All connections.
+    pub total: usize,
+    /// `healthy` connections.
+    pub healthy: usize,
+    /// `not_connected` connections.
+    pub not_connected: usize,
+    /// `pending` connections.
+    pub pending: usize,
+    /// `syncing` connections.
+    pub syncing: usize,
+    /// `unknown` connections.
+    pub unknown: usize,
+    /// `degraded` connections.
+    pub degraded: usize,
+    /// `disconnected` connections.
+    pub disconnected: usize,
+    /// `action_required` connections.
+    pub action_required: usize,
+}
+
+impl Summary {
+    /// Count the statuses of `connections`.
+    pub fn of<'a>(connections: impl IntoIterator<Item = &'a Connection>) -> Self {
+        let mut s = Summary::default();
+        for c in connections {
+            s.add(c.status);
+        }
+        s
+    }
+
+    /// Count one more connection of `status`.
+    pub fn add(&mut self, status: Status) {
+        self.total += 1;
+        *self.slot(status) += 1;
+    }
+
+    /// The count for one status.
+    pub fn count(&self, status: Status) -> usize {
+        match status {
+            Status::Healthy => self.healthy,
+            Status::NotConnected => self.not_connected,
+            Status::Pending => self.pending,
+            Status::Syncing => self.syncing,
+            Status::Unknown => self.unknown,
+            Status::Degraded => self.degraded,
+            Status::Disconnected => self.disconnected,
+            Status::ActionRequired => self.action_required,
+        }
+    }
+
+    fn slot(&mut self, status: Status) -> &mut usize {
+        match status {
+            Status::Healthy => &mut self.healthy,
+            Status::NotConnected => &mut self.not_connected,
+            Status::Pending => &mut self.pending,
+            Status::Syncing => &mut self.syncing,
+            Status::Unknown => &mut self.unknown,
+            Status::Degraded => &mut self.degraded,
+            Status::Disconnected => &mut self.disconnected,
+            Status::ActionRequired => &mut self.action_required,
+        }
+    }
+}
+
+/// The merged answer of every provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// When the report was assembled.
+    pub generated_at: DateTime<Utc>,
+    /// The roll-up (see [`HealthReport::roll_up`]).
+    pub overall: Status,
+    /// Counts per status.
+    pub summary: Summary,
+    /// One entry per provider, in the order the providers were configured.
+    pub providers: Vec<ProviderOutcome>,
+    /// Every connection, sorted by `id`.
+    pub connections: Vec<Connection>,
+}
+
+impl HealthReport {
+    /// Assemble a report: sorts connections by `id`, counts them, and rolls up `overall`.
+    pub fn new(
+        generated_at: DateTime<Utc>,
+        providers: Vec<ProviderOutcome>,
+        mut connections: Vec<Connection>,
+    ) -> Self {
+        connections.sort_by(|a, b| a.id.cmp(&b.id));
+        let summary = Summary::of(&connections);
+        let overall = Self::roll_up(&providers, &connections);
+        HealthReport {
+            generated_at,
+            overall,
+            summary,
+            providers,
+            connections,
+        }
+    }
+
+    /// The roll-up rule: the most severe status among connections (`not_connected` counts as
+    /// fine); if any provider did not fully answer (`partial`, `failed`, `timed_out`), at least
+    /// `unknown`. No connections and every provider `ok` is `healthy`.
+    pub fn roll_up(providers: &[ProviderOutcome], connections: &[Connection]) -> Status {
+        let worst = connections
+            .iter()
+            .map(|c| c.status)
+            // `not_connected` is informational: it never makes a report look other than healthy.
+            .map(|s| {
+                if s == Status::NotConnected {
+                    Status::Healthy
+                } else {
+                    s
+                }
+            })
+            .max()
+            .unwrap_or(Status::Healthy);
+        if providers.iter().any(|p| p.outcome != Outcome::Ok) {
+            worst.max(Status::Unknown)
+        } else {
+            worst
+        }
+    }
+
+    /// The connections of one provider.
+    pub fn connections_of<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> impl Iterator<Item = &'a Connection> + 'a {
+        self.connections
+            .iter()
+            .filter(move |c| c.provider == provider)
+    }
+
+    /// Look a connection up by id (connections are sorted by id).
+    pub fn connection(&self, id: &str) -> Option<&Connection> {
+        self.connections
+            .binary_search_by(|c| c.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.connections[i])
+    }
+}

@@ -1,0 +1,174 @@
+//! The `Provider` trait and the helpers adapters use to implement it.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::sync::Semaphore;
+
+use crate::error::Error;
+use crate::model::{Connection, Outcome};
+
+/// One item of a provider's stream: the connections of one unit of work (usually one
+/// customer), or why that unit failed.
+pub type Batch = Result<Vec<Connection>, Error>;
+
+/// Anything that can report connections: an adapter for one provider account.
+///
+/// The one required method is [`Provider::stream`]: it yields [`Batch`]es as they arrive (one
+/// per customer for fan-out providers, one for report-style providers). A failed batch does not
+/// end the stream: other customers' batches keep coming, and the provider's outcome becomes
+/// `partial`. A failure that stops everything (bad credentials before any customer was asked)
+/// is yielded as an error batch and the stream ends.
+///
+/// Dropping the stream cancels the work. Implementations must never panic on provider input;
+/// should one panic anyway, the [`crate::Aggregator`] records it and keeps the others' results.
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// The provider's name as it appears in reports (`channel3`, or a configured name).
+    fn name(&self) -> &str;
+
+    /// The provider's connections, batch by batch, as they arrive.
+    fn stream(&self) -> BoxStream<'_, Batch>;
+
+    /// All connections at once: the stream, collected.
+    async fn fetch(&self) -> Fetched {
+        let mut fetched = Fetched::default();
+        let mut s = self.stream();
+        while let Some(batch) = s.next().await {
+            fetched.push(batch);
+        }
+        fetched
+    }
+}
+
+#[async_trait]
+impl<P: Provider + ?Sized> Provider for Arc<P> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn stream(&self) -> BoxStream<'_, Batch> {
+        (**self).stream()
+    }
+}
+
+#[async_trait]
+impl<P: Provider + ?Sized> Provider for Box<P> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn stream(&self) -> BoxStream<'_, Batch> {
+        (**self).stream()
+    }
+}
+
+/// A collected provider answer: every connection that arrived and every error.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// Connections from every successful batch.
+    pub connections: Vec<Connection>,
+    /// One error per failed batch.
+    pub errors: Vec<Error>,
+    /// How many batches succeeded.
+    pub ok_batches: usize,
+}
+
+impl Fetched {
+    /// Add one batch.
+    pub fn push(&mut self, batch: Batch) {
+        match batch {
+            Ok(mut conns) => {
+                self.ok_batches += 1;
+                self.connections.append(&mut conns);
+            }
+            Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// `ok` without errors; `partial` when some batches succeeded and some failed; `failed`
+    /// when errors came and nothing succeeded.
+    pub fn outcome(&self) -> Outcome {
+        match (self.errors.is_empty(), self.ok_batches) {
+            (true, _) => Outcome::Ok,
+            (false, 0) => Outcome::Failed,
+            (false, _) => Outcome::Partial,
+        }
+    }
+}
+
+/// A bound on concurrent requests. Each provider has one; several providers may share one
+/// (clone it) so that their fan-outs together stay under one limit.
+#[derive(Clone)]
+pub struct Concurrency {
+    limit: usize,
+    shared: Option<Arc<Semaphore>>,
+}
+
+impl fmt::Debug for Concurrency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Concurrency")
+            .field("limit", &self.limit)
+            .field("shared", &self.shared.is_some())
+            .finish()
+    }
+}
+
+impl Concurrency {
+    /// At most `limit` requests in flight (at least 1).
+    pub fn new(limit: usize) -> Self {
+        Concurrency {
+            limit: limit.max(1),
+            shared: None,
+        }
+    }
+
+    /// At most `limit` in flight across everyone holding a clone of this value.
+    pub fn shared(limit: usize) -> Self {
+        let limit = limit.max(1);
+        Concurrency {
+            limit,
+            shared: Some(Arc::new(Semaphore::new(limit))),
+        }
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Run `f` over `items` with at most `limit` futures in flight (and, for a shared bound,
+    /// at most `limit` across all sharers), yielding results as they complete.
+    pub fn fan_out<'a, I, F, Fut, T>(&self, items: I, mut f: F) -> BoxStream<'a, T>
+    where
+        I: IntoIterator + 'a,
+        I::IntoIter: Send + 'a,
+        F: FnMut(I::Item) -> Fut + Send + 'a,
+        Fut: Future<Output = T> + Send + 'a,
+        T: Send + 'a,
+    {
+        let shared = self.shared.clone();
+        stream::iter(items)
+            .map(move |item| {
+                let fut = f(item);
+                let sem = shared.clone();
+                async move {
+                    let _permit = match sem {
+                        // A closed semaphore cannot happen (we never close it); run unbounded then.
+                        Some(s) => s.acquire_owned().await.ok(),
+                        None => None,
+                    };
+                    fut.await
+                }
+            })
+            .buffer_unordered(self.limit)
+            .boxed()
+    }
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Concurrency::new(32)
+    }
+}
