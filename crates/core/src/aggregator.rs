@@ -24,6 +24,8 @@ pub struct ProviderResult {
     /// The connections it delivered (everything that arrived, even when it then failed or
     /// timed out).
     pub connections: Vec<Connection>,
+    /// The longest `Retry-After` any of its errors carried (not part of the report's JSON).
+    pub retry_after: Option<Duration>,
 }
 
 struct Entry {
@@ -132,7 +134,12 @@ impl Aggregator {
     /// Run every provider and merge the results into one report. Provider entries keep the
     /// configured order; connections are sorted by id.
     pub async fn run(&self) -> HealthReport {
-        let mut results: Vec<ProviderResult> = self.run_stream().collect().await;
+        Aggregator::assemble(self.run_stream().collect().await)
+    }
+
+    /// Merge finished provider results (from [`Aggregator::run_stream`], in any order) into a
+    /// report, exactly as [`Aggregator::run`] does.
+    pub fn assemble(mut results: Vec<ProviderResult>) -> HealthReport {
         results.sort_by_key(|r| r.index);
         let mut outcomes = Vec::with_capacity(results.len());
         let total: usize = results.iter().map(|r| r.connections.len()).sum();
@@ -243,7 +250,9 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
     for e in &fetched.errors {
         tracing::warn!(provider = %name, error = %e, "provider error");
     }
+    let retry_after = fetched.errors.iter().filter_map(Error::retry_after).max();
     ProviderResult {
+        retry_after,
         index,
         outcome: ProviderOutcome {
             provider: name,

@@ -57,13 +57,16 @@
 )]
 
 mod aggregator;
+pub mod diff;
 mod error;
 pub mod http;
 mod model;
 mod provider;
 mod secret;
+pub mod watch;
 
 pub use aggregator::{Aggregator, ProviderResult};
+pub use diff::{diff, Change, ChangeKind};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{
     Account, Check, Connection, Customer, HealthReport, Outcome, ParseStatusError, Problem,
@@ -71,6 +74,7 @@ pub use model::{
 };
 pub use provider::{Batch, Concurrency, Fetched, Provider};
 pub use secret::Secret;
+pub use watch::{WatchConfig, WatchState, Watcher};
 
 // Re-exported so adapters and users name the same versions.
 pub use async_trait::async_trait;

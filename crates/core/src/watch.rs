@@ -1,0 +1,485 @@
+//! Polling with memory: emit only what changed, without flapping.
+//!
+//! A [`Watcher`] polls its providers on an interval (with jitter), keeps the last *announced*
+//! state of every connection, and emits [`Change`]s:
+//!
+//! - **Anti-flap.** A connection whose status gets worse is announced only after `trip` polls
+//!   in a row show it worse; one that gets better, after `clear` polls in a row show it better
+//!   (both default 1). Until then nothing is said about it — not its problems either.
+//! - **Outages.** A provider that fails or times out emits one `provider_unavailable`, its
+//!   connections are kept (shown as `unknown` in [`Poll::report`]), never `disappeared`; when it
+//!   answers again, one `provider_recovered`. A `partial` answer keeps the connections of the
+//!   customers that failed.
+//! - **Rate limits.** A provider that answered only `429`s is transient: no event, no status
+//!   change; it is not asked again before its `Retry-After` (at least one more interval).
+//! - **Persistence.** [`WatchState`] serializes to JSON; [`WatchState::save`] writes atomically
+//!   (temp file + rename), so a restarted watcher does not re-announce everything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use futures::StreamExt;
+
+use crate::aggregator::{Aggregator, ProviderResult};
+use crate::diff::{connection_changes, Change, ChangeKind};
+use crate::error::ErrorKind;
+use crate::model::{Connection, HealthReport, Outcome, Problem, ProviderOutcome, Status};
+use crate::provider::Provider;
+
+/// Watcher settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchConfig {
+    /// Time between polls.
+    pub interval: Duration,
+    /// Random spread of the interval, as a fraction (0.1 = ±10 %).
+    pub jitter: f64,
+    /// Polls in a row a worse status must be seen before it is announced (≥ 1).
+    pub trip: u32,
+    /// Polls in a row a better status must be seen before it is announced (≥ 1).
+    pub clear: u32,
+    /// Timeout of one provider's fetch.
+    pub timeout: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            interval: Duration::from_secs(300),
+            jitter: 0.1,
+            trip: 1,
+            clear: 1,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the watcher remembers about one connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracked {
+    /// The connection as last announced.
+    pub connection: Connection,
+    /// When its announced status began.
+    pub since: DateTime<Utc>,
+    /// Polls in a row that disagreed with the announced status in the same direction.
+    #[serde(default)]
+    pub streak: u32,
+    /// The direction of that streak: `true` worse, `false` better.
+    #[serde(default)]
+    pub worsening: bool,
+}
+
+/// What the watcher remembers about one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderState {
+    /// Whether it answered last time.
+    pub available: bool,
+    /// Since when that is so.
+    pub since: DateTime<Utc>,
+    /// Its last outcome entry.
+    pub last: Option<ProviderOutcome>,
+}
+
+/// Everything a watcher remembers; persisted with `--state`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchState {
+    /// Connection id → what was announced.
+    pub connections: BTreeMap<String, Tracked>,
+    /// Provider name → availability.
+    pub providers: BTreeMap<String, ProviderState>,
+}
+
+impl WatchState {
+    /// Load a state file; a missing file is an empty state.
+    pub fn load(path: &Path) -> std::io::Result<WatchState> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: not a connhealth state file: {e}", path.display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(WatchState::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write the state atomically: a temp file beside `path`, then a rename.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "state".into());
+        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+}
+
+/// The result of one poll.
+#[derive(Debug, Clone)]
+pub struct Poll {
+    /// The current view: fresh connections where providers answered, the last known ones
+    /// otherwise (as `unknown` for providers that are unavailable).
+    pub report: HealthReport,
+    /// What changed, as announced.
+    pub changes: Vec<Change>,
+}
+
+struct Entry {
+    provider: Arc<dyn Provider>,
+    timeout: Option<Duration>,
+    not_before: Option<Instant>,
+}
+
+/// Polls providers and emits changes. See the module docs.
+pub struct Watcher {
+    entries: Vec<Entry>,
+    config: WatchConfig,
+    state: WatchState,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field(
+                "providers",
+                &self
+                    .entries
+                    .iter()
+                    .map(|e| e.provider.name())
+                    .collect::<Vec<_>>(),
+            )
+            .field("config", &self.config)
+            .field("tracked", &self.state.connections.len())
+            .finish()
+    }
+}
+
+impl Watcher {
+    /// A watcher with no providers and the given settings (`trip`/`clear` are raised to 1).
+    pub fn new(mut config: WatchConfig) -> Self {
+        config.trip = config.trip.max(1);
+        config.clear = config.clear.max(1);
+        Watcher {
+            entries: Vec::new(),
+            config,
+            state: WatchState::default(),
+        }
+    }
+
+    /// Add a provider (optionally with its own fetch timeout).
+    pub fn add(&mut self, provider: Arc<dyn Provider>, timeout: Option<Duration>) {
+        self.entries.push(Entry {
+            provider,
+            timeout,
+            not_before: None,
+        });
+    }
+
+    /// Start from a remembered state (e.g. loaded from `--state`).
+    pub fn with_state(mut self, state: WatchState) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// The current memory (to persist).
+    pub fn state(&self) -> &WatchState {
+        &self.state
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &WatchConfig {
+        &self.config
+    }
+
+    /// The delay before the next poll: the interval, spread by the jitter.
+    pub fn next_delay(&self) -> Duration {
+        let j = self.config.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 + j * (fastrand::f64() * 2.0 - 1.0);
+        self.config.interval.mul_f64(factor.max(0.0))
+    }
+
+    /// Poll every provider that is due once, update the memory and return the changes.
+    pub async fn poll(&mut self) -> Poll {
+        let now = Instant::now();
+        let mut agg = Aggregator::new().with_timeout(self.config.timeout);
+        let mut polled = Vec::new();
+        for e in &self.entries {
+            if e.not_before.is_some_and(|t| t > now) {
+                continue;
+            }
+            agg.push(e.provider.clone(), e.timeout);
+            polled.push(e.provider.name().to_owned());
+        }
+        let results: Vec<ProviderResult> = agg.run_stream().collect().await;
+        let retry_after: BTreeMap<String, Option<Duration>> = results
+            .iter()
+            .map(|r| (r.outcome.provider.clone(), r.retry_after))
+            .collect();
+        let fresh = Aggregator::assemble(results);
+        let at = fresh.generated_at;
+        let mut changes = Vec::new();
+
+        // Provider availability and rate limits.
+        let mut answered: BTreeMap<String, &ProviderOutcome> = BTreeMap::new();
+        let mut keep_customers: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
+        for p in &fresh.providers {
+            let rate_limited =
+                !p.errors.is_empty() && p.errors.iter().all(|e| e.kind == ErrorKind::RateLimited);
+            let failed = matches!(p.outcome, Outcome::Failed | Outcome::TimedOut);
+            let prev = self.state.providers.get(&p.provider).cloned();
+            if rate_limited {
+                let wait = retry_after
+                    .get(&p.provider)
+                    .copied()
+                    .flatten()
+                    .unwrap_or(self.config.interval)
+                    .max(self.config.interval);
+                if let Some(e) = self
+                    .entries
+                    .iter_mut()
+                    .find(|e| e.provider.name() == p.provider)
+                {
+                    e.not_before = Some(now + wait);
+                }
+                tracing::info!(provider = %p.provider, wait_s = wait.as_secs(), "rate limited; polling this provider less often");
+            }
+            if failed && !rate_limited {
+                let was_available = prev.as_ref().is_none_or(|s| s.available);
+                if was_available {
+                    changes.push(Change::provider(
+                        &p.provider,
+                        ChangeKind::ProviderUnavailable {
+                            outcome: p.outcome,
+                            errors: p.errors.clone(),
+                        },
+                        at,
+                        prev.as_ref().map(|s| s.since),
+                    ));
+                }
+                self.state.providers.insert(
+                    p.provider.clone(),
+                    ProviderState {
+                        available: false,
+                        since: if was_available {
+                            at
+                        } else {
+                            prev.map(|s| s.since).unwrap_or(at)
+                        },
+                        last: Some(p.clone()),
+                    },
+                );
+                keep_customers.insert(p.provider.clone(), None);
+                continue;
+            }
+            if failed {
+                // Rate limited only: as if not polled.
+                keep_customers.insert(p.provider.clone(), None);
+                continue;
+            }
+            if let Some(s) = prev.as_ref().filter(|s| !s.available) {
+                changes.push(Change::provider(
+                    &p.provider,
+                    ChangeKind::ProviderRecovered,
+                    at,
+                    Some(s.since),
+                ));
+            }
+            let since = match &prev {
+                Some(s) if s.available => s.since,
+                _ => at,
+            };
+            self.state.providers.insert(
+                p.provider.clone(),
+                ProviderState {
+                    available: true,
+                    since,
+                    last: Some(p.clone()),
+                },
+            );
+            answered.insert(p.provider.clone(), p);
+            if p.outcome == Outcome::Partial {
+                // Keep connections of customers that failed; if an error names no customer we
+                // cannot tell which are missing, so keep them all.
+                let failed_customers: Option<BTreeSet<String>> =
+                    p.errors.iter().map(|e| e.customer_id.clone()).collect();
+                keep_customers.insert(p.provider.clone(), failed_customers);
+            }
+        }
+
+        // Connections seen now.
+        let mut seen = BTreeSet::new();
+        for c in &fresh.connections {
+            if !answered.contains_key(&c.provider) {
+                continue;
+            }
+            seen.insert(c.id.clone());
+            self.observe(c, at, &mut changes);
+        }
+
+        // Connections not seen now.
+        let missing: Vec<String> = self
+            .state
+            .connections
+            .iter()
+            .filter(|(id, _)| !seen.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in missing {
+            let t = &self.state.connections[&id];
+            let provider = t.connection.provider.as_str();
+            let configured = self.entries.iter().any(|e| e.provider.name() == provider);
+            let gone = if !configured {
+                true
+            } else if !polled.iter().any(|p| p == provider) || !answered.contains_key(provider) {
+                false
+            } else {
+                match keep_customers.get(provider) {
+                    None => true,        // answered fully
+                    Some(None) => false, // partial, cannot tell
+                    Some(Some(failed)) => !failed.contains(&t.connection.customer.id),
+                }
+            };
+            if gone {
+                let t = self.state.connections.remove(&id).expect("listed above");
+                changes.push(Change::about(
+                    &t.connection,
+                    ChangeKind::Disappeared {
+                        last_status: t.connection.status,
+                    },
+                    at,
+                    Some(t.since),
+                ));
+            }
+        }
+        // Providers no longer configured are forgotten.
+        let names: BTreeSet<String> = self
+            .entries
+            .iter()
+            .map(|e| e.provider.name().to_owned())
+            .collect();
+        self.state.providers.retain(|k, _| names.contains(k));
+
+        Poll {
+            report: self.view(at),
+            changes,
+        }
+    }
+
+    /// Compare one fresh connection with what was announced, under the anti-flap rules.
+    fn observe(&mut self, c: &Connection, at: DateTime<Utc>, changes: &mut Vec<Change>) {
+        let Some(t) = self.state.connections.get_mut(&c.id) else {
+            changes.push(Change::about(
+                c,
+                ChangeKind::Appeared { status: c.status },
+                at,
+                None,
+            ));
+            self.state.connections.insert(
+                c.id.clone(),
+                Tracked {
+                    connection: c.clone(),
+                    since: at,
+                    streak: 0,
+                    worsening: false,
+                },
+            );
+            return;
+        };
+        let announced = t.connection.status;
+        if c.status == announced {
+            t.streak = 0;
+            changes.extend(connection_changes(&t.connection, c, at, Some(t.since)));
+            t.connection = c.clone();
+            return;
+        }
+        let worsening = c.status > announced;
+        if t.streak > 0 && t.worsening == worsening {
+            t.streak += 1;
+        } else {
+            t.streak = 1;
+            t.worsening = worsening;
+        }
+        let needed = if worsening {
+            self.config.trip
+        } else {
+            self.config.clear
+        };
+        if t.streak >= needed {
+            changes.extend(connection_changes(&t.connection, c, at, Some(t.since)));
+            t.connection = c.clone();
+            t.since = at;
+            t.streak = 0;
+        }
+    }
+
+    /// The current view: announced connections, `unknown` for providers that are unavailable.
+    fn view(&self, at: DateTime<Utc>) -> HealthReport {
+        let mut providers = Vec::new();
+        for e in &self.entries {
+            let name = e.provider.name();
+            match self.state.providers.get(name).and_then(|s| s.last.clone()) {
+                Some(last) => providers.push(last),
+                None => providers.push(ProviderOutcome {
+                    provider: name.to_owned(),
+                    outcome: Outcome::Failed,
+                    connections: 0,
+                    elapsed_ms: 0,
+                    errors: vec![],
+                }),
+            }
+        }
+        let unavailable: BTreeSet<&str> = self
+            .state
+            .providers
+            .iter()
+            .filter(|(_, s)| !s.available)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let connections = self
+            .state
+            .connections
+            .values()
+            .map(|t| {
+                let mut c = t.connection.clone();
+                if unavailable.contains(c.provider.as_str()) {
+                    c.status = Status::Unknown;
+                    c.problems = vec![Problem::new(
+                        "provider_unavailable",
+                        Status::Unknown,
+                        format!(
+                            "{} did not answer; last known status {}",
+                            c.provider, t.connection.status
+                        ),
+                    )];
+                }
+                c
+            })
+            .collect();
+        HealthReport::new(at, providers, connections)
+    }
+
+    /// Poll forever: each poll's result goes to `on_poll`; returns when it returns `false`.
+    pub async fn run(&mut self, mut on_poll: impl FnMut(&Poll) -> bool) {
+        loop {
+            let poll = self.poll().await;
+            if !on_poll(&poll) {
+                return;
+            }
+            tokio::time::sleep(self.next_delay()).await;
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The Watcher's rules with scripted providers (the simulator-backed tests are in the
+//! workspace's tests/watch.rs).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
+use connhealth_core::watch::{WatchConfig, WatchState, Watcher};
+use connhealth_core::{
+    Batch, ChangeKind, Connection, Customer, Error, ErrorKind, Problem, Provider, Role, Status,
+};
+
+/// A provider whose next answer the test sets.
+#[derive(Debug, Clone)]
+struct Scripted {
+    name: &'static str,
+    next: Arc<Mutex<Vec<Batch2>>>,
+}
+
+#[derive(Debug, Clone)]
+enum Batch2 {
+    Ok(Vec<(&'static str, &'static str, Status)>),
+    Err(ErrorKind, Option<&'static str>, Option<u64>),
+}
+
+impl Scripted {
+    fn new(name: &'static str) -> Self {
+        Scripted {
+            name,
+            next: Arc::new(Mutex::new(vec![])),
+        }
+    }
+    fn answer(&self, batches: Vec<Batch2>) {
+        *self.next.lock().unwrap() = batches;
+    }
+    fn statuses(&self, conns: &[(&'static str, Status)]) {
+        self.answer(vec![Batch2::Ok(
+            conns.iter().map(|(id, s)| (*id, "cus_1", *s)).collect(),
+        )]);
+    }
+}
+
+fn conn(provider: &str, id: &str, customer: &str, status: Status) -> Connection {
+    let problems = if status.is_ok() {
+        vec![]
+    } else {
+        vec![Problem::new(format!("is_{status}"), status, "scripted")]
+    };
+    Connection {
+        id: format!("{provider}:{id}"),
+        provider: provider.into(),
+        provider_connection_id: Some(id.into()),
+        customer: Customer::new(customer),
+        platform: "shopify".into(),
+        role: Role::Source,
+        status,
+        provider_status: status.as_str().into(),
+        connected_at: None,
+        sync: None,
+        checks: vec![],
+        problems,
+        accounts: vec![],
+        observed_at: Utc::now(),
+        data_as_of: None,
+    }
+}
+
+impl Provider for Scripted {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn stream(&self) -> BoxStream<'_, Batch> {
+        let batches: Vec<Batch> = self
+            .next
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| match b {
+                Batch2::Ok(cs) => Ok(cs
+                    .iter()
+                    .map(|(id, cus, s)| conn(self.name, id, cus, *s))
+                    .collect()),
+                Batch2::Err(kind, customer, retry) => {
+                    let mut e = Error::new(self.name, "GET /x", *kind, "scripted");
+                    if let Some(c) = customer {
+                        e = e.with_customer(*c);
+                    }
+                    if let Some(r) = retry {
+                        e = e.with_retry_after(Duration::from_secs(*r));
+                    }
+                    Err(e)
+                }
+            })
+            .collect();
+        stream::iter(batches).boxed()
+    }
+}
+
+fn watcher(p: &Scripted, trip: u32, clear: u32) -> Watcher {
+    let mut w = Watcher::new(WatchConfig {
+        interval: Duration::from_secs(60),
+        jitter: 0.0,
+        trip,
+        clear,
+        timeout: Duration::from_secs(5),
+    });
+    w.add(Arc::new(p.clone()), None);
+    w
+}
+
+fn names(poll: &connhealth_core::watch::Poll) -> Vec<&'static str> {
+    poll.changes.iter().map(|c| c.kind.name()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_poll_announces_then_only_changes() {
+    let p = Scripted::new("p");
+    let mut w = watcher(&p, 1, 1);
+    p.statuses(&[("a", Status::Healthy), ("b", Status::Degraded)]);
+    assert_eq!(names(&w.poll().await), ["appeared", "appeared"]);
+    assert!(w.poll().await.changes.is_empty());
+    p.statuses(&[("a", Status::ActionRequired), ("b", Status::Degraded)]);
+    let poll = w.poll().await;
+    assert_eq!(names(&poll), ["status_changed", "problem_raised"]);
+    assert_eq!(
+        poll.changes[0].kind,
+        ChangeKind::StatusChanged {
+            from: Status::Healthy,
+            to: Status::ActionRequired
+        }
+    );
+    assert!(poll.changes[0].since.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn flapping_below_the_trip_threshold_says_nothing() {
+    let p = Scripted::new("p");
+    let mut w = watcher(&p, 2, 2);
+    p.statuses(&[("a", Status::Healthy)]);
+    w.poll().await;
+    for s in [
+        Status::Degraded,
+        Status::Healthy,
+        Status::Degraded,
+        Status::Healthy,
+    ] {
+        p.statuses(&[("a", s)]);
+        assert!(w.poll().await.changes.is_empty(), "flap to {s} announced");
+    }
+    // Two bad polls in a row trip it…
+    p.statuses(&[("a", Status::Degraded)]);
+    assert!(w.poll().await.changes.is_empty());
+    let poll = w.poll().await;
+    assert_eq!(names(&poll), ["status_changed", "problem_raised"]);
+    // … and it takes two good ones to clear.
+    p.statuses(&[("a", Status::Healthy)]);
+    assert!(w.poll().await.changes.is_empty());
+    assert_eq!(
+        names(&w.poll().await),
+        ["status_changed", "problem_cleared"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_is_one_event_each_way_and_nothing_disappears() {
+    let p = Scripted::new("p");
+    let mut w = watcher(&p, 1, 1);
+    p.statuses(&[
+        ("a", Status::Healthy),
+        ("b", Status::Healthy),
+        ("c", Status::Degraded),
+    ]);
+    w.poll().await;
+    p.answer(vec![Batch2::Err(ErrorKind::ServerError, None, None)]);
+    let poll = w.poll().await;
+    assert_eq!(names(&poll), ["provider_unavailable"]);
+    assert_eq!(
+        poll.report.summary.unknown, 3,
+        "connections of an unavailable provider show as unknown"
+    );
+    for _ in 0..3 {
+        assert!(
+            w.poll().await.changes.is_empty(),
+            "the outage is announced once"
+        );
+    }
+    p.statuses(&[
+        ("a", Status::Healthy),
+        ("b", Status::Healthy),
+        ("c", Status::Degraded),
+    ]);
+    let poll = w.poll().await;
+    assert_eq!(names(&poll), ["provider_recovered"]);
+    assert!(poll.changes[0].since.is_some());
+    assert_eq!(poll.report.summary.healthy, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_answer_keeps_the_failed_customers_connections() {
+    let p = Scripted::new("p");
+    let mut w = watcher(&p, 1, 1);
+    p.answer(vec![Batch2::Ok(vec![
+        ("a", "cus_1", Status::Healthy),
+        ("b", "cus_2", Status::Healthy),
+    ])]);
+    w.poll().await;
+    p.answer(vec![
+        Batch2::Ok(vec![("a", "cus_1", Status::Healthy)]),
+        Batch2::Err(ErrorKind::Forbidden, Some("cus_2"), None),
+    ]);
+    assert!(w.poll().await.changes.is_empty());
+    // When cus_2 answers without b, b is gone.
+    p.answer(vec![
+        Batch2::Ok(vec![("a", "cus_1", Status::Healthy)]),
+        Batch2::Ok(vec![]),
+    ]);
+    assert_eq!(names(&w.poll().await), ["disappeared"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_change_nothing_and_slow_polling_down() {
+    let p = Scripted::new("p");
+    let mut w = watcher(&p, 1, 1);
+    p.statuses(&[("a", Status::Healthy)]);
+    w.poll().await;
+    p.answer(vec![Batch2::Err(
+        ErrorKind::RateLimited,
+        Some("cus_1"),
+        Some(600),
+    )]);
+    let poll = w.poll().await;
+    assert!(poll.changes.is_empty(), "{:?}", poll.changes);
+    assert_eq!(poll.report.summary.healthy, 1, "status unchanged");
+    // The provider is not asked again before its Retry-After, even if it would now answer badly.
+    p.statuses(&[("a", Status::ActionRequired)]);
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(w.poll().await.changes.is_empty());
+    }
+    tokio::time::advance(Duration::from_secs(301)).await;
+    assert_eq!(names(&w.poll().await), ["status_changed", "problem_raised"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_from_saved_state_announces_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let p = Scripted::new("p");
+    let mut w = watcher(&p, 1, 1);
+    p.statuses(&[("a", Status::Healthy), ("b", Status::Disconnected)]);
+    assert_eq!(w.poll().await.changes.len(), 2);
+    w.state().save(&path).unwrap();
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().count() == 1,
+        "no temp file left behind"
+    );
+
+    let mut again = watcher(&p, 1, 1).with_state(WatchState::load(&path).unwrap());
+    assert!(again.poll().await.changes.is_empty());
+    // A missing file is an empty state; a corrupt one is an error.
+    assert_eq!(
+        WatchState::load(&dir.path().join("none.json")).unwrap(),
+        WatchState::default()
+    );
+    std::fs::write(&path, "{ nope").unwrap();
+    assert!(WatchState::load(&path)
+        .unwrap_err()
+        .to_string()
+        .contains("not a connhealth state file"));
+}
+
+#[test]
+fn jitter_spreads_the_interval() {
+    let w = Watcher::new(WatchConfig {
+        interval: Duration::from_secs(100),
+        jitter: 0.1,
+        ..WatchConfig::default()
+    });
+    for _ in 0..100 {
+        let d = w.next_delay();
+        assert!(
+            d >= Duration::from_secs(90) && d <= Duration::from_secs(110),
+            "{d:?}"
+        );
+    }
+}
