@@ -1,0 +1,700 @@
+//! Requests and authentication: the typed Violet client.
+//!
+//! See [`VioletClient`] for how authentication works.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use connhealth_core::http::{HttpClient, Request, Response};
+use connhealth_core::{Concurrency, Connection, Error, ErrorKind, Result, Secret};
+use futures::stream::{BoxStream, StreamExt};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::map::{map_item, MapContext};
+use crate::wire;
+
+/// How long before the access token's expiry it is refreshed.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// The documented access-token lifetime, assumed when the token's `exp` cannot be read.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Bodies at least this large are decoded and mapped on the blocking pool.
+const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
+
+const LOGIN: &str = "POST /login";
+const REFRESH: &str = "GET /auth/token";
+const REPORT: &str = "GET /operations/connection_health";
+const MERCHANT: &str = "GET /operations/connection_health/{merchant_id}";
+
+/// Counters of the client's authentication traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuthStats {
+    /// `POST /login` requests sent (successful or not).
+    pub logins: u64,
+    /// `GET /auth/token` requests sent (successful or not).
+    pub refreshes: u64,
+}
+
+/// The typed client for Violet's operations API (control-plane calls). Cheap to clone; clones
+/// share the HTTP connection pool and the token.
+///
+/// # Authentication
+///
+/// `POST /login` (headers `X-Violet-App-Id`, `X-Violet-App-Secret`, JSON `{username, password}`)
+/// yields an access token (a JWT) and a refresh token. Every other call carries
+/// `X-Violet-App-Id`, `X-Violet-App-Secret` and `X-Violet-Token: <access token>`.
+///
+/// * The access token's expiry is read from its `exp` claim (the payload is base64url-decoded;
+///   the signature is not checked). When that cannot be read the documented lifetime, 24 h
+///   from when the token was obtained, is assumed. The expiry is tracked on tokio's clock.
+/// * [`REFRESH_MARGIN`] before expiry the token is refreshed with `GET /auth/token` (the
+///   *refresh* token in `X-Violet-Token`); if the refresh token is refused (401/403) the client
+///   logs in again. If a proactive refresh fails for another reason (e.g. a 5xx after core's
+///   retries) while the old token is still valid, the old token keeps being used.
+/// * A 401 from an API call (Violet's `error_code` 11, "Token has expired", or any other 401):
+///   the token is refreshed (or, if the refresh token is refused, a new login is made) and the
+///   call is repeated once; if it is refused again, a fresh login is made and the call repeated
+///   once more; if that is refused too the `authentication` error is returned.
+/// * Concurrent callers share one refresh or login: the token state sits behind one async
+///   mutex with a generation counter; a caller whose request was refused with token generation
+///   `N` renews only if the current generation is still `N`, else it simply retries with the
+///   newer token.
+/// * A login refused with 400/401/403/422 is an immediate `authentication` error naming
+///   `POST /login` (never retried); its message never contains the username, the password or
+///   the app secret. Transient login failures (5xx, 429, timeouts) are retried like a GET:
+///   minting a token has no side effect.
+#[derive(Clone)]
+pub struct VioletClient {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Settings {
+    pub(crate) name: String,
+    pub(crate) http: HttpClient,
+    pub(crate) app_id: u64,
+    pub(crate) app_secret: Secret,
+    pub(crate) username: String,
+    pub(crate) password: Secret,
+    pub(crate) exclude_public: bool,
+    pub(crate) include_personal_data: bool,
+    pub(crate) concurrency: Concurrency,
+}
+
+struct Inner {
+    s: Settings,
+    app_id: String,
+    auth: Mutex<TokenState>,
+    logins: AtomicU64,
+    refreshes: AtomicU64,
+}
+
+#[derive(Default)]
+struct TokenState {
+    access: Option<Secret>,
+    refresh: Option<Secret>,
+    /// When `access` expires, on tokio's clock.
+    expires_at: Option<Instant>,
+    /// Bumped every time `access` changes.
+    generation: u64,
+}
+
+impl fmt::Debug for VioletClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VioletClient")
+            .field("name", &self.inner.s.name)
+            .field("base_url", &self.inner.s.http.base_url().as_str())
+            .field("app_id", &self.inner.s.app_id)
+            .field("app_secret", &self.inner.s.app_secret)
+            .field("username", &"[redacted]")
+            .field("password", &self.inner.s.password)
+            .field("exclude_public", &self.inner.s.exclude_public)
+            .field("include_personal_data", &self.inner.s.include_personal_data)
+            .field("concurrency", &self.inner.s.concurrency)
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct LoginBody<'a> {
+    username: &'a str,
+    password: &'a str,
+}
+
+/// The parts of the login / refresh answers that are used (the login answer is the user
+/// object, with personal data: nothing else is decoded).
+#[derive(Deserialize)]
+struct TokenAnswer {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default, alias = "refreshToken")]
+    refresh_token: Option<String>,
+}
+
+impl VioletClient {
+    pub(crate) fn new(settings: Settings) -> Self {
+        VioletClient {
+            inner: Arc::new(Inner {
+                app_id: settings.app_id.to_string(),
+                s: settings,
+                auth: Mutex::new(TokenState::default()),
+                logins: AtomicU64::new(0),
+                refreshes: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The provider name errors and connections carry.
+    pub fn name(&self) -> &str {
+        &self.inner.s.name
+    }
+
+    /// Login and refresh requests sent so far.
+    pub fn auth_stats(&self) -> AuthStats {
+        AuthStats {
+            logins: self.inner.logins.load(Ordering::Relaxed),
+            refreshes: self.inner.refreshes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Make sure a valid access token is held: log in if there is none, refresh it if it is
+    /// about to expire. Useful to check credentials without fetching anything.
+    pub async fn authenticate(&self) -> Result<()> {
+        self.token().await.map(|_| ())
+    }
+
+    /// `GET /operations/connection_health?app_id=…&exclude_public=…`: every merchant's report,
+    /// mapped, one [`Connection`] per merchant (Violet serves this report from a cache that is
+    /// recomputed about every 24 h). Entries without a readable merchant id are skipped (counted
+    /// in a debug log).
+    pub async fn connection_health(&self) -> Result<Vec<Connection>> {
+        let observed_at = Utc::now();
+        let exclude = if self.inner.s.exclude_public {
+            "true"
+        } else {
+            "false"
+        };
+        let url = self
+            .inner
+            .s
+            .http
+            .url(&["operations", "connection_health"])?;
+        let resp = self
+            .send_authed(None, |c, token| {
+                c.api_request(REPORT, url.clone(), token).query(&[
+                    ("app_id", c.inner.app_id.as_str()),
+                    ("exclude_public", exclude),
+                ])
+            })
+            .await?;
+        let body = resp.body().clone();
+        let status = resp.status();
+        let name = self.inner.s.name.clone();
+        let personal = self.inner.s.include_personal_data;
+        let job = move || decode_report(&name, &body, observed_at, personal);
+        let result = if resp.body().len() >= BLOCKING_DECODE_BYTES {
+            tokio::task::spawn_blocking(job).await.map_err(|e| {
+                Error::new(
+                    self.name(),
+                    REPORT,
+                    if e.is_panic() {
+                        ErrorKind::Panicked
+                    } else {
+                        ErrorKind::Decode
+                    },
+                    "decoding the report did not finish",
+                )
+            })?
+        } else {
+            job()
+        };
+        result.map_err(|e| e.with_status(status))
+    }
+
+    /// `GET /operations/connection_health/{merchant_id}`: one merchant's cached report, mapped.
+    pub async fn merchant_health(&self, merchant_id: &str) -> Result<Connection> {
+        self.merchant(merchant_id, false).await
+    }
+
+    /// `GET /operations/connection_health/{merchant_id}?refresh=true`: has Violet recompute one
+    /// merchant's report now (which also updates what the list shows) and returns it, mapped.
+    ///
+    /// Violet calls this heavy (it may use the merchant's platform rate limits): call it when
+    /// a change is suspected, never on a schedule. Polls never call it.
+    pub async fn refresh_merchant(&self, merchant_id: &str) -> Result<Connection> {
+        self.merchant(merchant_id, true).await
+    }
+
+    /// [`VioletClient::merchant_health`] for many merchants, at most `concurrency` requests in
+    /// flight, yielding results as they complete (each error names its merchant).
+    pub fn merchants_health<'a, I>(&'a self, merchant_ids: I) -> BoxStream<'a, Result<Connection>>
+    where
+        I: IntoIterator<Item = String> + 'a,
+        I::IntoIter: Send + 'a,
+    {
+        self.inner
+            .s
+            .concurrency
+            .fan_out(merchant_ids, move |id| async move {
+                self.merchant_health(&id).await
+            })
+            .boxed()
+    }
+
+    async fn merchant(&self, merchant_id: &str, refresh: bool) -> Result<Connection> {
+        let observed_at = Utc::now();
+        let url = self
+            .inner
+            .s
+            .http
+            .url(&["operations", "connection_health", merchant_id])
+            .map_err(|e| e.with_customer(merchant_id))?;
+        let resp = self
+            .send_authed(Some(merchant_id), |c, token| {
+                let req = c
+                    .api_request(MERCHANT, url.clone(), token)
+                    .for_customer(merchant_id);
+                if refresh {
+                    req.query(&[("refresh", "true"), ("app_id", c.inner.app_id.as_str())])
+                } else {
+                    req.query(&[("app_id", c.inner.app_id.as_str())])
+                }
+            })
+            .await?;
+        decode_merchant(
+            &self.inner.s.name,
+            resp.body(),
+            merchant_id,
+            observed_at,
+            self.inner.s.include_personal_data,
+        )
+        .map_err(|e| e.with_status(resp.status()).with_customer(merchant_id))
+    }
+
+    fn api_request(&self, endpoint: &str, url: url::Url, token: &Secret) -> Request {
+        self.inner
+            .s
+            .http
+            .request(Method::GET, endpoint, url)
+            .header("x-violet-app-id", &self.inner.app_id)
+            .secret_header("x-violet-app-secret", "", &self.inner.s.app_secret)
+            .secret_header("x-violet-token", "", token)
+    }
+
+    /// Send an authenticated request built by `build`, renewing the token on a 401 (see the
+    /// module docs).
+    async fn send_authed<F>(&self, customer: Option<&str>, build: F) -> Result<Response>
+    where
+        F: Fn(&Self, &Secret) -> Request,
+    {
+        let with_customer = |e: Error| match customer {
+            Some(c) if e.customer_id().is_none() => e.with_customer(c),
+            _ => e,
+        };
+        let (mut token, mut generation) = self.token().await.map_err(with_customer)?;
+        let mut renewals = 0;
+        loop {
+            match self.inner.s.http.send(build(self, &token)).await {
+                Err(e) if e.kind() == ErrorKind::Authentication && renewals < 2 => {
+                    tracing::debug!(
+                        provider = %self.inner.s.name,
+                        endpoint = %e.endpoint(),
+                        provider_code = ?e.provider_code(),
+                        renewal = renewals + 1,
+                        "token refused; renewing"
+                    );
+                    // First a refresh (or a login when the refresh token is refused); if the
+                    // renewed token is refused as well, a fresh login.
+                    let force_login = renewals == 1;
+                    renewals += 1;
+                    (token, generation) = self
+                        .renew(generation, force_login)
+                        .await
+                        .map_err(with_customer)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A valid access token and its generation: logs in when there is none, refreshes ahead of
+    /// expiry.
+    async fn token(&self) -> Result<(Secret, u64)> {
+        let mut st = self.inner.auth.lock().await;
+        match (&st.access, st.expires_at) {
+            (None, _) => self.login_locked(&mut st).await?,
+            (Some(_), Some(exp)) if Instant::now() + REFRESH_MARGIN >= exp => {
+                match self.refresh_locked(&mut st).await {
+                    Ok(()) => {}
+                    Err(e) if is_refused(&e) => self.login_locked(&mut st).await?,
+                    Err(e) if Instant::now() < exp => {
+                        tracing::debug!(
+                            provider = %self.inner.s.name,
+                            error = %e.kind(),
+                            "token refresh failed; the current token is still valid, keeping it"
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {}
+        }
+        Ok((current(&st)?, st.generation))
+    }
+
+    /// After a request made with token generation `seen` was refused: renew, unless another
+    /// caller already did.
+    async fn renew(&self, seen: u64, force_login: bool) -> Result<(Secret, u64)> {
+        let mut st = self.inner.auth.lock().await;
+        if st.generation == seen || st.access.is_none() {
+            if force_login || st.refresh.is_none() {
+                self.login_locked(&mut st).await?;
+            } else {
+                match self.refresh_locked(&mut st).await {
+                    Ok(()) => {}
+                    Err(e) if is_refused(&e) => self.login_locked(&mut st).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok((current(&st)?, st.generation))
+    }
+
+    async fn login_locked(&self, st: &mut TokenState) -> Result<()> {
+        let s = &self.inner.s;
+        self.inner.logins.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(provider = %s.name, "logging in");
+        let url = s.http.url(&["login"])?;
+        let req = s
+            .http
+            .request(Method::POST, LOGIN, url)
+            .header("x-violet-app-id", &self.inner.app_id)
+            .secret_header("x-violet-app-secret", "", &s.app_secret)
+            .json(&LoginBody {
+                username: &s.username,
+                password: s.password.expose(),
+            })
+            // Minting a token has no side effect, so transient failures (5xx, 429, timeouts)
+            // are retried like a GET; a refusal (401) never is.
+            .retry_unsafe();
+        let answer: TokenAnswer = match s.http.send(req).await {
+            Ok(resp) => resp.json()?,
+            Err(e) => return Err(self.login_error(e)),
+        };
+        let access = answer
+            .token
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| {
+                Error::new(
+                    &s.name,
+                    LOGIN,
+                    ErrorKind::Decode,
+                    "the login answer has no token",
+                )
+            })?;
+        self.install(st, access, answer.refresh_token);
+        Ok(())
+    }
+
+    async fn refresh_locked(&self, st: &mut TokenState) -> Result<()> {
+        let s = &self.inner.s;
+        let Some(refresh) = st.refresh.clone() else {
+            return Err(Error::new(
+                &s.name,
+                REFRESH,
+                ErrorKind::Authentication,
+                "no refresh token",
+            ));
+        };
+        self.inner.refreshes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(provider = %s.name, "refreshing the access token");
+        let url = s.http.url(&["auth", "token"])?;
+        let req = s
+            .http
+            .request(Method::GET, REFRESH, url)
+            .header("x-violet-app-id", &self.inner.app_id)
+            .secret_header("x-violet-app-secret", "", &s.app_secret)
+            .secret_header("x-violet-token", "", &refresh);
+        let answer: TokenAnswer = s.http.send_json(req).await?;
+        let access = answer
+            .token
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| {
+                Error::new(
+                    &s.name,
+                    REFRESH,
+                    ErrorKind::Decode,
+                    "the refresh answer has no token",
+                )
+            })?;
+        self.install(st, access, answer.refresh_token);
+        Ok(())
+    }
+
+    fn install(&self, st: &mut TokenState, access: String, refresh: Option<String>) {
+        let lifetime = token_lifetime(&access, Utc::now());
+        st.expires_at = Some(Instant::now() + lifetime);
+        st.access = Some(Secret::new(access));
+        if let Some(r) = refresh.filter(|r| !r.trim().is_empty()) {
+            st.refresh = Some(Secret::new(r));
+        }
+        st.generation += 1;
+    }
+
+    /// The login failure as an error that names `POST /login`, never the credentials.
+    fn login_error(&self, e: Error) -> Error {
+        let s = &self.inner.s;
+        let refused = matches!(e.http_status(), Some(400 | 401 | 403 | 422));
+        let kind = if refused {
+            ErrorKind::Authentication
+        } else {
+            e.kind()
+        };
+        let mut said = e.message().to_owned();
+        for secret in [
+            s.username.as_str(),
+            s.password.expose(),
+            s.app_secret.expose(),
+        ] {
+            if secret.len() >= 3 {
+                said = said.replace(secret, "[redacted]");
+            }
+        }
+        // The local part of the e-mail on its own is personal data as well.
+        if let Some(local) = s.username.split('@').next().filter(|l| l.len() >= 3) {
+            said = said.replace(local, "[redacted]");
+        }
+        let mut message = if refused {
+            "Violet refused the login: check the app id, app secret, username and password (only the app owner's login can mint API tokens)".to_owned()
+        } else {
+            "login failed".to_owned()
+        };
+        if !said.trim().is_empty() {
+            message.push_str(&format!(" (Violet said: {})", said.trim()));
+        }
+        let mut out = Error::new(&s.name, LOGIN, kind, message);
+        if let Some(st) = e.http_status() {
+            out = out.with_status(st);
+        }
+        if let Some(code) = e.provider_code() {
+            out = out.with_provider_code(code);
+        }
+        if let Some(ra) = e.retry_after() {
+            out = out.with_retry_after(ra);
+        }
+        out
+    }
+}
+
+fn current(st: &TokenState) -> Result<Secret> {
+    // `login_locked` always installs a token or fails, so this is only a safeguard.
+    st.access.clone().ok_or_else(|| {
+        Error::new(
+            "violet",
+            LOGIN,
+            ErrorKind::Authentication,
+            "no access token",
+        )
+    })
+}
+
+/// The refresh token (or login) was refused, as opposed to a transient failure.
+fn is_refused(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Authentication | ErrorKind::Forbidden)
+}
+
+/// How long the access token stays valid from `now`, read from its `exp` claim; the documented
+/// 24 h when unreadable. Never less than twice [`REFRESH_MARGIN`], so that a clock skew cannot
+/// make every call refresh.
+pub(crate) fn token_lifetime(token: &str, now: DateTime<Utc>) -> Duration {
+    match jwt_exp(token) {
+        Some(exp) => {
+            let secs = exp.saturating_sub(now.timestamp());
+            Duration::from_secs(secs.max(0) as u64).max(REFRESH_MARGIN * 2)
+        }
+        None => DEFAULT_TOKEN_LIFETIME,
+    }
+}
+
+/// The `exp` claim (seconds since the epoch) of a JWT, without checking its signature.
+pub(crate) fn jwt_exp(token: &str) -> Option<i64> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64url_decode(payload)?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?;
+    exp.as_i64()
+        .or_else(|| exp.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+        .or_else(|| exp.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+/// Base64url (RFC 4648 §5) decoding, padding optional. Also accepts the standard alphabet.
+fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for b in s.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // A single leftover character (6 bits) cannot come from valid base64.
+    (bits < 6).then_some(out)
+}
+
+/// Decode and map a report body (see [`crate::decode_report`]).
+pub(crate) fn decode_report(
+    name: &str,
+    body: &[u8],
+    observed_at: DateTime<Utc>,
+    include_personal_data: bool,
+) -> Result<Vec<Connection>> {
+    let items = wire::decode_report(body)
+        .map_err(|e| Error::new(name, REPORT, ErrorKind::Decode, e.message))?;
+    let ctx = MapContext {
+        provider: name,
+        observed_at,
+        include_personal_data,
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut skipped = 0usize;
+    for item in items {
+        match map_item(&item, &ctx, None) {
+            Some(c) => out.push(c),
+            None => skipped += 1,
+        }
+    }
+    if skipped > 0 {
+        tracing::debug!(
+            provider = %name,
+            skipped,
+            "report entries without a readable merchant_id were skipped"
+        );
+    }
+    Ok(out)
+}
+
+/// Decode and map a one-merchant body; `merchant_id` stands in when the body has none.
+pub(crate) fn decode_merchant(
+    name: &str,
+    body: &[u8],
+    merchant_id: &str,
+    observed_at: DateTime<Utc>,
+    include_personal_data: bool,
+) -> Result<Connection> {
+    let item = wire::decode_merchant(body)
+        .map_err(|e| Error::new(name, MERCHANT, ErrorKind::Decode, e.message))?;
+    let ctx = MapContext {
+        provider: name,
+        observed_at,
+        include_personal_data,
+    };
+    map_item(&item, &ctx, Some(merchant_id)).ok_or_else(|| {
+        Error::new(
+            name,
+            MERCHANT,
+            ErrorKind::Decode,
+            "the answer names no merchant",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bytes = s.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+            let chars = chunk.len() + 1;
+            for i in 0..chars {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    fn jwt(claims: &str) -> String {
+        format!(
+            "{}.{}.c2lnbmF0dXJl",
+            b64(r#"{"alg":"HS256","typ":"JWT"}"#),
+            b64(claims)
+        )
+    }
+
+    #[test]
+    fn base64url_round_trips() {
+        for s in [
+            "",
+            "f",
+            "fo",
+            "foo",
+            "foob",
+            "fooba",
+            "foobar",
+            "{\"exp\":1700000000}",
+            "ü~?>",
+        ] {
+            assert_eq!(base64url_decode(&b64(s)).unwrap(), s.as_bytes(), "{s}");
+        }
+        assert_eq!(base64url_decode("Zm9vYg==").unwrap(), b"foob");
+        assert_eq!(base64url_decode("Zm9v*"), None);
+        assert_eq!(base64url_decode("Zm9vY"), None);
+    }
+
+    #[test]
+    fn exp_claim() {
+        assert_eq!(
+            jwt_exp(&jwt(r#"{"sub":"1","exp":1700000000}"#)),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            jwt_exp(&jwt(r#"{"exp":"1700000000"}"#)),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            jwt_exp(&jwt(r#"{"exp":1700000000.5}"#)),
+            Some(1_700_000_000)
+        );
+        assert_eq!(jwt_exp(&jwt(r#"{"sub":"1"}"#)), None);
+        assert_eq!(jwt_exp("opaque-token"), None);
+        assert_eq!(jwt_exp("a.!!!.c"), None);
+        assert_eq!(jwt_exp(&format!("x.{}.y", b64("not json"))), None);
+    }
+
+    #[test]
+    fn lifetime_from_exp_or_default() {
+        let now: DateTime<Utc> = "2024-01-01T00:00:00Z".parse().unwrap();
+        let t = now.timestamp();
+        let token = jwt(&format!(r#"{{"exp":{}}}"#, t + 3600));
+        assert_eq!(token_lifetime(&token, now), Duration::from_secs(3600));
+        assert_eq!(token_lifetime("opaque", now), DEFAULT_TOKEN_LIFETIME);
+        // Already expired by our clock (skew): never below twice the margin.
+        let token = jwt(&format!(r#"{{"exp":{}}}"#, t - 10));
+        assert_eq!(token_lifetime(&token, now), REFRESH_MARGIN * 2);
+    }
+}

@@ -1,0 +1,421 @@
+//! # connhealth-violet
+//!
+//! The connhealth adapter for [Violet](https://violet.io)'s connection-health report:
+//! `GET /operations/connection_health` lists every merchant connected to your Violet app with
+//! eight health checks each; this crate turns every merchant into one normalized
+//! [`Connection`] (role `source`).
+//!
+//! ```
+//! use connhealth_core::{Provider, Secret, Status};
+//! use connhealth_testkit::VioletSim;
+//! use connhealth_violet::Violet;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A loopback simulator of Violet with 50 generated merchants.
+//! let sim = VioletSim::start_generated(50, 7).await?;
+//!
+//! let violet = Violet::builder()
+//!     .base_url(sim.base_url())
+//!     .app_id(sim.app_id())
+//!     .app_secret(Secret::new(sim.app_secret()))
+//!     .username(sim.username())
+//!     .password(Secret::new(sim.password()))
+//!     .build()?;
+//!
+//! let fetched = violet.fetch().await;
+//! assert!(fetched.errors.is_empty());
+//! for c in &fetched.connections {
+//!     assert!(c.id.starts_with("violet:"));
+//!     // Every status other than healthy comes with the problems that explain it.
+//!     assert!(c.status == Status::Healthy || !c.problems.is_empty());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## What it asks
+//!
+//! One authenticated `GET /operations/connection_health?app_id=…&exclude_public=…` per poll
+//! (Violet caches the report for up to 24 h, so polling more than a few times a day only reads
+//! the same data). Authentication (login, token refresh ahead of the JWT's expiry, renewal on a
+//! 401, one renewal shared by concurrent callers) is described on [`VioletClient`].
+//! [`VioletClient::refresh_merchant`] recomputes one merchant's report on demand; polls never
+//! call it.
+//!
+//! ## How a report maps
+//!
+//! One [`Connection`] per merchant entry: `role` `source`; `platform` the lower-cased
+//! `platform` (unknown platforms are kept; a missing one becomes `"unknown"`);
+//! `provider_connection_id` and `customer.id` the merchant id; `id` `"{name}:{merchant_id}"`;
+//! `customer.name` the `merchant_name`; `customer.email` the (Violet-obfuscated)
+//! `merchant_email` only with [`VioletBuilder::include_personal_data`]; one account (id = the
+//! merchant id, with the store URL); `provider_status` the raw `merchant_status`;
+//! `data_as_of` the `sync_status.results.date_last_synced` (the report does not say when it was
+//! computed; the last catalog sync is the freshest moment it vouches for); `sync` from
+//! `sync_status.results` (`COMPLETED` live, `IN_PROGRESS`/`PENDING` syncing, `NOT_STARTED`
+//! pending, `FAILED` failed, anything else unknown; `total_products`, `total_products_synced`,
+//! `date_last_synced`).
+//!
+//! Every section present (`connection`, `scope_validation`, `sync_status`, `invalid_products`,
+//! `offers_published`, `payout_account`, `migration`, `commission_rate`, then any other
+//! object-with-a-`status` key such as `channel_connection` or `terms_of_service`, by name)
+//! becomes a [`connhealth_core::Check`]: `COMPLETE`/`NOT_APPLICABLE` → healthy, `INCOMPLETE` →
+//! degraded, `NEEDS_ATTENTION` → action_required, `ERROR` → unknown, any other value → unknown
+//! with `unrecognized_value`; `detail` = the section's `error.message`. A missing or null
+//! section adds no check.
+//!
+//! The results are then read **whatever the section's status says** (the documented example
+//! has `migration` COMPLETE with results `MIGRATION_REQUIRED`: the specific results win),
+//! except in a section whose status is `NOT_APPLICABLE`:
+//!
+//! | what the report says | status | problem | remediation |
+//! |---|---|---|---|
+//! | `merchant_status` ACTIVE | healthy | – | – |
+//! | INACTIVE, DISABLED, DISABLED_INACTIVE, FOR_DELETION | disconnected | `merchant_disabled` | contact_provider |
+//! | NEW, APPLICATION_IN_PROGRESS / _SUBMITTED / _ACCEPTED | pending | `merchant_onboarding` | complete_setup `merchant_onboarding` |
+//! | APPLICATION_DENIED | action_required | `merchant_application_denied` | contact_provider |
+//! | any other value / missing | unknown | `unrecognized_value` / `missing_value` | – |
+//! | `connection.results.isConnected` or `.connected` false | disconnected | `store_disconnected` | reconnect |
+//! | `connection.results.hasActivePlatformPlan` false | action_required | `platform_plan_inactive` | complete_setup `platform_plan` |
+//! | `storeScopes.missingScopes` / `scope_validation.results.missing_scopes` non-empty, or `hasValidScopes` / `valid` false | action_required (degraded when only INCOMPLETE checks list them and no flag is false) | `missing_scopes` | grant_scopes (deduplicated union) |
+//! | `sync_status.results.status` FAILED | degraded | `sync_failed` | – |
+//! | IN_PROGRESS, PENDING | syncing | `sync_in_progress` | wait_for_sync |
+//! | NOT_STARTED | pending | `sync_not_started` | wait_for_sync |
+//! | any other value | unknown | `unrecognized_value` | – |
+//! | `invalid_products.results.count` > 0 | degraded | `invalid_products` (the count) | – |
+//! | `payout_account` NEEDS_ATTENTION without results | action_required | `payout_account_missing` | complete_setup `payout_account` |
+//! | payout results `is_active` false or `errors[]` not resolved | action_required | `payout_account_error` (the messages) | complete_setup `payout_account` |
+//! | `migration.results` MIGRATION_REQUIRED, or the check NEEDS_ATTENTION | action_required | `migration_required` | complete_setup `migration` |
+//! | MIGRATION_IN_PROGRESS | pending | `migration_in_progress` | – |
+//! | ERROR | unknown | `migration_error` | – |
+//! | any other value | unknown | `unrecognized_value` | – |
+//! | a check NEEDS_ATTENTION / INCOMPLETE / ERROR not explained by a problem above of at least its severity | action_required / degraded / unknown | `check_needs_attention` / `check_incomplete` / `check_error` | – |
+//! | a field whose JSON type does not fit | unknown | `unrecognized_value` | – |
+//! | an entry that cannot be decoded but names its merchant | unknown | `malformed_entry` | – |
+//!
+//! The connection's status is the worst of every check and every problem. Entries without a
+//! readable merchant id are skipped (counted in a debug log). Decoding accepts snake_case and
+//! camelCase keys, enum values in any case, numbers as strings, nulls and missing sections, and
+//! never fails the report because of one entry.
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+
+mod client;
+mod map;
+mod wire;
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use connhealth_core::http::{HttpClient, HttpConfig, RetryPolicy};
+use connhealth_core::{Batch, Concurrency, Connection, Error, Provider, Result, Secret};
+use futures::stream::{self, BoxStream, StreamExt};
+
+pub use client::{AuthStats, VioletClient, DEFAULT_TOKEN_LIFETIME, REFRESH_MARGIN};
+
+/// The default provider name.
+pub const DEFAULT_NAME: &str = "violet";
+
+/// The default response-body cap: the report is one unpaginated array of every merchant, so it
+/// is allowed to be larger than core's default.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+/// Violet as a connhealth [`Provider`]: one batch per poll, one [`Connection`] per merchant.
+///
+/// Build it with [`Violet::builder`].
+pub struct Violet {
+    name: String,
+    client: VioletClient,
+}
+
+impl fmt::Debug for Violet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Violet")
+            .field("name", &self.name)
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl Violet {
+    /// Violet's sandbox API (the default; sandbox and live use different credentials).
+    pub const SANDBOX_BASE_URL: &'static str = "https://sandbox-api.violet.io/v1";
+    /// Violet's live API.
+    pub const LIVE_BASE_URL: &'static str = "https://api.violet.io/v1";
+
+    /// A builder with the defaults (sandbox base URL, name `violet`).
+    pub fn builder() -> VioletBuilder {
+        VioletBuilder::default()
+    }
+
+    /// The typed client, for control-plane calls ([`VioletClient::refresh_merchant`], …).
+    pub fn client(&self) -> &VioletClient {
+        &self.client
+    }
+}
+
+impl Provider for Violet {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn stream(&self) -> BoxStream<'_, Batch> {
+        stream::once(async move { self.client.connection_health().await }).boxed()
+    }
+}
+
+/// Builder of [`Violet`]. Setters never fail; [`VioletBuilder::build`] validates everything.
+#[derive(Clone)]
+pub struct VioletBuilder {
+    name: String,
+    base_url: String,
+    app_id: Option<u64>,
+    app_secret: Option<Secret>,
+    username: Option<String>,
+    password: Option<Secret>,
+    exclude_public: bool,
+    include_personal_data: bool,
+    concurrency: Option<Concurrency>,
+    concurrency_limit: usize,
+    connect_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    without_timers: bool,
+    retry: Option<RetryPolicy>,
+    max_body_bytes: usize,
+}
+
+impl fmt::Debug for VioletBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VioletBuilder")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("app_id", &self.app_id)
+            .field("app_secret", &self.app_secret)
+            .field("username", &self.username.as_ref().map(|_| "[redacted]"))
+            .field("password", &self.password)
+            .field("exclude_public", &self.exclude_public)
+            .field("include_personal_data", &self.include_personal_data)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for VioletBuilder {
+    fn default() -> Self {
+        VioletBuilder {
+            name: DEFAULT_NAME.to_owned(),
+            base_url: Violet::SANDBOX_BASE_URL.to_owned(),
+            app_id: None,
+            app_secret: None,
+            username: None,
+            password: None,
+            exclude_public: true,
+            include_personal_data: false,
+            concurrency: None,
+            concurrency_limit: 32,
+            connect_timeout: None,
+            request_timeout: None,
+            without_timers: false,
+            retry: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl VioletBuilder {
+    /// The provider name in reports and connection ids (default `violet`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The API base URL (default [`Violet::SANDBOX_BASE_URL`]). Must be `https://` unless the
+    /// host is loopback.
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into();
+        self
+    }
+
+    /// Use [`Violet::LIVE_BASE_URL`].
+    pub fn live(self) -> Self {
+        self.base_url(Violet::LIVE_BASE_URL)
+    }
+
+    /// Your Violet app id (required; sent as `X-Violet-App-Id` and the `app_id` parameter).
+    pub fn app_id(mut self, app_id: u64) -> Self {
+        self.app_id = Some(app_id);
+        self
+    }
+
+    /// Your Violet app secret (required).
+    pub fn app_secret(mut self, app_secret: Secret) -> Self {
+        self.app_secret = Some(app_secret);
+        self
+    }
+
+    /// The app owner's login e-mail (required). Personal data: never logged or put in errors.
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// The app owner's password (required).
+    pub fn password(mut self, password: Secret) -> Self {
+        self.password = Some(password);
+        self
+    }
+
+    /// Leave merchants with `distribution_type` PUBLIC out of the report (default `true`, as
+    /// Violet's own default; sent as `exclude_public`).
+    pub fn exclude_public(mut self, exclude: bool) -> Self {
+        self.exclude_public = exclude;
+        self
+    }
+
+    /// Put the merchant's e-mail (`merchant_email`, obfuscated by Violet) into
+    /// `Customer.email` (default `false`: personal data is left out).
+    pub fn include_personal_data(mut self, include: bool) -> Self {
+        self.include_personal_data = include;
+        self
+    }
+
+    /// At most this many per-merchant requests in flight
+    /// ([`VioletClient::merchants_health`]); default 32. The poll itself is one request.
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency_limit = limit;
+        self.concurrency = None;
+        self
+    }
+
+    /// Share a concurrency bound with other providers.
+    pub fn shared_concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.concurrency = Some(concurrency);
+        self
+    }
+
+    /// Timeout of one request attempt, body included (default 30 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// No client-side timers at all (no connect, request or idle-connection timeout), unless
+    /// set explicitly after this. For tests on tokio's paused clock, where any client timer
+    /// may fire while a loopback answer is on its way.
+    pub fn without_timers(mut self) -> Self {
+        self.without_timers = true;
+        self.connect_timeout = None;
+        self.request_timeout = None;
+        self
+    }
+
+    /// TCP + TLS connect timeout (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Retry policy for safe requests (default [`RetryPolicy::default`]).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Largest response body accepted (default [`DEFAULT_MAX_BODY_BYTES`]).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Validate the settings and build the provider. Every missing credential is a
+    /// [`connhealth_core::ErrorKind::Config`] error naming the setting.
+    pub fn build(self) -> Result<Violet> {
+        let name = self.name.trim().to_owned();
+        if name.is_empty() {
+            return Err(Error::config(DEFAULT_NAME, "name must not be empty"));
+        }
+        let app_id = match self.app_id {
+            Some(0) => return Err(Error::config(&name, "app_id must be a positive integer")),
+            Some(id) => id,
+            None => return Err(Error::config(&name, "app_id is required")),
+        };
+        let app_secret = match self.app_secret {
+            Some(s) if !s.is_empty() => s,
+            Some(_) => return Err(Error::config(&name, "app_secret is empty")),
+            None => return Err(Error::config(&name, "app_secret is required")),
+        };
+        let username = match self.username {
+            Some(u) if !u.trim().is_empty() => u.trim().to_owned(),
+            Some(_) => return Err(Error::config(&name, "username is empty")),
+            None => return Err(Error::config(&name, "username is required")),
+        };
+        let password = match self.password {
+            Some(p) if !p.expose().is_empty() => p,
+            Some(_) => return Err(Error::config(&name, "password is empty")),
+            None => return Err(Error::config(&name, "password is required")),
+        };
+        let concurrency = match self.concurrency {
+            Some(c) => c,
+            None if self.concurrency_limit == 0 => {
+                return Err(Error::config(&name, "concurrency must be at least 1"))
+            }
+            None => Concurrency::new(self.concurrency_limit),
+        };
+        let mut config = HttpConfig::new(self.base_url);
+        if self.without_timers {
+            config = config.without_timers();
+        }
+        if let Some(t) = self.connect_timeout {
+            config.connect_timeout = Some(t);
+        }
+        if let Some(t) = self.request_timeout {
+            config.request_timeout = Some(t);
+        }
+        if let Some(r) = self.retry {
+            config.retry = r;
+        }
+        config.max_body_bytes = self.max_body_bytes;
+        let http = HttpClient::new(&name, &config)?;
+        let client = VioletClient::new(client::Settings {
+            name: name.clone(),
+            http,
+            app_id,
+            app_secret,
+            username,
+            password,
+            exclude_public: self.exclude_public,
+            include_personal_data: self.include_personal_data,
+            concurrency,
+        });
+        Ok(Violet { name, client })
+    }
+}
+
+/// Decode and map a `GET /operations/connection_health` body offline (no I/O, no clock): one
+/// [`Connection`] per merchant entry, under provider name `name`, observed at `observed_at`.
+///
+/// The body must be a JSON array; entries that cannot be attributed to a merchant are skipped,
+/// entries that are malformed but name their merchant map to `unknown`.
+///
+/// ```
+/// let body = br#"[{"merchant_id": 7, "merchant_status": "ACTIVE", "platform": "SHOPIFY"}]"#;
+/// let now = chrono::Utc::now();
+/// let conns = connhealth_violet::decode_report("violet", body, now, false).unwrap();
+/// assert_eq!(conns[0].id, "violet:7");
+/// assert_eq!(conns[0].platform, "shopify");
+/// assert_eq!(conns[0].status, connhealth_core::Status::Healthy);
+/// ```
+pub fn decode_report(
+    name: &str,
+    body: &[u8],
+    observed_at: DateTime<Utc>,
+    include_personal_data: bool,
+) -> Result<Vec<Connection>> {
+    client::decode_report(name, body, observed_at, include_personal_data)
+}

@@ -1,0 +1,1601 @@
+//! Violet's report → [`Connection`]: the only place that knows Violet's vocabulary.
+//!
+//! A pure function: the provider name, the observation time and the personal-data opt-in come
+//! in as arguments; nothing here reads a clock or does I/O.
+//!
+//! # The mapping
+//!
+//! One connection per merchant entry: `role` `source`, `platform` the lower-cased `platform`
+//! (unknown platforms kept; a missing one becomes `"unknown"`), `provider_connection_id` and
+//! `customer.id` the merchant id, `id` `"{name}:{merchant_id}"`, `customer.name` the
+//! `merchant_name`, `customer.email` the `merchant_email` only with the opt-in, one account
+//! (id = merchant id, the store URL), `provider_status` the raw `merchant_status`.
+//!
+//! Each section present (`connection`, `scope_validation`, `sync_status`, `invalid_products`,
+//! `offers_published`, `payout_account`, `migration`, `commission_rate`, then any other section
+//! sorted by name) becomes a [`Check`]: `COMPLETE`/`NOT_APPLICABLE` → healthy, `INCOMPLETE` →
+//! degraded, `NEEDS_ATTENTION` → action_required, `ERROR` → unknown, anything else → unknown
+//! with `unrecognized_value`; `detail` is the section's `error.message`. A missing or null
+//! section adds no check; a section without a `status` adds no check either, but its results
+//! are still read.
+//!
+//! Then the results are read, **whatever the section's status says** (the specific results win:
+//! the documented example reports `migration` COMPLETE with results `MIGRATION_REQUIRED`, and
+//! DESIGN lists "missing scopes → action_required" etc. as rules of their own), except that a
+//! section whose status is `NOT_APPLICABLE` contributes no results-based problem. See
+//! [`map_merchant`] for every rule. Last, every check that is degraded, action_required or
+//! unknown and is not already explained by a specific problem of at least that severity gets a
+//! generic problem (`check_incomplete`, `check_needs_attention`, `check_error`).
+//!
+//! The connection's status is the worst of every check and every problem.
+//!
+//! `data_as_of` is `sync_status.results.date_last_synced`: Violet's report is cached for up to
+//! 24 h but does not say when it was computed; the last catalog sync is the freshest moment the
+//! report itself vouches for. `None` when the report has no such date.
+
+use chrono::{DateTime, Utc};
+use connhealth_core::{
+    Account, Check, Connection, Customer, Problem, Remediation, Role, Status, Sync, SyncState,
+};
+
+use crate::wire::{
+    CheckStatus, FromJson, Item, Lenient, Merchant, MerchantStatus, MigrationState, Section,
+    SyncState as WireSync,
+};
+
+/// What a mapping needs besides the report.
+#[derive(Debug, Clone)]
+pub(crate) struct MapContext<'a> {
+    /// The configured provider name (`violet` by default).
+    pub(crate) provider: &'a str,
+    /// When the report was read.
+    pub(crate) observed_at: DateTime<Utc>,
+    /// Whether `merchant_email` goes into `Customer.email`.
+    pub(crate) include_personal_data: bool,
+}
+
+/// Map one decoded report item. `None` when it cannot be attributed to a merchant (no readable
+/// `merchant_id`): the caller counts and skips it.
+pub(crate) fn map_item(
+    item: &Item,
+    ctx: &MapContext<'_>,
+    fallback_id: Option<&str>,
+) -> Option<Connection> {
+    match item {
+        Item::Merchant(m) => map_merchant(m, ctx, fallback_id),
+        Item::Malformed {
+            merchant_id,
+            reason,
+        } => {
+            let id = merchant_id.as_deref().or(fallback_id)?;
+            Some(map_malformed(id, reason, ctx))
+        }
+    }
+}
+
+/// A merchant entry that could not be decoded but names its merchant: `unknown`, with a
+/// `malformed_entry` problem.
+pub(crate) fn map_malformed(merchant_id: &str, reason: &str, ctx: &MapContext<'_>) -> Connection {
+    let mut c = skeleton(merchant_id, "unknown".to_owned(), String::new(), ctx);
+    c.problems.push(Problem::new(
+        "malformed_entry",
+        Status::Unknown,
+        format!("Violet's report entry for this merchant could not be read: {reason}"),
+    ));
+    c.status = c.worst_reported();
+    c
+}
+
+fn skeleton(
+    merchant_id: &str,
+    platform: String,
+    provider_status: String,
+    ctx: &MapContext<'_>,
+) -> Connection {
+    Connection {
+        id: Connection::make_id(ctx.provider, Some(merchant_id), merchant_id, &platform),
+        provider: ctx.provider.to_owned(),
+        provider_connection_id: Some(merchant_id.to_owned()),
+        customer: Customer::new(merchant_id),
+        platform,
+        role: Role::Source,
+        status: Status::Healthy,
+        provider_status,
+        connected_at: None,
+        sync: None,
+        checks: Vec::new(),
+        problems: Vec::new(),
+        accounts: Vec::new(),
+        observed_at: ctx.observed_at,
+        data_as_of: None,
+    }
+}
+
+/// Problems found so far, with the check each one explains.
+#[derive(Default)]
+struct Findings {
+    checks: Vec<Check>,
+    problems: Vec<Problem>,
+    /// (check name, severity) of every specific problem, for the generic-problem rule.
+    explained: Vec<(String, Status)>,
+}
+
+impl Findings {
+    fn push(&mut self, problem: Problem) {
+        self.problems.push(problem);
+    }
+
+    /// A specific problem that explains the state of `checks` (section names).
+    fn push_for(&mut self, checks: &[&str], problem: Problem) {
+        for c in checks {
+            self.explained.push(((*c).to_owned(), problem.severity));
+        }
+        self.problems.push(problem);
+    }
+
+    /// `unrecognized_value` for a field that had a JSON type we cannot use.
+    fn invalid<T>(&mut self, field: &str, value: &Lenient<T>) {
+        if let Lenient::Invalid(kind) = value {
+            self.push(Problem::new(
+                "unrecognized_value",
+                Status::Unknown,
+                format!("unexpected {kind} for {field}"),
+            ));
+        }
+    }
+
+    fn explained_at_least(&self, check: &str, status: Status) -> bool {
+        self.explained
+            .iter()
+            .any(|(c, sev)| *c == check && *sev >= status)
+    }
+}
+
+/// How a section came out: its check status (when it has one) and the fields read from it.
+struct SectionView<'a, R> {
+    status: Option<CheckStatus>,
+    results: Option<&'a R>,
+}
+
+impl<R> SectionView<'_, R> {
+    fn not_applicable(&self) -> bool {
+        matches!(self.status, Some(CheckStatus::NotApplicable))
+    }
+    fn is(&self, s: CheckStatus) -> bool {
+        self.status.as_ref() == Some(&s)
+    }
+    /// Results to apply the specific rules to: none when the section does not apply.
+    fn applicable_results(&self) -> Option<&R> {
+        if self.not_applicable() {
+            None
+        } else {
+            self.results
+        }
+    }
+}
+
+/// Add the check for `section` (if present) and return what it said.
+fn section<'a, R: FromJson>(
+    f: &mut Findings,
+    name: &str,
+    value: &'a Lenient<Section<R>>,
+) -> SectionView<'a, R> {
+    f.invalid(name, value);
+    let Some(s) = value.get() else {
+        return SectionView {
+            status: None,
+            results: None,
+        };
+    };
+    f.invalid(&format!("{name}.results"), &s.results);
+    let detail = s
+        .error
+        .get()
+        .and_then(|e| e.message.get())
+        .map(|m| m.trim())
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned);
+    let status = match &s.status {
+        Lenient::Present(cs) => {
+            let status = match cs {
+                CheckStatus::Complete | CheckStatus::NotApplicable => Status::Healthy,
+                CheckStatus::Incomplete => Status::Degraded,
+                CheckStatus::NeedsAttention => Status::ActionRequired,
+                CheckStatus::Error => Status::Unknown,
+                CheckStatus::Other(raw) => {
+                    f.push_for(
+                        &[name],
+                        Problem::unrecognized(&format!("{name}.status"), raw),
+                    );
+                    Status::Unknown
+                }
+            };
+            f.checks.push(Check {
+                name: name.to_owned(),
+                status,
+                detail,
+            });
+            Some(cs.clone())
+        }
+        Lenient::Invalid(kind) => {
+            f.push_for(
+                &[name],
+                Problem::new(
+                    "unrecognized_value",
+                    Status::Unknown,
+                    format!("unexpected {kind} for {name}.status"),
+                ),
+            );
+            f.checks.push(Check {
+                name: name.to_owned(),
+                status: Status::Unknown,
+                detail,
+            });
+            Some(CheckStatus::Other(String::new()))
+        }
+        Lenient::Absent => None,
+    };
+    SectionView {
+        status,
+        results: s.results.get(),
+    }
+}
+
+fn flag(f: &mut Findings, field: &str, v: &Lenient<bool>) -> Option<bool> {
+    f.invalid(field, v);
+    v.get().copied()
+}
+
+/// Map one merchant entry (see the module docs). `None` when it has no usable merchant id and
+/// no `fallback_id` (the id the caller asked for) is given.
+///
+/// Rules, in the order their problems are listed:
+///
+/// | what the report says | status | problem | remediation |
+/// |---|---|---|---|
+/// | `merchant_status` ACTIVE | – | – | – |
+/// | INACTIVE, DISABLED, DISABLED_INACTIVE, FOR_DELETION | disconnected | `merchant_disabled` | contact_provider |
+/// | NEW, APPLICATION_IN_PROGRESS / _SUBMITTED / _ACCEPTED | pending | `merchant_onboarding` | complete_setup `merchant_onboarding` |
+/// | APPLICATION_DENIED | action_required | `merchant_application_denied` | contact_provider |
+/// | other / missing | unknown | `unrecognized_value` / `missing_value` | – |
+/// | `connection.results.isConnected` or `.connected` false | disconnected | `store_disconnected` | reconnect |
+/// | `connection.results.hasActivePlatformPlan` false | action_required | `platform_plan_inactive` | complete_setup `platform_plan` |
+/// | missing scopes (either list non-empty, `hasValidScopes`/`valid` false) | action_required (degraded when only an INCOMPLETE check reports them and no flag is false) | `missing_scopes` | grant_scopes (union) |
+/// | `sync_status.results.status` FAILED | degraded | `sync_failed` | – |
+/// | IN_PROGRESS, PENDING | syncing | `sync_in_progress` | wait_for_sync |
+/// | NOT_STARTED | pending | `sync_not_started` | wait_for_sync |
+/// | other | unknown | `unrecognized_value` | – |
+/// | `invalid_products.results.count` > 0 | degraded | `invalid_products` | – |
+/// | `payout_account` NEEDS_ATTENTION without results | action_required | `payout_account_missing` | complete_setup `payout_account` |
+/// | payout results inactive or with unresolved errors | action_required | `payout_account_error` | complete_setup `payout_account` |
+/// | `migration.results` MIGRATION_REQUIRED (or NEEDS_ATTENTION) | action_required | `migration_required` | complete_setup `migration` |
+/// | MIGRATION_IN_PROGRESS | pending | `migration_in_progress` | – |
+/// | ERROR | unknown | `migration_error` | – |
+/// | other | unknown | `unrecognized_value` | – |
+/// | a check NEEDS_ATTENTION / INCOMPLETE / ERROR not explained above | action_required / degraded / unknown | `check_needs_attention` / `check_incomplete` / `check_error` | – |
+/// | a field of an unusable JSON type | unknown | `unrecognized_value` | – |
+pub(crate) fn map_merchant(
+    m: &Merchant,
+    ctx: &MapContext<'_>,
+    fallback_id: Option<&str>,
+) -> Option<Connection> {
+    let merchant_id = match (m.merchant_id.get(), fallback_id) {
+        (Some(id), _) => id.0.as_str(),
+        (None, Some(id)) => id,
+        (None, None) => return None,
+    };
+    let mut f = Findings::default();
+    f.invalid("merchant_id", &m.merchant_id);
+
+    let platform = m
+        .platform
+        .get()
+        .map(|p| p.trim().to_lowercase())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    f.invalid("platform", &m.platform);
+    let provider_status = m.merchant_status.get().cloned().unwrap_or_default();
+    let mut c = skeleton(merchant_id, platform, provider_status, ctx);
+    c.customer.name = m.merchant_name.get().cloned();
+    if ctx.include_personal_data {
+        c.customer.email = m.merchant_email.get().cloned();
+    }
+    if let Some(url) = m.store_url.get().filter(|u| !u.trim().is_empty()) {
+        c.accounts.push(Account {
+            id: merchant_id.to_owned(),
+            name: c.customer.name.clone(),
+            store_url: Some(url.clone()),
+        });
+    }
+
+    merchant_status(&mut f, &m.merchant_status);
+
+    // connection
+    let conn = section(&mut f, "connection", &m.connection);
+    let mut missing: Vec<String> = Vec::new();
+    let mut scopes_flag_false = false;
+    let mut scope_sources: Vec<(&'static str, bool)> = Vec::new(); // (check, reported missing)
+    if let Some(r) = conn.applicable_results() {
+        let is_connected = flag(&mut f, "connection.results.isConnected", &r.is_connected);
+        let connected = flag(&mut f, "connection.results.connected", &r.connected);
+        let mut off = Vec::new();
+        if is_connected == Some(false) {
+            off.push("isConnected");
+        }
+        if connected == Some(false) {
+            off.push("connected");
+        }
+        if !off.is_empty() {
+            f.push_for(
+                &["connection"],
+                Problem::new(
+                    "store_disconnected",
+                    Status::Disconnected,
+                    format!(
+                        "the merchant's store is not connected to Violet (connection.results.{} is false)",
+                        off.join(" and ")
+                    ),
+                )
+                .with_remediation(Remediation::Reconnect { url: None }),
+            );
+        }
+        if flag(
+            &mut f,
+            "connection.results.hasActivePlatformPlan",
+            &r.has_active_platform_plan,
+        ) == Some(false)
+        {
+            f.push_for(
+                &["connection"],
+                Problem::new(
+                    "platform_plan_inactive",
+                    Status::ActionRequired,
+                    "the merchant's e-commerce platform plan is not active (connection.results.hasActivePlatformPlan is false)",
+                )
+                .with_remediation(Remediation::CompleteSetup {
+                    step: "platform_plan".to_owned(),
+                }),
+            );
+        }
+        f.invalid("connection.results.storeScopes", &r.store_scopes);
+        if let Some(s) = r.store_scopes.get() {
+            let before = missing.len();
+            if flag(
+                &mut f,
+                "connection.results.storeScopes.hasValidScopes",
+                &s.has_valid_scopes,
+            ) == Some(false)
+            {
+                scopes_flag_false = true;
+            }
+            f.invalid(
+                "connection.results.storeScopes.missingScopes",
+                &s.missing_scopes,
+            );
+            add_scopes(&mut missing, s.missing_scopes.get());
+            scope_sources.push(("connection", scopes_flag_false || missing.len() > before));
+        }
+    }
+
+    // scope_validation
+    let scope = section(&mut f, "scope_validation", &m.scope_validation);
+    if let Some(r) = scope.applicable_results() {
+        let before = missing.len();
+        let invalid = flag(&mut f, "scope_validation.results.valid", &r.valid) == Some(false);
+        scopes_flag_false |= invalid;
+        f.invalid("scope_validation.results.missing_scopes", &r.missing_scopes);
+        add_scopes(&mut missing, r.missing_scopes.get());
+        let reported = invalid
+            || missing.len() > before
+            || r.missing_scopes.get().is_some_and(|v| !v.is_empty());
+        scope_sources.push(("scope_validation", reported));
+    }
+    if scopes_flag_false || !missing.is_empty() {
+        let reporting: Vec<&'static str> = scope_sources
+            .iter()
+            .filter(|(_, reported)| *reported)
+            .map(|(c, _)| *c)
+            .collect();
+        let status_of = |name: &str| match name {
+            "connection" => conn.status.clone(),
+            _ => scope.status.clone(),
+        };
+        let any_needs_attention = reporting
+            .iter()
+            .any(|c| status_of(c) == Some(CheckStatus::NeedsAttention));
+        let any_incomplete = reporting
+            .iter()
+            .any(|c| status_of(c) == Some(CheckStatus::Incomplete));
+        // Missing scopes block checkout; only when the checks reporting them call it a
+        // non-blocking INCOMPLETE (and no validity flag is false) is it merely degraded.
+        let severity = if !scopes_flag_false && any_incomplete && !any_needs_attention {
+            Status::Degraded
+        } else {
+            Status::ActionRequired
+        };
+        let message = if missing.is_empty() {
+            "the store connection lacks required platform scopes (Violet does not list which)"
+                .to_owned()
+        } else {
+            format!(
+                "the store connection lacks platform scopes: {}",
+                missing.join(", ")
+            )
+        };
+        f.push_for(
+            &reporting,
+            Problem::new("missing_scopes", severity, message)
+                .with_remediation(Remediation::GrantScopes { missing }),
+        );
+    }
+
+    // sync_status
+    let sync = section(&mut f, "sync_status", &m.sync_status);
+    if let Some(r) = sync.applicable_results() {
+        f.invalid("sync_status.results.status", &r.status);
+        f.invalid("sync_status.results.total_products", &r.total_products);
+        f.invalid(
+            "sync_status.results.total_products_synced",
+            &r.total_products_synced,
+        );
+        let total = r.total_products.get().copied();
+        let synced = r.total_products_synced.get().copied();
+        c.data_as_of = r.date_last_synced.get().copied();
+        let progress = match (synced, total) {
+            (Some(s), Some(t)) => format!(" ({s} of {t} products synced)"),
+            _ => String::new(),
+        };
+        let state = match r.status.get() {
+            Some(WireSync::Completed) => SyncState::Live,
+            Some(WireSync::InProgress) | Some(WireSync::Pending) => SyncState::Syncing,
+            Some(WireSync::NotStarted) => SyncState::Pending,
+            Some(WireSync::Failed) => SyncState::Failed,
+            Some(WireSync::Other(_)) | None => SyncState::Unknown,
+        };
+        let problem = match r.status.get() {
+            Some(WireSync::Failed) => Some(Problem::new(
+                "sync_failed",
+                Status::Degraded,
+                format!("the last product sync failed{progress}"),
+            )),
+            Some(WireSync::InProgress) => Some(
+                Problem::new(
+                    "sync_in_progress",
+                    Status::Syncing,
+                    format!("waiting for the product sync to finish{progress}"),
+                )
+                .with_remediation(Remediation::WaitForSync),
+            ),
+            Some(WireSync::Pending) => Some(
+                Problem::new(
+                    "sync_in_progress",
+                    Status::Syncing,
+                    "waiting for the queued product sync to run (PENDING)",
+                )
+                .with_remediation(Remediation::WaitForSync),
+            ),
+            Some(WireSync::NotStarted) => Some(
+                Problem::new(
+                    "sync_not_started",
+                    Status::Pending,
+                    "waiting for the first product sync to start (NOT_STARTED)",
+                )
+                .with_remediation(Remediation::WaitForSync),
+            ),
+            Some(WireSync::Other(raw)) => {
+                Some(Problem::unrecognized("sync_status.results.status", raw))
+            }
+            Some(WireSync::Completed) | None => None,
+        };
+        if let Some(p) = problem {
+            f.push_for(&["sync_status"], p);
+        }
+        c.sync = Some(Sync {
+            state,
+            total,
+            synced,
+            last_synced_at: r.date_last_synced.get().copied(),
+        });
+    }
+
+    // invalid_products
+    let invalid = section(&mut f, "invalid_products", &m.invalid_products);
+    if let Some(r) = invalid.applicable_results() {
+        f.invalid("invalid_products.results.count", &r.count);
+        let count = r
+            .count
+            .get()
+            .copied()
+            .or_else(|| r.invalid_products.get().map(|v| v.len() as u64))
+            .unwrap_or(0);
+        if count > 0 {
+            let noun = if count == 1 { "product" } else { "products" };
+            f.push_for(
+                &["invalid_products"],
+                Problem::new(
+                    "invalid_products",
+                    Status::Degraded,
+                    format!("{count} invalid {noun} could not be synced"),
+                ),
+            );
+        }
+    }
+
+    // offers_published: the check only.
+    section(&mut f, "offers_published", &m.offers_published);
+
+    // payout_account
+    let payout = section(&mut f, "payout_account", &m.payout_account);
+    if !payout.not_applicable() {
+        match payout.results {
+            None if payout.is(CheckStatus::NeedsAttention) => f.push_for(
+                &["payout_account"],
+                Problem::new(
+                    "payout_account_missing",
+                    Status::ActionRequired,
+                    "the merchant has no payout account for this app (payout_account needs attention and reports no account)",
+                )
+                .with_remediation(Remediation::CompleteSetup {
+                    step: "payout_account".to_owned(),
+                }),
+            ),
+            None => {}
+            Some(r) => {
+                let inactive =
+                    flag(&mut f, "payout_account.results.is_active", &r.is_active) == Some(false);
+                f.invalid("payout_account.results.errors", &r.errors);
+                let unresolved: Vec<String> = r
+                    .errors
+                    .get()
+                    .map(|errs| {
+                        errs.iter()
+                            .filter(|e| e.resolved.get() != Some(&true))
+                            .map(|e| {
+                                e.error_message
+                                    .get()
+                                    .map(|s| s.trim().to_owned())
+                                    .filter(|s| !s.is_empty())
+                                    .unwrap_or_else(|| "(no message)".to_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if inactive || !unresolved.is_empty() {
+                    let mut message = String::from("the merchant's payout account ");
+                    if inactive {
+                        message.push_str("is not active");
+                    }
+                    if !unresolved.is_empty() {
+                        if inactive {
+                            message.push_str(" and ");
+                        }
+                        message.push_str(&format!(
+                            "has {} unresolved error{}: {}",
+                            unresolved.len(),
+                            if unresolved.len() == 1 { "" } else { "s" },
+                            unresolved.join("; ")
+                        ));
+                    }
+                    f.push_for(
+                        &["payout_account"],
+                        Problem::new("payout_account_error", Status::ActionRequired, message)
+                            .with_remediation(Remediation::CompleteSetup {
+                                step: "payout_account".to_owned(),
+                            }),
+                    );
+                }
+            }
+        }
+    }
+
+    // migration
+    let migration = section(&mut f, "migration", &m.migration);
+    if !migration.not_applicable() {
+        let state = migration.results.map(|r| &r.0);
+        if let Some(s) = state {
+            f.invalid("migration.results", s);
+        }
+        let state = state.and_then(|s| s.get());
+        let required = || {
+            Problem::new(
+                "migration_required",
+                Status::ActionRequired,
+                "the merchant's payout account must be migrated (migration.results is MIGRATION_REQUIRED)",
+            )
+            .with_remediation(Remediation::CompleteSetup {
+                step: "migration".to_owned(),
+            })
+        };
+        match state {
+            Some(MigrationState::MigrationRequired) => f.push_for(&["migration"], required()),
+            // The check is about nothing but the migration: NEEDS_ATTENTION means it is required.
+            Some(MigrationState::Migrated) | Some(MigrationState::NotApplicable) | None
+                if migration.is(CheckStatus::NeedsAttention) =>
+            {
+                f.push_for(&["migration"], required())
+            }
+            Some(MigrationState::MigrationInProgress) => f.push_for(
+                &["migration"],
+                Problem::new(
+                    "migration_in_progress",
+                    Status::Pending,
+                    "waiting for the merchant's payout account migration to finish (MIGRATION_IN_PROGRESS)",
+                ),
+            ),
+            Some(MigrationState::Error) => {
+                let detail = f
+                    .checks
+                    .iter()
+                    .rev()
+                    .find(|c| c.name == "migration")
+                    .and_then(|c| c.detail.clone());
+                f.push_for(
+                    &["migration"],
+                    Problem::new(
+                        "migration_error",
+                        Status::Unknown,
+                        match detail {
+                            Some(d) => format!("Violet could not determine the migration state: {d}"),
+                            None => "Violet could not determine the migration state (migration.results is ERROR)".to_owned(),
+                        },
+                    ),
+                );
+            }
+            Some(MigrationState::Other(raw)) => {
+                f.push_for(&["migration"], Problem::unrecognized("migration.results", raw))
+            }
+            Some(MigrationState::Migrated) | Some(MigrationState::NotApplicable) | None => {}
+        }
+    }
+
+    // commission_rate: the check; its detail falls back to the first failing override's error.
+    section(&mut f, "commission_rate", &m.commission_rate);
+    if let Some(s) = m.commission_rate.get() {
+        if let Some(check) = f.checks.iter_mut().find(|c| c.name == "commission_rate") {
+            if check.detail.is_none() {
+                check.detail = s.overrides.get().and_then(|ovs| {
+                    ovs.iter()
+                        .filter(|o| {
+                            !matches!(
+                                o.status.get(),
+                                Some(CheckStatus::Complete) | Some(CheckStatus::NotApplicable)
+                            )
+                        })
+                        .find_map(|o| o.error.get().and_then(|e| e.message.get()).cloned())
+                });
+            }
+        }
+    }
+
+    // Other sections, by name.
+    let mut extra: Vec<&(String, Section<crate::wire::Ignored>)> = m.extra.iter().collect();
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, s) in extra {
+        section(&mut f, name, &Lenient::Present(s.clone()));
+    }
+
+    // Checks not explained by a specific problem.
+    let mut generic = Vec::new();
+    for check in &f.checks {
+        let name = check.name.as_str();
+        let explained = |st| f.explained_at_least(name, st);
+        let detail = check
+            .detail
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        let problem = match check.status {
+            Status::ActionRequired if !explained(Status::ActionRequired) => Problem::new(
+                "check_needs_attention",
+                Status::ActionRequired,
+                format!("Violet's {name} check needs attention{detail}"),
+            ),
+            Status::Degraded if !explained(Status::Degraded) => Problem::new(
+                "check_incomplete",
+                Status::Degraded,
+                format!("Violet's {name} check is incomplete{detail}"),
+            ),
+            // An unrecognized check status is explained by its `unrecognized_value` problem.
+            Status::Unknown if !explained(Status::Unknown) => Problem::new(
+                "check_error",
+                Status::Unknown,
+                format!("Violet's {name} check failed{detail}"),
+            ),
+            _ => continue,
+        };
+        generic.push(problem);
+    }
+    f.problems.extend(generic);
+
+    c.checks = f.checks;
+    c.problems = f.problems;
+    c.status = c.worst_reported();
+    Some(c)
+}
+
+fn add_scopes(into: &mut Vec<String>, from: Option<&Vec<String>>) {
+    for s in from.into_iter().flatten() {
+        let s = s.trim();
+        if !s.is_empty() && !into.iter().any(|x| x == s) {
+            into.push(s.to_owned());
+        }
+    }
+}
+
+fn merchant_status(f: &mut Findings, raw: &Lenient<String>) {
+    let raw = match raw {
+        Lenient::Present(r) => r,
+        Lenient::Invalid(_) => {
+            f.invalid("merchant_status", raw);
+            return;
+        }
+        Lenient::Absent => {
+            f.push(Problem::new(
+                "missing_value",
+                Status::Unknown,
+                "the report has no merchant_status for this merchant",
+            ));
+            return;
+        }
+    };
+    let disabled = |what: &str| {
+        Problem::new(
+            "merchant_disabled",
+            Status::Disconnected,
+            format!("Violet reports the merchant as {what} (merchant_status {raw}): orders cannot be processed for it"),
+        )
+        .with_remediation(Remediation::ContactProvider {
+            detail: format!(
+                "Ask the merchant or Violet why the merchant is {raw}. Violet disables a merchant when its platform plan is paused, the app is uninstalled or required scopes are removed, and enables it again when that is fixed."
+            ),
+        })
+    };
+    let onboarding = |what: &str| {
+        Problem::new(
+            "merchant_onboarding",
+            Status::Pending,
+            format!("waiting for the merchant to finish onboarding with Violet: {what} (merchant_status {raw})"),
+        )
+        .with_remediation(Remediation::CompleteSetup {
+            step: "merchant_onboarding".to_owned(),
+        })
+    };
+    let problem = match MerchantStatus::parse(raw) {
+        MerchantStatus::Active => return,
+        MerchantStatus::Inactive => disabled("inactive"),
+        MerchantStatus::Disabled => disabled("disabled"),
+        MerchantStatus::DisabledInactive => disabled("disabled and inactive"),
+        MerchantStatus::ForDeletion => disabled("scheduled for deletion"),
+        MerchantStatus::New => onboarding("the merchant is new"),
+        MerchantStatus::ApplicationInProgress => onboarding("its application is in progress"),
+        MerchantStatus::ApplicationSubmitted => onboarding("its application is submitted"),
+        MerchantStatus::ApplicationAccepted => onboarding("its application was accepted"),
+        MerchantStatus::ApplicationDenied => Problem::new(
+            "merchant_application_denied",
+            Status::ActionRequired,
+            format!("the merchant's application to Violet was denied (merchant_status {raw})"),
+        )
+        .with_remediation(Remediation::ContactProvider {
+            detail: "The merchant's application was denied; the merchant must contact Violet to appeal or re-apply.".to_owned(),
+        }),
+        MerchantStatus::Other(_) => Problem::unrecognized("merchant_status", raw),
+    };
+    f.push(problem);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::decode_item;
+    use serde_json::{json, Value};
+
+    const SECTIONS: [&str; 8] = [
+        "connection",
+        "scope_validation",
+        "sync_status",
+        "invalid_products",
+        "offers_published",
+        "payout_account",
+        "migration",
+        "commission_rate",
+    ];
+
+    fn ctx() -> MapContext<'static> {
+        MapContext {
+            provider: "violet",
+            observed_at: "2024-05-01T12:00:00Z".parse().unwrap(),
+            include_personal_data: false,
+        }
+    }
+
+    /// A merchant for which every rule is satisfied.
+    fn healthy() -> Value {
+        json!({
+            "merchant_id": 42,
+            "merchant_name": "Acme Goods",
+            "merchant_email": "a****e@acme.example",
+            "merchant_status": "ACTIVE",
+            "platform": "SHOPIFY",
+            "store_url": "https://acme.myshopify.com",
+            "distribution_type": "PRIVATE",
+            "connection": {"status": "COMPLETE", "error": null, "results": {
+                "isConnected": true, "hasActivePlatformPlan": true, "hasShippingMethods": true,
+                "storeScopes": {"hasValidScopes": true, "requiredScopes": ["read_products"], "missingScopes": []},
+                "connected": true}},
+            "scope_validation": {"status": "COMPLETE", "error": null,
+                "results": {"valid": true, "missing_scopes": []}},
+            "sync_status": {"status": "COMPLETE", "error": null, "results": {
+                "id": 1, "merchant_id": 42, "status": "COMPLETED", "abort": false,
+                "total_products": 100, "total_products_synced": 100, "resync_required": false,
+                "date_last_synced": "2024-04-30T08:00:00Z"}},
+            "invalid_products": {"status": "COMPLETE", "error": null,
+                "results": {"count": 0, "invalid_product": null}},
+            "offers_published": {"status": "COMPLETE", "error": null,
+                "results": {"sync_complete": true, "count": 100}},
+            "payout_account": {"status": "COMPLETE", "error": null, "results": {
+                "id": 9, "is_active": true, "payment_provider": "STRIPE", "errors": []}},
+            "migration": {"status": "COMPLETE", "error": null, "results": "MIGRATED"},
+            "commission_rate": {"status": "COMPLETE", "error": null, "default_rate": 10, "overrides": []}
+        })
+    }
+
+    fn map_value(v: &Value) -> Connection {
+        map_with(v, &ctx())
+    }
+
+    fn map_with(v: &Value, ctx: &MapContext<'_>) -> Connection {
+        let item = decode_item(&v.to_string());
+        let c = map_item(&item, ctx, None).expect("mapped");
+        check_invariants(&c);
+        c
+    }
+
+    /// DESIGN's invariants: status = worst of checks and problems; every status other than
+    /// healthy has a problem at that severity.
+    fn check_invariants(c: &Connection) {
+        assert_eq!(c.status, c.worst_reported(), "{c:#?}");
+        if !c.status.is_ok() {
+            assert!(
+                c.problems.iter().any(|p| p.severity == c.status),
+                "status {} unexplained: {:#?}",
+                c.status,
+                c.problems
+            );
+        }
+        for check in &c.checks {
+            if !check.status.is_ok() {
+                assert!(
+                    c.problems.iter().any(|p| p.severity >= check.status),
+                    "check {} unexplained",
+                    check.name
+                );
+            }
+        }
+    }
+
+    fn codes(c: &Connection) -> Vec<&str> {
+        c.problems.iter().map(|p| p.code.as_str()).collect()
+    }
+
+    fn check<'a>(c: &'a Connection, name: &str) -> &'a Check {
+        c.checks
+            .iter()
+            .find(|k| k.name == name)
+            .unwrap_or_else(|| panic!("no check {name}"))
+    }
+
+    fn problem<'a>(c: &'a Connection, code: &str) -> &'a Problem {
+        c.problems
+            .iter()
+            .find(|p| p.code == code)
+            .unwrap_or_else(|| panic!("no problem {code}: {:#?}", c.problems))
+    }
+
+    #[test]
+    fn healthy_merchant() {
+        let c = map_value(&healthy());
+        assert_eq!(c.status, Status::Healthy);
+        assert!(c.problems.is_empty(), "{:#?}", c.problems);
+        assert_eq!(c.id, "violet:42");
+        assert_eq!(c.provider, "violet");
+        assert_eq!(c.provider_connection_id.as_deref(), Some("42"));
+        assert_eq!(
+            c.customer,
+            Customer {
+                id: "42".into(),
+                name: Some("Acme Goods".into()),
+                email: None
+            }
+        );
+        assert_eq!(c.platform, "shopify");
+        assert_eq!(c.role, Role::Source);
+        assert_eq!(c.provider_status, "ACTIVE");
+        let names: Vec<&str> = c.checks.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, SECTIONS);
+        assert!(c
+            .checks
+            .iter()
+            .all(|k| k.status == Status::Healthy && k.detail.is_none()));
+        assert_eq!(
+            c.sync,
+            Some(Sync {
+                state: SyncState::Live,
+                total: Some(100),
+                synced: Some(100),
+                last_synced_at: Some("2024-04-30T08:00:00Z".parse().unwrap()),
+            })
+        );
+        assert_eq!(c.data_as_of, Some("2024-04-30T08:00:00Z".parse().unwrap()));
+        assert_eq!(c.observed_at, ctx().observed_at);
+        assert_eq!(
+            c.accounts,
+            vec![Account {
+                id: "42".into(),
+                name: Some("Acme Goods".into()),
+                store_url: Some("https://acme.myshopify.com".into())
+            }]
+        );
+        assert_eq!(c.connected_at, None);
+    }
+
+    #[test]
+    fn every_check_times_every_status() {
+        // (status, check status, connection status, generic problem expected)
+        let table: [(&str, Status, Status, Option<&str>); 7] = [
+            ("COMPLETE", Status::Healthy, Status::Healthy, None),
+            ("NOT_APPLICABLE", Status::Healthy, Status::Healthy, None),
+            (
+                "INCOMPLETE",
+                Status::Degraded,
+                Status::Degraded,
+                Some("check_incomplete"),
+            ),
+            (
+                "NEEDS_ATTENTION",
+                Status::ActionRequired,
+                Status::ActionRequired,
+                Some("check_needs_attention"),
+            ),
+            (
+                "ERROR",
+                Status::Unknown,
+                Status::Unknown,
+                Some("check_error"),
+            ),
+            (
+                "WOBBLY",
+                Status::Unknown,
+                Status::Unknown,
+                Some("unrecognized_value"),
+            ),
+            (
+                "needs_attention",
+                Status::ActionRequired,
+                Status::ActionRequired,
+                Some("check_needs_attention"),
+            ),
+        ];
+        for section in SECTIONS {
+            for (raw, check_status, status, code) in table {
+                let mut v = healthy();
+                v[section]["status"] = json!(raw);
+                v[section]["error"] = json!({"message": "boom", "code": 1});
+                let c = map_value(&v);
+                let k = check(&c, section);
+                assert_eq!(k.status, check_status, "{section} {raw}");
+                assert_eq!(k.detail.as_deref(), Some("boom"), "{section} {raw}");
+                assert_eq!(c.status, status, "{section} {raw}: {:#?}", c.problems);
+                let mut expected: Vec<&str> = code.into_iter().collect();
+                // The migration check is about nothing else: NEEDS_ATTENTION means required.
+                if section == "migration" && raw.eq_ignore_ascii_case("NEEDS_ATTENTION") {
+                    expected = vec!["migration_required"];
+                }
+                assert_eq!(codes(&c), expected, "{section} {raw}");
+                if let Some(code) = code {
+                    let p = problem(&c, expected[0]);
+                    if code == "unrecognized_value" {
+                        assert_eq!(
+                            p.message,
+                            format!("unrecognized value \"WOBBLY\" for {section}.status")
+                        );
+                    } else if section != "migration" || code != "check_needs_attention" {
+                        assert!(
+                            p.message.contains(section) && p.message.ends_with(": boom"),
+                            "{}",
+                            p.message
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_merchant_status() {
+        let disabled = Some(("merchant_disabled", Status::Disconnected));
+        let onboarding = Some(("merchant_onboarding", Status::Pending));
+        let table = [
+            ("ACTIVE", Status::Healthy, None),
+            ("INACTIVE", Status::Disconnected, disabled),
+            ("DISABLED", Status::Disconnected, disabled),
+            ("DISABLED_INACTIVE", Status::Disconnected, disabled),
+            ("FOR_DELETION", Status::Disconnected, disabled),
+            ("NEW", Status::Pending, onboarding),
+            ("APPLICATION_IN_PROGRESS", Status::Pending, onboarding),
+            ("APPLICATION_SUBMITTED", Status::Pending, onboarding),
+            ("APPLICATION_ACCEPTED", Status::Pending, onboarding),
+            (
+                "APPLICATION_DENIED",
+                Status::ActionRequired,
+                Some(("merchant_application_denied", Status::ActionRequired)),
+            ),
+            (
+                "SUSPENDED_BY_MOON",
+                Status::Unknown,
+                Some(("unrecognized_value", Status::Unknown)),
+            ),
+            ("disabled", Status::Disconnected, disabled),
+            ("Application_Submitted", Status::Pending, onboarding),
+        ];
+        for documented in crate::wire::MerchantStatus::DOCUMENTED {
+            assert!(
+                table.iter().any(|(raw, ..)| raw == documented),
+                "{documented} not tested"
+            );
+        }
+        for (raw, status, problem_expected) in table {
+            let mut v = healthy();
+            v["merchant_status"] = json!(raw);
+            let c = map_value(&v);
+            assert_eq!(c.status, status, "{raw}");
+            assert_eq!(c.provider_status, raw, "verbatim");
+            match problem_expected {
+                None => assert!(c.problems.is_empty(), "{raw}"),
+                Some((code, sev)) => {
+                    assert_eq!(codes(&c), [code], "{raw}");
+                    let p = &c.problems[0];
+                    assert_eq!(p.severity, sev);
+                    assert!(p.message.contains(raw), "{raw}: {}", p.message);
+                    match code {
+                        "merchant_disabled" | "merchant_application_denied" => assert!(matches!(
+                            p.remediation,
+                            Some(Remediation::ContactProvider { .. })
+                        )),
+                        "merchant_onboarding" => assert_eq!(
+                            p.remediation,
+                            Some(Remediation::CompleteSetup {
+                                step: "merchant_onboarding".into()
+                            })
+                        ),
+                        _ => assert_eq!(p.remediation, None),
+                    }
+                }
+            }
+        }
+        let mut v = healthy();
+        v.as_object_mut().unwrap().remove("merchant_status");
+        let c = map_value(&v);
+        assert_eq!(
+            (c.status, codes(&c)),
+            (Status::Unknown, vec!["missing_value"])
+        );
+        assert_eq!(c.provider_status, "");
+        v["merchant_status"] = json!(7);
+        let c = map_value(&v);
+        assert_eq!(
+            (c.status, codes(&c)),
+            (Status::Unknown, vec!["unrecognized_value"])
+        );
+        // A number is read as its text, then not recognized.
+        assert_eq!(
+            c.problems[0].message,
+            "unrecognized value \"7\" for merchant_status"
+        );
+        v["merchant_status"] = json!({"a": 1});
+        let c = map_value(&v);
+        assert_eq!(
+            (c.status, codes(&c)),
+            (Status::Unknown, vec!["unrecognized_value"])
+        );
+        assert_eq!(
+            c.problems[0].message,
+            "unexpected object for merchant_status"
+        );
+    }
+
+    #[test]
+    fn every_sync_status() {
+        let table = [
+            ("COMPLETED", SyncState::Live, Status::Healthy, None),
+            (
+                "IN_PROGRESS",
+                SyncState::Syncing,
+                Status::Syncing,
+                Some("sync_in_progress"),
+            ),
+            (
+                "PENDING",
+                SyncState::Syncing,
+                Status::Syncing,
+                Some("sync_in_progress"),
+            ),
+            (
+                "NOT_STARTED",
+                SyncState::Pending,
+                Status::Pending,
+                Some("sync_not_started"),
+            ),
+            (
+                "FAILED",
+                SyncState::Failed,
+                Status::Degraded,
+                Some("sync_failed"),
+            ),
+            (
+                "ABORTED",
+                SyncState::Unknown,
+                Status::Unknown,
+                Some("unrecognized_value"),
+            ),
+            (
+                "in_progress",
+                SyncState::Syncing,
+                Status::Syncing,
+                Some("sync_in_progress"),
+            ),
+        ];
+        for (raw, state, status, code) in table {
+            let mut v = healthy();
+            v["sync_status"]["results"]["status"] = json!(raw);
+            v["sync_status"]["results"]["total_products_synced"] = json!(40);
+            let c = map_value(&v);
+            let sync = c.sync.as_ref().unwrap();
+            assert_eq!(sync.state, state, "{raw}");
+            assert_eq!((sync.total, sync.synced), (Some(100), Some(40)));
+            assert_eq!(c.status, status, "{raw}");
+            assert_eq!(codes(&c), code.into_iter().collect::<Vec<_>>(), "{raw}");
+            if let Some(code) = code {
+                let p = problem(&c, code);
+                let wait = matches!(code, "sync_in_progress" | "sync_not_started");
+                assert_eq!(
+                    p.remediation == Some(Remediation::WaitForSync),
+                    wait,
+                    "{raw}"
+                );
+            }
+        }
+        let mut v = healthy();
+        v["sync_status"]["results"]["status"] = json!("IN_PROGRESS");
+        v["sync_status"]["results"]["total_products_synced"] = json!(40);
+        let c = map_value(&v);
+        assert_eq!(
+            c.problems[0].message,
+            "waiting for the product sync to finish (40 of 100 products synced)"
+        );
+    }
+
+    #[test]
+    fn store_disconnected_and_platform_plan() {
+        let mut v = healthy();
+        v["connection"]["status"] = json!("NEEDS_ATTENTION");
+        v["connection"]["results"]["isConnected"] = json!(false);
+        v["connection"]["results"]["connected"] = json!(false);
+        let c = map_value(&v);
+        // The check's NEEDS_ATTENTION is worse than disconnected and not explained by it.
+        assert_eq!(c.status, Status::ActionRequired);
+        assert_eq!(codes(&c), ["store_disconnected", "check_needs_attention"]);
+        let p = problem(&c, "store_disconnected");
+        assert_eq!(p.severity, Status::Disconnected);
+        assert_eq!(p.remediation, Some(Remediation::Reconnect { url: None }));
+        assert!(
+            p.message.contains("isConnected and connected"),
+            "{}",
+            p.message
+        );
+
+        let mut v = healthy();
+        v["connection"]["results"]["connected"] = json!(false);
+        let c = map_value(&v);
+        assert_eq!(c.status, Status::Disconnected);
+        assert_eq!(codes(&c), ["store_disconnected"]);
+
+        let mut v = healthy();
+        v["connection"]["status"] = json!("NEEDS_ATTENTION");
+        v["connection"]["results"]["hasActivePlatformPlan"] = json!(false);
+        let c = map_value(&v);
+        assert_eq!(c.status, Status::ActionRequired);
+        assert_eq!(codes(&c), ["platform_plan_inactive"]);
+        assert_eq!(
+            c.problems[0].remediation,
+            Some(Remediation::CompleteSetup {
+                step: "platform_plan".into()
+            })
+        );
+    }
+
+    #[test]
+    fn missing_scopes_union() {
+        let mut v = healthy();
+        v["connection"]["status"] = json!("NEEDS_ATTENTION");
+        v["connection"]["results"]["storeScopes"]["hasValidScopes"] = json!(false);
+        v["connection"]["results"]["storeScopes"]["missingScopes"] =
+            json!(["write_orders", "read_shipping"]);
+        v["scope_validation"]["status"] = json!("NEEDS_ATTENTION");
+        v["scope_validation"]["results"] =
+            json!({"valid": false, "missing_scopes": ["read_shipping", "read_locales"]});
+        let c = map_value(&v);
+        assert_eq!(c.status, Status::ActionRequired);
+        assert_eq!(codes(&c), ["missing_scopes"]);
+        let p = &c.problems[0];
+        assert_eq!(p.severity, Status::ActionRequired);
+        assert_eq!(
+            p.message,
+            "the store connection lacks platform scopes: write_orders, read_shipping, read_locales"
+        );
+        assert_eq!(
+            p.remediation,
+            Some(Remediation::GrantScopes {
+                missing: vec![
+                    "write_orders".into(),
+                    "read_shipping".into(),
+                    "read_locales".into()
+                ]
+            })
+        );
+
+        // Only a flag, no list.
+        let mut v = healthy();
+        v["scope_validation"]["results"]["valid"] = json!(false);
+        let c = map_value(&v);
+        assert_eq!(
+            (c.status, codes(&c)),
+            (Status::ActionRequired, vec!["missing_scopes"])
+        );
+        assert_eq!(
+            c.problems[0].remediation,
+            Some(Remediation::GrantScopes { missing: vec![] })
+        );
+
+        // A list under a COMPLETE check: the results win.
+        let mut v = healthy();
+        v["connection"]["results"]["storeScopes"]["missingScopes"] = json!(["x"]);
+        let c = map_value(&v);
+        assert_eq!(
+            (c.status, codes(&c)),
+            (Status::ActionRequired, vec!["missing_scopes"])
+        );
+
+        // A list reported by an INCOMPLETE check with valid = true: non-blocking.
+        let mut v = healthy();
+        v["scope_validation"]["status"] = json!("INCOMPLETE");
+        v["scope_validation"]["results"] =
+            json!({"valid": true, "missing_scopes": ["read_locales"]});
+        let c = map_value(&v);
+        assert_eq!(
+            (c.status, codes(&c)),
+            (Status::Degraded, vec!["missing_scopes"])
+        );
+
+        // NOT_APPLICABLE sections contribute nothing.
+        let mut v = healthy();
+        v["scope_validation"]["status"] = json!("NOT_APPLICABLE");
+        v["scope_validation"]["results"] =
+            json!({"valid": false, "missing_scopes": ["read_locales"]});
+        let c = map_value(&v);
+        assert_eq!(c.status, Status::Healthy);
+    }
+
+    #[test]
+    fn invalid_products_count() {
+        let mut v = healthy();
+        v["invalid_products"]["status"] = json!("INCOMPLETE");
+        v["invalid_products"]["results"]["count"] = json!(7);
+        let c = map_value(&v);
+        assert_eq!(
+            (c.status, codes(&c)),
+            (Status::Degraded, vec!["invalid_products"])
+        );
+        assert_eq!(
+            c.problems[0].message,
+            "7 invalid products could not be synced"
+        );
+        let mut v = healthy();
+        v["invalid_products"]["results"] = json!({"count": "1"});
+        let c = map_value(&v);
+        assert_eq!(
+            c.problems[0].message,
+            "1 invalid product could not be synced"
+        );
+        let mut v = healthy();
+        v["invalid_products"]["results"] = json!({"invalid_products": [{"id": 1}, {"id": 2}]});
+        let c = map_value(&v);
+        assert_eq!(
+            c.problems[0].message,
+            "2 invalid products could not be synced"
+        );
+    }
+
+    #[test]
+    fn payout_account_rules() {
+        let mut v = healthy();
+        v["payout_account"]["status"] = json!("NEEDS_ATTENTION");
+        v["payout_account"]["results"] = Value::Null;
+        let c = map_value(&v);
+        assert_eq!(
+            (c.status, codes(&c)),
+            (Status::ActionRequired, vec!["payout_account_missing"])
+        );
+        assert_eq!(
+            c.problems[0].remediation,
+            Some(Remediation::CompleteSetup {
+                step: "payout_account".into()
+            })
+        );
+
+        let mut v = healthy();
+        v["payout_account"]["status"] = json!("NEEDS_ATTENTION");
+        v["payout_account"]["results"]["is_active"] = json!(false);
+        v["payout_account"]["results"]["errors"] = json!([
+            {"error_message": "Bank account verification failed", "resolved": false},
+            {"error_message": "old", "resolved": true},
+            {"errorMessage": "Missing tax id"}
+        ]);
+        let c = map_value(&v);
+        assert_eq!(
+            (c.status, codes(&c)),
+            (Status::ActionRequired, vec!["payout_account_error"])
+        );
+        assert_eq!(
+            c.problems[0].message,
+            "the merchant's payout account is not active and has 2 unresolved errors: Bank account verification failed; Missing tax id"
+        );
+
+        // camelCase results.
+        let mut v = healthy();
+        v["payout_account"]["results"] = json!({"isActive": false});
+        let c = map_value(&v);
+        assert_eq!(codes(&c), ["payout_account_error"]);
+        assert_eq!(
+            c.problems[0].message,
+            "the merchant's payout account is not active"
+        );
+
+        // NOT_APPLICABLE: the results do not matter.
+        v["payout_account"]["status"] = json!("NOT_APPLICABLE");
+        assert_eq!(map_value(&v).status, Status::Healthy);
+
+        // No results under COMPLETE: fine.
+        let mut v = healthy();
+        v["payout_account"]["results"] = Value::Null;
+        assert_eq!(map_value(&v).status, Status::Healthy);
+    }
+
+    #[test]
+    fn migration_results() {
+        let table = [
+            (
+                "COMPLETE",
+                json!("MIGRATION_REQUIRED"),
+                Status::ActionRequired,
+                vec!["migration_required"],
+            ),
+            ("COMPLETE", json!("migrated"), Status::Healthy, vec![]),
+            ("COMPLETE", json!("NOT_APPLICABLE"), Status::Healthy, vec![]),
+            (
+                "INCOMPLETE",
+                json!("MIGRATION_IN_PROGRESS"),
+                Status::Degraded,
+                vec!["migration_in_progress", "check_incomplete"],
+            ),
+            (
+                "COMPLETE",
+                json!("MIGRATION_IN_PROGRESS"),
+                Status::Pending,
+                vec!["migration_in_progress"],
+            ),
+            (
+                "ERROR",
+                json!("ERROR"),
+                Status::Unknown,
+                vec!["migration_error"],
+            ),
+            (
+                "COMPLETE",
+                json!("TELEPORTED"),
+                Status::Unknown,
+                vec!["unrecognized_value"],
+            ),
+            (
+                "NEEDS_ATTENTION",
+                Value::Null,
+                Status::ActionRequired,
+                vec!["migration_required"],
+            ),
+            (
+                "COMPLETE",
+                json!({"status": "MIGRATION_REQUIRED"}),
+                Status::ActionRequired,
+                vec!["migration_required"],
+            ),
+            ("COMPLETE", json!({"other": 1}), Status::Healthy, vec![]),
+            (
+                "COMPLETE",
+                json!(5),
+                Status::Unknown,
+                vec!["unrecognized_value"],
+            ),
+            (
+                "NOT_APPLICABLE",
+                json!("MIGRATION_REQUIRED"),
+                Status::Healthy,
+                vec![],
+            ),
+        ];
+        for (status, results, expected, expected_codes) in table {
+            let mut v = healthy();
+            v["migration"] = json!({"status": status, "results": results});
+            let c = map_value(&v);
+            assert_eq!(c.status, expected, "{status} {results}");
+            assert_eq!(codes(&c), expected_codes, "{status} {results}");
+        }
+        let mut v = healthy();
+        v["migration"] = json!({"status": "COMPLETE", "results": "MIGRATION_REQUIRED"});
+        let c = map_value(&v);
+        assert_eq!(
+            c.problems[0].remediation,
+            Some(Remediation::CompleteSetup {
+                step: "migration".into()
+            })
+        );
+    }
+
+    #[test]
+    fn commission_detail_falls_back_to_override_error() {
+        let mut v = healthy();
+        v["commission_rate"] = json!({"status": "NEEDS_ATTENTION", "error": null, "default_rate": 10,
+            "overrides": [{"status": "COMPLETE", "error": {"message": "fine"}},
+                          {"status": "NEEDS_ATTENTION", "error": {"message": "Commission rate override rejected"}}]});
+        let c = map_value(&v);
+        assert_eq!(
+            check(&c, "commission_rate").detail.as_deref(),
+            Some("Commission rate override rejected")
+        );
+        assert_eq!(codes(&c), ["check_needs_attention"]);
+        assert_eq!(
+            c.problems[0].message,
+            "Violet's commission_rate check needs attention: Commission rate override rejected"
+        );
+    }
+
+    #[test]
+    fn extra_sections_become_checks() {
+        let mut v = healthy();
+        v["terms_of_service"] = json!({"status": "NEEDS_ATTENTION", "results": [], "error": {"message": "not accepted"}});
+        v["channelConnection"] = json!({"status": "COMPLETE", "total_connected": 3});
+        v["futureThing"] = json!({"status": "SPARKLY"});
+        let c = map_value(&v);
+        let names: Vec<&str> = c.checks.iter().skip(8).map(|k| k.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["channel_connection", "future_thing", "terms_of_service"]
+        );
+        assert_eq!(check(&c, "terms_of_service").status, Status::ActionRequired);
+        assert_eq!(check(&c, "future_thing").status, Status::Unknown);
+        assert_eq!(c.status, Status::ActionRequired);
+        assert_eq!(codes(&c), ["unrecognized_value", "check_needs_attention"]);
+        assert_eq!(
+            c.problems[1].message,
+            "Violet's terms_of_service check needs attention: not accepted"
+        );
+    }
+
+    #[test]
+    fn null_and_missing_sections_add_no_check() {
+        let mut v = healthy();
+        for s in SECTIONS {
+            v[s] = Value::Null;
+        }
+        let c = map_value(&v);
+        assert!(c.checks.is_empty());
+        assert_eq!(c.status, Status::Healthy);
+        assert_eq!(c.sync, None);
+        assert_eq!(c.data_as_of, None);
+
+        let c = map_value(&json!({"merchant_id": "77"}));
+        assert!(c.checks.is_empty());
+        assert_eq!(c.platform, "unknown");
+        assert_eq!(codes(&c), ["missing_value"]);
+
+        // A section with results but no status: no check, the results still count.
+        let mut v = healthy();
+        v["invalid_products"] = json!({"results": {"count": 3}});
+        let c = map_value(&v);
+        assert!(c.checks.iter().all(|k| k.name != "invalid_products"));
+        assert_eq!(codes(&c), ["invalid_products"]);
+
+        // Sections and results of the wrong type.
+        let mut v = healthy();
+        v["connection"] = json!("broken");
+        v["sync_status"]["results"] = json!([1]);
+        let c = map_value(&v);
+        assert_eq!(c.status, Status::Unknown);
+        assert_eq!(
+            c.problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "unexpected string for connection",
+                "unexpected array for sync_status.results"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_platform_is_kept_lowercased() {
+        let mut v = healthy();
+        v["platform"] = json!("NEWSHOP_9000");
+        let c = map_value(&v);
+        assert_eq!(c.platform, "newshop_9000");
+        assert_eq!(c.status, Status::Healthy);
+        assert_eq!(c.id, "violet:42");
+    }
+
+    #[test]
+    fn personal_data_only_with_opt_in() {
+        let c = map_value(&healthy());
+        assert_eq!(c.customer.email, None);
+        let opt_in = MapContext {
+            include_personal_data: true,
+            ..ctx()
+        };
+        let c = map_with(&healthy(), &opt_in);
+        assert_eq!(c.customer.email.as_deref(), Some("a****e@acme.example"));
+    }
+
+    #[test]
+    fn provider_name_is_used() {
+        let named = MapContext {
+            provider: "violet-eu",
+            ..ctx()
+        };
+        let c = map_with(&healthy(), &named);
+        assert_eq!(c.id, "violet-eu:42");
+        assert_eq!(c.provider, "violet-eu");
+    }
+
+    #[test]
+    fn malformed_entries() {
+        let item = decode_item(
+            r#"{"merchant_id": 5, "connection": {"status": "COMPLETE", "status": "ERROR"}}"#,
+        );
+        let c = map_item(&item, &ctx(), None).unwrap();
+        check_invariants(&c);
+        assert_eq!(c.id, "violet:5");
+        assert_eq!(c.status, Status::Unknown);
+        assert_eq!(codes(&c), ["malformed_entry"]);
+        assert!(
+            c.problems[0].message.contains("duplicate field"),
+            "{}",
+            c.problems[0].message
+        );
+        assert!(map_item(&decode_item("42"), &ctx(), None).is_none());
+        assert!(map_item(&decode_item(r#"{"merchant_name": "x"}"#), &ctx(), None).is_none());
+        let c = map_item(&decode_item(r#"{"merchant_name": "x"}"#), &ctx(), Some("9")).unwrap();
+        assert_eq!(c.id, "violet:9");
+    }
+
+    #[test]
+    fn results_string_vs_object_for_object_sections() {
+        // `results` as a string where an object is documented: unknown, never a failure.
+        let mut v = healthy();
+        v["connection"]["results"] = json!("OK");
+        let c = map_value(&v);
+        assert_eq!(c.status, Status::Unknown);
+        assert_eq!(
+            c.problems[0].message,
+            "unexpected string for connection.results"
+        );
+        assert_eq!(check(&c, "connection").status, Status::Healthy);
+    }
+}
