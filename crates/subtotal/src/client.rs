@@ -1,0 +1,460 @@
+//! The typed Subtotal client: requests, auth and the connection-token cache.
+//!
+//! Every request carries the API key in `x-api-key`. `PATCH /connections/{id}` additionally
+//! needs `Authorization: Bearer <connection token>` with `access` scope; the client mints that
+//! token with `POST /connections/{id}/token` and caches it per connection until it expires or
+//! is refused (see [`SubtotalClient::update_connection`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use connhealth_core::http::{HttpClient, HttpConfig, Request};
+use connhealth_core::{Error, ErrorKind, Result, Secret};
+use reqwest::Method;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::wire::{
+    ConnectionResponse, CreateConnection, CreateTokenRequest, GetRetailersResponse,
+    ListConnectionsResponse, Retailer, TokenResponse, UpdateConnection,
+};
+
+const EP_LIST: &str = "GET /connections";
+const EP_GET: &str = "GET /connections/{connection_id}";
+const EP_CREATE: &str = "POST /connections";
+const EP_UPDATE: &str = "PATCH /connections/{connection_id}";
+const EP_TOKEN: &str = "POST /connections/{connection_id}/token";
+const EP_RETAILERS: &str = "GET /retailers";
+
+/// The longest safety margin taken off a token's lifetime (never more than half of it).
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+/// Above this many cached connections, expired entries are pruned on insert.
+const PRUNE_ABOVE: usize = 1024;
+
+/// A Subtotal API client. Cheap to clone (clones share the HTTP connection pool and the token
+/// cache). Obtain it from [`crate::Subtotal::client`].
+///
+/// Writes are never retried blindly: `POST` and `PATCH` are retried only when the connection
+/// could not be established (nothing was sent), unless `retry_patch(true)` was set on the
+/// builder, which lets PATCH also be retried on transient failures (5xx, timeouts, 429).
+#[derive(Clone)]
+pub struct SubtotalClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: HttpClient,
+    api_key: Secret,
+    retry_patch: bool,
+    /// One slot per connection; the slot's async mutex makes minting single-flight.
+    tokens: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<CachedToken>>>>>,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    token: Secret,
+    /// When to stop using it (already shortened by the safety margin); `None`: until refused.
+    expires_at: Option<Instant>,
+}
+
+impl CachedToken {
+    fn is_fresh(&self) -> bool {
+        self.expires_at.is_none_or(|t| Instant::now() < t)
+    }
+}
+
+impl fmt::Debug for SubtotalClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubtotalClient")
+            .field("provider", &self.inner.http.provider())
+            .field("base_url", &self.inner.http.base_url().as_str())
+            .field("api_key", &self.inner.api_key)
+            .field("retry_patch", &self.inner.retry_patch)
+            .field("cached_tokens", &lock(&self.inner.tokens).len())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SubtotalClient {
+    pub(crate) fn new(
+        name: &str,
+        config: &HttpConfig,
+        api_key: Secret,
+        retry_patch: bool,
+    ) -> Result<Self> {
+        Ok(SubtotalClient {
+            inner: Arc::new(Inner {
+                http: HttpClient::new(name, config)?,
+                api_key,
+                retry_patch,
+                tokens: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The provider name errors carry.
+    pub fn provider(&self) -> &str {
+        self.inner.http.provider()
+    }
+
+    /// The validated base URL.
+    pub fn base_url(&self) -> &Url {
+        self.inner.http.base_url()
+    }
+
+    /// The underlying HTTP client (request counters, base URL).
+    pub fn http(&self) -> &HttpClient {
+        &self.inner.http
+    }
+
+    fn request(&self, method: Method, endpoint: &str, url: Url) -> Request {
+        self.inner
+            .http
+            .request(method, endpoint, url)
+            .secret_header("x-api-key", "", &self.inner.api_key)
+    }
+
+    /// `GET /connections?customer_id=…`: the customer's connections. The customer id is sent
+    /// as one query value (percent-encoded); errors name the customer.
+    ///
+    /// Items that are not objects are skipped (logged at debug). No pagination is documented.
+    pub async fn list_connections(&self, customer_id: &str) -> Result<Vec<ConnectionResponse>> {
+        Ok(self.list_connections_raw(customer_id).await?.connections)
+    }
+
+    pub(crate) async fn list_connections_raw(
+        &self,
+        customer_id: &str,
+    ) -> Result<ListConnectionsResponse> {
+        let url = self.inner.http.url(&["connections"])?;
+        let req = self
+            .request(Method::GET, EP_LIST, url)
+            .query(&[("customer_id", customer_id)])
+            .for_customer(customer_id);
+        self.inner.http.send_json(req).await
+    }
+
+    /// `GET /connections/{connection_id}`: one connection (API key only; which token scope,
+    /// if any, the current API wants here is unconfirmed).
+    pub async fn get_connection(&self, connection_id: &str) -> Result<ConnectionResponse> {
+        let url = self
+            .inner
+            .http
+            .url(&["connections", connection_id])
+            .map_err(|e| with_connection(e, connection_id))?;
+        let req = self.request(Method::GET, EP_GET, url);
+        self.inner
+            .http
+            .send_json(req)
+            .await
+            .map_err(|e| with_connection(e, connection_id))
+    }
+
+    /// `POST /connections` (answers 201): create a connection for a customer and retailer.
+    /// Not retried once sent. Errors never contain the e-mail or mobile number.
+    pub async fn create_connection(&self, body: CreateConnection) -> Result<ConnectionResponse> {
+        let url = self.inner.http.url(&["connections"])?;
+        let req = self
+            .request(Method::POST, EP_CREATE, url)
+            .json(&body)
+            .for_customer(body.customer_id.clone());
+        self.inner.http.send_json(req).await
+    }
+
+    /// `GET /retailers`: the retailers configured for this API key.
+    pub async fn retailers(&self) -> Result<Vec<Retailer>> {
+        let url = self.inner.http.url(&["retailers"])?;
+        let req = self.request(Method::GET, EP_RETAILERS, url);
+        let resp: GetRetailersResponse = self.inner.http.send_json(req).await?;
+        Ok(resp.retailers)
+    }
+
+    /// `PATCH /connections/{connection_id}`: update a connection. Only the fields that are
+    /// `Some` are sent (`None` = leave unchanged).
+    ///
+    /// Auth: `x-api-key` plus `Authorization: Bearer <token>`, an `access`-scope connection
+    /// token minted with `POST /connections/{id}/token` and cached per connection until its
+    /// JWT `exp` (less a safety margin of up to 60 s) or, when the expiry cannot be read, until
+    /// it is refused. A 401 on the PATCH drops the cached token, mints a new one and repeats
+    /// the PATCH **once** (safe: a 401 means the update was not applied).
+    ///
+    /// The PATCH is not retried on 5xx/timeouts (it may have been applied) unless the builder
+    /// set `retry_patch(true)`. Errors name the connection id; e-mail and mobile never appear
+    /// in errors or logs.
+    pub async fn update_connection(
+        &self,
+        connection_id: &str,
+        update: UpdateConnection,
+    ) -> Result<ConnectionResponse> {
+        self.update_inner(connection_id, &update)
+            .await
+            .map_err(|e| with_connection(e, connection_id))
+    }
+
+    /// Disconnect a connection: `update_connection(id, {"status": "disconnected"})`.
+    pub async fn disconnect(&self, connection_id: &str) -> Result<ConnectionResponse> {
+        self.update_connection(connection_id, UpdateConnection::disconnect())
+            .await
+    }
+
+    async fn update_inner(
+        &self,
+        connection_id: &str,
+        update: &UpdateConnection,
+    ) -> Result<ConnectionResponse> {
+        let url = self.inner.http.url(&["connections", connection_id])?;
+        let token = self.access_token(connection_id).await?;
+        match self.patch(url.clone(), update, &token).await {
+            Err(e) if e.kind() == ErrorKind::Authentication => {
+                tracing::debug!(
+                    provider = %self.provider(),
+                    connection_id,
+                    "connection token refused; minting a new one and repeating the update once"
+                );
+                self.forget_token(connection_id, &token).await;
+                let token = self.access_token(connection_id).await?;
+                self.patch(url, update, &token).await
+            }
+            other => other,
+        }
+    }
+
+    async fn patch(
+        &self,
+        url: Url,
+        update: &UpdateConnection,
+        token: &Secret,
+    ) -> Result<ConnectionResponse> {
+        let mut req = self
+            .request(Method::PATCH, EP_UPDATE, url)
+            .secret_header("authorization", "Bearer ", token)
+            .json(update);
+        if self.inner.retry_patch {
+            req = req.retry_unsafe();
+        }
+        self.inner.http.send_json(req).await
+    }
+
+    fn slot(&self, connection_id: &str) -> Arc<tokio::sync::Mutex<Option<CachedToken>>> {
+        let mut map = lock(&self.inner.tokens);
+        if map.len() >= PRUNE_ABOVE && !map.contains_key(connection_id) {
+            map.retain(|_, slot| match slot.try_lock() {
+                Ok(t) => t.as_ref().is_some_and(CachedToken::is_fresh),
+                Err(_) => true, // in use
+            });
+        }
+        map.entry(connection_id.to_owned()).or_default().clone()
+    }
+
+    /// The cached access token for a connection, minting one when there is none or it expired.
+    /// Concurrent callers for the same connection wait for one mint.
+    async fn access_token(&self, connection_id: &str) -> Result<Secret> {
+        let slot = self.slot(connection_id);
+        let mut cached = slot.lock().await;
+        if let Some(t) = cached.as_ref().filter(|t| t.is_fresh()) {
+            return Ok(t.token.clone());
+        }
+        let minted = self.mint_token(connection_id).await?;
+        let token = minted.token.clone();
+        *cached = Some(minted);
+        Ok(token)
+    }
+
+    /// Drop the cached token if it is still the one that was refused.
+    async fn forget_token(&self, connection_id: &str, refused: &Secret) {
+        let slot = self.slot(connection_id);
+        let mut cached = slot.lock().await;
+        if cached.as_ref().is_some_and(|t| &t.token == refused) {
+            *cached = None;
+        }
+    }
+
+    /// `POST /connections/{id}/token` `{"scope":"access"}` → the token and when to stop using it.
+    async fn mint_token(&self, connection_id: &str) -> Result<CachedToken> {
+        let url = self
+            .inner
+            .http
+            .url(&["connections", connection_id, "token"])?;
+        let req = self
+            .request(Method::POST, EP_TOKEN, url)
+            .json(&CreateTokenRequest { scope: "access" });
+        let resp: TokenResponse = self.inner.http.send_json(req).await?;
+        let expires_in = resp.expires_in;
+        let token = resp.into_token().ok_or_else(|| {
+            Error::new(
+                self.provider(),
+                EP_TOKEN,
+                ErrorKind::Decode,
+                "token response has no connection_token (nor token / access_token)",
+            )
+        })?;
+        let lifetime = jwt_lifetime(&token, chrono::Utc::now().timestamp())
+            .or(expires_in.map(Duration::from_secs));
+        let expires_at =
+            lifetime.map(|l| Instant::now() + l.saturating_sub(TOKEN_MARGIN.min(l / 2)));
+        tracing::debug!(
+            provider = %self.provider(),
+            connection_id,
+            lifetime_s = lifetime.map(|l| l.as_secs()),
+            "minted connection token"
+        );
+        Ok(CachedToken {
+            token: Secret::new(token),
+            expires_at,
+        })
+    }
+}
+
+/// Add the connection id to an error's message (ids are not personal data), keeping status,
+/// customer and `Retry-After`; the original error becomes the source.
+fn with_connection(e: Error, connection_id: &str) -> Error {
+    let message = if e.message().is_empty() {
+        format!("connection {connection_id:?}")
+    } else {
+        format!("connection {connection_id:?}: {}", e.message())
+    };
+    let mut out = Error::new(e.provider(), e.endpoint(), e.kind(), message);
+    if let Some(s) = e.http_status() {
+        out = out.with_status(s);
+    }
+    if let Some(c) = e.provider_code() {
+        out = out.with_provider_code(c);
+    }
+    if let Some(c) = e.customer_id() {
+        out = out.with_customer(c.to_owned());
+    }
+    if let Some(r) = e.retry_after() {
+        out = out.with_retry_after(r);
+    }
+    out.with_source(e)
+}
+
+/// Time left before a JWT's `exp` claim, seen from `now` (Unix seconds). `None` when the token
+/// is not a JWT or has no numeric `exp`; `Some(0)` when it already expired.
+pub(crate) fn jwt_lifetime(token: &str, now: i64) -> Option<Duration> {
+    let mut parts = token.split('.');
+    let (_header, payload) = (parts.next()?, parts.next()?);
+    parts.next()?; // a JWT has a signature part
+    let bytes = base64url_decode(payload)?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?;
+    let exp = exp.as_i64().or_else(|| exp.as_f64().map(|f| f as i64))?;
+    Some(Duration::from_secs(exp.saturating_sub(now).max(0) as u64))
+}
+
+/// Decodes unpadded (or padded) base64url. `None` on any invalid character.
+fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(data: &[u8]) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let n = chunk.len();
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..=n {
+                out.push(A[((v >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn base64url_roundtrip() {
+        for data in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            b"fooba",
+            b"foobar",
+            &[0xff, 0xfe, 0x00],
+        ] {
+            assert_eq!(base64url_decode(&b64(data)).unwrap(), data);
+        }
+        assert_eq!(base64url_decode("Zm9v").unwrap(), b"foo");
+        assert_eq!(base64url_decode("Zm8=").unwrap(), b"fo");
+        assert_eq!(base64url_decode("Zm!v"), None);
+    }
+
+    #[test]
+    fn jwt_exp_is_read() {
+        let jwt = |claims: &str| {
+            format!(
+                "{}.{}.sig",
+                b64(br#"{"alg":"HS256"}"#),
+                b64(claims.as_bytes())
+            )
+        };
+        assert_eq!(
+            jwt_lifetime(&jwt(r#"{"exp":1100}"#), 1000),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(
+            jwt_lifetime(&jwt(r#"{"exp":1100.5}"#), 1000),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(
+            jwt_lifetime(&jwt(r#"{"exp":900}"#), 1000),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(jwt_lifetime(&jwt(r#"{"sub":"x"}"#), 1000), None);
+        assert_eq!(jwt_lifetime(&jwt(r#"{"exp":"soon"}"#), 1000), None);
+        assert_eq!(jwt_lifetime("opaque-token", 1000), None);
+        assert_eq!(jwt_lifetime("a.b", 1000), None);
+        assert_eq!(jwt_lifetime("a.!!.c", 1000), None);
+    }
+
+    #[test]
+    fn errors_gain_the_connection_id() {
+        let e = Error::new("subtotal", EP_UPDATE, ErrorKind::ServerError, "boom")
+            .with_status(500)
+            .with_customer("cus");
+        let e = with_connection(e, "01J");
+        assert_eq!(e.kind(), ErrorKind::ServerError);
+        assert_eq!(e.http_status(), Some(500));
+        assert_eq!(e.customer_id(), Some("cus"));
+        assert_eq!(
+            e.to_string(),
+            "subtotal: PATCH /connections/{connection_id}: server_error (HTTP 500) for customer \"cus\": connection \"01J\": boom"
+        );
+    }
+}

@@ -1,0 +1,597 @@
+//! # connhealth-subtotal
+//!
+//! The connhealth adapter for [Subtotal](https://subtotal.com) customer ↔ retailer connections.
+//!
+//! - **Health** ([`Provider`]): `GET /connections?customer_id=…` for every configured customer
+//!   (Subtotal cannot list customers), concurrently under a bound, one batch per customer; plus
+//!   `GET /retailers` once per poll to show retailer names as platforms (optional; its failure
+//!   never fails a poll). Statuses are mapped as described in [`map`].
+//! - **Actions** ([`SubtotalClient`], from [`Subtotal::client`]): get, create, update and
+//!   disconnect connections; the connection token the update needs is minted and cached for you.
+//!
+//! Choices where Subtotal's documentation is silent or unconfirmed:
+//! - `customers` must be set (Subtotal has no "list customers"); an explicitly empty list is
+//!   accepted and a poll then yields nothing, so the client can be used on its own.
+//! - A 401 on a customer's list means the API key was refused: that error is the poll's last
+//!   batch. Other errors (403, 5xx…) fail only their customer.
+//! - `/retailers` item fields are unknown: the id is read from `retailer_id` or `id`, the name
+//!   from `name` or `display_name`. The lookup may take at most [`RETAILERS_BUDGET`]; if it
+//!   fails or is slower, platforms fall back to the lowercased retailer ids.
+//! - The token endpoint's answer is read from `connection_token`, `token` or `access_token`;
+//!   its lifetime from the JWT `exp` claim, else `expires_in`, else the token is kept until
+//!   refused (a 401 re-mints it once).
+//! - `is_simulated: true` becomes a healthy `simulated` check (see [`map`]).
+//!
+//! ```
+//! use connhealth_core::{Provider, Secret, Status};
+//! use connhealth_subtotal::Subtotal;
+//! use connhealth_testkit::SubtotalSim;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A loopback simulator of the Subtotal API with two generated customers.
+//! let sim = SubtotalSim::start_generated(2, 7).await?;
+//! let customers: Vec<String> = sim.customer_ids();
+//!
+//! let subtotal = Subtotal::builder()
+//!     .base_url(sim.base_url())
+//!     .api_key(Secret::new(sim.api_key()))
+//!     .customers(customers.clone())
+//!     .link_url("https://link.subtotal.com/abc123")
+//!     .build()?;
+//!
+//! let fetched = subtotal.fetch().await;
+//! assert!(fetched.errors.is_empty());
+//! for c in &fetched.connections {
+//!     assert!(c.id.starts_with("subtotal:"));
+//!     assert!(customers.contains(&c.customer.id));
+//!     // Every status other than healthy carries a problem explaining it.
+//!     assert!(c.status == Status::Healthy || !c.problems.is_empty());
+//! }
+//!
+//! // Disconnect one connection through the typed client.
+//! if let Some(c) = fetched.connections.first() {
+//!     let id = c.provider_connection_id.as_deref().unwrap();
+//!     let updated = subtotal.client().disconnect(id).await?;
+//!     assert_eq!(updated.status.map(|s| s.to_string()).as_deref(), Some("disconnected"));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+
+mod client;
+pub mod map;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use connhealth_core::futures::future::{self, Either, FutureExt};
+use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
+use connhealth_core::http::{HttpConfig, RetryPolicy};
+use connhealth_core::{Batch, Concurrency, Connection, Error, ErrorKind, Provider, Result, Secret};
+use url::Url;
+
+pub use client::SubtotalClient;
+pub use map::MapContext;
+pub use wire::{
+    ConnectionResponse, ConnectionStatus, CreateConnection, Retailer, UpdateConnection,
+};
+
+/// The production API.
+pub const DEFAULT_BASE_URL: &str = "https://api.subtotal.com";
+/// The default provider name.
+pub const DEFAULT_NAME: &str = "subtotal";
+/// The longest a poll waits for `GET /retailers` (retries included) before it goes on with
+/// retailer ids; the lookup is cosmetic and must not hold the health answers back.
+pub const RETAILERS_BUDGET: Duration = Duration::from_secs(10);
+
+/// The Subtotal provider: configured customers' connections as normalized [`Connection`]s.
+///
+/// Build it with [`Subtotal::builder`]. `Debug` never shows the API key.
+pub struct Subtotal {
+    name: String,
+    client: SubtotalClient,
+    customers: Arc<[String]>,
+    concurrency: Concurrency,
+    link_url: Option<Url>,
+    resolve_retailer_names: bool,
+    include_personal_data: bool,
+}
+
+impl fmt::Debug for Subtotal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subtotal")
+            .field("name", &self.name)
+            .field("client", &self.client)
+            .field("customers", &self.customers.len())
+            .field("concurrency", &self.concurrency)
+            .field("link_url", &self.link_url.as_ref().map(Url::as_str))
+            .field("resolve_retailer_names", &self.resolve_retailer_names)
+            .field("include_personal_data", &self.include_personal_data)
+            .finish()
+    }
+}
+
+impl Subtotal {
+    /// Start configuring a provider.
+    pub fn builder() -> SubtotalBuilder {
+        SubtotalBuilder::default()
+    }
+
+    /// The typed client for control-plane calls (get, create, update, disconnect, retailers).
+    pub fn client(&self) -> &SubtotalClient {
+        &self.client
+    }
+
+    /// The configured customers (deduplicated, in configuration order).
+    pub fn customers(&self) -> &[String] {
+        &self.customers
+    }
+
+    /// Fetch one customer's connections, mapped (the unit of work of one batch).
+    /// `retailer_names` maps retailer ids to names (see [`Subtotal::retailer_names`]).
+    pub async fn fetch_customer(
+        &self,
+        customer_id: &str,
+        retailer_names: Option<&HashMap<String, String>>,
+    ) -> Result<Vec<Connection>> {
+        self.fetch_customer_at(customer_id, retailer_names, Utc::now())
+            .await
+    }
+
+    async fn fetch_customer_at(
+        &self,
+        customer_id: &str,
+        retailer_names: Option<&HashMap<String, String>>,
+        observed_at: chrono::DateTime<Utc>,
+    ) -> Result<Vec<Connection>> {
+        let list = self.client.list_connections_raw(customer_id).await?;
+        let ctx = MapContext {
+            provider: &self.name,
+            observed_at,
+            link_url: self.link_url.as_ref(),
+            include_personal_data: self.include_personal_data,
+            retailer_names,
+        };
+        Ok(map_list(&list.connections, customer_id, &ctx))
+    }
+
+    /// Map one connection answer (e.g. what [`SubtotalClient::update_connection`] returned)
+    /// with this provider's name and options, observed now. `retailer_names` as for
+    /// [`Subtotal::fetch_customer`]. `None` when the answer has no `connection_id`.
+    pub fn map_response(
+        &self,
+        response: &ConnectionResponse,
+        retailer_names: Option<&HashMap<String, String>>,
+    ) -> Option<Connection> {
+        let ctx = MapContext {
+            provider: &self.name,
+            observed_at: Utc::now(),
+            link_url: self.link_url.as_ref(),
+            include_personal_data: self.include_personal_data,
+            retailer_names,
+        };
+        map::map_connection(response, None, &ctx)
+    }
+
+    /// Retailer names by retailer id from `GET /retailers` (items without an id or a name are
+    /// left out).
+    pub async fn retailer_names(&self) -> Result<HashMap<String, String>> {
+        let retailers = self.client.retailers().await?;
+        Ok(retailers
+            .iter()
+            .filter_map(|r| Some((r.key()?.to_owned(), r.label()?.to_owned())))
+            .collect())
+    }
+
+    /// The poll's retailer lookup: never fails (a failure or a lookup slower than
+    /// [`RETAILERS_BUDGET`] is logged at debug and the poll goes on with retailer ids).
+    async fn retailer_names_for_poll(&self) -> Option<Arc<HashMap<String, String>>> {
+        if !self.resolve_retailer_names {
+            return None;
+        }
+        match tokio::time::timeout(RETAILERS_BUDGET, self.retailer_names()).await {
+            Ok(Ok(names)) => Some(Arc::new(names)),
+            Ok(Err(e)) => {
+                tracing::debug!(provider = %self.name, error = %e, "retailer lookup failed; using retailer ids as platforms");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(provider = %self.name, "retailer lookup too slow; using retailer ids as platforms");
+                None
+            }
+        }
+    }
+}
+
+/// Map a customer's list: items without a `connection_id` are skipped (logged at debug), and
+/// an id seen twice is kept once.
+fn map_list(
+    items: &[ConnectionResponse],
+    customer_id: &str,
+    ctx: &MapContext<'_>,
+) -> Vec<Connection> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(items.len());
+    let mut missing_id = 0usize;
+    for item in items {
+        match map::map_connection(item, Some(customer_id), ctx) {
+            Some(c) => {
+                if seen.insert(c.id.clone()) {
+                    out.push(c);
+                }
+            }
+            None => missing_id += 1,
+        }
+    }
+    if missing_id > 0 {
+        tracing::debug!(provider = %ctx.provider, customer_id, skipped = missing_id, "skipped connections without connection_id");
+    }
+    out
+}
+
+impl Provider for Subtotal {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// One batch per configured customer, concurrently under the bound; `GET /retailers` runs
+    /// alongside (once per poll). With an empty customer list the stream is empty. A 401 (the
+    /// API key refused) ends the stream after that error batch.
+    fn stream(&self) -> BoxStream<'_, Batch> {
+        if self.customers.is_empty() {
+            tracing::debug!(provider = %self.name, "no customers configured; nothing to poll");
+            return stream::empty().boxed();
+        }
+        let observed_at = Utc::now();
+        let names = self.retailer_names_for_poll().boxed().shared();
+        self.concurrency
+            .fan_out(self.customers.iter().cloned(), move |customer: String| {
+                let names = names.clone();
+                async move {
+                    // The retailer lookup runs alongside the first customers' requests; a
+                    // customer's error is returned without waiting for it.
+                    let list = self.client.list_connections_raw(&customer);
+                    let (list, names) = match future::select(Box::pin(list), names).await {
+                        Either::Left((list, names)) => {
+                            let list = list?;
+                            (list, names.await)
+                        }
+                        Either::Right((names, list)) => (list.await?, names),
+                    };
+                    let ctx = MapContext {
+                        provider: &self.name,
+                        observed_at,
+                        link_url: self.link_url.as_ref(),
+                        include_personal_data: self.include_personal_data,
+                        retailer_names: names.as_deref(),
+                    };
+                    Ok(map_list(&list.connections, &customer, &ctx))
+                }
+            })
+            // A 401 means the API key itself was refused: every other customer would fail the
+            // same way, so that error is the last batch (the requests in flight are dropped).
+            .scan(false, |refused, batch: Batch| {
+                let item = if *refused {
+                    None
+                } else {
+                    *refused = matches!(&batch, Err(e) if e.kind() == ErrorKind::Authentication);
+                    Some(batch)
+                };
+                future::ready(item)
+            })
+            .boxed()
+    }
+}
+
+/// Configures a [`Subtotal`] provider. Setters never fail; [`SubtotalBuilder::build`] validates.
+#[derive(Clone, Default)]
+pub struct SubtotalBuilder {
+    name: Option<String>,
+    base_url: Option<String>,
+    api_key: Option<Secret>,
+    customers: Option<Vec<String>>,
+    concurrency: Option<usize>,
+    shared_concurrency: Option<Concurrency>,
+    request_timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    retry: Option<RetryPolicy>,
+    max_body_bytes: Option<usize>,
+    link_url: Option<String>,
+    resolve_retailer_names: Option<bool>,
+    include_personal_data: bool,
+    retry_patch: bool,
+    without_timers: bool,
+}
+
+impl fmt::Debug for SubtotalBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubtotalBuilder")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("customers", &self.customers.as_ref().map(Vec::len))
+            .field("concurrency", &self.concurrency)
+            .field("link_url", &self.link_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SubtotalBuilder {
+    /// Name in reports and connection ids (default `subtotal`). Needed to tell two Subtotal
+    /// accounts apart.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// API base URL (default [`DEFAULT_BASE_URL`]). Must be `https://` except on loopback.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// The API key sent as `x-api-key` (required).
+    pub fn api_key(mut self, key: Secret) -> Self {
+        self.api_key = Some(key);
+        self
+    }
+
+    /// The customers to poll (required: Subtotal cannot list customers). An explicitly empty
+    /// list is allowed, e.g. to use only the client: polls then yield nothing. Duplicates are
+    /// dropped; an empty id is a configuration error.
+    pub fn customers(mut self, customers: Vec<String>) -> Self {
+        self.customers = Some(customers);
+        self
+    }
+
+    /// Fan-out bound: at most this many customer requests in flight (default 32).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Some(n);
+        self
+    }
+
+    /// Share a bound with other providers (overrides [`SubtotalBuilder::concurrency`]).
+    pub fn shared_concurrency(mut self, c: Concurrency) -> Self {
+        self.shared_concurrency = Some(c);
+        self
+    }
+
+    /// Timeout of one request attempt, body included (default 30 s).
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = Some(d);
+        self
+    }
+
+    /// TCP + TLS connect timeout (default 10 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = Some(d);
+        self
+    }
+
+    /// No client-side timers at all (no connect, request or pool-idle timeout), overriding the
+    /// timeout setters. For tests on tokio's paused clock (see
+    /// [`HttpConfig::without_timers`]); not for production use.
+    pub fn without_timers(mut self) -> Self {
+        self.without_timers = true;
+        self
+    }
+
+    /// Retry policy for safe requests (GET), default [`RetryPolicy::default`].
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Largest response body accepted (default 64 MiB).
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = Some(n);
+        self
+    }
+
+    /// The Link URL base used to build re-authentication / reconnect links, e.g.
+    /// `https://link.subtotal.com/abc123` (must be `https://`). Links get
+    /// `connection_id=<id>` added to the query; other query parameters are kept.
+    pub fn link_url(mut self, url: impl Into<String>) -> Self {
+        self.link_url = Some(url.into());
+        self
+    }
+
+    /// Call `GET /retailers` once per poll to use retailer names as platforms (default `true`).
+    pub fn resolve_retailer_names(mut self, on: bool) -> Self {
+        self.resolve_retailer_names = Some(on);
+        self
+    }
+
+    /// Copy customers' e-mail addresses into [`connhealth_core::Customer::email`] (default
+    /// `false`: personal data stays out of reports). Mobile numbers are never copied.
+    pub fn include_personal_data(mut self, on: bool) -> Self {
+        self.include_personal_data = on;
+        self
+    }
+
+    /// Let `PATCH /connections/{id}` be retried on transient failures (5xx, timeouts, 429).
+    /// Default `false`: an update that may have been applied is never sent twice.
+    pub fn retry_patch(mut self, on: bool) -> Self {
+        self.retry_patch = on;
+        self
+    }
+
+    /// Validate and build. Errors are [`connhealth_core::ErrorKind::Config`] naming the setting.
+    pub fn build(self) -> Result<Subtotal> {
+        let name = self.name.unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        if name.trim().is_empty() {
+            return Err(Error::config(DEFAULT_NAME, "name must not be empty"));
+        }
+        let api_key = match self.api_key {
+            Some(k) if !k.is_empty() => k,
+            _ => {
+                return Err(Error::config(
+                    &name,
+                    "api_key is required (the Subtotal API key, sent as x-api-key)",
+                ))
+            }
+        };
+        let customers = self.customers.ok_or_else(|| {
+            Error::config(
+                &name,
+                "customers is required: Subtotal cannot list customers (pass an empty list to use only the client)",
+            )
+        })?;
+        let mut seen = HashSet::new();
+        let mut unique = Vec::with_capacity(customers.len());
+        for (i, c) in customers.into_iter().enumerate() {
+            if c.trim().is_empty() {
+                return Err(Error::config(&name, format!("customers[{i}] is empty")));
+            }
+            if seen.insert(c.clone()) {
+                unique.push(c);
+            }
+        }
+        let concurrency = match (self.shared_concurrency, self.concurrency) {
+            (Some(shared), _) => shared,
+            (None, Some(0)) => return Err(Error::config(&name, "concurrency must be at least 1")),
+            (None, Some(n)) => Concurrency::new(n),
+            (None, None) => Concurrency::default(),
+        };
+        let link_url = match self.link_url {
+            None => None,
+            Some(raw) => Some(validate_link_url(&name, &raw)?),
+        };
+        let mut http =
+            HttpConfig::new(self.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()));
+        if let Some(t) = self.request_timeout {
+            http.request_timeout = Some(t);
+        }
+        if let Some(t) = self.connect_timeout {
+            http.connect_timeout = Some(t);
+        }
+        if self.without_timers {
+            http = http.without_timers();
+        }
+        if let Some(r) = self.retry {
+            http.retry = r;
+        }
+        if let Some(n) = self.max_body_bytes {
+            http.max_body_bytes = n;
+        }
+        let client = SubtotalClient::new(&name, &http, api_key, self.retry_patch)?;
+        Ok(Subtotal {
+            name,
+            client,
+            customers: unique.into(),
+            concurrency,
+            link_url,
+            resolve_retailer_names: self.resolve_retailer_names.unwrap_or(true),
+            include_personal_data: self.include_personal_data,
+        })
+    }
+}
+
+fn validate_link_url(name: &str, raw: &str) -> Result<Url> {
+    let url = Url::parse(raw.trim())
+        .map_err(|e| Error::config(name, format!("link_url {raw:?} is not a URL: {e}")))?;
+    if url.scheme() != "https" || url.host_str().is_none_or(str::is_empty) {
+        return Err(Error::config(
+            name,
+            format!(
+                "link_url {raw:?} must be an https:// URL (e.g. https://link.subtotal.com/abc123)"
+            ),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::config(name, "link_url must not carry credentials"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> SubtotalBuilder {
+        Subtotal::builder()
+            .api_key(Secret::new("sk_test_123"))
+            .customers(vec!["c1".into()])
+    }
+
+    #[test]
+    fn build_validates_settings() {
+        let err = Subtotal::builder().customers(vec![]).build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("api_key"), "{err}");
+        let err = Subtotal::builder()
+            .api_key(Secret::new(" "))
+            .customers(vec![])
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("api_key"), "{err}");
+        let err = Subtotal::builder()
+            .api_key(Secret::new("k"))
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("customers"), "{err}");
+        let err = base()
+            .customers(vec!["a".into(), "".into()])
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("customers[1]"), "{err}");
+        let err = base()
+            .base_url("http://api.subtotal.com")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("https"), "{err}");
+        let err = base()
+            .link_url("http://link.subtotal.com/x")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("link_url"), "{err}");
+        let err = base().link_url("not a url").build().unwrap_err();
+        assert!(err.to_string().contains("link_url"), "{err}");
+        let err = base().concurrency(0).build().unwrap_err();
+        assert!(err.to_string().contains("concurrency"), "{err}");
+        let err = base().name("").build().unwrap_err();
+        assert!(err.to_string().contains("name"), "{err}");
+
+        let p = base()
+            .customers(vec!["a".into(), "b".into(), "a".into()])
+            .link_url("https://link.subtotal.com/abc123?redirect_url=x")
+            .name("subtotal-eu")
+            .build()
+            .unwrap();
+        assert_eq!(p.customers(), ["a".to_owned(), "b".to_owned()]);
+        assert_eq!(p.name(), "subtotal-eu");
+        assert_eq!(p.client().base_url().as_str(), "https://api.subtotal.com/");
+        let empty = base().customers(vec![]).build().unwrap();
+        assert!(empty.customers().is_empty());
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let b = base();
+        assert!(!format!("{b:?}").contains("sk_test_123"));
+        let p = b.build().unwrap();
+        let dbg = format!("{p:?}");
+        assert!(!dbg.contains("sk_test_123"), "{dbg}");
+        assert!(dbg.contains("[redacted]"));
+    }
+
+    #[tokio::test]
+    async fn empty_customer_list_yields_nothing() {
+        let p = base().customers(vec![]).build().unwrap();
+        let f = p.fetch().await;
+        assert!(f.connections.is_empty() && f.errors.is_empty());
+        assert_eq!(f.outcome(), connhealth_core::Outcome::Ok);
+    }
+}
