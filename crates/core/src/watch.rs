@@ -195,6 +195,11 @@ impl Watcher {
         self
     }
 
+    /// Replace the memory (e.g. with one loaded from `--state`).
+    pub fn set_state(&mut self, state: WatchState) {
+        self.state = state;
+    }
+
     /// The current memory (to persist).
     pub fn state(&self) -> &WatchState {
         &self.state
