@@ -1,0 +1,320 @@
+//! Channel3 vocabulary → the normalized model. Pure: no I/O, no clock.
+//!
+//! | Channel3 | `status` | problem (severity) | remediation |
+//! | --- | --- | --- | --- |
+//! | `not_connected` | `not_connected` | — | — |
+//! | `action_required` | `action_required` | `action_required` (action_required) | `reconnect {url: null}`: mint a connect session |
+//! | `active`, `ingestion` | `healthy` | — | — |
+//! | `active`, `distribution`, sync `pending` | `pending` | `sync_pending` (pending) | `wait_for_sync` |
+//! | `active`, `distribution`, sync `syncing` | `syncing` | `sync_in_progress` (syncing) | `wait_for_sync` |
+//! | `active`, `distribution`, sync `live` | `healthy` | — | — |
+//! | … `live` with `synced_products < total_products` | `degraded` | `partial_sync` (degraded) | — |
+//! | `active`, `distribution`, no `sync` (or a sync without `state`) | `unknown` | `sync_status_missing` (unknown) | — |
+//! | an unknown `status` / `category` / `sync.state` | `unknown` | `unrecognized_value` (unknown) | — |
+//! | `status` / `category` missing | `unknown` | `missing_value` (unknown) | — |
+//!
+//! The status is the worst of the base status and every problem's severity, so an unknown
+//! value anywhere makes a connection at least `unknown`. A `sync` on an ingestion row is kept
+//! but only changes the status when its state is unknown. `ingestion` → `source`,
+//! `distribution` → `destination`, an unknown category → `source` (plus its problem).
+//!
+//! An entry without `platform` cannot be identified across polls and is left out, and so is
+//! an entry whose connection id repeats an earlier one of the same answer (the first wins);
+//! [`map_connections`] reports both in [`Mapped::skipped`].
+
+use std::collections::HashSet;
+use std::fmt;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use connhealth_core::{Account, Connection, Customer, Problem, Remediation, Role, Status, Sync};
+
+use crate::wire::{
+    ConnectionStatus, ConnectionSync, PartnerConnection, PartnerConnectionsResponse,
+    PlatformCategory, SkippedItem, SyncState,
+};
+
+/// The connections of one customer, and the entries that could not be mapped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    /// One connection per usable entry, in the provider's order.
+    pub connections: Vec<Connection>,
+    /// Entries left out: undecodable ones (from the wire) and ones without `platform`.
+    pub skipped: Vec<SkippedItem>,
+}
+
+/// Maps one customer's List connections answer.
+///
+/// `provider` is the configured provider name (it prefixes every connection id).
+pub fn map_connections(
+    provider: &str,
+    customer: &Customer,
+    response: &PartnerConnectionsResponse,
+    observed_at: DateTime<Utc>,
+) -> Mapped {
+    let mut skipped = response.skipped.clone();
+    let mut connections: Vec<Connection> = Vec::with_capacity(response.connections.len());
+    let mut seen = HashSet::with_capacity(response.connections.len());
+    for (index, item) in response.connections.iter().enumerate() {
+        // `index` counts decoded entries only; undecodable ones carry their own position.
+        match map_connection(provider, customer, item, observed_at) {
+            Some(c) if seen.insert(c.id.clone()) => connections.push(c),
+            Some(_) => skipped.push(SkippedItem {
+                index,
+                reason: "repeats an earlier entry's connection id".to_owned(),
+            }),
+            None => skipped.push(SkippedItem {
+                index,
+                reason: "platform is missing".to_owned(),
+            }),
+        }
+    }
+    Mapped {
+        connections,
+        skipped,
+    }
+}
+
+/// Maps one `PartnerConnection`. `None` when it has no `platform` (it cannot be identified).
+pub fn map_connection(
+    provider: &str,
+    customer: &Customer,
+    wire: &PartnerConnection,
+    observed_at: DateTime<Utc>,
+) -> Option<Connection> {
+    let platform = wire.platform.as_ref()?.as_str().trim().to_lowercase();
+    if platform.is_empty() {
+        return None;
+    }
+    let label = Label {
+        platform: &platform,
+        display_name: wire
+            .display_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && !n.eq_ignore_ascii_case(&platform)),
+    };
+    let pid = wire.id.as_deref().filter(|s| !s.is_empty());
+    let mut problems = Vec::new();
+
+    let role = match &wire.category {
+        Some(PlatformCategory::Distribution) => Role::Destination,
+        Some(PlatformCategory::Ingestion) => Role::Source,
+        Some(PlatformCategory::Other(v)) => {
+            problems.push(Problem::unrecognized("category", v));
+            Role::Source
+        }
+        None => {
+            problems.push(missing("category", &label));
+            Role::Source
+        }
+    };
+
+    let sync_state = wire.sync.as_ref().map(|s| s.state.as_ref());
+    // An unknown sync state is reported wherever it appears.
+    if let Some(Some(SyncState::Other(v))) = sync_state {
+        problems.push(Problem::unrecognized("sync.state", v));
+    }
+
+    let base = match &wire.status {
+        Some(ConnectionStatus::NotConnected) => Status::NotConnected,
+        Some(ConnectionStatus::ActionRequired) => {
+            problems.push(action_required(&label, &platform, &customer.id));
+            Status::ActionRequired
+        }
+        Some(ConnectionStatus::Active) => match &wire.category {
+            Some(PlatformCategory::Distribution) => {
+                active_distribution(&label, wire.sync.as_ref(), &mut problems)
+            }
+            // Ingestion is healthy when active (its sync, if any, only matters when unknown,
+            // reported above). An unknown category was reported above.
+            _ => Status::Healthy,
+        },
+        Some(ConnectionStatus::Other(v)) => {
+            problems.push(Problem::unrecognized("status", v));
+            Status::Unknown
+        }
+        None => {
+            problems.push(missing("status", &label));
+            Status::Unknown
+        }
+    };
+
+    let sync = wire.sync.as_ref().map(map_sync);
+    let accounts = wire
+        .accounts
+        .iter()
+        .flatten()
+        .filter_map(|a| {
+            let id = a.id.as_deref().filter(|s| !s.is_empty())?;
+            Some(Account {
+                id: id.to_owned(),
+                name: a.name.clone(),
+                store_url: a.store_url.clone(),
+            })
+        })
+        .collect();
+
+    let mut conn = Connection {
+        id: Connection::make_id(provider, pid, &customer.id, &platform),
+        provider: provider.to_owned(),
+        provider_connection_id: pid.map(str::to_owned),
+        customer: customer.clone(),
+        platform,
+        role,
+        status: base,
+        provider_status: wire
+            .status
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        connected_at: wire.connected_at.as_deref().and_then(parse_time),
+        data_as_of: sync.as_ref().and_then(|s| s.last_synced_at),
+        sync,
+        checks: Vec::new(),
+        problems,
+        accounts,
+        observed_at,
+    };
+    conn.status = base.max(conn.worst_reported());
+    Some(conn)
+}
+
+fn active_distribution(
+    label: &Label<'_>,
+    sync: Option<&ConnectionSync>,
+    problems: &mut Vec<Problem>,
+) -> Status {
+    let Some(sync) = sync else {
+        problems.push(Problem::new(
+            "sync_status_missing",
+            Status::Unknown,
+            format!("{label} is active but Channel3 reported no sync status for it"),
+        ));
+        return Status::Unknown;
+    };
+    match &sync.state {
+        Some(SyncState::Pending) => {
+            problems.push(
+                Problem::new(
+                    "sync_pending",
+                    Status::Pending,
+                    format!("{label} is connected; Channel3 has not delivered any products yet"),
+                )
+                .with_remediation(Remediation::WaitForSync),
+            );
+            Status::Pending
+        }
+        Some(SyncState::Syncing) => {
+            let progress = match counts(sync) {
+                (Some(total), Some(synced)) => {
+                    format!(" ({synced} of {total} products synced so far)")
+                }
+                _ => String::new(),
+            };
+            problems.push(
+                Problem::new(
+                    "sync_in_progress",
+                    Status::Syncing,
+                    format!("{label}: products were delivered and await confirmation{progress}"),
+                )
+                .with_remediation(Remediation::WaitForSync),
+            );
+            Status::Syncing
+        }
+        Some(SyncState::Live) => match counts(sync) {
+            (Some(total), Some(synced)) if synced < total => {
+                problems.push(Problem::new(
+                    "partial_sync",
+                    Status::Degraded,
+                    format!(
+                        "{label}: {synced} of {total} products synced ({} not synced; see the Channel3 Observability dashboard)",
+                        total - synced
+                    ),
+                ));
+                Status::Degraded
+            }
+            _ => Status::Healthy,
+        },
+        // Reported by the caller (unrecognized_value).
+        Some(SyncState::Other(_)) => Status::Unknown,
+        None => {
+            problems.push(Problem::new(
+                "sync_status_missing",
+                Status::Unknown,
+                format!("{label} is active but its sync status has no state"),
+            ));
+            Status::Unknown
+        }
+    }
+}
+
+/// How messages name a connection: `google (Acme Corp Google Store)`, or just the platform.
+/// Formatted only when a problem is raised.
+struct Label<'a> {
+    platform: &'a str,
+    display_name: Option<&'a str>,
+}
+
+impl fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.display_name {
+            Some(name) => write!(f, "{} ({name})", self.platform),
+            None => f.write_str(self.platform),
+        }
+    }
+}
+
+fn action_required(label: &Label<'_>, platform: &str, customer_id: &str) -> Problem {
+    Problem::new(
+        "action_required",
+        Status::ActionRequired,
+        format!(
+            "{label} needs a follow-up step from the merchant: mint a connect session \
+             (POST /v0/partner/merchants/{customer_id}/connections/sessions with platform \"{platform}\") \
+             and send the merchant to its url"
+        ),
+    )
+    .with_remediation(Remediation::Reconnect { url: None })
+}
+
+fn missing(field: &str, label: &Label<'_>) -> Problem {
+    Problem::new(
+        "missing_value",
+        Status::Unknown,
+        format!("Channel3 sent no {field} for {label}"),
+    )
+}
+
+/// `(total, synced)`, each `None` when absent or negative.
+fn counts(sync: &ConnectionSync) -> (Option<u64>, Option<u64>) {
+    let c = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
+    (c(sync.total_products), c(sync.synced_products))
+}
+
+fn map_sync(sync: &ConnectionSync) -> Sync {
+    let (total, synced) = counts(sync);
+    Sync {
+        state: match &sync.state {
+            Some(SyncState::Pending) => connhealth_core::SyncState::Pending,
+            Some(SyncState::Syncing) => connhealth_core::SyncState::Syncing,
+            Some(SyncState::Live) => connhealth_core::SyncState::Live,
+            Some(SyncState::Other(_)) | None => connhealth_core::SyncState::Unknown,
+        },
+        total,
+        synced,
+        last_synced_at: sync.last_synced_at.as_deref().and_then(parse_time),
+    }
+}
+
+/// Parses an RFC 3339 date-time; a date-time without offset is read as UTC (FastAPI emits
+/// those for naive datetimes). Anything else is `None`.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+        .ok()
+        .map(|n| n.and_utc())
+}
