@@ -25,3 +25,13 @@
 #![warn(missing_docs)]
 
 pub use connhealth_core::*;
+
+/// The Channel3 Partner API adapter (feature `channel3`).
+#[cfg(feature = "channel3")]
+pub use connhealth_channel3 as channel3;
+/// The Subtotal connections adapter (feature `subtotal`).
+#[cfg(feature = "subtotal")]
+pub use connhealth_subtotal as subtotal;
+/// The Violet connection-health adapter (feature `violet`).
+#[cfg(feature = "violet")]
+pub use connhealth_violet as violet;

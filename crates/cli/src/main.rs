@@ -1,0 +1,332 @@
+//! `connhealth`: which of my customers' commerce connections are healthy, and what must
+//! someone do about the rest?
+//!
+//! ```text
+//! connhealth demo                                  # built-in simulators, no account needed
+//! connhealth check --config connhealth.toml        # one aggregation, table/json/ndjson
+//! connhealth config example                        # a commented config file
+//! ```
+//!
+//! Exit codes of `check`: 0 healthy, 1 degraded or unknown, 2 action required or disconnected,
+//! 3 a provider did not fully answer, 64 usage error, 66 config file unreadable, 78 bad config,
+//! 70 internal error.
+#![forbid(unsafe_code)]
+
+mod config;
+mod output;
+mod providers;
+mod watch;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use connhealth_core::futures::StreamExt;
+use connhealth_core::{Aggregator, HealthReport};
+
+use crate::config::{Config, ProcessEnv};
+use crate::output::{Format, TableOptions};
+
+/// Exit code for command-line usage errors (sysexits EX_USAGE).
+const EXIT_USAGE: i32 = 64;
+/// Exit code for internal failures (sysexits EX_SOFTWARE).
+const EXIT_SOFTWARE: i32 = 70;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "connhealth",
+    version,
+    about = "Which of my customers' commerce connections are healthy, and what must someone do about the rest?",
+    long_about = None,
+    after_help = "Start with `connhealth demo`: it runs against built-in simulators and needs no account."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Table: also list healthy and not-connected connections.
+    #[arg(long)]
+    all: bool,
+    /// Table colours: auto (when stdout is a terminal), always, never.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
+    color: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run against built-in simulators of Channel3, Violet and Subtotal (no account, no network)
+    /// and print the health table.
+    Demo {
+        /// Generated customers per provider (the providers' documented examples are added).
+        #[arg(long, default_value_t = 200)]
+        customers: usize,
+        /// Seed of the data generator (same seed, same data).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Ask every configured provider once and print the report.
+    Check {
+        /// The config file (see `connhealth config example`).
+        #[arg(long, short, default_value = "connhealth.toml")]
+        config: PathBuf,
+        /// Only these providers (by name); repeatable.
+        #[arg(long = "provider", value_name = "NAME")]
+        providers: Vec<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Poll on an interval and print change events as NDJSON (one JSON object per line).
+    Watch {
+        /// The config file.
+        #[arg(long, short, default_value = "connhealth.toml")]
+        config: PathBuf,
+        /// Time between polls (e.g. 30s, 5m, 1h); spread by ±10 % jitter.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        interval: Duration,
+        /// Remember the last state in this JSON file (written atomically), so a restart does
+        /// not re-announce everything.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Polls in a row a worse status must be seen before it is announced.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        trip: u32,
+        /// Polls in a row a better status must be seen before it is announced.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        clear: u32,
+        /// Poll once, print what changed since the state file, save it and exit (for cron).
+        #[arg(long)]
+        once: bool,
+        /// Only these providers (by name); repeatable.
+        #[arg(long = "provider", value_name = "NAME")]
+        providers: Vec<String>,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a commented example config file.
+    Example,
+    /// Check a config file (and that its environment variables are set) without calling anyone.
+    Validate {
+        /// The config file.
+        #[arg(long, short, default_value = "connhealth.toml")]
+        config: PathBuf,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 30s, 5m or 1h)"))?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".to_owned());
+    }
+    Ok(d)
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fail(
+            EXIT_SOFTWARE,
+            &format!("cannot start the async runtime: {e}"),
+        ),
+    };
+    let code = runtime.block_on(run(cli));
+    // Do not wait for lingering simulator tasks.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    std::process::exit(code);
+}
+
+/// Logs go to stderr, off unless `CONNHEALTH_LOG` (an env-filter, e.g. `debug`) says otherwise.
+fn init_logging() {
+    let filter = std::env::var("CONNHEALTH_LOG").unwrap_or_else(|_| "off".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn fail(code: i32, message: &str) -> ! {
+    eprintln!("connhealth: {message}");
+    std::process::exit(code)
+}
+
+async fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            print!("{}", config::EXAMPLE);
+            0
+        }
+        Command::Config {
+            command: ConfigCommand::Validate { config },
+        } => match Config::load(&config, &ProcessEnv) {
+            Ok(c) => match providers::aggregator(&c, &[]) {
+                Ok(agg) => {
+                    println!(
+                        "{}: ok ({})",
+                        config.display(),
+                        agg.provider_names().join(", ")
+                    );
+                    0
+                }
+                Err(msg) => fail(78, &msg),
+            },
+            Err(e) => fail(e.exit_code, &e.message),
+        },
+        Command::Check {
+            config,
+            providers: only,
+            output,
+        } => {
+            let cfg = match Config::load(&config, &ProcessEnv) {
+                Ok(c) => c,
+                Err(e) => fail(e.exit_code, &e.message),
+            };
+            let agg = match providers::aggregator(&cfg, &only) {
+                Ok(a) => a,
+                Err(msg) if msg.starts_with("--provider") => fail(EXIT_USAGE, &msg),
+                Err(msg) => fail(78, &msg),
+            };
+            let report = aggregate_with_progress(&agg, &output).await;
+            print_report(&report, &output);
+            output::exit_code(&report)
+        }
+        Command::Watch {
+            config,
+            interval,
+            state,
+            trip,
+            clear,
+            once,
+            providers: only,
+        } => {
+            let cfg = match Config::load(&config, &ProcessEnv) {
+                Ok(c) => c,
+                Err(e) => fail(e.exit_code, &e.message),
+            };
+            let mut watcher = match providers::watcher(&cfg, &only, interval, trip, clear) {
+                Ok(w) => w,
+                Err(msg) if msg.starts_with("--provider") => fail(EXIT_USAGE, &msg),
+                Err(msg) => fail(78, &msg),
+            };
+            watch::run(&mut watcher, state.as_deref(), once).await
+        }
+        Command::Demo {
+            customers,
+            seed,
+            output,
+        } => {
+            let fleet = match connhealth_testkit::Fleet::start(customers, seed).await {
+                Ok(f) => f,
+                Err(e) => fail(
+                    EXIT_SOFTWARE,
+                    &format!("cannot start the simulators on loopback: {e}"),
+                ),
+            };
+            let agg = match providers::demo_aggregator(&fleet) {
+                Ok(a) => a,
+                Err(e) => fail(EXIT_SOFTWARE, &e.to_string()),
+            };
+            let report = aggregate_with_progress(&agg, &output).await;
+            print_report(&report, &output);
+            if output.format == Format::Table {
+                eprintln!(
+                    "\nThat was connhealth against built-in simulators ({customers} generated customers per provider, seed {seed}).\n\
+                     Next: `connhealth config example > connhealth.toml`, set the named environment variables, then `connhealth check`."
+                );
+            }
+            0
+        }
+    }
+}
+
+/// Runs the aggregation; on a terminal, shows which providers are still being waited for.
+async fn aggregate_with_progress(agg: &Aggregator, output: &OutputArgs) -> HealthReport {
+    let stderr = std::io::stderr();
+    let show = stderr.is_terminal();
+    let mut pending = agg.provider_names();
+    let started = tokio::time::Instant::now();
+    let mut results = Vec::new();
+    let mut stream = agg.run_stream();
+    let mut tick = tokio::time::interval(Duration::from_millis(120));
+    let frames = ['|', '/', '-', '\\'];
+    let mut frame = 0usize;
+    loop {
+        tokio::select! {
+            next = stream.next() => match next {
+                Some(r) => {
+                    pending.retain(|n| n != &r.outcome.provider);
+                    results.push(r);
+                }
+                None => break,
+            },
+            _ = tick.tick(), if show => {
+                frame = (frame + 1) % frames.len();
+                let mut e = stderr.lock();
+                let _ = write!(e, "\r\x1b[2K{} {:>5.1}s waiting for {}", frames[frame], started.elapsed().as_secs_f64(), pending.join(", "));
+                let _ = e.flush();
+            }
+        }
+    }
+    if show {
+        let mut e = stderr.lock();
+        let _ = write!(e, "\r\x1b[2K");
+        let _ = e.flush();
+    }
+    let _ = output; // the progress line never goes to stdout, whatever the format
+    Aggregator::assemble(results)
+}
+
+fn print_report(report: &HealthReport, output: &OutputArgs) {
+    let text = match output.format {
+        Format::Json => output::json(report),
+        Format::Ndjson => output::ndjson(report),
+        Format::Table => {
+            let color = match output.color.as_str() {
+                "always" => true,
+                "never" => false,
+                _ => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            };
+            output::table(
+                report,
+                TableOptions {
+                    color,
+                    all: output.all,
+                },
+            )
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
