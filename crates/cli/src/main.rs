@@ -15,15 +15,18 @@
 mod config;
 mod output;
 mod providers;
+mod serve;
 mod watch;
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use connhealth_core::futures::StreamExt;
-use connhealth_core::{Aggregator, HealthReport};
+use connhealth_core::watch::{WatchConfig, Watcher};
+use connhealth_core::{Aggregator, HealthReport, Provider, Secret};
 
 use crate::config::{Config, ProcessEnv};
 use crate::output::{Format, TableOptions};
@@ -70,8 +73,40 @@ enum Command {
         /// Seed of the data generator (same seed, same data).
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Instead of printing once, serve the dashboard over the simulators (polled every 5 s,
+        /// with one simulated connection changing every 10 s so the page has something to show).
+        #[arg(long)]
+        serve: bool,
+        /// With --serve: where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
         #[command(flatten)]
         output: OutputArgs,
+    },
+    /// Keep polling and serve the report (JSON), change events (SSE), Prometheus metrics and a
+    /// dashboard page over HTTP.
+    Serve {
+        /// The config file.
+        #[arg(long, short, default_value = "connhealth.toml")]
+        config: PathBuf,
+        /// Where to listen. Any address other than loopback requires a token.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Bearer token every request must carry (required off loopback).
+        #[arg(long, env = "CONNHEALTH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Time between polls (e.g. 30s, 5m, 1h).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        interval: Duration,
+        /// Remember the last state in this JSON file across restarts.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Polls in a row a worse status must be seen before it is announced.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        trip: u32,
+        /// Polls in a row a better status must be seen before it is announced.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        clear: u32,
     },
     /// Ask every configured provider once and print the report.
     Check {
@@ -240,10 +275,90 @@ async fn run(cli: Cli) -> i32 {
             };
             watch::run(&mut watcher, state.as_deref(), once).await
         }
+        Command::Serve {
+            config,
+            listen,
+            token,
+            interval,
+            state,
+            trip,
+            clear,
+        } => {
+            let cfg = match Config::load(&config, &ProcessEnv) {
+                Ok(c) => c,
+                Err(e) => fail(e.exit_code, &e.message),
+            };
+            let mut watcher = Watcher::new(WatchConfig {
+                interval,
+                trip,
+                clear,
+                ..WatchConfig::default()
+            });
+            let mut stats = Vec::new();
+            for p in &cfg.providers {
+                match providers::build_with_stats(p) {
+                    Ok((provider, s)) => {
+                        stats.push((p.common().name.clone(), s));
+                        watcher.add(provider, Some(p.common().timeout));
+                    }
+                    Err(e) => fail(78, &format!("{}: {e}", cfg.path.display())),
+                }
+            }
+            let opts = serve::ServeOptions {
+                listen,
+                token: token.map(Secret::new),
+                state,
+            };
+            serve::run(watcher, stats, opts).await
+        }
+        Command::Demo {
+            customers,
+            seed,
+            serve: true,
+            listen,
+            ..
+        } => {
+            let fleet = match connhealth_testkit::Fleet::start(customers, seed).await {
+                Ok(f) => f,
+                Err(e) => fail(
+                    EXIT_SOFTWARE,
+                    &format!("cannot start the simulators on loopback: {e}"),
+                ),
+            };
+            let mut watcher = Watcher::new(WatchConfig {
+                interval: Duration::from_secs(5),
+                jitter: 0.0,
+                ..WatchConfig::default()
+            });
+            let mut stats = Vec::new();
+            match providers::demo_providers(&fleet) {
+                Ok(list) => {
+                    for (p, s) in list {
+                        stats.push((p.name().to_owned(), s));
+                        watcher.add(p, None);
+                    }
+                }
+                Err(e) => fail(EXIT_SOFTWARE, &e.to_string()),
+            }
+            let churn = tokio::spawn(demo_churn(fleet, seed));
+            let code = serve::run(
+                watcher,
+                stats,
+                serve::ServeOptions {
+                    listen,
+                    token: None,
+                    state: None,
+                },
+            )
+            .await;
+            churn.abort();
+            code
+        }
         Command::Demo {
             customers,
             seed,
             output,
+            ..
         } => {
             let fleet = match connhealth_testkit::Fleet::start(customers, seed).await {
                 Ok(f) => f,
@@ -266,6 +381,28 @@ async fn run(cli: Cli) -> i32 {
             }
             0
         }
+    }
+}
+
+/// Every 10 s, flips one simulated Subtotal connection between `active` and `unauthenticated`,
+/// so a demo dashboard shows live changes.
+async fn demo_churn(fleet: connhealth_testkit::Fleet, seed: u64) {
+    let ids = fleet.subtotal.connection_ids();
+    if ids.is_empty() {
+        return;
+    }
+    let mut rng = seed;
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let id = &ids[(rng >> 33) as usize % ids.len()];
+        let next = match fleet.subtotal.connection(id).map(|c| c.status) {
+            Some(s) if s == "active" => "unauthenticated",
+            _ => "active",
+        };
+        fleet.subtotal.set_status(id, next);
     }
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connhealth_channel3::Channel3;
+use connhealth_core::http::HttpStats;
 use connhealth_core::watch::{WatchConfig, Watcher};
 use connhealth_core::{Aggregator, Provider, Secret};
 use connhealth_subtotal::Subtotal;
@@ -19,6 +20,14 @@ fn request_timeout(fetch: Duration) -> Duration {
 
 /// Build one adapter from its config entry.
 pub fn build(p: &ProviderConfig) -> Result<Arc<dyn Provider>, connhealth_core::Error> {
+    build_with_stats(p).map(|(p, _)| p)
+}
+
+/// An adapter and its HTTP counters (for `/metrics`).
+pub type Built = (Arc<dyn Provider>, Arc<HttpStats>);
+
+/// Build one adapter from its config entry, keeping a handle on its HTTP counters.
+pub fn build_with_stats(p: &ProviderConfig) -> Result<Built, connhealth_core::Error> {
     let common = p.common();
     let rt = request_timeout(common.timeout);
     Ok(match p {
@@ -36,7 +45,9 @@ pub fn build(p: &ProviderConfig) -> Result<Arc<dyn Provider>, connhealth_core::E
             if let Some(c) = customers {
                 b = b.customers(c.clone());
             }
-            Arc::new(b.build()?)
+            let p = b.build()?;
+            let stats = p.client().http().stats().clone();
+            (Arc::new(p), stats)
         }
         ProviderConfig::Violet {
             app_id,
@@ -60,7 +71,9 @@ pub fn build(p: &ProviderConfig) -> Result<Arc<dyn Provider>, connhealth_core::E
             if let Some(x) = exclude_public {
                 b = b.exclude_public(*x);
             }
-            Arc::new(b.build()?)
+            let p = b.build()?;
+            let stats = p.client().http().stats().clone();
+            (Arc::new(p), stats)
         }
         ProviderConfig::Subtotal {
             api_key,
@@ -80,7 +93,9 @@ pub fn build(p: &ProviderConfig) -> Result<Arc<dyn Provider>, connhealth_core::E
             if let Some(l) = link_url {
                 b = b.link_url(l.clone());
             }
-            Arc::new(b.build()?)
+            let p = b.build()?;
+            let stats = p.client().http().stats().clone();
+            (Arc::new(p), stats)
         }
     })
 }
@@ -144,8 +159,8 @@ pub fn watcher(
     Ok(w)
 }
 
-/// An aggregator over the three built-in simulators, through the real adapters over HTTP.
-pub fn demo_aggregator(fleet: &Fleet) -> Result<Aggregator, connhealth_core::Error> {
+/// The three adapters against the built-in simulators, through the real adapters over HTTP.
+pub fn demo_providers(fleet: &Fleet) -> Result<Vec<Built>, connhealth_core::Error> {
     let channel3 = Channel3::builder()
         .base_url(fleet.channel3.base_url())
         .api_key(Secret::new(fleet.channel3.api_key()))
@@ -165,9 +180,21 @@ pub fn demo_aggregator(fleet: &Fleet) -> Result<Aggregator, connhealth_core::Err
         .customers(fleet.subtotal.customer_ids())
         .link_url("https://link.subtotal.com/demo")
         .build()?;
-    Ok(Aggregator::new()
-        .with_timeout(Duration::from_secs(60))
-        .with_provider(channel3)
-        .with_provider(violet)
-        .with_provider(subtotal))
+    let c3_stats = channel3.client().http().stats().clone();
+    let v_stats = violet.client().http().stats().clone();
+    let s_stats = subtotal.client().http().stats().clone();
+    Ok(vec![
+        (Arc::new(channel3), c3_stats),
+        (Arc::new(violet), v_stats),
+        (Arc::new(subtotal), s_stats),
+    ])
+}
+
+/// An aggregator over the three built-in simulators.
+pub fn demo_aggregator(fleet: &Fleet) -> Result<Aggregator, connhealth_core::Error> {
+    let mut agg = Aggregator::new().with_timeout(Duration::from_secs(60));
+    for (p, _) in demo_providers(fleet)? {
+        agg.push(p, None);
+    }
+    Ok(agg)
 }

@@ -392,3 +392,186 @@ async fn watch_once_reports_only_changes_since_the_state_file() {
     .await;
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// Starts `connhealth` with `args`, waits for its "dashboard on http://ADDR/" line on stderr and
+/// returns the child and the base URL.
+async fn start_server(args: &[&str], envs: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args)
+        .env_remove("CONNHEALTH_LOG")
+        .env_remove("CONNHEALTH_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.contains("dashboard on http://") {
+                return l;
+            }
+        }
+        panic!("the server exited before listening");
+    })
+    .await
+    .expect("the server did not start within 30 s");
+    let url = line
+        .split("dashboard on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    (child, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_serves_the_report_and_the_dashboard() {
+    let (mut child, url) = start_server(
+        &[
+            "demo",
+            "--serve",
+            "--customers",
+            "10",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    // Ready once the first poll is done.
+    let mut ready = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "never ready");
+    let report: HealthReport = http
+        .get(format!("{url}/v1/report"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(report.summary.total > 0);
+    assert_eq!(report.providers.len(), 3);
+    let page = http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("<html") && page.contains("tile-action_required"),
+        "dashboard page"
+    );
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("connhealth_provider_up{provider=\"subtotal\"} 1"),
+        "{metrics}"
+    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_requires_a_token_off_loopback_and_enforces_it() {
+    let sim = SubtotalSim::start_generated(3, 1).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &subtotal_config(&sim, &[DOC_CUSTOMER]));
+    let env = [("T_SUBTOTAL_KEY", sim.api_key())];
+    let out = run(
+        &["serve", "--config", cfg.as_str(), "--listen", "0.0.0.0:0"],
+        &env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("without a token"), "{}", stderr(&out));
+
+    let token = "s3cret-dashboard-token";
+    let envs = [
+        ("T_SUBTOTAL_KEY", sim.api_key()),
+        ("CONNHEALTH_TOKEN", token),
+    ];
+    let (mut child, url) = start_server(
+        &[
+            "serve",
+            "--config",
+            cfg.as_str(),
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "1h",
+        ],
+        &envs,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{url}/v1/report"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(format!("{url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut status = 0;
+    for _ in 0..100 {
+        status = http
+            .get(format!("{url}/v1/report"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    let body = http
+        .get(format!("{url}/v1/report"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !body.contains(sim.api_key()),
+        "a provider secret was served"
+    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}

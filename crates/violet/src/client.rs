@@ -155,6 +155,11 @@ impl VioletClient {
         &self.inner.s.name
     }
 
+    /// The underlying HTTP client (its request and retry counters, for metrics).
+    pub fn http(&self) -> &HttpClient {
+        &self.inner.s.http
+    }
+
     /// Login and refresh requests sent so far.
     pub fn auth_stats(&self) -> AuthStats {
         AuthStats {

@@ -1,0 +1,349 @@
+//! # connhealth-server
+//!
+//! The HTTP face of connhealth (`connhealth serve`): a [`Server`] owns a [`Watcher`], polls it
+//! in the background (one poll at once, then one every [`Watcher::next_delay`]) and serves what
+//! it learns:
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /v1/report` | the current [`HealthReport`](connhealth_core::HealthReport) (DESIGN.md JSON), strong `ETag`, `If-None-Match` → 304, filters `provider`, `status`, `customer` |
+//! | `GET /v1/connections/{id}` | one [`Connection`](connhealth_core::Connection) (the id percent-encoded as one path segment) |
+//! | `GET /v1/events` | Server-Sent Events: every [`Change`](connhealth_core::Change), `Last-Event-ID` resume |
+//! | `GET /metrics` | Prometheus text exposition 0.0.4 |
+//! | `GET /healthz`, `GET /readyz` | liveness (always 200) and readiness (200 once the first poll finished) |
+//! | `GET /openapi.json` | an OpenAPI 3.1 document of all of the above |
+//! | `GET /` | the dashboard: one self-contained HTML page, live over `/v1/events` |
+//!
+//! The [`routes`] module documents each route's exact behaviour, the filters, the event stream
+//! and the security rules (bearer token, closed CORS, no request bodies, CSP).
+//!
+//! ## Example
+//!
+//! Serve a watcher (here without providers) on a free loopback port, ask `/healthz`, stop:
+//!
+//! ```
+//! use connhealth_core::watch::{WatchConfig, Watcher};
+//! use connhealth_server::{Server, ServerConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let watcher = Watcher::new(WatchConfig::default());
+//! let config = ServerConfig::new("127.0.0.1:0".parse()?);
+//! let bound = Server::new(config, watcher)?.bind().await?;
+//! let addr = bound.local_addr();
+//!
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let serving = tokio::spawn(bound.serve(async {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! let body: serde_json::Value = reqwest::get(format!("http://{addr}/healthz"))
+//!     .await?
+//!     .json()
+//!     .await?;
+//! assert_eq!(body, serde_json::json!({ "status": "ok" }));
+//!
+//! stop.send(()).ok();
+//! serving.await??; // graceful: the poller and every open event stream end with the server
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A non-loopback address without a token is refused, so health data is never served
+//! unauthenticated off this machine:
+//!
+//! ```
+//! use connhealth_core::watch::{WatchConfig, Watcher};
+//! use connhealth_core::Secret;
+//! use connhealth_server::{Server, ServerConfig, ServerError};
+//!
+//! let open = ServerConfig::new("0.0.0.0:8080".parse().unwrap());
+//! let err = Server::new(open, Watcher::new(WatchConfig::default())).unwrap_err();
+//! assert!(matches!(err, ServerError::TokenRequired { .. }));
+//!
+//! let mut guarded = ServerConfig::new("0.0.0.0:8080".parse().unwrap());
+//! guarded.token = Some(Secret::new("a-long-random-token"));
+//! assert!(Server::new(guarded, Watcher::new(WatchConfig::default())).is_ok());
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod http;
+mod metrics;
+pub mod routes;
+mod sse;
+mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use connhealth_core::http::HttpStats;
+use connhealth_core::watch::{Poll, WatchState, Watcher};
+use connhealth_core::Secret;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+pub use routes::router;
+pub use state::AppState;
+
+/// The default size of the event ring buffer that `Last-Event-ID` resumes from.
+pub const DEFAULT_EVENT_BUFFER: usize = 1024;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen. Port 0 picks a free port (see [`Bound::local_addr`]).
+    pub listen: SocketAddr,
+    /// The bearer token every route except `/healthz` requires. Mandatory unless `listen` is a
+    /// loopback address.
+    pub token: Option<Secret>,
+    /// How many change events are kept for `Last-Event-ID` resume (default
+    /// [`DEFAULT_EVENT_BUFFER`]; at least 1).
+    pub event_buffer: usize,
+}
+
+impl ServerConfig {
+    /// Listen on `listen`, no token, the default event buffer.
+    pub fn new(listen: SocketAddr) -> Self {
+        ServerConfig {
+            listen,
+            token: None,
+            event_buffer: DEFAULT_EVENT_BUFFER,
+        }
+    }
+}
+
+/// Why a server could not be set up or stopped serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// `listen` is not a loopback address and no token is configured.
+    #[error("refusing to serve health data on {listen} without a token: set a bearer token, or listen on a loopback address (127.0.0.1, ::1)")]
+    TokenRequired {
+        /// The address that was asked for.
+        listen: SocketAddr,
+    },
+    /// The configured token is empty (or only whitespace).
+    #[error("the bearer token is empty")]
+    EmptyToken,
+    /// The address could not be bound.
+    #[error("cannot listen on {listen}: {source}")]
+    Bind {
+        /// The address that was asked for.
+        listen: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+    /// The background poller panicked.
+    #[error("the background poller panicked: {0}")]
+    PollerPanicked(String),
+}
+
+type PollHook = Box<dyn FnMut(&Poll, &WatchState) + Send + 'static>;
+
+/// A configured server, not yet listening. See the [crate docs](crate) for an example.
+pub struct Server {
+    config: ServerConfig,
+    watcher: Watcher,
+    state: AppState,
+    hook: Option<PollHook>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("watcher", &self.watcher)
+            .field("poll_hook", &self.hook.is_some())
+            .finish()
+    }
+}
+
+/// Whether `addr` only accepts connections from this machine (IPv4-mapped IPv6 included).
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+impl Server {
+    /// Check the settings and take the watcher.
+    ///
+    /// A non-loopback `listen` without a token is [`ServerError::TokenRequired`]; an empty
+    /// token is [`ServerError::EmptyToken`]. `event_buffer` 0 is raised to 1.
+    pub fn new(mut config: ServerConfig, watcher: Watcher) -> Result<Server, ServerError> {
+        if config.token.as_ref().is_some_and(Secret::is_empty) {
+            return Err(ServerError::EmptyToken);
+        }
+        if config.token.is_none() && !is_loopback(&config.listen) {
+            return Err(ServerError::TokenRequired {
+                listen: config.listen,
+            });
+        }
+        config.event_buffer = config.event_buffer.max(1);
+        let state = AppState::new(config.token.clone(), config.event_buffer);
+        Ok(Server {
+            config,
+            watcher,
+            state,
+            hook: None,
+        })
+    }
+
+    /// Export `connhealth_http_retries_total{provider}` for one provider's HTTP client
+    /// (`Channel3::client().http().stats()`, `Subtotal::client().http().stats()`). The
+    /// [`Watcher`] only holds type-erased providers, so the caller that built them hands the
+    /// counters over; without any, the metric is left out.
+    pub fn with_http_stats(self, provider: impl Into<String>, stats: Arc<HttpStats>) -> Self {
+        self.state.add_http_stats(provider.into(), stats);
+        self
+    }
+
+    /// Call `hook` after every poll, with the poll and the watcher's memory (e.g. to persist
+    /// [`WatchState`] with [`WatchState::save`]). It runs on the poller task: keep it short.
+    pub fn on_poll(mut self, hook: impl FnMut(&Poll, &WatchState) + Send + 'static) -> Self {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    /// The shared state the routes serve from.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Bind the listening socket (nothing is served and nothing is polled yet).
+    pub async fn bind(self) -> Result<Bound, ServerError> {
+        let listen = self.config.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServerError::Bind { listen, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { listen, source })?;
+        Ok(Bound {
+            listener,
+            local_addr,
+            watcher: self.watcher,
+            state: self.state,
+            hook: self.hook,
+        })
+    }
+
+    /// [`Server::bind`], then [`Bound::serve`].
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        self.bind().await?.serve(shutdown).await
+    }
+}
+
+/// A server with its socket bound: ask its address, then [`Bound::serve`].
+pub struct Bound {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    watcher: Watcher,
+    state: AppState,
+    hook: Option<PollHook>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("local_addr", &self.local_addr)
+            .field("watcher", &self.watcher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bound {
+    /// The address actually bound (the real port when the configured one was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The shared state the routes serve from.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Start the background poller and serve until `shutdown` resolves.
+    ///
+    /// On shutdown, new connections are refused, every open event stream ends, in-flight
+    /// requests finish, and the poller stops (an in-flight poll is cancelled). Returns when all
+    /// of that is done.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Bound {
+            listener,
+            local_addr,
+            watcher,
+            state,
+            hook,
+        } = self;
+        tracing::info!(addr = %local_addr, "serving");
+        let poller = tokio::spawn(run_poller(watcher, state.clone(), hook));
+        let stopping = state.clone();
+        let served = axum::serve(listener, router(state.clone()))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stopping.shutdown();
+            })
+            .await;
+        // Also when serving failed: stop the poller.
+        state.shutdown();
+        let polled = poller.await;
+        served.map_err(ServerError::Serve)?;
+        match polled {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_panic() => {
+                Err(ServerError::PollerPanicked(panic_message(e.into_panic())))
+            }
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Poll at once, then after every [`Watcher::next_delay`], until the state is shut down.
+async fn run_poller(mut watcher: Watcher, state: AppState, mut hook: Option<PollHook>) {
+    let mut stop = state.stop_signal();
+    loop {
+        let started = Instant::now();
+        let poll = tokio::select! {
+            poll = watcher.poll() => poll,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let elapsed = started.elapsed();
+        state.record_poll(&poll, elapsed);
+        if let Some(h) = hook.as_mut() {
+            h(&poll, watcher.state());
+        }
+        tracing::debug!(
+            elapsed_ms = elapsed.as_millis() as u64,
+            changes = poll.changes.len(),
+            "poll finished"
+        );
+        let delay: Duration = watcher.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    tracing::debug!("poller stopped");
+}

@@ -1,0 +1,299 @@
+//! The Prometheus text exposition (format 0.0.4), written by hand: a dozen series do not need
+//! a metrics library, and this way every series is derived from the same snapshot the JSON
+//! routes serve.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use connhealth_core::{ChangeKind, Outcome, Status};
+
+use crate::state::AppState;
+
+/// The content type of the exposition.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Every event name the watcher can emit, so `connhealth_events_total` starts at zero for each.
+const EVENT_NAMES: [&str; 8] = [
+    "appeared",
+    "disappeared",
+    "status_changed",
+    "problem_raised",
+    "problem_cleared",
+    "sync_progressed",
+    "provider_unavailable",
+    "provider_recovered",
+];
+
+/// Escape a label value: backslash, double quote and line feed (the exposition format's rule).
+pub(crate) fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for ch in value.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A float the way Prometheus reads it.
+fn float(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else if v.is_nan() {
+        "NaN".into()
+    } else if v > 0.0 {
+        "+Inf".into()
+    } else {
+        "-Inf".into()
+    }
+}
+
+/// Render every series.
+pub(crate) fn render(state: &AppState) -> String {
+    // Keep the compiler telling us when a new event kind appears.
+    let _exhaustive = |k: &ChangeKind| match k {
+        ChangeKind::Appeared { .. }
+        | ChangeKind::Disappeared { .. }
+        | ChangeKind::StatusChanged { .. }
+        | ChangeKind::ProblemRaised { .. }
+        | ChangeKind::ProblemCleared { .. }
+        | ChangeKind::SyncProgressed { .. }
+        | ChangeKind::ProviderUnavailable { .. }
+        | ChangeKind::ProviderRecovered => (),
+    };
+
+    let mut out = String::with_capacity(4096);
+    let snapshot = state.snapshot();
+
+    header(
+        &mut out,
+        "connhealth_ready",
+        "gauge",
+        "1 once the first poll has finished.",
+    );
+    let _ = writeln!(out, "connhealth_ready {}", u8::from(snapshot.is_some()));
+
+    if let Some(s) = &snapshot {
+        let report = &s.report;
+        // Providers in configuration order, then any that only appear in connections.
+        let mut providers: Vec<&str> = report
+            .providers
+            .iter()
+            .map(|p| p.provider.as_str())
+            .collect();
+        let listed: BTreeSet<&str> = providers.iter().copied().collect();
+        let extra: BTreeSet<&str> = report
+            .connections
+            .iter()
+            .map(|c| c.provider.as_str())
+            .filter(|p| !listed.contains(p))
+            .collect();
+        providers.extend(extra);
+
+        header(
+            &mut out,
+            "connhealth_connections",
+            "gauge",
+            "Connections per provider and normalized status, in the current report.",
+        );
+        for provider in &providers {
+            let p = escape_label(provider);
+            for status in Status::ALL {
+                let n = report
+                    .connections
+                    .iter()
+                    .filter(|c| c.provider == *provider && c.status == status)
+                    .count();
+                let _ = writeln!(
+                    out,
+                    "connhealth_connections{{provider=\"{p}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+
+        header(
+            &mut out,
+            "connhealth_provider_up",
+            "gauge",
+            "1 when the provider's last outcome was ok or partial, else 0.",
+        );
+        for p in &report.providers {
+            let up = matches!(p.outcome, Outcome::Ok | Outcome::Partial);
+            let _ = writeln!(
+                out,
+                "connhealth_provider_up{{provider=\"{}\"}} {}",
+                escape_label(&p.provider),
+                u8::from(up)
+            );
+        }
+
+        header(
+            &mut out,
+            "connhealth_last_poll_duration_seconds",
+            "gauge",
+            "How long the last poll took.",
+        );
+        let _ = writeln!(
+            out,
+            "connhealth_last_poll_duration_seconds {}",
+            float(s.duration.as_secs_f64())
+        );
+        header(
+            &mut out,
+            "connhealth_last_poll_timestamp_seconds",
+            "gauge",
+            "When the last poll finished, in seconds since the Unix epoch.",
+        );
+        let _ = writeln!(
+            out,
+            "connhealth_last_poll_timestamp_seconds {}",
+            float(s.polled_at.timestamp_millis() as f64 / 1000.0)
+        );
+    }
+
+    state.with_counters(|c| {
+        header(
+            &mut out,
+            "connhealth_polls_total",
+            "counter",
+            "Polls finished since the server started.",
+        );
+        let _ = writeln!(out, "connhealth_polls_total {}", c.polls);
+
+        header(
+            &mut out,
+            "connhealth_poll_errors_total",
+            "counter",
+            "Errors providers reported while polling, by provider and error kind.",
+        );
+        for ((provider, kind), n) in &c.poll_errors {
+            let _ = writeln!(
+                out,
+                "connhealth_poll_errors_total{{provider=\"{}\",kind=\"{}\"}} {n}",
+                escape_label(provider),
+                escape_label(kind)
+            );
+        }
+
+        header(
+            &mut out,
+            "connhealth_events_total",
+            "counter",
+            "Change events published, by event name.",
+        );
+        for name in EVENT_NAMES {
+            let n = c.events.get(name).copied().unwrap_or(0);
+            let _ = writeln!(out, "connhealth_events_total{{event=\"{name}\"}} {n}");
+        }
+    });
+
+    let stats = state.http_stats();
+    if !stats.is_empty() {
+        header(
+            &mut out,
+            "connhealth_http_retries_total",
+            "counter",
+            "HTTP retries the provider's client sent.",
+        );
+        for (provider, s) in &stats {
+            let _ = writeln!(
+                out,
+                "connhealth_http_retries_total{{provider=\"{}\"}} {}",
+                escape_label(provider),
+                s.retries()
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use connhealth_core::watch::Poll;
+    use connhealth_core::{Connection, Customer, HealthReport, ProviderOutcome, Role};
+
+    fn conn(provider: &str, id: &str, status: Status) -> Connection {
+        Connection {
+            id: format!("{provider}:{id}"),
+            provider: provider.into(),
+            provider_connection_id: Some(id.into()),
+            customer: Customer::new("c"),
+            platform: "shopify".into(),
+            role: Role::Source,
+            status,
+            provider_status: "x".into(),
+            connected_at: None,
+            sync: None,
+            checks: vec![],
+            problems: vec![],
+            accounts: vec![],
+            observed_at: Utc::now(),
+            data_as_of: None,
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("a\nb"), "a\\nb");
+        assert_eq!(escape_label("plain:é"), "plain:é");
+    }
+
+    #[test]
+    fn every_status_of_every_provider_is_present_and_names_are_escaped() {
+        let weird = "we\"ird\\name\n";
+        let report = HealthReport::new(
+            Utc::now(),
+            vec![ProviderOutcome {
+                provider: weird.into(),
+                outcome: Outcome::Partial,
+                connections: 2,
+                elapsed_ms: 1,
+                errors: vec![],
+            }],
+            vec![
+                conn(weird, "1", Status::Degraded),
+                conn(weird, "2", Status::Degraded),
+            ],
+        );
+        let state = AppState::new(None, 4);
+        assert!(render(&state).contains("connhealth_ready 0\n"));
+        state.record_poll(
+            &Poll {
+                report,
+                changes: vec![],
+            },
+            Duration::from_millis(1500),
+        );
+        let text = render(&state);
+        let label = r#"provider="we\"ird\\name\n""#;
+        for status in Status::ALL {
+            let n = if status == Status::Degraded { 2 } else { 0 };
+            let line = format!("connhealth_connections{{{label},status=\"{status}\"}} {n}\n");
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+        assert!(text.contains(&format!("connhealth_provider_up{{{label}}} 1\n")));
+        assert!(text.contains("connhealth_last_poll_duration_seconds 1.5\n"));
+        assert!(text.contains("connhealth_events_total{event=\"status_changed\"} 0\n"));
+        assert!(!text.contains("connhealth_http_retries_total"));
+        // Every line is a comment or `name{labels} value` with no raw newline inside.
+        for line in text.lines() {
+            assert!(
+                line.starts_with('#') || line.starts_with("connhealth_"),
+                "{line}"
+            );
+        }
+    }
+}

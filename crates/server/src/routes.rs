@@ -1,0 +1,455 @@
+//! The routes, and the rules every request goes through.
+//!
+//! # Routes
+//!
+//! Every JSON response is `application/json; charset=utf-8`; every failure is
+//! `{"error": code, "message": text}` with `code` one of `not_ready`, `not_found`,
+//! `bad_request`, `unauthorized`, `method_not_allowed`, `body_not_accepted` (and `internal`,
+//! which serializing the model's types cannot actually produce).
+//!
+//! - **`GET /v1/report`** — the watcher's current view (`Poll::report`): fresh connections
+//!   where providers answered, the last known ones (as `unknown`) where they did not. The body
+//!   is the DESIGN.md `HealthReport` JSON. Strong `ETag` (SHA-256 of the body); a matching
+//!   `If-None-Match` (weak comparison, `*` included) answers 304 without a body. Before the
+//!   first poll finished: 503 `not_ready`.
+//!
+//!   Filters, each repeatable and/or comma-separated (`?status=degraded,unknown&status=pending`):
+//!   `provider` (name), `status` (one of the eight), `customer` (customer id). Values of one
+//!   parameter are alternatives (OR); different parameters all apply (AND). A filtered report
+//!   keeps `generated_at` and the full `providers` list (so outcomes stay visible), keeps only
+//!   the matching `connections`, and recomputes `summary` from them and `overall` by the
+//!   DESIGN.md roll-up over them and over the providers the `provider` filter selects (all
+//!   when absent). An unknown status or an unknown parameter is 400 `bad_request`. Each
+//!   filtered body has its own ETag.
+//! - **`GET /v1/connections/{id}`** — one connection of the current view. The id is one
+//!   percent-encoded path segment (`subtotal%3A01J…`; a literal `:` also works; a `/` inside
+//!   an id must be sent as `%2F`). 404 `not_found` when unknown, 503 before the first poll.
+//!   Same ETag rules as the report.
+//! - **`GET /v1/events`** — `text/event-stream`. Each change is one event: `event:` the
+//!   change's name (`status_changed`, …), `id:` its sequence number, `data:` the change as
+//!   one line of JSON (core's `Change`). Ids increase by one per event and start at the
+//!   server's start time in microseconds since the Unix epoch, so they also increase across
+//!   restarts. Without `Last-Event-ID` only new events are sent. With it, the buffered events
+//!   after it are replayed first; when that id is older than the buffer (`event_buffer`
+//!   events are kept) or was never issued, an `event: reset` comes first instead (its `id` is
+//!   the latest issued, its data `{"reason", "last_event_id", "latest_event_id"}`): re-read
+//!   `/v1/report`, then carry on with the live events that follow. A subscriber too slow to
+//!   keep up also gets a `reset`. A `: keep-alive` comment every 15 s. Streams end when the
+//!   server shuts down.
+//! - **`GET /metrics`** — Prometheus text format 0.0.4: `connhealth_ready`,
+//!   `connhealth_connections{provider,status}` (all eight statuses of every provider, zeros
+//!   included), `connhealth_provider_up{provider}` (1 when the last outcome was `ok` or
+//!   `partial`), `connhealth_last_poll_duration_seconds`, `connhealth_last_poll_timestamp_seconds`,
+//!   `connhealth_polls_total`, `connhealth_poll_errors_total{provider,kind}`,
+//!   `connhealth_events_total{event}` and, for providers whose HTTP counters were registered
+//!   with [`crate::Server::with_http_stats`], `connhealth_http_retries_total{provider}`.
+//!   Poll errors are counted from the providers' outcome entries; an entry identical to the
+//!   previous poll's is taken to be carried over (a provider skipped because it is rate
+//!   limited) and not counted again.
+//! - **`GET /healthz`** — 200 `{"status":"ok"}`, always, without a token.
+//! - **`GET /readyz`** — 200 `{"status":"ready"}` once the first poll finished, else 503
+//!   `not_ready`.
+//! - **`GET /openapi.json`** — the OpenAPI 3.1 document of these routes, with component
+//!   schemas for `HealthReport`, `Connection`, `Change` and `Error`.
+//! - **`GET /`** — the dashboard (one HTML page, inline CSS and JS, no external resource).
+//! - Anything else: 404 `not_found`.
+//!
+//! # Rules for every request
+//!
+//! 1. Only `GET` and `HEAD`: any other method is 405 `method_not_allowed` with `Allow: GET,
+//!    HEAD` (so CORS preflights fail too).
+//! 2. No request body: a `Content-Length` above 0 or any `Transfer-Encoding` is 413
+//!    `body_not_accepted`.
+//! 3. With a token configured, every route but `/healthz` needs `Authorization: Bearer
+//!    <token>` (compared in constant time), else 401 `unauthorized` with
+//!    `WWW-Authenticate: Bearer`. Browsers cannot set that header on a page load or on an
+//!    `EventSource`, so `/` and `/v1/events` (only those) also take the token as the query
+//!    parameter `access_token` (alias `token`); the dashboard opened as `/?token=…` passes it
+//!    on. Mind that a token in a URL can end up in browser history and proxy logs.
+//! 4. Every response has `X-Content-Type-Options: nosniff`, `Cache-Control: no-store`,
+//!    `Referrer-Policy: no-referrer` and, unless the route sets its own, the
+//!    Content-Security-Policy `default-src 'none'; frame-ancestors 'none'`. The dashboard's CSP
+//!    allows only its own inline script and style, by SHA-256 hash, and fetches to its own
+//!    origin. No CORS header is ever sent (cross-origin pages cannot read anything).
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use connhealth_core::{HealthReport, Status, Summary};
+
+use crate::http::{self as h, JSON};
+use crate::state::AppState;
+use crate::{metrics, sse};
+
+/// The dashboard page.
+const DASHBOARD: &str = include_str!("dashboard.html");
+/// The OpenAPI document.
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// The routes documented in the [module docs](self), with their rules, over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/v1/report", get(report))
+        .route("/v1/connections/{id}", get(connection))
+        .route("/v1/events", get(events))
+        .route("/metrics", get(metrics_route))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Routes that accept the token as a query parameter (browsers cannot set headers there).
+fn takes_query_token(path: &str) -> bool {
+    path == "/" || path == "/v1/events"
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "access_token" || k == "token")
+        .map(|(_, v)| v.into_owned())
+}
+
+fn authorized(state: &AppState, req: &Request) -> bool {
+    let Some(token) = state.token() else {
+        return true;
+    };
+    let expected = token.expose().as_bytes();
+    let from_header = req
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_owned())
+        })
+        .any(|given| h::constant_time_eq(given.as_bytes(), expected));
+    if from_header {
+        return true;
+    }
+    takes_query_token(req.uri().path())
+        && query_token(req.uri().query())
+            .is_some_and(|given| h::constant_time_eq(given.as_bytes(), expected))
+}
+
+fn has_body(headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return true;
+    }
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().parse::<u64>() != Ok(0))
+}
+
+/// Method, body and token rules, then the security headers on the way out.
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut resp = if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = h::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} is not accepted: this API is read-only (GET, HEAD)",
+                req.method()
+            ),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r
+    } else if has_body(req.headers()) {
+        h::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_not_accepted",
+            "requests must not have a body",
+        )
+    } else if req.uri().path() != "/healthz" && !authorized(&state, &req) {
+        let mut r = h::error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token (Authorization: Bearer <token>)",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"connhealth\""),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    resp
+}
+
+async fn dashboard() -> Response {
+    let csp = HeaderValue::from_static(h::dashboard_csp(DASHBOARD));
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CONTENT_SECURITY_POLICY, csp),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+/// The `/v1/report` filters. `None`: not filtered on that field.
+#[derive(Debug, Default, PartialEq)]
+struct Filter {
+    providers: Option<Vec<String>>,
+    statuses: Option<Vec<Status>>,
+    customers: Option<Vec<String>>,
+}
+
+impl Filter {
+    fn parse(query: Option<&str>) -> Result<Filter, String> {
+        let mut f = Filter::default();
+        let Some(q) = query else { return Ok(f) };
+        for (key, value) in url::form_urlencoded::parse(q.as_bytes()) {
+            let values = value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned);
+            match key.as_ref() {
+                "provider" => f.providers.get_or_insert_with(Vec::new).extend(values),
+                "customer" => f.customers.get_or_insert_with(Vec::new).extend(values),
+                "status" => {
+                    let list = f.statuses.get_or_insert_with(Vec::new);
+                    for v in values {
+                        list.push(v.parse::<Status>().map_err(|e| format!("status: {e}"))?);
+                    }
+                }
+                other => {
+                    return Err(format!(
+                    "unknown query parameter {other:?}; filters are provider, status and customer"
+                ))
+                }
+            }
+        }
+        // `?status=` alone filters nothing.
+        if f.providers.as_ref().is_some_and(Vec::is_empty) {
+            f.providers = None;
+        }
+        if f.customers.as_ref().is_some_and(Vec::is_empty) {
+            f.customers = None;
+        }
+        if f.statuses.as_ref().is_some_and(Vec::is_empty) {
+            f.statuses = None;
+        }
+        Ok(f)
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Filter::default()
+    }
+
+    fn apply(&self, report: &HealthReport) -> HealthReport {
+        let keep_provider = |p: &str| {
+            self.providers
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|x| x == p))
+        };
+        let connections: Vec<_> = report
+            .connections
+            .iter()
+            .filter(|c| keep_provider(&c.provider))
+            .filter(|c| self.statuses.as_ref().is_none_or(|l| l.contains(&c.status)))
+            .filter(|c| {
+                self.customers
+                    .as_ref()
+                    .is_none_or(|l| l.contains(&c.customer.id))
+            })
+            .cloned()
+            .collect();
+        let selected: Vec<_> = report
+            .providers
+            .iter()
+            .filter(|p| keep_provider(&p.provider))
+            .cloned()
+            .collect();
+        HealthReport {
+            generated_at: report.generated_at,
+            overall: HealthReport::roll_up(&selected, &connections),
+            summary: Summary::of(&connections),
+            providers: report.providers.clone(),
+            connections,
+        }
+    }
+}
+
+async fn report(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let filter = match Filter::parse(query.as_deref()) {
+        Ok(f) => f,
+        Err(msg) => return h::error(StatusCode::BAD_REQUEST, "bad_request", msg),
+    };
+    let Some(snap) = state.snapshot() else {
+        return h::not_ready();
+    };
+    if filter.is_empty() {
+        return h::json_with_etag(&headers, snap.body.clone(), &snap.etag);
+    }
+    let filtered = filter.apply(&snap.report);
+    match serde_json::to_vec(&filtered) {
+        Ok(body) => {
+            let etag = h::etag_of(&body);
+            h::json_with_etag(&headers, Bytes::from(body), &etag)
+        }
+        Err(e) => h::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot serialize the report: {e}"),
+        ),
+    }
+}
+
+async fn connection(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(e) => return h::error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let Some(snap) = state.snapshot() else {
+        return h::not_ready();
+    };
+    let Some(conn) = snap.report.connection(&id) else {
+        return h::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no connection {id:?} in the current report"),
+        );
+    };
+    match serde_json::to_vec(conn) {
+        Ok(body) => {
+            let etag = h::etag_of(&body);
+            h::json_with_etag(&headers, Bytes::from(body), &etag)
+        }
+        Err(e) => h::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot serialize the connection: {e}"),
+        ),
+    }
+}
+
+async fn events(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    sse::response(&state, &headers)
+}
+
+async fn metrics_route(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        metrics::render(&state),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    h::json_value(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        h::json_value(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+    } else {
+        h::not_ready()
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))],
+        Body::from(OPENAPI),
+    )
+        .into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    h::error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {}", req.uri().path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_parse_repeated_and_comma_separated_values() {
+        let f = Filter::parse(Some(
+            "status=degraded,unknown&status=pending&provider=subtotal&customer=a%2Cb,c&customer=",
+        ))
+        .unwrap();
+        assert_eq!(
+            f.statuses,
+            Some(vec![Status::Degraded, Status::Unknown, Status::Pending])
+        );
+        assert_eq!(f.providers, Some(vec!["subtotal".to_owned()]));
+        // A percent-encoded comma still separates: ids with commas cannot be filtered on.
+        assert_eq!(
+            f.customers,
+            Some(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()])
+        );
+        assert!(Filter::parse(Some("status=")).unwrap().is_empty());
+        assert!(Filter::parse(None).unwrap().is_empty());
+        assert!(Filter::parse(Some("status=fine")).is_err());
+        assert!(Filter::parse(Some("colour=red")).is_err());
+    }
+
+    #[test]
+    fn the_dashboard_has_one_inline_script_and_style_and_no_external_resource() {
+        assert_eq!(DASHBOARD.matches("<script").count(), 1);
+        assert_eq!(DASHBOARD.matches("<style").count(), 1);
+        for needle in ["src=\"http", "href=\"http", "@import", "url(http", "//cdn"] {
+            assert!(!DASHBOARD.contains(needle), "{needle}");
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_is_json() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
+    }
+}

@@ -1,0 +1,348 @@
+//! What the routes serve from: the latest report, the event log, the counters.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use connhealth_core::http::HttpStats;
+use connhealth_core::watch::Poll;
+use connhealth_core::{HealthReport, ProviderOutcome, Secret};
+use tokio::sync::{broadcast, watch};
+
+use crate::http::etag_of;
+
+/// The latest report, serialized once.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) report: HealthReport,
+    /// `report` as JSON (the unfiltered `/v1/report` body).
+    pub(crate) body: Bytes,
+    /// Strong ETag of `body`.
+    pub(crate) etag: String,
+    /// When the poll finished.
+    pub(crate) polled_at: DateTime<Utc>,
+    /// How long it took.
+    pub(crate) duration: Duration,
+}
+
+/// One change event with its sequence number, serialized once.
+#[derive(Debug)]
+pub(crate) struct SeqEvent {
+    pub(crate) id: u64,
+    pub(crate) name: &'static str,
+    pub(crate) data: String,
+}
+
+#[derive(Debug)]
+struct EventLog {
+    /// The id the next event gets.
+    next_id: u64,
+    ring: VecDeque<Arc<SeqEvent>>,
+    capacity: usize,
+}
+
+/// What a new event-stream subscriber gets.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    /// `Some(reason)` when the asked-for id cannot be resumed from: send `reset` first.
+    pub(crate) reset: Option<String>,
+    /// The id of the last event issued so far (what `reset` carries as its `id`).
+    pub(crate) latest_id: u64,
+    /// Buffered events after the asked-for id.
+    pub(crate) backlog: Vec<Arc<SeqEvent>>,
+    /// Everything published after the backlog.
+    pub(crate) live: broadcast::Receiver<Arc<SeqEvent>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) polls: u64,
+    /// (provider, error kind) → errors seen.
+    pub(crate) poll_errors: BTreeMap<(String, String), u64>,
+    /// event name → events published.
+    pub(crate) events: BTreeMap<&'static str, u64>,
+    /// Provider → its last outcome entry, to tell a fresh answer from a carried-over one.
+    last_outcomes: BTreeMap<String, ProviderOutcome>,
+}
+
+struct Inner {
+    token: Option<Secret>,
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    events: Mutex<EventLog>,
+    tx: broadcast::Sender<Arc<SeqEvent>>,
+    counters: Mutex<Counters>,
+    http_stats: Mutex<Vec<(String, Arc<HttpStats>)>>,
+    stop: watch::Sender<bool>,
+}
+
+/// The state the routes serve from, shared (cheap to clone) between the poller and the
+/// handlers.
+///
+/// A [`crate::Server`] makes and feeds one; to embed [`crate::router`] elsewhere (or test it
+/// without a socket), make one with [`AppState::new`] and feed it with
+/// [`AppState::record_poll`].
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("token", &self.inner.token)
+            .field("ready", &self.is_ready())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Poisoning only means another thread panicked mid-update of plain data: keep serving.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl AppState {
+    /// Empty state: not ready until the first [`AppState::record_poll`]. `token` guards every
+    /// route but `/healthz`; `event_buffer` (at least 1) events are kept for resume.
+    ///
+    /// Event ids start at the current time in microseconds since the Unix epoch and go up by
+    /// one per event, so they keep increasing across restarts and a `Last-Event-ID` from a
+    /// previous process is recognised as out of the buffer.
+    pub fn new(token: Option<Secret>, event_buffer: usize) -> AppState {
+        let capacity = event_buffer.max(1);
+        let (tx, _) = broadcast::channel(capacity);
+        let (stop, _) = watch::channel(false);
+        let first_id = u64::try_from(Utc::now().timestamp_micros())
+            .unwrap_or(0)
+            .max(1);
+        AppState {
+            inner: Arc::new(Inner {
+                token,
+                snapshot: RwLock::new(None),
+                events: Mutex::new(EventLog {
+                    next_id: first_id,
+                    ring: VecDeque::with_capacity(capacity.min(4096)),
+                    capacity,
+                }),
+                tx,
+                counters: Mutex::new(Counters::default()),
+                http_stats: Mutex::new(Vec::new()),
+                stop,
+            }),
+        }
+    }
+
+    /// Whether a poll has finished (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        self.snapshot().is_some()
+    }
+
+    /// Take in one poll that took `elapsed`: the report becomes the one served, then its
+    /// changes are published to event-stream subscribers (in that order, so a subscriber that
+    /// re-fetches the report on an event sees the new state).
+    pub fn record_poll(&self, poll: &Poll, elapsed: Duration) {
+        let body = match serde_json::to_vec(&poll.report) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                // Cannot happen for the model's types; keep serving the previous report.
+                tracing::error!(error = %e, "cannot serialize the report");
+                return;
+            }
+        };
+        let snapshot = Snapshot {
+            etag: etag_of(&body),
+            body,
+            report: poll.report.clone(),
+            polled_at: Utc::now(),
+            duration: elapsed,
+        };
+        *self
+            .inner
+            .snapshot
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(snapshot));
+
+        {
+            let mut c = lock(&self.inner.counters);
+            c.polls += 1;
+            for p in &poll.report.providers {
+                // The watcher's view repeats the last outcome of a provider it did not ask this
+                // time (rate limited): count errors only of an entry that changed.
+                if c.last_outcomes.get(&p.provider) == Some(p) {
+                    continue;
+                }
+                for e in &p.errors {
+                    *c.poll_errors
+                        .entry((p.provider.clone(), e.kind.as_str().to_owned()))
+                        .or_default() += 1;
+                }
+                c.last_outcomes.insert(p.provider.clone(), p.clone());
+            }
+            for change in &poll.changes {
+                *c.events.entry(change.kind.name()).or_default() += 1;
+            }
+        }
+
+        let mut log = lock(&self.inner.events);
+        for change in &poll.changes {
+            let data = match serde_json::to_string(change) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot serialize a change event");
+                    continue;
+                }
+            };
+            let event = Arc::new(SeqEvent {
+                id: log.next_id,
+                name: change.kind.name(),
+                data,
+            });
+            log.next_id += 1;
+            if log.ring.len() == log.capacity {
+                log.ring.pop_front();
+            }
+            log.ring.push_back(event.clone());
+            // No subscriber is not an error.
+            let _ = self.inner.tx.send(event);
+        }
+    }
+
+    /// Register one provider's HTTP counters for `connhealth_http_retries_total`.
+    pub fn add_http_stats(&self, provider: String, stats: Arc<HttpStats>) {
+        lock(&self.inner.http_stats).push((provider, stats));
+    }
+
+    /// End every open event stream and the poller of a [`crate::Server`] on this state.
+    /// Irreversible.
+    pub fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.inner.stop.subscribe()
+    }
+
+    pub(crate) fn token(&self) -> Option<&Secret> {
+        self.inner.token.as_ref()
+    }
+
+    pub(crate) fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.inner
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn with_counters<R>(&self, f: impl FnOnce(&Counters) -> R) -> R {
+        f(&lock(&self.inner.counters))
+    }
+
+    pub(crate) fn http_stats(&self) -> Vec<(String, Arc<HttpStats>)> {
+        lock(&self.inner.http_stats).clone()
+    }
+
+    /// Subscribe to events after `last_event_id` (None: only new ones).
+    ///
+    /// Done under the event log's lock, which publishing also holds, so no event falls between
+    /// the backlog and the live receiver.
+    pub(crate) fn subscribe(&self, last_event_id: Option<u64>) -> Subscription {
+        let log = lock(&self.inner.events);
+        let live = self.inner.tx.subscribe();
+        let latest_id = log.next_id - 1;
+        let oldest = log.ring.front().map_or(log.next_id, |e| e.id);
+        let mut sub = Subscription {
+            reset: None,
+            latest_id,
+            backlog: Vec::new(),
+            live,
+        };
+        match last_event_id {
+            None => {}
+            Some(last) if last > latest_id => {
+                sub.reset = Some(format!(
+                    "event id {last} was not issued by this server (latest is {latest_id})"
+                ));
+            }
+            Some(last) if last.saturating_add(1) < oldest => {
+                sub.reset = Some(format!(
+                    "events after {last} are no longer buffered (oldest kept is {oldest})"
+                ));
+            }
+            Some(last) => {
+                sub.backlog = log.ring.iter().filter(|e| e.id > last).cloned().collect();
+            }
+        }
+        sub
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connhealth_core::{Change, ChangeKind, HealthReport};
+
+    fn poll_with(n: usize) -> Poll {
+        let at = Utc::now();
+        let changes = (0..n)
+            .map(|i| Change::provider(&format!("p{i}"), ChangeKind::ProviderRecovered, at, None))
+            .collect();
+        Poll {
+            report: HealthReport::new(at, vec![], vec![]),
+            changes,
+        }
+    }
+
+    #[test]
+    fn resume_replays_only_later_events_and_resets_when_out_of_the_buffer() {
+        let state = AppState::new(None, 3);
+        assert!(!state.is_ready());
+        state.record_poll(&poll_with(5), Duration::from_millis(1));
+        assert!(state.is_ready());
+        let latest = state.subscribe(None).latest_id;
+
+        let sub = state.subscribe(Some(latest - 2));
+        assert!(sub.reset.is_none());
+        let ids: Vec<u64> = sub.backlog.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [latest - 1, latest]);
+
+        // The oldest kept is latest - 2: resuming after latest - 3 is still complete.
+        assert_eq!(state.subscribe(Some(latest - 3)).backlog.len(), 3);
+        assert!(state.subscribe(Some(latest - 4)).reset.is_some());
+        assert!(state.subscribe(Some(latest + 1)).reset.is_some());
+        assert!(state.subscribe(Some(0)).reset.is_some());
+        let sub = state.subscribe(Some(latest));
+        assert!(sub.reset.is_none() && sub.backlog.is_empty());
+    }
+
+    #[test]
+    fn a_carried_over_provider_outcome_is_not_counted_twice() {
+        use connhealth_core::{ErrorKind, Outcome, ProviderOutcome, ReportError};
+        let failing = ProviderOutcome {
+            provider: "p".into(),
+            outcome: Outcome::Failed,
+            connections: 0,
+            elapsed_ms: 3,
+            errors: vec![ReportError {
+                kind: ErrorKind::ServerError,
+                message: "503".into(),
+                http_status: Some(503),
+                customer_id: None,
+            }],
+        };
+        let poll = Poll {
+            report: HealthReport::new(Utc::now(), vec![failing.clone()], vec![]),
+            changes: vec![],
+        };
+        let state = AppState::new(None, 8);
+        state.record_poll(&poll, Duration::ZERO);
+        state.record_poll(&poll, Duration::ZERO);
+        let mut again = poll.clone();
+        again.report.providers[0].elapsed_ms = 4;
+        state.record_poll(&again, Duration::ZERO);
+        let n =
+            state.with_counters(|c| c.poll_errors[&("p".to_owned(), "server_error".to_owned())]);
+        assert_eq!(n, 2);
+    }
+}

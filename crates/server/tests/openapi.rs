@@ -1,0 +1,604 @@
+//! Keeps `/openapi.json` true: the document is structurally valid OpenAPI 3.1, and every
+//! route's real responses (status, content type, body) are the ones it documents, bodies
+//! validated against its schemas (JSON Schema 2020-12) with the `jsonschema` crate.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use connhealth_core::watch::{WatchConfig, Watcher};
+use connhealth_core::{
+    Change, ChangeKind, ErrorKind, Outcome, Problem, Remediation, ReportError, Status,
+};
+use connhealth_testkit::data::Channel3Sync;
+use connhealth_testkit::{Fault, Fleet};
+use serde_json::{json, Value};
+
+struct Doc {
+    doc: Value,
+    /// (path template, status) pairs seen.
+    seen: BTreeSet<(String, u16)>,
+}
+
+impl Doc {
+    fn new(doc: Value) -> Doc {
+        Doc {
+            doc,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    fn resolve<'a>(&'a self, v: &'a Value) -> &'a Value {
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => self
+                .doc
+                .pointer(r.strip_prefix('#').expect("local $ref"))
+                .unwrap_or_else(|| panic!("unresolved {r}")),
+            None => v,
+        }
+    }
+
+    /// A validator for `schema`, resolving `#/components/...` references in this document.
+    fn validator(&self, schema: &Value) -> jsonschema::Validator {
+        let mut root = schema.clone();
+        root.as_object_mut()
+            .expect("a schema object")
+            .insert("components".into(), self.doc["components"].clone());
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&root)
+            .unwrap_or_else(|e| panic!("schema does not compile: {e}\n{schema:#}"))
+    }
+
+    fn validate(&self, schema: &Value, instance: &Value, what: &str) {
+        let v = self.validator(schema);
+        let errors: Vec<String> = v
+            .iter_errors(instance)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{what}: the body does not match the documented schema:\n{}\nbody: {}",
+            errors.join("\n"),
+            truncate(instance)
+        );
+    }
+
+    fn component(&self, name: &str) -> Value {
+        json!({ "$ref": format!("#/components/schemas/{name}") })
+    }
+
+    /// Check one real response against the document; returns its status and body text.
+    async fn check(&mut self, template: &str, resp: reqwest::Response) -> (u16, String) {
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let what = format!("GET {template} → {status}");
+        let op = self.doc["paths"][template]["get"].clone();
+        assert!(op.is_object(), "{template} is not in the document");
+        let documented = op["responses"][status.to_string()].clone();
+        assert!(documented.is_object(), "{what} is not documented");
+        let documented = self.resolve(&documented).clone();
+        // Documented headers are sent.
+        if let Some(headers) = documented["headers"].as_object() {
+            for name in headers.keys() {
+                assert!(
+                    resp.headers().contains_key(name.as_str()),
+                    "{what}: no {name} header"
+                );
+            }
+        }
+        let body = resp.text().await.unwrap();
+        self.seen.insert((template.to_owned(), status));
+        let Some(content) = documented["content"].as_object() else {
+            assert!(body.is_empty(), "{what}: a body where none is documented");
+            return (status, body);
+        };
+        let ct = ct.unwrap_or_else(|| panic!("{what}: no content type"));
+        let essence = ct.split(';').next().unwrap().trim();
+        let (key, media) = content
+            .iter()
+            .find(|(k, _)| k.as_str() == ct || k.as_str() == essence)
+            .unwrap_or_else(|| panic!("{what}: content type {ct} is not documented"));
+        if key.starts_with("application/json") {
+            assert_eq!(ct, "application/json; charset=utf-8", "{what}");
+            let value: Value = serde_json::from_str(&body).expect("JSON body");
+            self.validate(&media["schema"], &value, &what);
+        } else if key == "text/event-stream" {
+            // The body is endless; read separately.
+        } else {
+            self.validate(&media["schema"], &Value::String(body.clone()), &what);
+        }
+        (status, body)
+    }
+}
+
+/// Validate one event's data and note its kind.
+fn record(doc: &Doc, event_schema: &Value, kinds: &mut BTreeSet<String>, e: SseEvent) {
+    let data = e.json();
+    doc.validate(event_schema, &data, &format!("event {}", e.event));
+    doc.validate(
+        &doc.component("Change"),
+        &data,
+        &format!("event {}", e.event),
+    );
+    assert_eq!(data["event"], e.event.as_str());
+    kinds.insert(e.event);
+}
+
+fn truncate(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 2000 {
+        format!("{}…", &s[..2000])
+    } else {
+        s
+    }
+}
+
+fn walk_refs(v: &Value, doc: &Value, at: &str) {
+    match v {
+        Value::Object(m) => {
+            if let Some(r) = m.get("$ref") {
+                let r = r.as_str().expect("string $ref");
+                let ptr = r
+                    .strip_prefix('#')
+                    .unwrap_or_else(|| panic!("{at}: non-local {r}"));
+                assert!(doc.pointer(ptr).is_some(), "{at}: {r} does not resolve");
+            }
+            for (k, x) in m {
+                walk_refs(x, doc, &format!("{at}/{k}"));
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                walk_refs(x, doc, &format!("{at}/{i}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The document is OpenAPI 3.1 in structure: version, info, paths with operations and
+/// responses, path parameters declared, every `$ref` resolving, every schema a valid 2020-12
+/// schema.
+fn check_structure(doc: &Value) {
+    let version = doc["openapi"].as_str().expect("openapi");
+    let parts: Vec<&str> = version.split('.').collect();
+    assert!(
+        parts.len() == 3 && parts[0] == "3" && parts[1] == "1" && parts[2].parse::<u32>().is_ok(),
+        "{version}"
+    );
+    assert!(doc["info"]["title"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(doc["info"]["version"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(!paths.is_empty());
+    let methods = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    for (path, item) in paths {
+        assert!(path.starts_with('/'), "{path}");
+        let item = item.as_object().unwrap();
+        let ops: Vec<_> = item
+            .iter()
+            .filter(|(k, _)| methods.contains(&k.as_str()))
+            .collect();
+        assert!(!ops.is_empty(), "{path}: no operation");
+        for (method, op) in ops {
+            let responses = op["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{path} {method}: responses"));
+            assert!(!responses.is_empty());
+            for (code, r) in responses {
+                assert!(
+                    code == "default" || (code.len() == 3 && code.parse::<u16>().is_ok()),
+                    "{path} {method} {code}"
+                );
+                assert!(
+                    r.get("$ref").is_some() || r["description"].is_string(),
+                    "{path} {method} {code}"
+                );
+            }
+            // Every `{param}` of the template is a required path parameter.
+            let declared: BTreeSet<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .inspect(|p| assert_eq!(p["required"], true, "{path}: path params are required"))
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            let in_template: BTreeSet<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .collect();
+            assert_eq!(declared, in_template, "{path}");
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                assert!(["query", "header", "path", "cookie"].contains(&p["in"].as_str().unwrap()));
+                assert!(p["schema"].is_object(), "{path}: parameter without schema");
+            }
+        }
+    }
+    walk_refs(doc, doc, "#");
+    let schemas = doc["components"]["schemas"]
+        .as_object()
+        .expect("component schemas");
+    for name in ["HealthReport", "Connection", "Change", "Error"] {
+        assert!(schemas.contains_key(name), "{name}");
+    }
+    for (name, schema) in schemas {
+        let mut s = schema.clone();
+        s["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+        if let Err(e) = jsonschema::meta::validate(&s) {
+            panic!("components.schemas.{name} is not a valid JSON Schema: {e}");
+        }
+    }
+    if let Some(schemes) = doc["components"]["securitySchemes"].as_object() {
+        for (name, s) in schemes {
+            assert!(s["type"].is_string(), "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_valid_and_every_route_answers_as_documented() {
+    let fleet = Fleet::start(3, 41).await.unwrap();
+    let (w, _) = fleet_watcher(&fleet, Duration::from_millis(200));
+    let server = Running::start(w, Options::default()).await;
+    server.ready(false).await;
+
+    let resp = server.get("/openapi.json").await;
+    let doc_value: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    check_structure(&doc_value);
+    let mut doc = Doc::new(doc_value);
+    doc.check("/openapi.json", server.get("/openapi.json").await)
+        .await;
+
+    // The report: plain, filtered, conditional, bad filter.
+    let resp = server.get("/v1/report").await;
+    let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+    let (_, body) = doc.check("/v1/report", resp).await;
+    let report: Value = serde_json::from_str(&body).unwrap();
+    // The validator is not vacuous: broken copies of the real report are rejected.
+    let report_schema = doc.component("HealthReport");
+    let v = doc.validator(&report_schema);
+    assert!(v.is_valid(&report));
+    let mut broken = report.clone();
+    broken["connections"][0]["status"] = json!("fine");
+    assert!(!v.is_valid(&broken));
+    let mut broken = report.clone();
+    broken["connections"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("data_as_of");
+    assert!(!v.is_valid(&broken));
+    let mut broken = report.clone();
+    broken["summary"]["extra"] = json!(1);
+    assert!(!v.is_valid(&broken));
+    let mut broken = report.clone();
+    broken["generated_at"] = json!("yesterday");
+    assert!(!v.is_valid(&broken), "formats are validated");
+    doc.check(
+        "/v1/report",
+        server
+            .get("/v1/report?status=healthy,degraded&provider=violet")
+            .await,
+    )
+    .await;
+    let resp = server
+        .client
+        .get(server.url("/v1/report"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    // The poller may have produced a new report in between (200 ms interval): then it is a 200.
+    doc.check("/v1/report", resp).await;
+    let (status, _) = doc
+        .check("/v1/report", server.get("/v1/report?status=nope").await)
+        .await;
+    assert_eq!(status, 400);
+
+    // Every connection, and a missing one.
+    for c in report["connections"].as_array().unwrap() {
+        let id = c["id"].as_str().unwrap();
+        let (status, _) = doc
+            .check(
+                "/v1/connections/{id}",
+                server.get(&format!("/v1/connections/{id}")).await,
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = doc
+        .check(
+            "/v1/connections/{id}",
+            server.get("/v1/connections/nope:nope").await,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let id = report["connections"][0]["id"].as_str().unwrap();
+    let resp = server.get(&format!("/v1/connections/{id}")).await;
+    let tag = resp.headers()["etag"].to_str().unwrap().to_owned();
+    let resp = server
+        .client
+        .get(server.url(&format!("/v1/connections/{id}")))
+        .header("If-None-Match", &tag)
+        .send()
+        .await
+        .unwrap();
+    doc.check("/v1/connections/{id}", resp).await;
+
+    for path in ["/healthz", "/readyz", "/metrics", "/"] {
+        let (status, _) = doc.check(path, server.get(path).await).await;
+        assert_eq!(status, 200, "{path}");
+    }
+
+    // Events: every data line is a documented Change (or Reset), its `event` the SSE name.
+    let event_schema = doc.doc["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"]["x-event-data"]
+        .clone();
+    let resp = server
+        .client
+        .get(server.url("/v1/events"))
+        .header("Last-Event-ID", "0")
+        .send()
+        .await
+        .unwrap();
+    doc.seen
+        .insert(("/v1/events".into(), resp.status().as_u16()));
+    let mut first = SseReader::new(resp);
+    let reset = first.expect(Duration::from_secs(2)).await;
+    assert_eq!(reset.event, "reset");
+    doc.validate(&event_schema, &reset.json(), "reset event");
+    doc.validate(&doc.component("Reset"), &reset.json(), "reset event");
+    let total = report["connections"].as_array().unwrap().len() as u64;
+    let mut events = SseReader::connect(&server, Some(reset.id.unwrap() - total)).await;
+
+    // Make every kind of change happen.
+    let sync_target = report["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["provider"] == "channel3" && c["sync"]["total"].is_u64())
+        .map(|c| {
+            (
+                c["customer"]["id"].as_str().unwrap().to_owned(),
+                c["platform"].as_str().unwrap().to_owned(),
+                c["sync"]["total"].as_u64().unwrap(),
+            )
+        });
+    let mut kinds = BTreeSet::new();
+    let wait = Duration::from_secs(5);
+    for _ in 0..total {
+        let e = events.expect(wait).await;
+        record(&doc, &event_schema, &mut kinds, e);
+    }
+    type Step<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let steps: Vec<Step<'_>> = vec![
+        (
+            "status_changed",
+            Box::new(|| assert!(fleet.subtotal.set_status(DOC_CONNECTION, "unauthenticated"))),
+        ),
+        (
+            "problem_cleared",
+            Box::new(|| assert!(fleet.subtotal.set_status(DOC_CONNECTION, "active"))),
+        ),
+        (
+            "disappeared",
+            Box::new(|| assert!(fleet.subtotal.remove_connection(DOC_CONNECTION))),
+        ),
+        (
+            "provider_unavailable",
+            Box::new(|| fleet.violet.faults().on_all(Fault::status(401))),
+        ),
+        (
+            "provider_recovered",
+            Box::new(|| fleet.violet.faults().clear()),
+        ),
+    ];
+    for (expect, act) in steps {
+        act();
+        loop {
+            let e = events.expect(wait).await;
+            let name = e.event.clone();
+            record(&doc, &event_schema, &mut kinds, e);
+            if name == expect {
+                break;
+            }
+        }
+    }
+    if let Some((customer, platform, total)) = sync_target {
+        let sync = Channel3Sync {
+            state: "syncing".into(),
+            last_synced_at: None,
+            total_products: Some(total + 7),
+            synced_products: Some(1),
+        };
+        assert!(fleet.channel3.set_sync(&customer, &platform, Some(sync)));
+        loop {
+            let e = events.expect(wait).await;
+            let name = e.event.clone();
+            record(&doc, &event_schema, &mut kinds, e);
+            if name == "sync_progressed" {
+                break;
+            }
+        }
+    }
+    for k in [
+        "appeared",
+        "status_changed",
+        "problem_raised",
+        "problem_cleared",
+        "disappeared",
+        "provider_unavailable",
+        "provider_recovered",
+    ] {
+        assert!(kinds.contains(k), "no {k} event seen: {kinds:?}");
+    }
+
+    // Every kind of change, as the core serializes it, matches the schema too.
+    let at = Utc::now();
+    let some_conn = conn("p", "1", "cus", Status::Degraded);
+    let all_kinds = vec![
+        ChangeKind::Appeared {
+            status: Status::Healthy,
+        },
+        ChangeKind::Disappeared {
+            last_status: Status::Degraded,
+        },
+        ChangeKind::StatusChanged {
+            from: Status::Healthy,
+            to: Status::ActionRequired,
+        },
+        ChangeKind::ProblemRaised {
+            problem: Problem::new("missing_scopes", Status::ActionRequired, "scopes")
+                .with_remediation(Remediation::GrantScopes {
+                    missing: vec!["read_orders".into()],
+                }),
+        },
+        ChangeKind::ProblemCleared {
+            code: "partial_sync".into(),
+        },
+        ChangeKind::SyncProgressed {
+            synced: Some(3),
+            total: None,
+        },
+        ChangeKind::ProviderUnavailable {
+            outcome: Outcome::TimedOut,
+            errors: vec![ReportError {
+                kind: ErrorKind::Timeout,
+                message: "slow".into(),
+                http_status: None,
+                customer_id: Some("cus".into()),
+            }],
+        },
+        ChangeKind::ProviderRecovered,
+    ];
+    for kind in all_kinds {
+        let change = match kind {
+            ChangeKind::ProviderUnavailable { .. } | ChangeKind::ProviderRecovered => {
+                Change::provider("p", kind, at, Some(at))
+            }
+            k => Change::about(&some_conn, k, at, None),
+        };
+        let v = serde_json::to_value(&change).unwrap();
+        doc.validate(&doc.component("Change"), &v, change.kind.name());
+    }
+    // Every remediation kind, inside a problem.
+    for r in [
+        Remediation::Reauthenticate {
+            url: Some("https://x.example/auth".into()),
+        },
+        Remediation::Reauthenticate { url: None },
+        Remediation::GrantScopes { missing: vec![] },
+        Remediation::Reconnect { url: None },
+        Remediation::CompleteSetup {
+            step: "payout_account".into(),
+        },
+        Remediation::WaitForSync,
+        Remediation::ContactProvider {
+            detail: "call".into(),
+        },
+    ] {
+        let p = Problem::new("x", Status::Unknown, "m").with_remediation(r);
+        doc.validate(
+            &doc.component("Problem"),
+            &serde_json::to_value(&p).unwrap(),
+            "problem",
+        );
+    }
+    // 405 and 413 bodies are the documented error body.
+    for req in [
+        server.client.post(server.url("/v1/report")),
+        server.client.get(server.url("/v1/report")).body("x"),
+    ] {
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        doc.validate(&doc.component("Error"), &v, "405/413 body");
+    }
+    server.stop().await.unwrap();
+
+    // 503s: a server whose first poll is held back.
+    let (gated, open) = Scripted::gated("gated", vec![]);
+    let mut w = Watcher::new(WatchConfig::default());
+    w.add(Arc::new(gated), None);
+    let server = Running::start(w, Options::default()).await;
+    for path in ["/v1/report", "/readyz"] {
+        let (status, _) = doc.check(path, server.get(path).await).await;
+        assert_eq!(status, 503, "{path}");
+    }
+    let (status, _) = doc
+        .check(
+            "/v1/connections/{id}",
+            server.get("/v1/connections/a:b").await,
+        )
+        .await;
+    assert_eq!(status, 503);
+    // Once it answered, with no further poll due for minutes, a conditional GET is a 304.
+    open.send(true).unwrap();
+    server.ready(false).await;
+    let resp = server.get("/v1/report").await;
+    let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+    doc.check("/v1/report", resp).await;
+    let resp = server
+        .client
+        .get(server.url("/v1/report"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = doc.check("/v1/report", resp).await;
+    assert_eq!(status, 304);
+    server.stop().await.unwrap();
+
+    // 401s: a server with a token.
+    let server = Running::start(
+        Watcher::new(WatchConfig::default()),
+        Options {
+            token: Some(TOKEN),
+            ..Options::default()
+        },
+    )
+    .await;
+    let templates: Vec<String> = doc.doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    for template in &templates {
+        let path = template.replace("{id}", "a:b");
+        let resp = server.get(&path).await;
+        let (status, _) = doc.check(template, resp).await;
+        let expected = if template == "/healthz" { 200 } else { 401 };
+        assert_eq!(status, expected, "{template}");
+    }
+    server.stop().await.unwrap();
+
+    // Every documented response was seen.
+    let mut missing = Vec::new();
+    for template in &templates {
+        for code in doc.doc["paths"][template]["get"]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            let code: u16 = code.parse().unwrap();
+            if !doc.seen.contains(&(template.clone(), code)) {
+                missing.push(format!("{template} {code}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "documented but never exercised: {missing:?}"
+    );
+}
