@@ -258,7 +258,12 @@ impl Watcher {
                     .iter_mut()
                     .find(|e| e.provider.name() == p.provider)
                 {
-                    e.not_before = Some(now + wait);
+                    // A provider's error may carry any delay: one past the clock's range
+                    // means "much later", never a panic.
+                    e.not_before = Some(
+                        now.checked_add(wait)
+                            .unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX))),
+                    );
                 }
                 tracing::info!(provider = %p.provider, wait_s = wait.as_secs(), "rate limited; polling this provider less often");
             }
@@ -291,7 +296,18 @@ impl Watcher {
                 continue;
             }
             if failed {
-                // Rate limited only: as if not polled.
+                // Rate limited only: as if not polled, but a provider seen for the first time
+                // gets an entry so the view can say why it has no connections yet.
+                if prev.is_none() {
+                    self.state.providers.insert(
+                        p.provider.clone(),
+                        ProviderState {
+                            available: true,
+                            since: at,
+                            last: Some(p.clone()),
+                        },
+                    );
+                }
                 keep_customers.insert(p.provider.clone(), None);
                 continue;
             }

@@ -285,3 +285,27 @@ fn jitter_spreads_the_interval() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_rate_limited_from_its_first_poll_says_why() {
+    let p = Scripted::new("p");
+    let mut w = watcher(&p, 1, 1);
+    p.answer(vec![Batch2::Err(
+        ErrorKind::RateLimited,
+        Some("cus_1"),
+        Some(120),
+    )]);
+    let poll = w.poll().await;
+    assert!(
+        poll.changes.is_empty(),
+        "a 429 is not news: {:?}",
+        poll.changes
+    );
+    let entry = &poll.report.providers[0];
+    assert_eq!(entry.errors.len(), 1, "{entry:?}");
+    assert_eq!(entry.errors[0].kind, ErrorKind::RateLimited);
+    // Once it answers, its connections appear (no provider_recovered: it was never down).
+    tokio::time::advance(Duration::from_secs(121)).await;
+    p.statuses(&[("a", Status::Healthy)]);
+    assert_eq!(names(&w.poll().await), ["appeared"]);
+}

@@ -444,7 +444,12 @@ impl VioletClient {
 
     fn install(&self, st: &mut TokenState, access: String, refresh: Option<String>) {
         let lifetime = token_lifetime(&access, Utc::now());
-        st.expires_at = Some(Instant::now() + lifetime);
+        let now = Instant::now();
+        // A token claiming a lifetime past the clock's range is simply long-lived.
+        st.expires_at = Some(
+            now.checked_add(lifetime)
+                .unwrap_or(now + DEFAULT_TOKEN_LIFETIME),
+        );
         st.access = Some(Secret::new(access));
         if let Some(r) = refresh.filter(|r| !r.trim().is_empty()) {
             st.refresh = Some(Secret::new(r));

@@ -1,0 +1,460 @@
+//! Property tests: arbitrary bytes, arbitrary JSON and mutations of the documented example
+//! (and of generated simulator data) fed to every public Channel3 decoder and to the mapping.
+//! Never a panic; always connections that keep the model's promises, or a typed `decode` error.
+
+use chrono::{DateTime, TimeZone, Utc};
+use connhealth_channel3::map::{map_connection, map_connections};
+use connhealth_channel3::wire::{
+    ConnectSessionResponse, CreateMerchantResponse, ErrorResponse, MerchantsEnvelope,
+    PartnerConnection, PartnerConnectionsResponse,
+};
+use connhealth_core::http::decode_json;
+use connhealth_core::{Connection, Customer, ErrorKind, Status};
+use proptest::prelude::*;
+use proptest::sample::select;
+use serde_json::{json, Value};
+
+const DOC: &str = include_str!("fixtures/list_connections_doc_example.json");
+const ENDPOINT: &str = "GET /v0/partner/merchants/{customer_id}/connections";
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
+}
+
+fn customer() -> Customer {
+    Customer {
+        id: "cus_prop".into(),
+        name: Some("Prop Corp".into()),
+        email: None,
+    }
+}
+
+/// 256 cases (CI); `PROPTEST_CASES=N` for a deeper run.
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+// ---- JSON generation and mutation -------------------------------------------------------
+
+const KEYS: &[&str] = &[
+    "connections",
+    "platform",
+    "category",
+    "status",
+    "display_name",
+    "id",
+    "connected_at",
+    "accounts",
+    "sync",
+    "state",
+    "last_synced_at",
+    "total_products",
+    "synced_products",
+    "name",
+    "store_url",
+    "items",
+    "merchants",
+    "data",
+    "results",
+    "customer_id",
+    "total",
+    "pages",
+    "page",
+    "size",
+    "has_more",
+    "logo",
+    "logo_url",
+    "token",
+    "url",
+    "expires_at",
+    "created",
+];
+
+const WORDS: &[&str] = &[
+    "",
+    " ",
+    "active",
+    "ACTIVE",
+    "not_connected",
+    "action_required",
+    "distribution",
+    "ingestion",
+    "pending",
+    "syncing",
+    "live",
+    "google",
+    "shopify",
+    "Google",
+    "web_crawl",
+    "2024-01-15T09:30:00Z",
+    "2024-01-15T09:30:00",
+    "2024-13-45T99:99:99Z",
+    "not a date",
+    "-1",
+    "1e400",
+    "../x",
+    "a/b",
+    "ünï",
+    "\u{0}",
+    "a\"b\\c",
+    "🦀",
+];
+
+fn arb_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => select(WORDS).prop_map(str::to_owned),
+        1 => any::<String>(),
+    ]
+}
+
+fn arb_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => select(KEYS).prop_map(str::to_owned),
+        1 => any::<String>(),
+    ]
+}
+
+fn arb_leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        select(&[0i64, -1, 1, 150, 149, i64::MIN, i64::MAX][..]).prop_map(Value::from),
+        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
+            .map(Value::Number)),
+        arb_string().prop_map(Value::String),
+    ]
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    arb_leaf().prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((arb_key(), inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Replace(Value),
+    Remove,
+    DuplicateItems,
+    Stringify,
+    ChangeCase,
+    RenameKey(String),
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => arb_json().prop_map(Op::Replace),
+        2 => Just(Op::Remove),
+        1 => Just(Op::DuplicateItems),
+        1 => Just(Op::Stringify),
+        1 => Just(Op::ChangeCase),
+        1 => arb_key().prop_map(Op::RenameKey),
+    ]
+}
+
+fn arb_mutations() -> impl Strategy<Value = Vec<(usize, Op)>> {
+    prop::collection::vec((any::<usize>(), arb_op()), 1..6)
+}
+
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// JSON pointers of every node, in pre-order ("" is the root).
+fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+    out.push(at.clone());
+    match v {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                pointers(item, format!("{at}/{i}"), out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                pointers(item, format!("{at}/{}", escape(k)), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn split_parent(ptr: &str) -> Option<(&str, String)> {
+    let (parent, last) = ptr.rsplit_once('/')?;
+    Some((parent, last.replace("~1", "/").replace("~0", "~")))
+}
+
+/// Apply one mutation to the node chosen by `pick` (modulo the node count).
+fn mutate(doc: &mut Value, pick: usize, op: &Op) {
+    let mut all = Vec::new();
+    pointers(doc, String::new(), &mut all);
+    let ptr = all[pick % all.len()].clone();
+    match op {
+        Op::Replace(v) => {
+            if let Some(node) = doc.pointer_mut(&ptr) {
+                *node = v.clone();
+            }
+        }
+        Op::Remove | Op::RenameKey(_) => {
+            let Some((parent, last)) = split_parent(&ptr) else {
+                return;
+            };
+            match doc.pointer_mut(parent) {
+                Some(Value::Object(map)) => {
+                    if let Some(v) = map.remove(&last) {
+                        if let Op::RenameKey(k) = op {
+                            map.insert(k.clone(), v);
+                        }
+                    }
+                }
+                Some(Value::Array(items)) if matches!(op, Op::Remove) => {
+                    if let Ok(i) = last.parse::<usize>() {
+                        if i < items.len() {
+                            items.remove(i);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Op::DuplicateItems => {
+            if let Some(Value::Array(items)) = doc.pointer_mut(&ptr) {
+                let copy = items.clone();
+                items.extend(copy);
+            }
+        }
+        Op::Stringify => {
+            if let Some(node) = doc.pointer_mut(&ptr) {
+                if !node.is_string() {
+                    *node = Value::String(node.to_string());
+                }
+            }
+        }
+        Op::ChangeCase => {
+            if let Some(Value::String(s)) = doc.pointer_mut(&ptr) {
+                *s = if s.chars().any(|c| c.is_lowercase()) {
+                    s.to_uppercase()
+                } else {
+                    s.to_lowercase()
+                };
+            }
+        }
+    }
+}
+
+// ---- seeds ----------------------------------------------------------------------------
+
+/// The documented example, plus generated customers' List connections answers.
+fn seeds() -> Vec<Value> {
+    let mut out = vec![serde_json::from_str::<Value>(DOC).unwrap()];
+    let data = connhealth_testkit::data::channel3_customers(12, 99);
+    for c in data.customers.iter().take(12) {
+        out.push(json!({ "connections": c.connections }));
+    }
+    out.push(json!({
+        "items": data.customers.iter().map(|c| json!({"customer_id": c.customer_id, "name": c.name, "logo_url": c.logo_url})).collect::<Vec<_>>(),
+        "total": data.customers.len(), "page": 1, "size": 50, "pages": 1
+    }));
+    out.push(json!({"customer_id": "cus_1", "created": true, "name": "Acme"}));
+    out.push(json!({"token": "tok_secret", "url": "https://connect.example/x", "expires_at": "2024-01-15T10:00:00Z"}));
+    out
+}
+
+fn arb_seed() -> impl Strategy<Value = Value> {
+    select(seeds())
+}
+
+// ---- the properties' checks --------------------------------------------------------------
+
+/// What every mapped connection promises.
+fn check_connection(c: &Connection) -> Result<(), TestCaseError> {
+    prop_assert!(c.id.starts_with("channel3:"), "id {}", c.id);
+    prop_assert_eq!(&c.provider, "channel3");
+    prop_assert_eq!(&c.customer, &customer());
+    prop_assert!(!c.platform.is_empty());
+    prop_assert_eq!(c.platform.to_lowercase(), c.platform.clone());
+    prop_assert_eq!(c.observed_at, now());
+    prop_assert!(
+        c.status >= c.worst_reported(),
+        "{} < worst reported",
+        c.status
+    );
+    prop_assert!(
+        c.status.is_ok() || !c.problems.is_empty(),
+        "{} is {} without a problem",
+        c.id,
+        c.status
+    );
+    for p in &c.problems {
+        prop_assert!(!p.code.is_empty() && !p.message.is_empty());
+        prop_assert!(p
+            .code
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch == '_'));
+    }
+    if let Some(pid) = &c.provider_connection_id {
+        prop_assert_eq!(&c.id, &format!("channel3:{pid}"));
+    }
+    let mut account_ids: Vec<&str> = c.accounts.iter().map(|a| a.id.as_str()).collect();
+    account_ids.sort_unstable();
+    let n = account_ids.len();
+    account_ids.dedup();
+    prop_assert_eq!(n, account_ids.len(), "duplicate account ids in {}", c.id);
+    let json = serde_json::to_string(c).unwrap();
+    let back: Connection = serde_json::from_str(&json).unwrap();
+    prop_assert_eq!(&back, c);
+    Ok(())
+}
+
+/// Decode a List connections body the way the client does and map it.
+fn check_list_connections(body: &[u8]) -> Result<(), TestCaseError> {
+    let fast = PartnerConnectionsResponse::from_slice(body);
+    let typed = decode_json::<PartnerConnectionsResponse>("channel3", ENDPOINT, body);
+    match (&fast, &typed) {
+        (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "the fast and the typed decode agree"),
+        (Err(_), Err(e)) => {
+            prop_assert_eq!(e.kind(), ErrorKind::Decode);
+            prop_assert_eq!(e.provider(), "channel3");
+            prop_assert!(e.to_string().contains(ENDPOINT));
+        }
+        _ => prop_assert!(
+            false,
+            "fast {:?} vs typed {:?}",
+            fast.is_ok(),
+            typed.is_ok()
+        ),
+    }
+    if let Ok(resp) = fast {
+        let mapped = map_connections("channel3", &customer(), &resp, now());
+        prop_assert!(mapped.connections.len() + mapped.skipped.len() >= resp.connections.len());
+        let mut ids: Vec<&str> = mapped.connections.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        ids.dedup();
+        prop_assert_eq!(n, ids.len(), "connection ids are unique");
+        for c in &mapped.connections {
+            check_connection(c)?;
+        }
+        for s in &mapped.skipped {
+            prop_assert!(!s.reason.is_empty());
+        }
+    }
+    Ok(())
+}
+
+/// Every other public decoder: Ok or a typed decode error, never a panic.
+fn check_other_decoders(body: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(env) = decode_json::<MerchantsEnvelope>("channel3", "GET /v0/partner/merchants", body)
+    {
+        prop_assert!(env.items.len() <= env.received);
+        prop_assert_eq!(env.items.len() + env.skipped.len(), env.received);
+        for m in &env.items {
+            prop_assert!(!m.customer_id.is_empty());
+        }
+    }
+    let _ = serde_json::from_slice::<CreateMerchantResponse>(body);
+    let _ = serde_json::from_slice::<ErrorResponse>(body);
+    if let Ok(s) = serde_json::from_slice::<ConnectSessionResponse>(body) {
+        // The session token is a secret: its Debug never shows it.
+        let shown = format!("{s:?}");
+        prop_assert!(shown.contains("[redacted]"));
+        if s.token.expose().len() >= 4 {
+            prop_assert!(!shown.contains(s.token.expose()), "{}", shown);
+        }
+    }
+    if let Ok(one) = serde_json::from_slice::<PartnerConnection>(body) {
+        if let Some(c) = map_connection("channel3", &customer(), &one, now()) {
+            check_connection(&c)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_all(body: &[u8]) -> Result<(), TestCaseError> {
+    check_list_connections(body)?;
+    check_other_decoders(body)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
+        check_all(&body)?;
+    }
+
+    #[test]
+    fn arbitrary_json(doc in arb_json()) {
+        check_all(doc.to_string().as_bytes())?;
+        check_all(json!({ "connections": [doc] }).to_string().as_bytes())?;
+    }
+
+    #[test]
+    fn mutated_documented_and_generated_answers(mut doc in arb_seed(), muts in arb_mutations()) {
+        for (pick, op) in &muts {
+            mutate(&mut doc, *pick, op);
+        }
+        check_all(doc.to_string().as_bytes())?;
+    }
+
+    #[test]
+    fn truncated_answers(doc in arb_seed(), cut in any::<prop::sample::Index>()) {
+        let body = doc.to_string().into_bytes();
+        let at = cut.index(body.len() + 1);
+        check_all(&body[..at])?;
+    }
+}
+
+#[test]
+fn the_documented_example_maps_without_skips() {
+    let resp = PartnerConnectionsResponse::from_slice(DOC.as_bytes()).unwrap();
+    let mapped = map_connections("channel3", &customer(), &resp, now());
+    assert!(mapped.skipped.is_empty());
+    assert_eq!(mapped.connections.len(), 3);
+    for c in &mapped.connections {
+        check_connection(c).unwrap();
+    }
+    assert!(mapped
+        .connections
+        .iter()
+        .any(|c| c.status == Status::ActionRequired));
+}
+
+/// Regression (found by the fault matrix's `DuplicateIds`): an account listed twice in one
+/// entry used to appear twice in `Connection.accounts`.
+#[test]
+fn an_account_listed_twice_is_kept_once() {
+    let entry: PartnerConnection = serde_json::from_value(json!({
+        "platform": "google", "category": "distribution", "status": "active",
+        "display_name": "G", "id": "conn-1",
+        "accounts": [
+            {"id": "acct-1", "name": "Main", "store_url": "https://a.example"},
+            {"id": "acct-2", "name": "Second"},
+            {"id": "acct-1", "name": "Main (again)"},
+            {"id": "", "name": "no id"}
+        ],
+        "sync": {"state": "live", "total_products": 3, "synced_products": 3}
+    }))
+    .unwrap();
+    let c = map_connection("channel3", &customer(), &entry, now()).unwrap();
+    let ids: Vec<&str> = c.accounts.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["acct-1", "acct-2"]);
+    assert_eq!(
+        c.accounts[0].name.as_deref(),
+        Some("Main"),
+        "the first wins"
+    );
+    assert_eq!(c.status, Status::Healthy);
+}
