@@ -20,7 +20,8 @@
 //!
 //! An entry without `platform` cannot be identified across polls and is left out, and so is
 //! an entry whose connection id repeats an earlier one of the same answer (the first wins);
-//! [`map_connections`] reports both in [`Mapped::skipped`].
+//! [`map_connections`] reports both in [`Mapped::skipped`]. Likewise an account id listed twice
+//! in one entry's `accounts` is kept once (the first wins).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -53,11 +54,11 @@ pub fn map_connections(
 ) -> Mapped {
     let mut skipped = response.skipped.clone();
     let mut connections: Vec<Connection> = Vec::with_capacity(response.connections.len());
-    let mut seen = HashSet::with_capacity(response.connections.len());
+    let mut seen = None;
     for (index, item) in response.connections.iter().enumerate() {
         // `index` counts decoded entries only; undecodable ones carry their own position.
         match map_connection(provider, customer, item, observed_at) {
-            Some(c) if seen.insert(c.id.clone()) => connections.push(c),
+            Some(c) if first_time(&connections, &mut seen, &c.id) => connections.push(c),
             Some(_) => skipped.push(SkippedItem {
                 index,
                 reason: "repeats an earlier entry's connection id".to_owned(),
@@ -72,6 +73,17 @@ pub fn map_connections(
         connections,
         skipped,
     }
+}
+
+/// Whether no connection in `kept` has `id`, remembering it as taken. Answers are short (one
+/// entry per platform), so `kept` is scanned; a set of the ids is built only for long ones.
+fn first_time(kept: &[Connection], seen: &mut Option<HashSet<String>>, id: &str) -> bool {
+    const SCAN_BELOW: usize = 32;
+    if kept.len() < SCAN_BELOW && seen.is_none() {
+        return !kept.iter().any(|k| k.id == id);
+    }
+    seen.get_or_insert_with(|| kept.iter().map(|k| k.id.clone()).collect())
+        .insert(id.to_owned())
 }
 
 /// Maps one `PartnerConnection`. `None` when it has no `platform` (it cannot be identified).
@@ -140,19 +152,21 @@ pub fn map_connection(
     };
 
     let sync = wire.sync.as_ref().map(map_sync);
-    let accounts = wire
-        .accounts
-        .iter()
-        .flatten()
-        .filter_map(|a| {
-            let id = a.id.as_deref().filter(|s| !s.is_empty())?;
-            Some(Account {
-                id: id.to_owned(),
-                name: a.name.clone(),
-                store_url: a.store_url.clone(),
-            })
-        })
-        .collect();
+    let mut accounts: Vec<Account> = Vec::new();
+    for a in wire.accounts.iter().flatten() {
+        let Some(id) = a.id.as_deref().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        // An account listed twice is one account (the first entry wins).
+        if accounts.iter().any(|k| k.id == id) {
+            continue;
+        }
+        accounts.push(Account {
+            id: id.to_owned(),
+            name: a.name.clone(),
+            store_url: a.store_url.clone(),
+        });
+    }
 
     let mut conn = Connection {
         id: Connection::make_id(provider, pid, &customer.id, &platform),
@@ -317,4 +331,46 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
         .ok()
         .map(|n| n.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::PlatformSlug;
+
+    fn entry(platform: &str, id: &str) -> PartnerConnection {
+        PartnerConnection {
+            platform: Some(PlatformSlug::from(platform)),
+            category: Some(PlatformCategory::Ingestion),
+            status: Some(ConnectionStatus::Active),
+            id: Some(id.to_owned()),
+            ..PartnerConnection::default()
+        }
+    }
+
+    #[test]
+    fn repeated_ids_are_skipped_in_short_and_long_answers() {
+        let customer = Customer::new("cus_1");
+        for n in [3usize, 31, 32, 33, 100] {
+            // Every id appears twice: entries 0..n, then the same ids again.
+            let connections: Vec<PartnerConnection> = (0..2 * n)
+                .map(|i| entry(&format!("p{i}"), &format!("conn_{}", i % n)))
+                .collect();
+            let response = PartnerConnectionsResponse {
+                connections,
+                skipped: Vec::new(),
+            };
+            let mapped = map_connections("channel3", &customer, &response, Utc::now());
+            assert_eq!(mapped.connections.len(), n, "n = {n}");
+            assert_eq!(mapped.skipped.len(), n, "n = {n}");
+            assert!(mapped.skipped.iter().all(|s| s.index >= n));
+            let platforms: Vec<String> = mapped
+                .connections
+                .iter()
+                .map(|c| c.platform.clone())
+                .collect();
+            let expected: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+            assert_eq!(platforms, expected, "the first of each id wins");
+        }
+    }
 }

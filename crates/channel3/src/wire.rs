@@ -72,7 +72,7 @@ macro_rules! wire_enum {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_any(LenientText).map(|t| $name::from(t.as_str()))
+                d.deserialize_any(LenientEnum::<$name>(std::marker::PhantomData))
             }
         }
     };
@@ -119,6 +119,42 @@ impl<'de> de::Visitor<'de> for LenientText {
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
         while seq.next_element::<de::IgnoredAny>()?.is_some() {}
         Ok("[…]".to_owned())
+    }
+}
+
+/// Reads any JSON value as a `wire_enum!` value: a string maps straight to its variant (no
+/// allocation for known values); anything else is read as [`LenientText`] reads it.
+struct LenientEnum<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: for<'a> From<&'a str>> de::Visitor<'de> for LenientEnum<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        Ok(T::from(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+        LenientText.visit_bool(v).map(|t| T::from(&t))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        LenientText.visit_i64(v).map(|t| T::from(&t))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        LenientText.visit_u64(v).map(|t| T::from(&t))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        LenientText.visit_f64(v).map(|t| T::from(&t))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        LenientText.visit_unit().map(|t| T::from(&t))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        LenientText.visit_map(map).map(|t| T::from(&t))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
+        LenientText.visit_seq(seq).map(|t| T::from(&t))
     }
 }
 

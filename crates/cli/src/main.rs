@@ -144,6 +144,10 @@ enum Command {
         #[arg(long = "provider", value_name = "NAME")]
         providers: Vec<String>,
     },
+    /// Benchmarks against the built-in simulators: the scale curve (100 → 100,000 customers;
+    /// --quick stops at 10,000) and, with --families, the latency-bound families of
+    /// BENCHMARKS.md. Writes target/bench/*.json. Build with --release.
+    Bench(connhealth_bench::BenchArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -215,6 +219,7 @@ fn fail(code: i32, message: &str) -> ! {
 
 async fn run(cli: Cli) -> i32 {
     match cli.command {
+        Command::Bench(args) => connhealth_bench::run_cli(args).await,
         Command::Config {
             command: ConfigCommand::Example,
         } => {

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind};
-use crate::model::{Connection, HealthReport, Outcome, ProviderOutcome};
+use crate::model::{Connection, HealthReport, Outcome, ProviderOutcome, Status};
 use crate::provider::{Fetched, Provider};
 
 /// One provider's finished run: its outcome entry and its connections.
@@ -142,13 +142,12 @@ impl Aggregator {
     pub fn assemble(mut results: Vec<ProviderResult>) -> HealthReport {
         results.sort_by_key(|r| r.index);
         let mut outcomes = Vec::with_capacity(results.len());
-        let total: usize = results.iter().map(|r| r.connections.len()).sum();
-        let mut connections = Vec::with_capacity(total);
+        let mut runs = Vec::with_capacity(results.len());
         for r in results {
             outcomes.push(r.outcome);
-            connections.extend(r.connections);
+            runs.push(r.connections);
         }
-        HealthReport::new(Utc::now(), outcomes, connections)
+        HealthReport::new(Utc::now(), outcomes, concat_sorted(runs))
     }
 
     /// Run every provider and yield each one's result as soon as it completes.
@@ -268,7 +267,7 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
 /// A provider that reports the same connection id twice keeps one: the most severe (the
 /// report is keyed by id; two answers for one connection mean the worse one is the news).
 fn dedupe(provider: &str, connections: &mut Vec<Connection>) {
-    connections.sort_by(|a, b| a.id.cmp(&b.id).then(b.status.cmp(&a.status)));
+    sort_by_id_most_severe_first(connections);
     let before = connections.len();
     connections.dedup_by(|later, kept| later.id == kept.id);
     if connections.len() != before {
@@ -280,6 +279,102 @@ fn dedupe(provider: &str, connections: &mut Vec<Connection>) {
     }
 }
 
+/// Sorts by id, the most severe first within an id, stably (equal entries keep their arrival
+/// order): the order `dedupe` needs. A `Connection` is a few hundred bytes, so this sorts a
+/// permutation of indices and then moves every connection at most once, rather than moving
+/// connections around inside the sort (O(n log n) moves of large values).
+fn sort_by_id_most_severe_first(connections: &mut [Connection]) {
+    let in_order = |a: &Connection, b: &Connection| {
+        a.id.cmp(&b.id).then(b.status.cmp(&a.status)) != std::cmp::Ordering::Greater
+    };
+    if connections.windows(2).all(|w| in_order(&w[0], &w[1])) {
+        return;
+    }
+    // Keys inline (no pointer chase to the connection per comparison); the index makes every
+    // key unique, so the in-place unstable sort gives exactly the stable order.
+    let mut keys: Vec<(&str, std::cmp::Reverse<Status>, usize)> = connections
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.as_str(), std::cmp::Reverse(c.status), i))
+        .collect();
+    keys.sort_unstable();
+    let mut order: Vec<usize> = keys.into_iter().map(|(_, _, i)| i).collect();
+    apply_permutation(connections, &mut order);
+}
+
+/// Rearranges `items` in place so that `items[i]` becomes the former `items[order[i]]`, by
+/// following the permutation's cycles. `order` must be a permutation of `0..items.len()`; it is
+/// consumed (overwritten).
+fn apply_permutation<T>(items: &mut [T], order: &mut [usize]) {
+    const DONE: usize = usize::MAX;
+    for start in 0..items.len() {
+        let mut at = start;
+        while order[at] != DONE {
+            let from = order[at];
+            order[at] = DONE;
+            if from == start {
+                break;
+            }
+            items.swap(at, from);
+            at = from;
+        }
+    }
+}
+
+/// Concatenates per-provider connection lists into one sorted by id, as
+/// [`HealthReport::new`] would sort it. Each provider's list comes out of [`dedupe`] sorted
+/// by id, and ids start with the provider's name, so usually the lists' id ranges do not
+/// overlap: then they are concatenated in id order, into the largest list's allocation, and
+/// the result is already sorted (no second sort, no second copy of every connection). Lists
+/// that are unsorted or overlap are concatenated in provider order and left to
+/// `HealthReport::new` to sort, as before.
+fn concat_sorted(mut runs: Vec<Vec<Connection>>) -> Vec<Connection> {
+    runs.retain(|r| !r.is_empty());
+    if runs.len() <= 1 {
+        let mut out = runs.pop().unwrap_or_default();
+        out.shrink_to_fit();
+        return out;
+    }
+    let total: usize = runs.iter().map(Vec::len).sum();
+    let sorted = |r: &Vec<Connection>| r.windows(2).all(|w| w[0].id <= w[1].id);
+    let mut by_first: Vec<usize> = (0..runs.len()).collect();
+    by_first.sort_by(|&a, &b| runs[a][0].id.cmp(&runs[b][0].id));
+    let disjoint = by_first.windows(2).all(|w| {
+        let (before, after) = (&runs[w[0]], &runs[w[1]]);
+        before[before.len() - 1].id < after[0].id
+    });
+    let mut out = if runs.iter().all(sorted) && disjoint {
+        let largest = (0..runs.len())
+            .max_by_key(|&i| runs[i].capacity())
+            .unwrap_or(0);
+        let mut slots: Vec<Option<Vec<Connection>>> = runs.into_iter().map(Some).collect();
+        let mut out = slots
+            .get_mut(largest)
+            .and_then(Option::take)
+            .unwrap_or_default();
+        out.reserve(total - out.len());
+        let pos = by_first.iter().position(|&i| i == largest).unwrap_or(0);
+        let mut before = Vec::new();
+        for &i in &by_first[..pos] {
+            before.append(slots[i].as_mut().expect("each run is taken once"));
+        }
+        out.splice(0..0, before);
+        for &i in &by_first[pos + 1..] {
+            out.append(slots[i].as_mut().expect("each run is taken once"));
+        }
+        out
+    } else {
+        let mut out = Vec::with_capacity(total);
+        for r in runs {
+            out.extend(r);
+        }
+        out
+    };
+    // The report keeps this list as long as it lives: drop the growth slack.
+    out.shrink_to_fit();
+    out
+}
+
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -287,5 +382,135 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Customer, Role};
+
+    fn conn(id: &str, status: Status, tag: usize) -> Connection {
+        Connection {
+            id: id.to_owned(),
+            provider: "p".into(),
+            provider_connection_id: None,
+            customer: Customer::new(tag.to_string()),
+            platform: "x".into(),
+            role: Role::Source,
+            status,
+            provider_status: String::new(),
+            connected_at: None,
+            sync: None,
+            checks: vec![],
+            problems: vec![],
+            accounts: vec![],
+            observed_at: chrono::DateTime::UNIX_EPOCH,
+            data_as_of: None,
+        }
+    }
+
+    fn random_run(
+        rng: &mut fastrand::Rng,
+        prefix: &str,
+        n: usize,
+        tag: &mut usize,
+    ) -> Vec<Connection> {
+        (0..n)
+            .map(|_| {
+                *tag += 1;
+                let id = format!("{prefix}:{}", rng.usize(..n.max(1) * 2));
+                conn(&id, Status::ALL[rng.usize(..Status::ALL.len())], *tag)
+            })
+            .collect()
+    }
+
+    /// What `dedupe` and `assemble` did before they avoided moving connections in the sort.
+    fn reference(runs: &[Vec<Connection>]) -> Vec<Connection> {
+        let mut all = Vec::new();
+        for r in runs {
+            let mut r = r.clone();
+            r.sort_by(|a, b| a.id.cmp(&b.id).then(b.status.cmp(&a.status)));
+            r.dedup_by(|later, kept| later.id == kept.id);
+            all.extend(r);
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    fn ours(runs: &[Vec<Connection>]) -> Vec<Connection> {
+        let runs: Vec<Vec<Connection>> = runs
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                dedupe("p", &mut r);
+                r
+            })
+            .collect();
+        let mut all = concat_sorted(runs);
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    #[test]
+    fn permutation_applies_in_place() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for n in [0, 1, 2, 3, 10, 257] {
+            let mut order: Vec<usize> = (0..n).collect();
+            rng.shuffle(&mut order);
+            let items: Vec<usize> = (0..n).map(|i| i * 10).collect();
+            let expected: Vec<usize> = order.iter().map(|&i| items[i]).collect();
+            let mut got = items.clone();
+            apply_permutation(&mut got, &mut order.clone());
+            assert_eq!(got, expected, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn same_order_and_survivors_as_a_plain_stable_sort() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        let mut tag = 0;
+        for case in 0..200 {
+            let k = rng.usize(0..4);
+            // Distinct prefixes (the usual case) most of the time; a shared one (two providers
+            // with the same name) sometimes, so that the fallback is exercised too.
+            let runs: Vec<Vec<Connection>> = (0..k)
+                .map(|i| {
+                    let prefix = if case % 5 == 0 {
+                        "same".to_owned()
+                    } else {
+                        format!("p{i}")
+                    };
+                    let n = rng.usize(0..40);
+                    random_run(&mut rng, &prefix, n, &mut tag)
+                })
+                .collect();
+            let (expected, got) = (reference(&runs), ours(&runs));
+            let key = |c: &Connection| (c.id.clone(), c.status, c.customer.id.clone());
+            assert_eq!(
+                got.iter().map(key).collect::<Vec<_>>(),
+                expected.iter().map(key).collect::<Vec<_>>(),
+                "case {case}"
+            );
+        }
+    }
+
+    #[test]
+    fn disjoint_runs_come_out_sorted_without_the_report_sorting() {
+        let a = vec![
+            conn("b:1", Status::Healthy, 0),
+            conn("b:2", Status::Healthy, 0),
+        ];
+        let big: Vec<Connection> = (0..100)
+            .map(|i| conn(&format!("c:{i:03}"), Status::Healthy, 0))
+            .collect();
+        let z = vec![conn("a:9", Status::Healthy, 0)];
+        let out = concat_sorted(vec![a, big, z]);
+        assert_eq!(out.len(), 103);
+        assert!(out.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(out[0].id, "a:9");
+        assert_eq!(out.capacity(), out.len());
+        assert!(concat_sorted(vec![]).is_empty());
+        assert!(concat_sorted(vec![vec![], vec![]]).is_empty());
     }
 }

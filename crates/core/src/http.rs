@@ -205,6 +205,12 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// Percent-encodes `id` as exactly one path segment. `.` and `..` (and empty ids) cannot be
 /// expressed as a segment (URL parsers resolve them), so they are refused.
 pub fn encode_segment(provider: &str, id: &str) -> Result<String> {
+    check_segment(provider, id)?;
+    Ok(utf8_percent_encode(id, SEGMENT).to_string())
+}
+
+/// Refuses the ids [`encode_segment`] cannot express.
+fn check_segment(provider: &str, id: &str) -> Result<()> {
     if id.is_empty() || id == "." || id == ".." {
         return Err(Error::new(
             provider,
@@ -213,7 +219,7 @@ pub fn encode_segment(provider: &str, id: &str) -> Result<String> {
             format!("id {id:?} cannot be used as a URL path segment"),
         ));
     }
-    Ok(utf8_percent_encode(id, SEGMENT).to_string())
+    Ok(())
 }
 
 /// A client for one provider's API.
@@ -301,19 +307,17 @@ impl HttpClient {
     /// every one is percent-encoded as exactly one segment, so an id containing `/`, `?`, `#`,
     /// `%`, spaces or unicode cannot change the path.
     pub fn url(&self, segments: &[&str]) -> Result<Url> {
-        let mut s = self.base.as_str().trim_end_matches('/').to_owned();
+        // The base is already validated: only the path is new, so set it rather than parse the
+        // whole URL (host included) again on every request.
+        let mut path = self.base.path().trim_end_matches('/').to_owned();
         for seg in segments {
-            s.push('/');
-            s.push_str(&encode_segment(&self.provider, seg)?);
+            check_segment(&self.provider, seg)?;
+            path.push('/');
+            path.extend(utf8_percent_encode(seg, SEGMENT));
         }
-        Url::parse(&s).map_err(|e| {
-            Error::new(
-                &*self.provider,
-                "path",
-                ErrorKind::InvalidRequest,
-                format!("cannot build URL: {e}"),
-            )
-        })
+        let mut url = self.base.clone();
+        url.set_path(&path);
+        Ok(url)
     }
 
     /// Start a request. `endpoint` is the label errors carry, e.g.
@@ -402,8 +406,14 @@ impl HttpClient {
             }
         };
         let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = self.read_body(req, resp).await.map_err(|e| (e, false))?;
+        // Moved out, not cloned: reading the body does not need them (any decompression was
+        // set up when the response arrived).
+        let mut resp = resp;
+        let headers = std::mem::take(resp.headers_mut());
+        let body = self
+            .read_body(req, resp, &headers)
+            .await
+            .map_err(|e| (e, false))?;
         tracing::debug!(
             provider = %self.provider,
             endpoint = %req.endpoint,
@@ -428,7 +438,12 @@ impl HttpClient {
         }
     }
 
-    async fn read_body(&self, req: &Request, mut resp: reqwest::Response) -> Result<Bytes> {
+    async fn read_body(
+        &self,
+        req: &Request,
+        mut resp: reqwest::Response,
+        headers: &HeaderMap,
+    ) -> Result<Bytes> {
         let status = resp.status().as_u16();
         let too_large = |n: String| {
             self.error(
@@ -441,26 +456,38 @@ impl HttpClient {
             )
             .with_status(status)
         };
-        if let Some(len) = resp
-            .headers()
+        let declared = headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-        {
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(len) = declared {
             if len > self.max_body as u64 {
                 return Err(too_large(format!("of {len} bytes")));
             }
         }
+        // A body that arrives in one chunk (most do) is kept as it is; a longer one is gathered
+        // into a buffer sized from `Content-Length` when the server sent one.
+        let mut first: Option<Bytes> = None;
         let mut buf = BytesMut::new();
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    if buf.len() + chunk.len() > self.max_body {
+                    let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+                    if held + chunk.len() > self.max_body {
                         return Err(too_large("length".to_owned()));
+                    }
+                    if held == 0 {
+                        first = Some(chunk);
+                        continue;
+                    }
+                    if let Some(f) = first.take() {
+                        let expected = declared.map_or(0, |l| l as usize);
+                        buf.reserve(expected.max(f.len() + chunk.len()));
+                        buf.extend_from_slice(&f);
                     }
                     buf.extend_from_slice(&chunk);
                 }
-                Ok(None) => return Ok(buf.freeze()),
+                Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
                 Err(e) => {
                     return Err(self.transport_error(req, e).with_status(status));
                 }
@@ -700,20 +727,32 @@ impl Response {
     }
 }
 
+/// The longest delay [`parse_retry_after`] returns (about 31 years). A larger value is a broken
+/// header; clamping it keeps `Instant + delay` from overflowing wherever the delay is used.
+const MAX_RETRY_AFTER_SECS: u64 = 1_000_000_000;
+
 /// Parse a `Retry-After` value: delay-seconds, or an HTTP-date (a date in the past is 0).
+/// Delays are clamped to about 31 years.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS)));
     }
     if let Ok(secs) = v.parse::<f64>() {
         if secs.is_finite() && secs >= 0.0 {
-            return Some(Duration::from_secs_f64(secs.min(1e9)));
+            return Some(Duration::from_secs_f64(
+                secs.min(MAX_RETRY_AFTER_SECS as f64),
+            ));
         }
     }
     let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    Some(
+        delta
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(MAX_RETRY_AFTER_SECS)),
+    )
 }
 
 /// Decode JSON bytes into `T`, or a `decode` error with the JSON path where it failed.
@@ -853,6 +892,17 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(parse_retry_after("soon"), None);
+        // Absurd values are clamped (an unclamped u64::MAX seconds made the watcher's
+        // `Instant + delay` overflow and panic).
+        let cap = Duration::from_secs(MAX_RETRY_AFTER_SECS);
+        for absurd in [
+            "18446744073709551615",
+            "99999999999999999999",
+            "1e300",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(parse_retry_after(absurd), Some(cap), "{absurd}");
+        }
     }
 
     #[test]
@@ -887,6 +937,49 @@ mod tests {
                 encode_segment("t", bad).unwrap_err().kind(),
                 ErrorKind::InvalidRequest
             );
+        }
+    }
+
+    #[test]
+    fn urls_are_what_parsing_the_joined_string_gives() {
+        let ids = [
+            "cus_123",
+            "a/b?c#d%e f",
+            "..%2Fx",
+            "ü",
+            "%2e",
+            "...",
+            "a b",
+            "x:y@z",
+            "~-._",
+        ];
+        for base in [
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/",
+            "http://localhost:1/v1",
+            "https://api.example.com/v1/",
+            "https://api.example.com/a%20b",
+        ] {
+            let client = HttpClient::new("t", &HttpConfig::new(base)).unwrap();
+            for id in ids {
+                for segments in [&["v0", id, "connections"][..], &[id][..], &[][..]] {
+                    let mut s = client.base_url().as_str().trim_end_matches('/').to_owned();
+                    for seg in segments {
+                        s.push('/');
+                        s.push_str(&encode_segment("t", seg).unwrap());
+                    }
+                    let expected = Url::parse(&s).unwrap();
+                    assert_eq!(
+                        client.url(segments).unwrap(),
+                        expected,
+                        "{base} {segments:?}"
+                    );
+                }
+            }
+            for bad in ["", ".", ".."] {
+                let e = client.url(&["v0", bad]).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+            }
         }
     }
 

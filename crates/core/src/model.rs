@@ -337,10 +337,16 @@ impl Connection {
         customer_id: &str,
         platform: &str,
     ) -> String {
-        match provider_connection_id {
-            Some(pid) => format!("{provider}:{pid}"),
-            None => format!("{provider}:{customer_id}:{platform}"),
+        // Built with `push_str` rather than `format!`: this runs once per connection per poll.
+        let parts: &[&str] = match provider_connection_id {
+            Some(pid) => &[provider, ":", pid],
+            None => &[provider, ":", customer_id, ":", platform],
+        };
+        let mut id = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            id.push_str(p);
         }
+        id
     }
 
     /// The worst severity among `problems` and `checks`, or `healthy` when there are none.
@@ -507,7 +513,11 @@ impl HealthReport {
         providers: Vec<ProviderOutcome>,
         mut connections: Vec<Connection>,
     ) -> Self {
-        connections.sort_by(|a, b| a.id.cmp(&b.id));
+        // The aggregator hands over lists that are already sorted: check (n comparisons)
+        // before sorting (which would allocate scratch space for half the list).
+        if !connections.is_sorted_by(|a, b| a.id <= b.id) {
+            connections.sort_by(|a, b| a.id.cmp(&b.id));
+        }
         let summary = Summary::of(&connections);
         let overall = Self::roll_up(&providers, &connections);
         HealthReport {

@@ -1,6 +1,7 @@
 //! A string that never prints.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A credential (API key, token, password). `Debug` and `Display` print `[redacted]`; the
 /// value is only reachable through [`Secret::expose`], which makes every use greppable.
@@ -12,12 +13,13 @@ use std::fmt;
 /// assert_eq!(key.expose(), "c3_sk_live_123");
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(Arc<str>);
 
 impl Secret {
     /// Wrap a credential.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        // Shared, not copied, by clones: every request carries its credentials' clones.
+        Secret(Arc::from(value.into()))
     }
 
     /// The raw value, for putting into a request header.
@@ -45,12 +47,12 @@ impl fmt::Display for Secret {
 
 impl From<String> for Secret {
     fn from(s: String) -> Self {
-        Secret(s)
+        Secret(Arc::from(s))
     }
 }
 
 impl From<&str> for Secret {
     fn from(s: &str) -> Self {
-        Secret(s.to_owned())
+        Secret(Arc::from(s))
     }
 }

@@ -137,7 +137,12 @@ impl SubtotalClient {
             .request(Method::GET, EP_LIST, url)
             .query(&[("customer_id", customer_id)])
             .for_customer(customer_id);
-        self.inner.http.send_json(req).await
+        let resp = self.inner.http.send(req).await?;
+        match ListConnectionsResponse::from_slice(resp.body()) {
+            Ok(list) => Ok(list),
+            // Decoded again through core, for its typed error (JSON path, no values).
+            Err(_) => resp.json(),
+        }
     }
 
     /// `GET /connections/{connection_id}`: one connection (API key only; which token scope,
@@ -296,8 +301,10 @@ impl SubtotalClient {
         })?;
         let lifetime = jwt_lifetime(&token, chrono::Utc::now().timestamp())
             .or(expires_in.map(Duration::from_secs));
-        let expires_at =
-            lifetime.map(|l| Instant::now() + l.saturating_sub(TOKEN_MARGIN.min(l / 2)));
+        // A lifetime past the clock's range (e.g. `expires_in: 18446744073709551615`) is kept
+        // until refused, like a token whose lifetime is unknown.
+        let expires_at = lifetime
+            .and_then(|l| Instant::now().checked_add(l.saturating_sub(TOKEN_MARGIN.min(l / 2))));
         tracing::debug!(
             provider = %self.provider(),
             connection_id,

@@ -150,6 +150,30 @@ impl<'de> Deserialize<'de> for ListConnectionsResponse {
     }
 }
 
+impl ListConnectionsResponse {
+    /// Decodes a `GET /connections` body. The usual shape (an object whose `connections` are
+    /// all objects) is decoded straight into the items; anything else, or anything that shape's
+    /// decode refuses, goes through the tolerant decode above (which first builds a whole
+    /// `serde_json::Value`). Where the direct decode succeeds both give the same answer.
+    pub(crate) fn from_slice(body: &[u8]) -> serde_json::Result<Self> {
+        #[derive(Deserialize)]
+        struct Direct {
+            #[serde(default)]
+            connections: Option<Vec<ConnectionResponse>>,
+        }
+        let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if is_object {
+            if let Ok(d) = serde_json::from_slice::<Direct>(body) {
+                return Ok(ListConnectionsResponse {
+                    connections: d.connections.unwrap_or_default(),
+                    skipped: 0,
+                });
+            }
+        }
+        serde_json::from_slice(body)
+    }
+}
+
 /// One item of `GET /retailers` (`ConfiguredRetailer`; its fields are unconfirmed).
 ///
 /// The id is read from `retailer_id` or `id`, the name from `name` or `display_name`; use
@@ -384,6 +408,35 @@ fn lenient_list<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_and_tolerant_list_decodes_agree() {
+        let bodies: &[&str] = &[
+            r#"{"connections": [{"connection_id": "a", "customer_id": "c", "retailer_id": "walmart", "status": "active", "email": "x@y.z", "is_simulated": true}, {"connection_id": 7, "status": "INITIALIZED", "extra": {"k": [1, 2]}}]}"#,
+            r#"{"connections": []}"#,
+            r#"{"connections": null}"#,
+            r#"{}"#,
+            r#"{"connections": [{"connection_id": "a"}, 3, null, "x", {"connection_id": "b"}]}"#,
+            r#"{"connections": [["a", "b"], {"connection_id": "c"}]}"#,
+            r#"{"connections": [{"connection_id": "a", "connection_id": "b"}]}"#,
+            r#"{"connections": [{"status": 5, "is_simulated": "TRUE", "mobile": 12.5}]}"#,
+            r#"  [{"connection_id": "a"}, 1]"#,
+            r#"[[{"connection_id": "a"}]]"#,
+            r#"[null]"#,
+            r#"{"connections": {"a": 1}}"#,
+            r#"{"connections": [{"connection_id": "a"}], "connections": []}"#,
+            r#"not json"#,
+        ];
+        for body in bodies {
+            let tolerant = serde_json::from_slice::<ListConnectionsResponse>(body.as_bytes());
+            let direct = ListConnectionsResponse::from_slice(body.as_bytes());
+            match (tolerant, direct) {
+                (Ok(t), Ok(d)) => assert_eq!(t, d, "{body}"),
+                (Err(_), Err(_)) => {}
+                (t, d) => panic!("{body}: tolerant {t:?}, direct {d:?}"),
+            }
+        }
+    }
 
     #[test]
     fn connection_tolerates_odd_values() {
