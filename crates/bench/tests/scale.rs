@@ -42,10 +42,14 @@ fn check_shape(row: &ScaleRow, n: usize, concurrency: u64) {
     assert_eq!(pv.requests, 2);
     assert_eq!(ps.requests, n as u64 + 1);
     assert_eq!(row.requests, pc.requests + pv.requests + ps.requests);
-    // Connections are reused: at most the bound (plus the one request outside it) each.
-    assert!(pc.tcp_connections <= concurrency + 1, "{pc:?}");
+    // Connections are reused: on the scale of the bound, never one per request. (Not exactly
+    // the bound: hyper dials a new connection when a request starts just before a finished one
+    // is back in the pool, which happens under load.)
+    let reused = 2 * concurrency + 1;
+    assert!(pc.tcp_connections <= reused, "{pc:?}");
     assert!(pv.tcp_connections <= 2, "{pv:?}");
-    assert!(ps.tcp_connections <= concurrency + 1, "{ps:?}");
+    assert!(ps.tcp_connections <= reused, "{ps:?}");
+    assert!(pc.tcp_connections < pc.requests / 2 && ps.tcp_connections < ps.requests / 2);
     assert_eq!(
         row.tcp_connections,
         pc.tcp_connections + pv.tcp_connections + ps.tcp_connections
