@@ -617,7 +617,11 @@ impl FromJson for Merchant {
                 "commission_rate" => m.commission_rate = map.next_value()?,
                 name => {
                     if let ExtraSection(Some(section)) = map.next_value::<ExtraSection>()? {
-                        let name = name.to_owned();
+                        // A section under an empty key is still reported, under a name.
+                        let name = match name.trim() {
+                            "" => "unnamed".to_owned(),
+                            _ => name.to_owned(),
+                        };
                         m.extra.retain(|(n, _)| *n != name);
                         m.extra.push((name, section));
                     }
@@ -912,6 +916,20 @@ mod tests {
             m.extra[1].1.status,
             Lenient::Present(CheckStatus::NeedsAttention)
         );
+    }
+
+    #[test]
+    fn a_section_under_an_empty_key_gets_a_name() {
+        let m = merchant(
+            r#"{"merchant_id": 1, "": {"status": "INCOMPLETE"}, " ": {"status": "ERROR"}}"#,
+        );
+        let names: Vec<&str> = m.extra.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["unnamed"],
+            "the later one wins, as for any repeated key"
+        );
+        assert_eq!(m.extra[0].1.status, Lenient::Present(CheckStatus::Error));
     }
 
     #[test]
