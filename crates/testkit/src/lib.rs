@@ -47,6 +47,8 @@
 pub mod channel3;
 pub mod data;
 pub mod faults;
+#[cfg(feature = "proptest")]
+pub mod fuzz;
 mod mutate;
 mod server;
 pub mod subtotal;

@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use connhealth_core::{Connection, ErrorKind};
+use connhealth_testkit::fuzz::{self, Vocabulary};
 use connhealth_violet::decode_report;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -20,18 +21,6 @@ const MARKER: &str = "pii-marker-7d1f@example.com";
 
 fn now() -> DateTime<Utc> {
     "2024-05-01T12:00:00Z".parse().unwrap()
-}
-
-/// 256 cases (CI); `PROPTEST_CASES=N` for a deeper run.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(256),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
 }
 
 // ---- JSON generation and mutation -------------------------------------------------------
@@ -123,151 +112,17 @@ const WORDS: &[&str] = &[
     MARKER,
 ];
 
-fn arb_string() -> impl Strategy<Value = String> {
-    prop_oneof![
-        3 => select(WORDS).prop_map(str::to_owned),
-        1 => any::<String>(),
-    ]
-}
-
-fn arb_key() -> impl Strategy<Value = String> {
-    prop_oneof![
-        4 => select(KEYS).prop_map(str::to_owned),
-        1 => any::<String>(),
-    ]
-}
-
-fn arb_leaf() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        select(&[0i64, -1, 1, 150, 149, i64::MIN, i64::MAX][..]).prop_map(Value::from),
-        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
-            .map(Value::Number)),
-        arb_string().prop_map(Value::String),
-    ]
-}
+const VOCAB: Vocabulary = Vocabulary {
+    keys: KEYS,
+    words: WORDS,
+};
 
 fn arb_json() -> impl Strategy<Value = Value> {
-    arb_leaf().prop_recursive(4, 48, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((arb_key(), inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
-    })
+    fuzz::arb_json(VOCAB)
 }
 
-#[derive(Debug, Clone)]
-enum Op {
-    Replace(Value),
-    Remove,
-    DuplicateItems,
-    Stringify,
-    ChangeCase,
-    RenameKey(String),
-}
-
-fn arb_op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        4 => arb_json().prop_map(Op::Replace),
-        2 => Just(Op::Remove),
-        1 => Just(Op::DuplicateItems),
-        1 => Just(Op::Stringify),
-        1 => Just(Op::ChangeCase),
-        1 => arb_key().prop_map(Op::RenameKey),
-    ]
-}
-
-fn arb_mutations() -> impl Strategy<Value = Vec<(usize, Op)>> {
-    prop::collection::vec((any::<usize>(), arb_op()), 1..6)
-}
-
-fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
-}
-
-/// JSON pointers of every node, in pre-order ("" is the root).
-fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
-    out.push(at.clone());
-    match v {
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                pointers(item, format!("{at}/{i}"), out);
-            }
-        }
-        Value::Object(map) => {
-            for (k, item) in map {
-                pointers(item, format!("{at}/{}", escape(k)), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn split_parent(ptr: &str) -> Option<(&str, String)> {
-    let (parent, last) = ptr.rsplit_once('/')?;
-    Some((parent, last.replace("~1", "/").replace("~0", "~")))
-}
-
-/// Apply one mutation to the node chosen by `pick` (modulo the node count).
-fn mutate(doc: &mut Value, pick: usize, op: &Op) {
-    let mut all = Vec::new();
-    pointers(doc, String::new(), &mut all);
-    let ptr = all[pick % all.len()].clone();
-    match op {
-        Op::Replace(v) => {
-            if let Some(node) = doc.pointer_mut(&ptr) {
-                *node = v.clone();
-            }
-        }
-        Op::Remove | Op::RenameKey(_) => {
-            let Some((parent, last)) = split_parent(&ptr) else {
-                return;
-            };
-            match doc.pointer_mut(parent) {
-                Some(Value::Object(map)) => {
-                    if let Some(v) = map.remove(&last) {
-                        if let Op::RenameKey(k) = op {
-                            map.insert(k.clone(), v);
-                        }
-                    }
-                }
-                Some(Value::Array(items)) if matches!(op, Op::Remove) => {
-                    if let Ok(i) = last.parse::<usize>() {
-                        if i < items.len() {
-                            items.remove(i);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Op::DuplicateItems => {
-            if let Some(Value::Array(items)) = doc.pointer_mut(&ptr) {
-                let copy = items.clone();
-                items.extend(copy);
-            }
-        }
-        Op::Stringify => {
-            if let Some(node) = doc.pointer_mut(&ptr) {
-                if !node.is_string() {
-                    *node = Value::String(node.to_string());
-                }
-            }
-        }
-        Op::ChangeCase => {
-            if let Some(Value::String(s)) = doc.pointer_mut(&ptr) {
-                *s = if s.chars().any(|c| c.is_lowercase()) {
-                    s.to_uppercase()
-                } else {
-                    s.to_lowercase()
-                };
-            }
-        }
-    }
+fn arb_mutations() -> impl Strategy<Value = Vec<(usize, fuzz::Op)>> {
+    fuzz::arb_mutations(VOCAB)
 }
 
 // ---- seeds ----------------------------------------------------------------------------
@@ -356,7 +211,7 @@ fn check_report(body: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(fuzz::config())]
 
     #[test]
     fn arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -373,7 +228,7 @@ proptest! {
     #[test]
     fn mutated_documented_and_generated_reports(mut doc in arb_seed(), muts in arb_mutations()) {
         for (pick, op) in &muts {
-            mutate(&mut doc, *pick, op);
+            fuzz::mutate(&mut doc, *pick, op);
         }
         check_report(doc.to_string().as_bytes())?;
     }
