@@ -57,6 +57,7 @@
 )]
 
 mod aggregator;
+pub mod config_file;
 pub mod diff;
 mod error;
 pub mod http;

@@ -33,6 +33,12 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// The provider's connections, batch by batch, as they arrive.
     fn stream(&self) -> BoxStream<'_, Batch>;
 
+    /// The counters of this provider's HTTP client (attempts, retries), for metrics such as
+    /// `serve`'s `/metrics`. `None` (the default) for a provider without one.
+    fn http_stats(&self) -> Option<Arc<crate::http::HttpStats>> {
+        None
+    }
+
     /// All connections at once: the stream, collected.
     async fn fetch(&self) -> Fetched {
         let mut fetched = Fetched::default();
@@ -52,6 +58,9 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
     fn stream(&self) -> BoxStream<'_, Batch> {
         (**self).stream()
     }
+    fn http_stats(&self) -> Option<Arc<crate::http::HttpStats>> {
+        (**self).http_stats()
+    }
 }
 
 #[async_trait]
@@ -61,6 +70,9 @@ impl<P: Provider + ?Sized> Provider for Box<P> {
     }
     fn stream(&self) -> BoxStream<'_, Batch> {
         (**self).stream()
+    }
+    fn http_stats(&self) -> Option<Arc<crate::http::HttpStats>> {
+        (**self).http_stats()
     }
 }
 

@@ -189,6 +189,11 @@ impl Watcher {
         });
     }
 
+    /// The providers, in the order they were added.
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn Provider>> + '_ {
+        self.entries.iter().map(|e| &e.provider)
+    }
+
     /// Start from a remembered state (e.g. loaded from `--state`).
     pub fn with_state(mut self, state: WatchState) -> Self {
         self.state = state;
