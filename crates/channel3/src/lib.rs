@@ -63,6 +63,8 @@ use connhealth_core::http::{encode_segment, HttpClient, HttpConfig, RetryPolicy}
 use connhealth_core::{Batch, Concurrency, Customer, Error, ErrorKind, Provider, Result, Secret};
 
 mod client;
+mod config;
+pub use config::Channel3Config;
 pub mod map;
 pub mod wire;
 
@@ -182,6 +184,10 @@ impl Inner {
 impl Provider for Channel3 {
     fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    fn http_stats(&self) -> Option<std::sync::Arc<connhealth_core::http::HttpStats>> {
+        Some(self.client().http().stats().clone())
     }
 
     /// One batch per customer. Without configured customers, merchants are discovered page by

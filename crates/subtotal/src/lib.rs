@@ -67,6 +67,8 @@
 )]
 
 mod client;
+mod config;
+pub use config::SubtotalConfig;
 pub mod map;
 pub mod wire;
 
@@ -244,6 +246,10 @@ fn map_list(
 impl Provider for Subtotal {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn http_stats(&self) -> Option<std::sync::Arc<connhealth_core::http::HttpStats>> {
+        Some(self.client().http().stats().clone())
     }
 
     /// One batch per configured customer, concurrently under the bound; `GET /retailers` runs

@@ -107,6 +107,8 @@
 )]
 
 mod client;
+mod config;
+pub use config::VioletConfig;
 mod map;
 mod wire;
 
@@ -164,6 +166,10 @@ impl Violet {
 impl Provider for Violet {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn http_stats(&self) -> Option<std::sync::Arc<connhealth_core::http::HttpStats>> {
+        Some(self.client().http().stats().clone())
     }
 
     fn stream(&self) -> BoxStream<'_, Batch> {

@@ -1,0 +1,76 @@
+//! The `[[provider]]` table of kind `"channel3"` in a connhealth config file, and
+//! [`Channel3Builder::from_config`].
+
+use connhealth_core::config_file::{self as env, EnvError, Lookup};
+use serde::Deserialize;
+
+use crate::{Channel3, Channel3Builder};
+
+/// One Channel3 partner account as a config file describes it. The keys are a public
+/// contract (ARCHITECTURE.md, "Config file"); credentials are never in it, only the names of
+/// the environment variables that hold them.
+///
+/// ```
+/// use connhealth_channel3::{Channel3Builder, Channel3Config};
+///
+/// let config: Channel3Config = serde_json::from_value(serde_json::json!({
+///     "kind": "channel3",
+///     "api_key_env": "CHANNEL3_API_KEY",
+///     "customers": ["cus_123"],
+/// }))
+/// .unwrap();
+/// let env = |name: &str| (name == "CHANNEL3_API_KEY").then(|| "c3_sk_test".to_owned());
+/// let provider = Channel3Builder::from_config(&config, &env).unwrap().build().unwrap();
+/// assert_eq!(provider.customers(), Some(&["cus_123".to_owned()][..]));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Channel3Config {
+    /// The table's `kind`: `"channel3"`.
+    pub kind: String,
+    /// The name in reports and connection ids (default `channel3`).
+    pub name: Option<String>,
+    /// The API host (default [`crate::DEFAULT_BASE_URL`]).
+    pub base_url: Option<String>,
+    /// The environment variable holding the partner key (`c3_sk_…`).
+    pub api_key_env: String,
+    /// These customers only; without it, every merchant of the account is discovered.
+    pub customers: Option<Vec<String>>,
+    /// The whole fetch's time budget, in seconds; one request gets at most 30 s of it.
+    pub timeout_secs: Option<u64>,
+    /// At most this many requests in flight.
+    pub concurrency: Option<usize>,
+}
+
+impl Channel3Config {
+    /// The `kind` this table has.
+    pub const KIND: &'static str = "channel3";
+}
+
+impl Channel3Builder {
+    /// A builder set up from a config table, reading the key from the environment variable it
+    /// names (through `env`, e.g. `&connhealth_core::config_file::process`). Settings the table leaves
+    /// out keep the builder's defaults; further setters may follow. Values are validated, as
+    /// always, by [`Channel3Builder::build`].
+    pub fn from_config(config: &Channel3Config, env: Lookup<'_>) -> Result<Self, EnvError> {
+        let mut b =
+            Channel3::builder().api_key(env::secret(env, "api_key_env", &config.api_key_env)?);
+        if let Some(name) = &config.name {
+            b = b.name(name.clone());
+        }
+        if let Some(url) = &config.base_url {
+            b = b.base_url(url.clone());
+        }
+        if let Some(ids) = &config.customers {
+            b = b.customers(ids.iter().cloned());
+        }
+        if let Some(t) = config.timeout_secs {
+            b = b.request_timeout(env::request_timeout(t));
+        }
+        if let Some(n) = config.concurrency {
+            b = b.concurrency(n);
+        }
+        Ok(b)
+    }
+}

@@ -1,0 +1,79 @@
+//! The `[[provider]]` table of kind `"subtotal"` in a connhealth config file, and
+//! [`SubtotalBuilder::from_config`].
+
+use connhealth_core::config_file::{self as env, EnvError, Lookup};
+use serde::Deserialize;
+
+use crate::{Subtotal, SubtotalBuilder};
+
+/// One Subtotal account as a config file describes it. The keys are a public contract
+/// (ARCHITECTURE.md, "Config file"); the API key is never in it, only the name of the
+/// environment variable that holds it. Subtotal cannot list customers: `customers` is required.
+///
+/// ```
+/// use connhealth_subtotal::{SubtotalBuilder, SubtotalConfig};
+///
+/// let config: SubtotalConfig = serde_json::from_value(serde_json::json!({
+///     "kind": "subtotal",
+///     "api_key_env": "SUBTOTAL_API_KEY",
+///     "customers": ["8a46e581-48ba-498a-9ad0-2ee72582e1af"],
+/// }))
+/// .unwrap();
+/// let env = |name: &str| (name == "SUBTOTAL_API_KEY").then(|| "st_test".to_owned());
+/// let subtotal = SubtotalBuilder::from_config(&config, &env).unwrap().build().unwrap();
+/// assert_eq!(subtotal.customers().len(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SubtotalConfig {
+    /// The table's `kind`: `"subtotal"`.
+    pub kind: String,
+    /// The name in reports and connection ids (default `subtotal`).
+    pub name: Option<String>,
+    /// The API host (default [`crate::DEFAULT_BASE_URL`]).
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key.
+    pub api_key_env: String,
+    /// The customers to watch.
+    pub customers: Vec<String>,
+    /// Base of the Link URL offered in re-authentication remediations.
+    pub link_url: Option<String>,
+    /// The whole fetch's time budget, in seconds; one request gets at most 30 s of it.
+    pub timeout_secs: Option<u64>,
+    /// At most this many requests in flight.
+    pub concurrency: Option<usize>,
+}
+
+impl SubtotalConfig {
+    /// The `kind` this table has.
+    pub const KIND: &'static str = "subtotal";
+}
+
+impl SubtotalBuilder {
+    /// A builder set up from a config table, reading the API key from the environment variable
+    /// it names (through `env`, e.g. `&connhealth_core::config_file::process`). Settings the
+    /// table leaves out keep the builder's defaults; further setters may follow.
+    /// [`SubtotalBuilder::build`] validates.
+    pub fn from_config(config: &SubtotalConfig, env: Lookup<'_>) -> Result<Self, EnvError> {
+        let mut b = Subtotal::builder()
+            .api_key(env::secret(env, "api_key_env", &config.api_key_env)?)
+            .customers(config.customers.clone());
+        if let Some(name) = &config.name {
+            b = b.name(name.clone());
+        }
+        if let Some(url) = &config.base_url {
+            b = b.base_url(url.clone());
+        }
+        if let Some(url) = &config.link_url {
+            b = b.link_url(url.clone());
+        }
+        if let Some(t) = config.timeout_secs {
+            b = b.request_timeout(env::request_timeout(t));
+        }
+        if let Some(n) = config.concurrency {
+            b = b.concurrency(n);
+        }
+        Ok(b)
+    }
+}

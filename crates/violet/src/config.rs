@@ -1,0 +1,87 @@
+//! The `[[provider]]` table of kind `"violet"` in a connhealth config file, and
+//! [`VioletBuilder::from_config`].
+
+use connhealth_core::config_file::{self as env, EnvError, Lookup};
+use serde::Deserialize;
+
+use crate::{Violet, VioletBuilder};
+
+/// One Violet app as a config file describes it. The keys are a public contract
+/// (ARCHITECTURE.md, "Config file"); the app secret and the owner's credentials are never in
+/// it, only the names of the environment variables that hold them.
+///
+/// ```
+/// use connhealth_violet::{VioletBuilder, VioletConfig};
+///
+/// let config: VioletConfig = serde_json::from_value(serde_json::json!({
+///     "kind": "violet",
+///     "app_id": 10001,
+///     "app_secret_env": "VIOLET_APP_SECRET",
+///     "username_env": "VIOLET_USERNAME",
+///     "password_env": "VIOLET_PASSWORD",
+/// }))
+/// .unwrap();
+/// let env = |name: &str| Some(format!("value of {name}"));
+/// let violet = VioletBuilder::from_config(&config, &env).unwrap().build().unwrap();
+/// # let _ = violet;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct VioletConfig {
+    /// The table's `kind`: `"violet"`.
+    pub kind: String,
+    /// The name in reports and connection ids (default `violet`).
+    pub name: Option<String>,
+    /// The API base URL (default [`Violet::SANDBOX_BASE_URL`]).
+    pub base_url: Option<String>,
+    /// The app id (not a secret).
+    pub app_id: u64,
+    /// The environment variable holding the app secret.
+    pub app_secret_env: String,
+    /// The environment variable holding the owner's username (an e-mail address).
+    pub username_env: String,
+    /// The environment variable holding the owner's password.
+    pub password_env: String,
+    /// Leave out merchants with PUBLIC distribution.
+    pub exclude_public: Option<bool>,
+    /// The whole fetch's time budget, in seconds; one request gets at most 30 s of it.
+    pub timeout_secs: Option<u64>,
+    /// At most this many requests in flight.
+    pub concurrency: Option<usize>,
+}
+
+impl VioletConfig {
+    /// The `kind` this table has.
+    pub const KIND: &'static str = "violet";
+}
+
+impl VioletBuilder {
+    /// A builder set up from a config table, reading the app secret, username and password
+    /// from the environment variables it names (through `env`, e.g.
+    /// `&connhealth_core::config_file::process`). Settings the table leaves out keep the
+    /// builder's defaults; further setters may follow. [`VioletBuilder::build`] validates.
+    pub fn from_config(config: &VioletConfig, env: Lookup<'_>) -> Result<Self, EnvError> {
+        let mut b = Violet::builder()
+            .app_id(config.app_id)
+            .app_secret(env::secret(env, "app_secret_env", &config.app_secret_env)?)
+            .username(env::secret(env, "username_env", &config.username_env)?.expose())
+            .password(env::secret(env, "password_env", &config.password_env)?);
+        if let Some(name) = &config.name {
+            b = b.name(name.clone());
+        }
+        if let Some(url) = &config.base_url {
+            b = b.base_url(url.clone());
+        }
+        if let Some(x) = config.exclude_public {
+            b = b.exclude_public(x);
+        }
+        if let Some(t) = config.timeout_secs {
+            b = b.request_timeout(env::request_timeout(t));
+        }
+        if let Some(n) = config.concurrency {
+            b = b.concurrency(n);
+        }
+        Ok(b)
+    }
+}
