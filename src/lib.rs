@@ -35,3 +35,6 @@ pub use connhealth_subtotal as subtotal;
 /// The Violet connection-health adapter (feature `violet`).
 #[cfg(feature = "violet")]
 pub use connhealth_violet as violet;
+
+#[cfg(feature = "simulators")]
+pub mod simulators;
