@@ -186,6 +186,11 @@ impl Server {
         }
         config.event_buffer = config.event_buffer.max(1);
         let state = AppState::new(config.token.clone(), config.event_buffer);
+        for p in watcher.providers() {
+            if let Some(stats) = p.http_stats() {
+                state.add_http_stats(p.name().to_owned(), stats);
+            }
+        }
         Ok(Server {
             config,
             watcher,
@@ -194,10 +199,9 @@ impl Server {
         })
     }
 
-    /// Export `connhealth_http_retries_total{provider}` for one provider's HTTP client
-    /// (`Channel3::client().http().stats()`, `Subtotal::client().http().stats()`). The
-    /// [`Watcher`] only holds type-erased providers, so the caller that built them hands the
-    /// counters over; without any, the metric is left out.
+    /// Export `connhealth_http_retries_total{provider}` from these counters instead of the
+    /// ones the provider of that name reports through [`connhealth_core::Provider::http_stats`]
+    /// (which [`Server::new`] registers by itself). Without any, the metric is left out.
     pub fn with_http_stats(self, provider: impl Into<String>, stats: Arc<HttpStats>) -> Self {
         self.state.add_http_stats(provider.into(), stats);
         self

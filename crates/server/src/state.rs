@@ -208,9 +208,12 @@ impl AppState {
         }
     }
 
-    /// Register one provider's HTTP counters for `connhealth_http_retries_total`.
+    /// Register one provider's HTTP counters for `connhealth_http_retries_total` (replacing
+    /// any registered under the same name).
     pub fn add_http_stats(&self, provider: String, stats: Arc<HttpStats>) {
-        lock(&self.inner.http_stats).push((provider, stats));
+        let mut all = lock(&self.inner.http_stats);
+        all.retain(|(name, _)| name != &provider);
+        all.push((provider, stats));
     }
 
     /// End every open event stream and the poller of a [`crate::Server`] on this state.

@@ -3,8 +3,8 @@
 //! and a screenshot in `target/test-artifacts/`.
 //!
 //! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium` (Debian: `apt-get install -y chromium
-//! chromium-driver`). Without them the test FAILS; to opt out deliberately set
-//! `CONNHEALTH_SKIP_BROWSER=1`.
+//! chromium-driver`). Without them the test FAILS, unless `CONNHEALTH_SKIP_BROWSER` is set:
+//! then it passes with a loud message that nothing was tested. With them it always runs.
 
 mod common;
 
@@ -315,31 +315,95 @@ async fn scenario(c: &Client, fleet: &Fleet, server: &Running, guarded: &Running
     Ok(())
 }
 
+/// What the browser test does on this machine.
+#[derive(Debug, PartialEq, Eq)]
+enum Gate {
+    /// Chromium and chromedriver are there: run (whatever `CONNHEALTH_SKIP_BROWSER` says).
+    Run,
+    /// They are missing and the skip was asked for: pass, saying loudly that nothing ran.
+    Skip(String),
+    /// They are missing and no skip was asked for: fail, saying how to fix it.
+    Fail(String),
+}
+
+/// The rule: the test is skipped only when the browser is absent AND `CONNHEALTH_SKIP_BROWSER`
+/// is set (to anything but empty or `0`); absent without it is a failure, present is a run.
+fn browser_gate(chromedriver: bool, chromium: bool, skip: Option<&str>) -> Gate {
+    if chromedriver && chromium {
+        return Gate::Run;
+    }
+    let missing: Vec<&str> = [(chromedriver, CHROMEDRIVER), (chromium, CHROMIUM)]
+        .into_iter()
+        .filter(|(there, _)| !there)
+        .map(|(_, path)| path)
+        .collect();
+    let missing = missing.join(" and ");
+    match skip {
+        Some(v) if !v.trim().is_empty() && v.trim() != "0" => Gate::Skip(format!(
+            "!! {missing} not found and CONNHEALTH_SKIP_BROWSER is set: the dashboard browser \
+             test was SKIPPED.\n!! The dashboard is NOT tested in this run. Install chromium + \
+             chromium-driver to run it."
+        )),
+        _ => Gate::Fail(format!(
+            "{missing} not found: the dashboard browser test needs headless Chromium. Install \
+             it with `apt-get install -y chromium chromium-driver`, or set \
+             CONNHEALTH_SKIP_BROWSER=1 to skip this test deliberately."
+        )),
+    }
+}
+
+#[test]
+fn the_browser_test_skips_only_when_asked_and_absent() {
+    assert_eq!(browser_gate(true, true, None), Gate::Run);
+    // Present: the skip variable does not turn a runnable test off.
+    assert_eq!(browser_gate(true, true, Some("1")), Gate::Run);
+    for skip in [None, Some(""), Some("0")] {
+        match browser_gate(false, true, skip) {
+            Gate::Fail(why) => assert!(
+                why.contains(CHROMEDRIVER) && why.contains("apt-get"),
+                "{why}"
+            ),
+            other => panic!("{skip:?}: {other:?}"),
+        }
+    }
+    match browser_gate(false, false, Some("1")) {
+        Gate::Skip(why) => {
+            assert!(
+                why.contains("SKIPPED") && why.contains(CHROMEDRIVER) && why.contains(CHROMIUM),
+                "{why}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        browser_gate(true, false, Some("yes")),
+        Gate::Skip(_)
+    ));
+}
+
 #[tokio::test]
 async fn dashboard_in_headless_chromium() {
-    if std::env::var("CONNHEALTH_SKIP_BROWSER").as_deref() == Ok("1") {
-        let bar = "!".repeat(78);
-        // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n{bar}\n!! CONNHEALTH_SKIP_BROWSER=1: the dashboard browser test was SKIPPED.\n!! The dashboard is NOT tested in this run. Unset it and install chromium +\n!! chromium-driver to run it.\n{bar}\n"
-        );
-        return;
-    }
-    for (path, what) in [(CHROMEDRIVER, "chromedriver"), (CHROMIUM, "chromium")] {
-        assert!(
-            Path::new(path).exists(),
-            "{what} is missing ({path} not found): the dashboard browser test needs headless \
-             Chromium. Install it with `apt-get install -y chromium chromium-driver`, or set \
-             CONNHEALTH_SKIP_BROWSER=1 to skip this test deliberately."
-        );
+    let skip = std::env::var("CONNHEALTH_SKIP_BROWSER").ok();
+    match browser_gate(
+        Path::new(CHROMEDRIVER).exists(),
+        Path::new(CHROMIUM).exists(),
+        skip.as_deref(),
+    ) {
+        Gate::Run => {}
+        Gate::Skip(why) => {
+            let bar = "!".repeat(78);
+            // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "\n{bar}\n{why}\n{bar}\n");
+            return;
+        }
+        Gate::Fail(why) => panic!("{why}"),
     }
 
     let fleet = Fleet::start(3, 31).await.unwrap();
-    let (w, _) = fleet_watcher(&fleet, Duration::from_millis(200));
+    let w = fleet_watcher(&fleet, Duration::from_millis(200));
     let server = Running::start(w, Options::default()).await;
-    let (w2, _) = fleet_watcher(&fleet, Duration::from_secs(60));
+    let w2 = fleet_watcher(&fleet, Duration::from_secs(60));
     let guarded = Running::start(
         w2,
         Options {

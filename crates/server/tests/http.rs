@@ -44,7 +44,7 @@ fn assert_error(body: &Value, code: &str) {
 #[tokio::test]
 async fn report_shape_etag_and_filters() {
     let fleet = Fleet::start(3, 21).await.unwrap();
-    let (w, _) = fleet_watcher(&fleet, SLOW);
+    let w = fleet_watcher(&fleet, SLOW);
     let server = Running::start(w, Options::default()).await;
     server.ready(false).await;
 
@@ -230,7 +230,7 @@ async fn report_shape_etag_and_filters() {
 #[tokio::test]
 async fn connections_by_id_with_colons_and_encoded_slashes() {
     let fleet = Fleet::start(2, 22).await.unwrap();
-    let (mut w, _) = fleet_watcher(&fleet, SLOW);
+    let mut w = fleet_watcher(&fleet, SLOW);
     let scripted = Scripted::open(
         "scripted",
         vec![
@@ -332,7 +332,7 @@ async fn not_ready_until_the_first_poll_finishes() {
 #[tokio::test]
 async fn a_token_guards_every_route_but_healthz() {
     let fleet = Fleet::start(2, 23).await.unwrap();
-    let (w, _) = fleet_watcher(&fleet, SLOW);
+    let w = fleet_watcher(&fleet, SLOW);
     let server = Running::start(
         w,
         Options {
@@ -543,7 +543,7 @@ async fn read_only_no_bodies_closed_cors_and_security_headers() {
 #[tokio::test]
 async fn no_provider_secret_or_token_is_ever_served() {
     let fleet = Fleet::start(3, 24).await.unwrap();
-    let (w, _) = fleet_watcher(&fleet, SLOW);
+    let w = fleet_watcher(&fleet, SLOW);
     let server = Running::start(
         w,
         Options {
@@ -629,14 +629,9 @@ async fn no_provider_secret_or_token_is_ever_served() {
 #[tokio::test]
 async fn metrics_cover_every_provider_and_status() {
     let fleet = Fleet::start(3, 25).await.unwrap();
-    let (w, stats) = fleet_watcher(&fleet, FAST);
-    let server = Running::start_with(w, Options::default(), |mut s| {
-        for (name, st) in stats {
-            s = s.with_http_stats(name, st);
-        }
-        s
-    })
-    .await;
+    // No `with_http_stats`: the counters reach the server through `Provider::http_stats`.
+    let w = fleet_watcher(&fleet, FAST);
+    let server = Running::start(w, Options::default()).await;
     server.ready(false).await;
 
     // A provider failing on the next polls shows up as down, with counted errors.
@@ -705,6 +700,12 @@ async fn metrics_cover_every_provider_and_status() {
     let n: u64 = retries.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n > 0, "{retries}");
     assert!(text.contains("connhealth_http_retries_total{provider=\"subtotal\"} 0\n"));
+    assert!(text.contains("connhealth_http_retries_total{provider=\"violet\"} 0\n"));
+    assert_eq!(
+        text.matches("connhealth_http_retries_total{").count(),
+        3,
+        "{text}"
+    );
     for gauge in [
         "connhealth_last_poll_duration_seconds ",
         "connhealth_last_poll_timestamp_seconds ",
@@ -732,7 +733,7 @@ async fn metrics_cover_every_provider_and_status() {
 #[tokio::test]
 async fn events_stream_changes_and_resumes_after_last_event_id() {
     let fleet = Fleet::start(3, 26).await.unwrap();
-    let (w, _) = fleet_watcher(&fleet, FAST);
+    let w = fleet_watcher(&fleet, FAST);
     let server = Running::start(w, Options::default()).await;
     server.ready(false).await;
     let id = format!("subtotal:{DOC_CONNECTION}");
@@ -790,7 +791,7 @@ async fn events_stream_changes_and_resumes_after_last_event_id() {
 #[tokio::test]
 async fn events_reset_when_the_id_is_out_of_the_buffer() {
     let fleet = Fleet::start(3, 27).await.unwrap();
-    let (w, _) = fleet_watcher(&fleet, SLOW);
+    let w = fleet_watcher(&fleet, SLOW);
     let server = Running::start(
         w,
         Options {
@@ -862,7 +863,7 @@ async fn events_reset_when_the_id_is_out_of_the_buffer() {
 #[tokio::test]
 async fn shutdown_ends_event_streams_and_the_poller() {
     let fleet = Fleet::start(2, 28).await.unwrap();
-    let (w, _) = fleet_watcher(&fleet, Duration::from_millis(50));
+    let w = fleet_watcher(&fleet, Duration::from_millis(50));
     let server = Running::start(w, Options::default()).await;
     server.ready(false).await;
     let mut stream = SseReader::connect(&server, None).await;

@@ -251,7 +251,7 @@ fn check_structure(doc: &Value) {
 #[tokio::test]
 async fn the_openapi_document_is_valid_and_every_route_answers_as_documented() {
     let fleet = Fleet::start(3, 41).await.unwrap();
-    let (w, _) = fleet_watcher(&fleet, Duration::from_millis(200));
+    let w = fleet_watcher(&fleet, Duration::from_millis(200));
     let server = Running::start(w, Options::default()).await;
     server.ready(false).await;
 

@@ -6,14 +6,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use connhealth_channel3::Channel3;
+use connhealth::simulators;
 use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
 use connhealth_core::watch::{WatchConfig, Watcher};
 use connhealth_core::{Batch, Connection, Customer, Provider, Role, Secret, Status};
 use connhealth_server::{Server, ServerConfig, ServerError};
-use connhealth_subtotal::Subtotal;
 use connhealth_testkit::Fleet;
-use connhealth_violet::Violet;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -21,14 +19,9 @@ use tokio::task::JoinHandle;
 pub const DOC_CONNECTION: &str = "01J51S0JYV6N7K1030CV1ZKSCA";
 pub const TOKEN: &str = "test-bearer-token-7f3a9c";
 
-/// A watcher over the fleet's three simulators through the real adapters.
-pub fn fleet_watcher(
-    fleet: &Fleet,
-    interval: Duration,
-) -> (
-    Watcher,
-    Vec<(String, Arc<connhealth_core::http::HttpStats>)>,
-) {
+/// A watcher over the fleet's three simulators through the real adapters. The server finds
+/// their HTTP counters itself, through `Provider::http_stats`.
+pub fn fleet_watcher(fleet: &Fleet, interval: Duration) -> Watcher {
     let mut w = Watcher::new(WatchConfig {
         interval,
         jitter: 0.0,
@@ -36,38 +29,19 @@ pub fn fleet_watcher(
         clear: 1,
         timeout: Duration::from_secs(10),
     });
-    let c3 = Channel3::builder()
-        .base_url(fleet.channel3.base_url())
-        .api_key(Secret::new(fleet.channel3.api_key()))
+    let c3 = simulators::channel3(&fleet.channel3)
         .customers(fleet.channel3.customer_ids())
         .build()
         .unwrap();
-    let violet = Violet::builder()
-        .base_url(fleet.violet.base_url())
-        .app_id(fleet.violet.app_id())
-        .app_secret(Secret::new(fleet.violet.app_secret()))
-        .username(fleet.violet.username())
-        .password(Secret::new(fleet.violet.password()))
-        .build()
-        .unwrap();
-    let subtotal = Subtotal::builder()
-        .base_url(fleet.subtotal.base_url())
-        .api_key(Secret::new(fleet.subtotal.api_key()))
-        .customers(fleet.subtotal.customer_ids())
+    let violet = simulators::violet(&fleet.violet).build().unwrap();
+    let subtotal = simulators::subtotal(&fleet.subtotal)
         .link_url("https://link.subtotal.example/reconnect")
         .build()
         .unwrap();
-    let stats = vec![
-        ("channel3".to_owned(), c3.client().http().stats().clone()),
-        (
-            "subtotal".to_owned(),
-            subtotal.client().http().stats().clone(),
-        ),
-    ];
     w.add(Arc::new(c3), None);
     w.add(Arc::new(violet), None);
     w.add(Arc::new(subtotal), None);
-    (w, stats)
+    w
 }
 
 /// A provider whose answer the test sets, optionally held back until a gate opens.
