@@ -1,4 +1,9 @@
-//! The TOML configuration: one `[[provider]]` table per provider account.
+//! The TOML configuration: top-level defaults and one `[[provider]]` table per provider account.
+//!
+//! This module knows no provider. It reads the top level and each table's `kind`, fills in the
+//! defaults a table leaves out (`timeout_secs`, `concurrency`), and hands the table to the
+//! adapter of that kind: each adapter crate exports a `Deserialize` config struct and
+//! `Builder::from_config`, so adding a provider adds one arm to [`build`] and nothing else.
 //!
 //! Credentials are never in the file: it names environment variables (`api_key_env = "…"`),
 //! read when the config is resolved. Every mistake is one line naming the file, the key and
@@ -6,32 +11,36 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use connhealth::channel3::{Channel3Builder, Channel3Config};
+use connhealth::config_file::{EnvError, Lookup};
+use connhealth::subtotal::{SubtotalBuilder, SubtotalConfig};
+use connhealth::violet::{VioletBuilder, VioletConfig};
+use connhealth::{ErrorKind, Provider};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-/// A configuration mistake: one line, naming the file and the key.
-#[derive(Debug)]
-pub struct ConfigError {
-    /// What to print.
-    pub message: String,
-    /// The process exit code (66 missing file, 78 bad content).
-    pub exit_code: i32,
-}
-
-impl ConfigError {
-    fn new(file: &Path, message: impl std::fmt::Display) -> Self {
-        ConfigError {
-            message: format!("{}: {message}", file.display()),
-            exit_code: 78,
-        }
-    }
-}
+use crate::error::CliError;
 
 /// Defaults applied to every provider that does not set its own.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// Default per-provider fan-out bound.
 pub const DEFAULT_CONCURRENCY: usize = 32;
+/// The largest `concurrency` accepted (a bound beyond it is a typo, and beyond 2^61 the
+/// semaphore behind it cannot even be created).
+pub const MAX_CONCURRENCY: usize = 10_000;
+/// The provider kinds this build knows, as the config file spells them.
+pub const KINDS: [&str; 3] = [
+    Channel3Config::KIND,
+    VioletConfig::KIND,
+    SubtotalConfig::KIND,
+];
+
+fn config_error(file: &Path, message: impl std::fmt::Display) -> CliError {
+    CliError::Config(format!("{}: {message}", file.display()))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,111 +51,23 @@ struct RawTop {
     provider: Vec<toml::Value>,
 }
 
+/// The keys every `[[provider]]` table has, read after the adapter accepted the table.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawChannel3 {
-    #[allow(dead_code)]
-    kind: String,
+struct CommonKeys {
     name: Option<String>,
-    base_url: Option<String>,
-    api_key_env: String,
-    customers: Option<Vec<String>>,
-    timeout_secs: Option<u64>,
-    concurrency: Option<usize>,
+    timeout_secs: u64,
+    concurrency: usize,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawViolet {
-    #[allow(dead_code)]
-    kind: String,
-    name: Option<String>,
-    base_url: Option<String>,
-    app_id: u64,
-    app_secret_env: String,
-    username_env: String,
-    password_env: String,
-    exclude_public: Option<bool>,
-    timeout_secs: Option<u64>,
-    concurrency: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSubtotal {
-    #[allow(dead_code)]
-    kind: String,
-    name: Option<String>,
-    base_url: Option<String>,
-    api_key_env: String,
-    customers: Vec<String>,
-    link_url: Option<String>,
-    timeout_secs: Option<u64>,
-    concurrency: Option<usize>,
-}
-
-/// Settings every provider has.
+/// One configured provider account, built and ready to ask.
 #[derive(Debug, Clone)]
-pub struct Common {
+pub struct ProviderEntry {
     /// Name in reports (the kind unless set).
     pub name: String,
-    /// Base URL override.
-    pub base_url: Option<String>,
     /// Whole-fetch timeout.
     pub timeout: Duration,
-    /// Fan-out bound.
-    pub concurrency: usize,
-}
-
-/// One provider account, with credentials read from the environment.
-#[derive(Debug, Clone)]
-pub enum ProviderConfig {
-    /// Channel3 partner account.
-    Channel3 {
-        /// Shared settings.
-        common: Common,
-        /// The partner key.
-        api_key: connhealth_core::Secret,
-        /// Explicit customers, or discovery when `None`.
-        customers: Option<Vec<String>>,
-    },
-    /// Violet app.
-    Violet {
-        /// Shared settings.
-        common: Common,
-        /// The app id (not a secret).
-        app_id: u64,
-        /// The app secret.
-        app_secret: connhealth_core::Secret,
-        /// The owner's username (an e-mail address).
-        username: String,
-        /// The owner's password.
-        password: connhealth_core::Secret,
-        /// Leave out merchants with PUBLIC distribution.
-        exclude_public: Option<bool>,
-    },
-    /// Subtotal account.
-    Subtotal {
-        /// Shared settings.
-        common: Common,
-        /// The API key.
-        api_key: connhealth_core::Secret,
-        /// Customers to watch.
-        customers: Vec<String>,
-        /// Link URL base for re-authentication links.
-        link_url: Option<String>,
-    },
-}
-
-impl ProviderConfig {
-    /// Shared settings.
-    pub fn common(&self) -> &Common {
-        match self {
-            ProviderConfig::Channel3 { common, .. }
-            | ProviderConfig::Violet { common, .. }
-            | ProviderConfig::Subtotal { common, .. } => common,
-        }
-    }
+    /// The adapter.
+    pub provider: Arc<dyn Provider>,
 }
 
 /// A resolved configuration.
@@ -155,156 +76,197 @@ pub struct Config {
     /// Where it came from.
     pub path: PathBuf,
     /// The providers, in file order.
-    pub providers: Vec<ProviderConfig>,
+    pub providers: Vec<ProviderEntry>,
 }
 
-/// Where environment variables come from (the process environment, or a map in tests).
-pub trait Env {
-    /// The variable's value, if set.
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
+/// Why one `[[provider]]` table was refused (before the file and table are named).
 #[derive(Debug)]
-pub struct ProcessEnv;
+enum TableError {
+    /// Not what the adapter's config struct accepts.
+    Keys(serde_path_to_error::Error<toml::de::Error>),
+    /// An environment variable it names is not set.
+    Env(EnvError),
+    /// The builder refused the values.
+    Build(connhealth::Error),
+}
 
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
+/// Deserialize the table as the adapter's `C`, then let `make` build the provider.
+fn adapter<C, P>(
+    table: &toml::Value,
+    make: impl FnOnce(&C) -> Result<connhealth::Result<P>, EnvError>,
+) -> Result<Arc<dyn Provider>, TableError>
+where
+    C: DeserializeOwned,
+    P: Provider + 'static,
+{
+    let config: C = serde_path_to_error::deserialize(table.clone()).map_err(TableError::Keys)?;
+    let provider = make(&config)
+        .map_err(TableError::Env)?
+        .map_err(TableError::Build)?;
+    Ok(Arc::new(provider))
+}
+
+/// The one place that maps a `kind` to its adapter: `None` for a kind this build does not know.
+fn build(
+    kind: &str,
+    table: &toml::Value,
+    env: Lookup<'_>,
+) -> Option<Result<Arc<dyn Provider>, TableError>> {
+    Some(match kind {
+        Channel3Config::KIND => {
+            adapter(table, |c| Ok(Channel3Builder::from_config(c, env)?.build()))
+        }
+        VioletConfig::KIND => adapter(table, |c| Ok(VioletBuilder::from_config(c, env)?.build())),
+        SubtotalConfig::KIND => {
+            adapter(table, |c| Ok(SubtotalBuilder::from_config(c, env)?.build()))
+        }
+        _ => return None,
+    })
 }
 
 impl Config {
     /// Read and resolve a config file.
-    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            message: format!(
+    pub fn load(path: &Path, env: Lookup<'_>) -> Result<Config, CliError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            CliError::NoInput(format!(
                 "{}: cannot read config file: {}",
                 path.display(),
                 io_reason(&e)
-            ),
-            exit_code: 66,
+            ))
+        })?;
+        // The file was read: bad content is a config error (78), not a missing file (66).
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            config_error(
+                path,
+                format!(
+                    "line {line}: not valid UTF-8 (byte {}); save the file as UTF-8",
+                    valid.len()
+                ),
+            )
         })?;
         Config::parse(path, &text, env)
     }
 
     /// Parse and resolve config text (`path` is only used in messages).
-    pub fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+    pub fn parse(path: &Path, text: &str, env: Lookup<'_>) -> Result<Config, CliError> {
         let raw: RawTop = serde_path_to_error::deserialize(toml::Deserializer::new(text))
-            .map_err(|e| ConfigError::new(path, located(text, &e)))?;
+            .map_err(|e| config_error(path, located(text, &e)))?;
         if raw.provider.is_empty() {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 path,
                 "no [[provider]] table; add one per provider (see `connhealth config example`)",
             ));
         }
         let default_timeout =
             positive(path, "timeout_secs", raw.timeout_secs)?.unwrap_or(DEFAULT_TIMEOUT_SECS);
-        let default_conc = positive(path, "concurrency", raw.concurrency.map(|c| c as u64))?
-            .map(|c| c as usize)
-            .unwrap_or(DEFAULT_CONCURRENCY);
+        let default_conc =
+            bounded(path, "concurrency", raw.concurrency)?.unwrap_or(DEFAULT_CONCURRENCY);
+        let expected = KINDS.map(|k| format!("{k:?}")).join(", ");
         let mut providers = Vec::new();
         let mut names = HashSet::new();
-        for (i, value) in raw.provider.into_iter().enumerate() {
+        for (i, mut table) in raw.provider.into_iter().enumerate() {
             let at = format!("provider[{i}]");
-            let kind = value
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .ok_or_else(|| ConfigError::new(path, format!("{at}: missing key `kind`; expected one of \"channel3\", \"violet\", \"subtotal\"")))?
-                .to_owned();
-            let at = format!("{at} ({kind})");
-            let err = |e: serde_path_to_error::Error<toml::de::Error>| {
+            let Some(keys) = table.as_table_mut() else {
+                return Err(config_error(
+                    path,
+                    format!("{at}: must be a table ([[provider]])"),
+                ));
+            };
+            let kind = match keys.get("kind") {
+                None => {
+                    return Err(config_error(
+                        path,
+                        format!("{at}: missing key `kind`; expected one of {expected}"),
+                    ))
+                }
+                Some(toml::Value::String(k)) => k.clone(),
+                Some(other) => {
+                    return Err(config_error(
+                        path,
+                        format!(
+                            "{at}.kind: must be a string, got {}; expected one of {expected}",
+                            describe(other)
+                        ),
+                    ))
+                }
+            };
+            let unknown_kind = || {
+                config_error(
+                    path,
+                    format!("{at}.kind: unknown kind {kind:?}; expected one of {expected}"),
+                )
+            };
+            if !KINDS.contains(&kind.as_str()) {
+                return Err(unknown_kind());
+            }
+            // The top-level defaults, for the adapter to apply like any other key.
+            keys.entry("timeout_secs")
+                .or_insert(toml::Value::Integer(clamp_i64(default_timeout)));
+            keys.entry("concurrency")
+                .or_insert(toml::Value::Integer(clamp_i64(default_conc as u64)));
+            let at_kind = format!("{at} ({kind})");
+            let key_error = |e: serde_path_to_error::Error<toml::de::Error>| {
                 let key = e.path().to_string();
                 let sep = if key == "." {
                     ": ".to_owned()
                 } else {
                     format!(".{key}: ")
                 };
-                ConfigError::new(path, format!("{at}{sep}{}", toml_message(e.inner())))
+                config_error(path, format!("{at_kind}{sep}{}", toml_message(e.inner())))
             };
-            let common = |name: Option<String>,
-                          base_url: Option<String>,
-                          t: Option<u64>,
-                          c: Option<usize>|
-             -> Result<Common, ConfigError> {
-                let timeout =
-                    positive(path, &format!("{at}.timeout_secs"), t)?.unwrap_or(default_timeout);
-                let concurrency =
-                    positive(path, &format!("{at}.concurrency"), c.map(|c| c as u64))?
-                        .map(|c| c as usize)
-                        .unwrap_or(default_conc);
-                let name = name.unwrap_or_else(|| kind.clone());
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-                {
-                    return Err(ConfigError::new(path, format!("{at}.name: {name:?} is not a valid name; expected letters, digits, '-' or '_'")));
-                }
-                Ok(Common {
-                    name,
-                    base_url,
-                    timeout: Duration::from_secs(timeout),
-                    concurrency,
-                })
+            // The keys every table has, checked before the adapter sees them: a builder
+            // given an absurd bound could not even create its semaphore.
+            let common: CommonKeys =
+                serde_path_to_error::deserialize(table.clone()).map_err(key_error)?;
+            positive(
+                path,
+                &format!("{at_kind}.timeout_secs"),
+                Some(common.timeout_secs),
+            )?;
+            bounded(
+                path,
+                &format!("{at_kind}.concurrency"),
+                Some(common.concurrency),
+            )?;
+            let name = common.name.unwrap_or_else(|| kind.clone());
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                return Err(config_error(path, format!("{at_kind}.name: {name:?} is not a valid name; expected letters, digits, '-' or '_'")));
+            }
+            let Some(built) = build(&kind, &table, env) else {
+                return Err(unknown_kind());
             };
-            let secret = |key: &str, var: &str| -> Result<connhealth_core::Secret, ConfigError> {
-                match env.var(var) {
-                    Some(v) if !v.trim().is_empty() => Ok(connhealth_core::Secret::new(v)),
-                    Some(_) => Err(ConfigError::new(
-                        path,
-                        format!("{at}.{key}: environment variable {var} is empty"),
-                    )),
-                    None => Err(ConfigError::new(
-                        path,
-                        format!("{at}.{key}: environment variable {var} is not set"),
-                    )),
+            let provider = match built {
+                Ok(p) => p,
+                Err(TableError::Keys(e)) => return Err(key_error(e)),
+                Err(TableError::Env(e)) => {
+                    return Err(config_error(path, format!("{at_kind}.{e}")))
                 }
-            };
-            let p = match kind.as_str() {
-                "channel3" => {
-                    let r: RawChannel3 = serde_path_to_error::deserialize(value).map_err(err)?;
-                    ProviderConfig::Channel3 {
-                        api_key: secret("api_key_env", &r.api_key_env)?,
-                        common: common(r.name, r.base_url, r.timeout_secs, r.concurrency)?,
-                        customers: r.customers,
-                    }
+                // The builder's refusal, said once: `config` is already what this whole
+                // message is about, so the error's kind and endpoint are not repeated.
+                Err(TableError::Build(e)) if e.kind() == ErrorKind::Config => {
+                    return Err(config_error(path, format!("{at_kind}: {}", e.message())))
                 }
-                "violet" => {
-                    let r: RawViolet = serde_path_to_error::deserialize(value).map_err(err)?;
-                    ProviderConfig::Violet {
-                        app_secret: secret("app_secret_env", &r.app_secret_env)?,
-                        username: secret("username_env", &r.username_env)?.expose().to_owned(),
-                        password: secret("password_env", &r.password_env)?,
-                        common: common(r.name, r.base_url, r.timeout_secs, r.concurrency)?,
-                        app_id: r.app_id,
-                        exclude_public: r.exclude_public,
-                    }
-                }
-                "subtotal" => {
-                    let r: RawSubtotal = serde_path_to_error::deserialize(value).map_err(err)?;
-                    ProviderConfig::Subtotal {
-                        api_key: secret("api_key_env", &r.api_key_env)?,
-                        common: common(r.name, r.base_url, r.timeout_secs, r.concurrency)?,
-                        customers: r.customers,
-                        link_url: r.link_url,
-                    }
-                }
-                other => {
-                    return Err(ConfigError::new(
-                        path,
-                        format!("provider[{i}].kind: unknown kind {other:?}; expected one of \"channel3\", \"violet\", \"subtotal\""),
-                    ))
+                Err(TableError::Build(e)) => {
+                    return Err(config_error(path, format!("{at_kind}: {e}")))
                 }
             };
-            let name = p.common().name.clone();
             if !names.insert(name.clone()) {
-                return Err(ConfigError::new(
+                return Err(config_error(
                     path,
-                    format!("{at}.name: {name:?} is used twice; give each provider of the same kind a distinct `name`"),
+                    format!("{at_kind}.name: {name:?} is used twice; give each provider of the same kind a distinct `name`"),
                 ));
             }
-            providers.push(p);
+            providers.push(ProviderEntry {
+                name,
+                timeout: Duration::from_secs(common.timeout_secs),
+                provider,
+            });
         }
         Ok(Config {
             path: path.to_owned(),
@@ -313,11 +275,39 @@ impl Config {
     }
 }
 
-fn positive(path: &Path, key: &str, v: Option<u64>) -> Result<Option<u64>, ConfigError> {
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A TOML value in an error message: its type, and the value itself when it is short.
+fn describe(v: &toml::Value) -> String {
     match v {
-        Some(0) => Err(ConfigError::new(
+        toml::Value::Integer(_)
+        | toml::Value::Float(_)
+        | toml::Value::Boolean(_)
+        | toml::Value::Datetime(_) => {
+            format!("{} `{v}`", v.type_str())
+        }
+        other => other.type_str().to_owned(),
+    }
+}
+
+fn positive(path: &Path, key: &str, v: Option<u64>) -> Result<Option<u64>, CliError> {
+    match v {
+        Some(0) => Err(config_error(
             path,
             format!("{key}: must be a positive whole number, got 0"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// A fan-out bound: 1 to [`MAX_CONCURRENCY`].
+fn bounded(path: &Path, key: &str, v: Option<usize>) -> Result<Option<usize>, CliError> {
+    match v {
+        Some(n) if !(1..=MAX_CONCURRENCY).contains(&n) => Err(config_error(
+            path,
+            format!("{key}: must be a whole number from 1 to {MAX_CONCURRENCY}, got {n}"),
         )),
         other => Ok(other),
     }
@@ -347,7 +337,7 @@ fn located(text: &str, e: &serde_path_to_error::Error<toml::de::Error>) -> Strin
     out
 }
 
-/// toml's message on one line, without the source snippet, with its line number.
+/// toml's message on one line, without the source snippet.
 fn toml_message(e: &toml::de::Error) -> String {
     let msg = e.message().trim().replace('\n', " ");
     msg.replace("unknown field", "unknown key")
@@ -397,29 +387,23 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    struct MapEnv(HashMap<&'static str, &'static str>);
-    impl Env for MapEnv {
-        fn var(&self, name: &str) -> Option<String> {
-            self.0.get(name).map(|s| s.to_string())
-        }
-    }
-
-    fn env() -> MapEnv {
-        MapEnv(HashMap::from([
+    fn env(name: &str) -> Option<String> {
+        let vars = HashMap::from([
             ("CHANNEL3_API_KEY", "c3_sk_test"),
             ("VIOLET_APP_SECRET", "vs"),
             ("VIOLET_USERNAME", "owner@example.com"),
             ("VIOLET_PASSWORD", "pw"),
             ("SUBTOTAL_API_KEY", "st"),
             ("EMPTY", " "),
-        ]))
+        ]);
+        vars.get(name).map(|s| s.to_string())
     }
 
     fn parse(text: &str) -> Result<Config, String> {
-        Config::parse(Path::new("ch.toml"), text, &env()).map_err(|e| {
-            assert_eq!(e.exit_code, 78);
-            assert!(!e.message.contains('\n'), "not one line: {}", e.message);
-            e.message
+        Config::parse(Path::new("ch.toml"), text, &env).map_err(|e| {
+            assert_eq!(e.exit_code(), 78);
+            assert!(!e.message().contains('\n'), "not one line: {e}");
+            e.to_string()
         })
     }
 
@@ -427,16 +411,12 @@ mod tests {
     fn the_example_parses() {
         let c = parse(EXAMPLE).unwrap();
         assert_eq!(c.providers.len(), 3);
-        let names: Vec<&str> = c
-            .providers
-            .iter()
-            .map(|p| p.common().name.as_str())
-            .collect();
+        let names: Vec<&str> = c.providers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["channel3", "violet", "subtotal"]);
         assert!(c
             .providers
             .iter()
-            .all(|p| p.common().timeout == Duration::from_secs(30)));
+            .all(|p| p.timeout == Duration::from_secs(30)));
         // Secrets do not show in Debug.
         let dbg = format!("{c:?}");
         assert!(
@@ -451,10 +431,12 @@ mod tests {
             "concurrency = 4\n[[provider]]\nkind='channel3'\napi_key_env='CHANNEL3_API_KEY'\ntimeout_secs=5\n[[provider]]\nkind='channel3'\nname='c3-eu'\napi_key_env='CHANNEL3_API_KEY'\nconcurrency=9\n",
         )
         .unwrap();
-        assert_eq!(c.providers[0].common().timeout, Duration::from_secs(5));
-        assert_eq!(c.providers[0].common().concurrency, 4);
-        assert_eq!(c.providers[1].common().concurrency, 9);
-        assert_eq!(c.providers[1].common().name, "c3-eu");
+        assert_eq!(c.providers[0].timeout, Duration::from_secs(5));
+        // The bound reached the adapter (its Debug shows it).
+        let dbg = |i: usize| format!("{:?}", c.providers[i].provider);
+        assert!(dbg(0).contains("limit: 4"), "{}", dbg(0));
+        assert!(dbg(1).contains("limit: 9"), "{}", dbg(1));
+        assert_eq!(c.providers[1].name, "c3-eu");
     }
 
     #[test]
@@ -486,12 +468,68 @@ mod tests {
         }
     }
 
+    /// Issue 16: mistakes that passed, or were named wrongly, before.
+    #[test]
+    fn hardening_bounds_types_and_encoding() {
+        let c3 = "[[provider]]\nkind='channel3'\napi_key_env='CHANNEL3_API_KEY'\n";
+        let cases: Vec<(String, &str)> = vec![
+            (format!("concurrency = 2305843009213693952\n{c3}"), "ch.toml: concurrency: must be a whole number from 1 to 10000, got 2305843009213693952"),
+            (format!("concurrency = 0\n{c3}"), "ch.toml: concurrency: must be a whole number from 1 to 10000, got 0"),
+            (format!("{c3}concurrency = 10001\n"), "ch.toml: provider[0] (channel3).concurrency: must be a whole number from 1 to 10000, got 10001"),
+            (format!("{c3}concurrency = 2305843009213693952\n"), "ch.toml: provider[0] (channel3).concurrency: must be a whole number from 1 to 10000"),
+            (format!("{c3}concurrency = 'many'\n"), "ch.toml: provider[0] (channel3).concurrency: invalid type: string \"many\", expected usize"),
+            ("[[provider]]\nkind=3\n".into(), "ch.toml: provider[0].kind: must be a string, got integer `3`; expected one of \"channel3\", \"violet\", \"subtotal\""),
+            ("[[provider]]\nkind=['channel3']\n".into(), "ch.toml: provider[0].kind: must be a string, got array"),
+            ("[[provider]]\nkind='channel3'\nbase_url='http://partners.example.com'\napi_key_env='CHANNEL3_API_KEY'\n".into(), "ch.toml: provider[0] (channel3): base_url \"http://partners.example.com\" must use https://"),
+        ];
+        for (text, want) in &cases {
+            let msg = parse(text).unwrap_err();
+            assert!(
+                msg.starts_with(want),
+                "for {text:?}\n got: {msg}\nwant: {want}"
+            );
+            assert!(!msg.contains("config: config:"), "{msg}");
+        }
+        // The bounds themselves are accepted.
+        for n in [1, MAX_CONCURRENCY] {
+            parse(&format!("concurrency = {n}\n{c3}")).unwrap();
+            parse(&format!("{c3}concurrency = {n}\n")).unwrap();
+        }
+        // A file that is not UTF-8 was read: it is bad content (78), not a missing file (66).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ch.toml");
+        std::fs::write(&path, b"timeout_secs = 5\n# caf\xe9\n").unwrap();
+        let e = Config::load(&path, &env).unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        assert_eq!(
+            e.message(),
+            format!(
+                "{}: line 2: not valid UTF-8 (byte 22); save the file as UTF-8",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn each_kind_goes_to_its_adapter() {
+        let c = parse(EXAMPLE).unwrap();
+        for (p, want) in c.providers.iter().zip(["Channel3", "Violet", "Subtotal"]) {
+            assert_eq!(p.provider.name(), p.name);
+            assert!(
+                format!("{:?}", p.provider).starts_with(want),
+                "{:?}",
+                p.provider
+            );
+            assert!(p.provider.http_stats().is_some(), "{}", p.name);
+        }
+    }
+
     #[test]
     fn a_missing_file_says_so() {
-        let e = Config::load(Path::new("/nonexistent/ch.toml"), &env()).unwrap_err();
-        assert_eq!(e.exit_code, 66);
+        let e = Config::load(Path::new("/nonexistent/ch.toml"), &env).unwrap_err();
+        assert_eq!(e.exit_code(), 66);
         assert_eq!(
-            e.message,
+            e.message(),
             "/nonexistent/ch.toml: cannot read config file: no such file"
         );
     }

@@ -9,10 +9,11 @@
 //!
 //! Exit codes of `check`: 0 healthy, 1 degraded or unknown, 2 action required or disconnected,
 //! 3 a provider did not fully answer, 64 usage error, 66 config file unreadable, 78 bad config,
-//! 70 internal error.
+//! 70 internal error (see [`error::CliError`]).
 #![forbid(unsafe_code)]
 
 mod config;
+mod error;
 mod output;
 mod providers;
 mod serve;
@@ -24,17 +25,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use connhealth_core::futures::StreamExt;
-use connhealth_core::watch::{WatchConfig, Watcher};
-use connhealth_core::{Aggregator, HealthReport, Provider, Secret};
+use connhealth::config_file;
+use connhealth::futures::StreamExt;
+use connhealth::simulators::Fleet;
+use connhealth::watch::{WatchConfig, Watcher};
+use connhealth::{Aggregator, HealthReport, Secret};
 
-use crate::config::{Config, ProcessEnv};
+use crate::config::Config;
+use crate::error::CliError;
 use crate::output::{Format, TableOptions};
 
-/// Exit code for command-line usage errors (sysexits EX_USAGE).
+/// Exit code for command-line usage errors (sysexits EX_USAGE), as clap's errors end.
 const EXIT_USAGE: i32 = 64;
-/// Exit code for internal failures (sysexits EX_SOFTWARE).
-const EXIT_SOFTWARE: i32 = 70;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -146,7 +148,8 @@ enum Command {
     },
     /// Benchmarks against the built-in simulators: the scale curve (100 → 100,000 customers;
     /// --quick stops at 10,000) and, with --families, the latency-bound families of
-    /// BENCHMARKS.md. Writes target/bench/*.json. Build with --release.
+    /// BENCHMARKS.md. Writes target/bench/*.json. Build with --release (and `--features bench`).
+    #[cfg(feature = "bench")]
     Bench(connhealth_bench::BenchArgs),
     /// Configuration helpers.
     Config {
@@ -190,15 +193,17 @@ fn main() {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => fail(
-            EXIT_SOFTWARE,
-            &format!("cannot start the async runtime: {e}"),
-        ),
+        Err(e) => fail(CliError::Internal(format!(
+            "cannot start the async runtime: {e}"
+        ))),
     };
-    let code = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli));
     // Do not wait for lingering simulator tasks.
     runtime.shutdown_timeout(Duration::from_millis(100));
-    std::process::exit(code);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => fail(e),
+    }
 }
 
 /// Logs go to stderr, off unless `CONNHEALTH_LOG` (an env-filter, e.g. `debug`) says otherwise.
@@ -212,53 +217,52 @@ fn init_logging() {
         .try_init();
 }
 
-fn fail(code: i32, message: &str) -> ! {
-    eprintln!("connhealth: {message}");
-    std::process::exit(code)
+/// Print the error as one line and exit with its code.
+fn fail(e: CliError) -> ! {
+    eprintln!("connhealth: {e}");
+    std::process::exit(e.exit_code())
 }
 
-async fn run(cli: Cli) -> i32 {
+/// Start the three simulators on loopback.
+async fn start_fleet(customers: usize, seed: u64) -> Result<Fleet, CliError> {
+    Fleet::start(customers, seed)
+        .await
+        .map_err(|e| CliError::Internal(format!("cannot start the simulators on loopback: {e}")))
+}
+
+/// Runs one command: `Ok(exit code)` when it ran (a report's codes 0–3), or why it could not.
+async fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
-        Command::Bench(args) => connhealth_bench::run_cli(args).await,
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => Ok(connhealth_bench::run_cli(args).await),
         Command::Config {
             command: ConfigCommand::Example,
         } => {
             print!("{}", config::EXAMPLE);
-            0
+            Ok(0)
         }
         Command::Config {
             command: ConfigCommand::Validate { config },
-        } => match Config::load(&config, &ProcessEnv) {
-            Ok(c) => match providers::aggregator(&c, &[]) {
-                Ok(agg) => {
-                    println!(
-                        "{}: ok ({})",
-                        config.display(),
-                        agg.provider_names().join(", ")
-                    );
-                    0
-                }
-                Err(msg) => fail(78, &msg),
-            },
-            Err(e) => fail(e.exit_code, &e.message),
-        },
+        } => {
+            let cfg = Config::load(&config, &config_file::process)?;
+            let agg = providers::aggregator(&cfg, &[])?;
+            println!(
+                "{}: ok ({})",
+                config.display(),
+                agg.provider_names().join(", ")
+            );
+            Ok(0)
+        }
         Command::Check {
             config,
             providers: only,
             output,
         } => {
-            let cfg = match Config::load(&config, &ProcessEnv) {
-                Ok(c) => c,
-                Err(e) => fail(e.exit_code, &e.message),
-            };
-            let agg = match providers::aggregator(&cfg, &only) {
-                Ok(a) => a,
-                Err(msg) if msg.starts_with("--provider") => fail(EXIT_USAGE, &msg),
-                Err(msg) => fail(78, &msg),
-            };
+            let cfg = Config::load(&config, &config_file::process)?;
+            let agg = providers::aggregator(&cfg, &only)?;
             let report = aggregate_with_progress(&agg, &output).await;
             print_report(&report, &output);
-            output::exit_code(&report)
+            Ok(output::exit_code(&report))
         }
         Command::Watch {
             config,
@@ -269,15 +273,14 @@ async fn run(cli: Cli) -> i32 {
             once,
             providers: only,
         } => {
-            let cfg = match Config::load(&config, &ProcessEnv) {
-                Ok(c) => c,
-                Err(e) => fail(e.exit_code, &e.message),
+            let cfg = Config::load(&config, &config_file::process)?;
+            let settings = WatchConfig {
+                interval,
+                trip,
+                clear,
+                ..WatchConfig::default()
             };
-            let mut watcher = match providers::watcher(&cfg, &only, interval, trip, clear) {
-                Ok(w) => w,
-                Err(msg) if msg.starts_with("--provider") => fail(EXIT_USAGE, &msg),
-                Err(msg) => fail(78, &msg),
-            };
+            let mut watcher = providers::watcher(&cfg, &only, settings)?;
             watch::run(&mut watcher, state.as_deref(), once).await
         }
         Command::Serve {
@@ -289,32 +292,20 @@ async fn run(cli: Cli) -> i32 {
             trip,
             clear,
         } => {
-            let cfg = match Config::load(&config, &ProcessEnv) {
-                Ok(c) => c,
-                Err(e) => fail(e.exit_code, &e.message),
-            };
-            let mut watcher = Watcher::new(WatchConfig {
+            let cfg = Config::load(&config, &config_file::process)?;
+            let settings = WatchConfig {
                 interval,
                 trip,
                 clear,
                 ..WatchConfig::default()
-            });
-            let mut stats = Vec::new();
-            for p in &cfg.providers {
-                match providers::build_with_stats(p) {
-                    Ok((provider, s)) => {
-                        stats.push((p.common().name.clone(), s));
-                        watcher.add(provider, Some(p.common().timeout));
-                    }
-                    Err(e) => fail(78, &format!("{}: {e}", cfg.path.display())),
-                }
-            }
+            };
+            let watcher = providers::watcher(&cfg, &[], settings)?;
             let opts = serve::ServeOptions {
                 listen,
                 token: token.map(Secret::new),
                 state,
             };
-            serve::run(watcher, stats, opts).await
+            serve::run(watcher, opts).await
         }
         Command::Demo {
             customers,
@@ -323,32 +314,18 @@ async fn run(cli: Cli) -> i32 {
             listen,
             ..
         } => {
-            let fleet = match connhealth_testkit::Fleet::start(customers, seed).await {
-                Ok(f) => f,
-                Err(e) => fail(
-                    EXIT_SOFTWARE,
-                    &format!("cannot start the simulators on loopback: {e}"),
-                ),
-            };
+            let fleet = start_fleet(customers, seed).await?;
             let mut watcher = Watcher::new(WatchConfig {
                 interval: Duration::from_secs(5),
                 jitter: 0.0,
                 ..WatchConfig::default()
             });
-            let mut stats = Vec::new();
-            match providers::demo_providers(&fleet) {
-                Ok(list) => {
-                    for (p, s) in list {
-                        stats.push((p.name().to_owned(), s));
-                        watcher.add(p, None);
-                    }
-                }
-                Err(e) => fail(EXIT_SOFTWARE, &e.to_string()),
+            for p in providers::demo_providers(&fleet)? {
+                watcher.add(p, None);
             }
             let churn = tokio::spawn(demo_churn(fleet, seed));
             let code = serve::run(
                 watcher,
-                stats,
                 serve::ServeOptions {
                     listen,
                     token: None,
@@ -365,17 +342,8 @@ async fn run(cli: Cli) -> i32 {
             output,
             ..
         } => {
-            let fleet = match connhealth_testkit::Fleet::start(customers, seed).await {
-                Ok(f) => f,
-                Err(e) => fail(
-                    EXIT_SOFTWARE,
-                    &format!("cannot start the simulators on loopback: {e}"),
-                ),
-            };
-            let agg = match providers::demo_aggregator(&fleet) {
-                Ok(a) => a,
-                Err(e) => fail(EXIT_SOFTWARE, &e.to_string()),
-            };
+            let fleet = start_fleet(customers, seed).await?;
+            let agg = providers::demo_aggregator(&fleet)?;
             let report = aggregate_with_progress(&agg, &output).await;
             print_report(&report, &output);
             if output.format == Format::Table {
@@ -384,14 +352,14 @@ async fn run(cli: Cli) -> i32 {
                      Next: `connhealth config example > connhealth.toml`, set the named environment variables, then `connhealth check`."
                 );
             }
-            0
+            Ok(0)
         }
     }
 }
 
 /// Every 10 s, flips one simulated Subtotal connection between `active` and `unauthenticated`,
 /// so a demo dashboard shows live changes.
-async fn demo_churn(fleet: connhealth_testkit::Fleet, seed: u64) {
+async fn demo_churn(fleet: Fleet, seed: u64) {
     let ids = fleet.subtotal.connection_ids();
     if ids.is_empty() {
         return;

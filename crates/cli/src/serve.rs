@@ -2,12 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use connhealth_core::http::HttpStats;
 use connhealth_core::watch::{WatchState, Watcher};
 use connhealth_core::Secret;
 use connhealth_server::{Server, ServerConfig, ServerError};
+
+use crate::error::CliError;
 
 /// What `serve` needs besides the watcher.
 #[derive(Debug)]
@@ -20,18 +20,17 @@ pub struct ServeOptions {
     pub state: Option<PathBuf>,
 }
 
-/// Serves until Ctrl-C. Returns the process exit code.
-pub async fn run(
-    mut watcher: Watcher,
-    stats: Vec<(String, Arc<HttpStats>)>,
-    opts: ServeOptions,
-) -> i32 {
+/// Serves until Ctrl-C (then `Ok(0)`). The providers' HTTP counters reach `/metrics` through
+/// [`connhealth_core::Provider::http_stats`].
+pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliError> {
     if let Some(path) = &opts.state {
         match WatchState::load(path) {
             Ok(s) => watcher.set_state(s),
             Err(e) => {
-                eprintln!("connhealth: cannot load state {}: {e}", path.display());
-                return 74;
+                return Err(CliError::Io(format!(
+                    "cannot load state {}: {e}",
+                    path.display()
+                )))
             }
         }
     }
@@ -42,17 +41,12 @@ pub async fn run(
     let mut server = match Server::new(config, watcher) {
         Ok(s) => s,
         Err(e @ (ServerError::TokenRequired { .. } | ServerError::EmptyToken)) => {
-            eprintln!("connhealth: {e} (--token or CONNHEALTH_TOKEN)");
-            return 64;
+            return Err(CliError::Usage(format!(
+                "{e} (--token or CONNHEALTH_TOKEN)"
+            )))
         }
-        Err(e) => {
-            eprintln!("connhealth: {e}");
-            return 70;
-        }
+        Err(e) => return Err(CliError::Internal(e.to_string())),
     };
-    for (name, s) in stats {
-        server = server.with_http_stats(name, s);
-    }
     if let Some(path) = opts.state.clone() {
         server = server.on_poll(move |_, state| {
             if let Err(e) = state.save(&path) {
@@ -62,10 +56,7 @@ pub async fn run(
     }
     let bound = match server.bind().await {
         Ok(b) => b,
-        Err(e) => {
-            eprintln!("connhealth: {e}");
-            return 69;
-        }
+        Err(e) => return Err(CliError::Unavailable(e.to_string())),
     };
     let addr = bound.local_addr();
     eprintln!("connhealth: dashboard on http://{addr}/  (report: /v1/report, events: /v1/events, metrics: /metrics; Ctrl-C stops)");
@@ -73,10 +64,7 @@ pub async fn run(
         let _ = tokio::signal::ctrl_c().await;
     };
     match bound.serve(shutdown).await {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("connhealth: {e}");
-            70
-        }
+        Ok(()) => Ok(0),
+        Err(e) => Err(CliError::Internal(e.to_string())),
     }
 }

@@ -5,18 +5,19 @@ use std::path::Path;
 
 use connhealth_core::watch::{WatchState, Watcher};
 
-/// Exit code when the state file cannot be read or written (sysexits EX_IOERR).
-const EXIT_IO: i32 = 74;
+use crate::error::CliError;
 
-/// Runs the watcher until Ctrl-C (or once). Every change is one JSON line on stdout; the state
-/// file, if any, is loaded first and saved after every poll.
-pub async fn run(watcher: &mut Watcher, state: Option<&Path>, once: bool) -> i32 {
+/// Runs the watcher until Ctrl-C (or once), then `Ok(0)`. Every change is one JSON line on
+/// stdout; the state file, if any, is loaded first and saved after every poll.
+pub async fn run(watcher: &mut Watcher, state: Option<&Path>, once: bool) -> Result<i32, CliError> {
     if let Some(path) = state {
         match WatchState::load(path) {
             Ok(s) => watcher.set_state(s),
             Err(e) => {
-                eprintln!("connhealth: cannot load state {}: {e}", path.display());
-                return EXIT_IO;
+                return Err(CliError::Io(format!(
+                    "cannot load state {}: {e}",
+                    path.display()
+                )))
             }
         }
     }
@@ -26,23 +27,25 @@ pub async fn run(watcher: &mut Watcher, state: Option<&Path>, once: bool) -> i32
         for change in &poll.changes {
             let line = serde_json::to_string(change).expect("a change always serializes");
             if writeln!(out, "{line}").is_err() {
-                return 0; // stdout closed: nobody is listening any more
+                return Ok(0); // stdout closed: nobody is listening any more
             }
         }
         let _ = out.flush();
         drop(out);
         if let Some(path) = state {
             if let Err(e) = watcher.state().save(path) {
-                eprintln!("connhealth: cannot save state {}: {e}", path.display());
-                return EXIT_IO;
+                return Err(CliError::Io(format!(
+                    "cannot save state {}: {e}",
+                    path.display()
+                )));
             }
         }
         if once {
-            return 0;
+            return Ok(0);
         }
         tokio::select! {
             _ = tokio::time::sleep(watcher.next_delay()) => {}
-            _ = tokio::signal::ctrl_c() => return 0,
+            _ = tokio::signal::ctrl_c() => return Ok(0),
         }
     }
 }

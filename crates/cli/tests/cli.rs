@@ -575,3 +575,56 @@ async fn serve_requires_a_token_off_loopback_and_enforces_it() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+/// Issue 16: config mistakes that used to pass validation (and then panic), say the wrong
+/// thing, or exit with the wrong code. Every one is one line and exits 78 (EX_CONFIG).
+#[tokio::test]
+async fn hardening_config_mistakes_are_caught_by_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let c3 = "[[provider]]\nkind = \"channel3\"\napi_key_env = \"HOME\"\n";
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // 2^61: passed `config validate`, then panicked in a semaphore.
+        (
+            format!("concurrency = 2305843009213693952\n{c3}").into_bytes(),
+            "concurrency: must be a whole number from 1 to 10000, got 2305843009213693952",
+        ),
+        (
+            format!("{c3}concurrency = 10001\n").into_bytes(),
+            "provider[0] (channel3).concurrency: must be a whole number from 1 to 10000, got 10001",
+        ),
+        (
+            b"[[provider]]\nkind = 3\napi_key_env = \"HOME\"\n".to_vec(),
+            "provider[0].kind: must be a string, got integer `3`",
+        ),
+        (
+            b"# caf\xe9\n[[provider]]\nkind = \"channel3\"\napi_key_env = \"HOME\"\n".to_vec(),
+            "connhealth.toml: line 1: not valid UTF-8",
+        ),
+    ];
+    for (text, want) in cases {
+        let p = dir.path().join("connhealth.toml");
+        std::fs::write(&p, &text).unwrap();
+        let p = p.to_str().unwrap();
+        for cmd in [
+            &["config", "validate", "--config", p][..],
+            &["check", "--config", p],
+        ] {
+            let out = run(cmd, &[]).await;
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(78), "{cmd:?}: {err}");
+            assert!(err.contains(want), "{cmd:?}\n got: {err}\nwant: {want}");
+            assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+    // A builder's refusal is named once, not `config: config:`.
+    let p = write_config(
+        dir.path(),
+        "[[provider]]\nkind = \"channel3\"\nbase_url = \"http://partners.example.com\"\napi_key_env = \"HOME\"\n",
+    );
+    let out = run(&["config", "validate", "--config", &p], &[]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("must use https://"), "{err}");
+    assert!(!err.contains("config: config:"), "doubled prefix: {err}");
+}
