@@ -6,38 +6,27 @@
 //! cargo run --example quickstart
 //! ```
 //!
-//! Against the real APIs, drop the simulators and pass your base URLs (or keep the defaults)
-//! and credentials from your own secret store.
+//! `connhealth::simulators::{channel3, violet, subtotal}` are the adapters' ordinary builders
+//! with the simulators' base URLs and credentials filled in. Against the real APIs, start from
+//! `Channel3::builder()` (and so on) instead and pass your credentials from your own secret
+//! store, as the comments below show.
 
 use std::time::Duration;
 
-use connhealth::channel3::Channel3;
-use connhealth::subtotal::Subtotal;
-use connhealth::violet::Violet;
-use connhealth::{Aggregator, Secret, Status};
-use connhealth_testkit::Fleet;
+use connhealth::simulators::{self, Fleet};
+use connhealth::{Aggregator, Status};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Simulated Channel3, Violet and Subtotal on loopback, 25 generated customers each.
     let fleet = Fleet::start(25, 1).await?;
 
-    let channel3 = Channel3::builder()
-        .base_url(fleet.channel3.base_url())
-        .api_key(Secret::new(fleet.channel3.api_key()))
-        .build()?; // no customer list: every merchant is discovered
-    let violet = Violet::builder()
-        .base_url(fleet.violet.base_url())
-        .app_id(fleet.violet.app_id())
-        .app_secret(Secret::new(fleet.violet.app_secret()))
-        .username(fleet.violet.username())
-        .password(Secret::new(fleet.violet.password()))
-        .build()?;
-    let subtotal = Subtotal::builder()
-        .base_url(fleet.subtotal.base_url())
-        .api_key(Secret::new(fleet.subtotal.api_key()))
-        .customers(fleet.subtotal.customer_ids())
-        .build()?;
+    // Real API: Channel3::builder().api_key(Secret::new(key))
+    let channel3 = simulators::channel3(&fleet.channel3).build()?; // no customer list: every merchant is discovered
+                                                                   // Real API: Violet::builder().app_id(id).app_secret(..).username(..).password(..)
+    let violet = simulators::violet(&fleet.violet).build()?;
+    // Real API: Subtotal::builder().api_key(Secret::new(key)).customers(ids)
+    let subtotal = simulators::subtotal(&fleet.subtotal).build()?;
 
     let report = Aggregator::new()
         .with_timeout(Duration::from_secs(30))

@@ -2,7 +2,7 @@
 //! three-provider aggregation over real HTTP on loopback (tokio's paused clock, so hangs,
 //! backoffs and `Retry-After` cost no wall time).
 //!
-//! Each row states the expected outcome from the rules in DESIGN.md and `connhealth_core::http`
+//! Each row states the expected outcome from the rules in ARCHITECTURE.md and `connhealth_core::http`
 //! (retry only transient failures of safe requests, at most `max_attempts`; `decode` /
 //! `too_large` are never retried; a hang is bounded by the provider timeout) and checks:
 //! - nothing panicked (no `panicked` error anywhere);
@@ -19,10 +19,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use connhealth::channel3::Channel3;
-use connhealth::subtotal::Subtotal;
-use connhealth::violet::Violet;
-use connhealth::{Aggregator, Connection, ErrorKind, HealthReport, Outcome, Secret, Status};
+use connhealth::simulators;
+use connhealth::{Aggregator, Connection, ErrorKind, HealthReport, Outcome, Status};
 use connhealth_testkit::{channel3 as c3sim, subtotal as stsim, violet as vsim};
 use connhealth_testkit::{Fault, FaultRule, Fleet};
 
@@ -444,29 +442,19 @@ fn aggregator(fleet: &Fleet) -> Aggregator {
     // otherwise fire while a loopback answer is on its way. The hang is bounded by the
     // aggregator's provider timeout.
     let long = Duration::from_secs(3600);
-    let c3 = Channel3::builder()
-        .base_url(fleet.channel3.base_url())
-        .api_key(Secret::new(fleet.channel3.api_key()))
+    let c3 = simulators::channel3(&fleet.channel3)
         .customers(fleet.channel3.customer_ids())
         .request_timeout(long)
         .connect_timeout(long)
         .max_body_bytes(BODY_CAP)
         .build()
         .unwrap();
-    let violet = Violet::builder()
-        .base_url(fleet.violet.base_url())
-        .app_id(fleet.violet.app_id())
-        .app_secret(Secret::new(fleet.violet.app_secret()))
-        .username(fleet.violet.username())
-        .password(Secret::new(fleet.violet.password()))
+    let violet = simulators::violet(&fleet.violet)
         .without_timers()
         .max_body_bytes(BODY_CAP)
         .build()
         .unwrap();
-    let subtotal = Subtotal::builder()
-        .base_url(fleet.subtotal.base_url())
-        .api_key(Secret::new(fleet.subtotal.api_key()))
-        .customers(fleet.subtotal.customer_ids())
+    let subtotal = simulators::subtotal(&fleet.subtotal)
         .without_timers()
         .max_body_bytes(BODY_CAP)
         .build()
@@ -838,9 +826,7 @@ async fn discovery_failures_are_typed_and_isolated() {
         let fleet = Fleet::start(CUSTOMERS, SEED).await.unwrap();
         fleet.channel3.faults().on(c3sim::LIST_MERCHANTS, fault);
         let long = Duration::from_secs(3600);
-        let c3 = Channel3::builder()
-            .base_url(fleet.channel3.base_url())
-            .api_key(Secret::new(fleet.channel3.api_key()))
+        let c3 = simulators::channel3(&fleet.channel3)
             .request_timeout(long)
             .connect_timeout(long)
             .build()
@@ -936,9 +922,7 @@ async fn an_absurd_retry_after_never_panics() {
         let long = Duration::from_secs(3600);
         w.add(
             Arc::new(
-                Channel3::builder()
-                    .base_url(fleet.channel3.base_url())
-                    .api_key(Secret::new(fleet.channel3.api_key()))
+                simulators::channel3(&fleet.channel3)
                     .customers(fleet.channel3.customer_ids())
                     .request_timeout(long)
                     .connect_timeout(long)
@@ -979,12 +963,7 @@ async fn absurd_token_lifetimes_never_panic() {
         assert_eq!(p.outcome, Outcome::Ok, "{}: {:?}", p.provider, p.errors);
     }
     // The token is kept and reused: no second login.
-    let violet = Violet::builder()
-        .base_url(fleet.violet.base_url())
-        .app_id(fleet.violet.app_id())
-        .app_secret(Secret::new(fleet.violet.app_secret()))
-        .username(fleet.violet.username())
-        .password(Secret::new(fleet.violet.password()))
+    let violet = simulators::violet(&fleet.violet)
         .without_timers()
         .build()
         .unwrap();
@@ -993,9 +972,7 @@ async fn absurd_token_lifetimes_never_panic() {
     violet.client().authenticate().await.unwrap();
     assert_eq!(violet.client().auth_stats().logins, 1);
 
-    let subtotal = Subtotal::builder()
-        .base_url(fleet.subtotal.base_url())
-        .api_key(Secret::new(fleet.subtotal.api_key()))
+    let subtotal = simulators::subtotal(&fleet.subtotal)
         .customers(vec![])
         .without_timers()
         .build()
@@ -1021,18 +998,13 @@ async fn request_timeouts_are_retried_within_the_cap() {
         .subtotal
         .faults()
         .on(stsim::LIST_CONNECTIONS, Fault::Hang);
-    let c3 = Channel3::builder()
-        .base_url(fleet.channel3.base_url())
-        .api_key(Secret::new(fleet.channel3.api_key()))
+    let c3 = simulators::channel3(&fleet.channel3)
         .customers(fleet.channel3.customer_ids())
         .request_timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let st = Subtotal::builder()
-        .base_url(fleet.subtotal.base_url())
-        .api_key(Secret::new(fleet.subtotal.api_key()))
-        .customers(fleet.subtotal.customer_ids())
+    let st = simulators::subtotal(&fleet.subtotal)
         .request_timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(3600))
         .build()

@@ -12,11 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use connhealth::channel3::Channel3;
 use connhealth::http::RetryPolicy;
-use connhealth::subtotal::Subtotal;
-use connhealth::violet::Violet;
-use connhealth::{Aggregator, ErrorKind, HealthReport, Outcome, Provider, Secret, Status};
+use connhealth::simulators;
+use connhealth::{Aggregator, ErrorKind, HealthReport, Outcome, Provider, Status};
 use connhealth_testkit::{channel3 as c3sim, subtotal as stsim, violet as vsim};
 use connhealth_testkit::{Fault, FaultRule, Faults, Fleet, Stats};
 
@@ -105,9 +103,7 @@ fn providers(fleet: &Fleet) -> Providers {
     let request = Duration::from_millis(800);
     Providers {
         channel3: Arc::new(
-            Channel3::builder()
-                .base_url(fleet.channel3.base_url())
-                .api_key(Secret::new(fleet.channel3.api_key()))
+            simulators::channel3(&fleet.channel3)
                 .customers(fleet.channel3.customer_ids())
                 .request_timeout(request)
                 .retry(retry.clone())
@@ -117,12 +113,7 @@ fn providers(fleet: &Fleet) -> Providers {
                 .unwrap(),
         ),
         violet: Arc::new(
-            Violet::builder()
-                .base_url(fleet.violet.base_url())
-                .app_id(fleet.violet.app_id())
-                .app_secret(Secret::new(fleet.violet.app_secret()))
-                .username(fleet.violet.username())
-                .password(Secret::new(fleet.violet.password()))
+            simulators::violet(&fleet.violet)
                 .request_timeout(request)
                 .retry(retry.clone())
                 .max_body_bytes(BODY_CAP)
@@ -130,10 +121,7 @@ fn providers(fleet: &Fleet) -> Providers {
                 .unwrap(),
         ),
         subtotal: Arc::new(
-            Subtotal::builder()
-                .base_url(fleet.subtotal.base_url())
-                .api_key(Secret::new(fleet.subtotal.api_key()))
-                .customers(fleet.subtotal.customer_ids())
+            simulators::subtotal(&fleet.subtotal)
                 .request_timeout(request)
                 .retry(retry)
                 .max_body_bytes(BODY_CAP)

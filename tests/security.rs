@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use connhealth::channel3::Channel3;
 use connhealth::http::{HttpClient, HttpConfig, Method, RetryPolicy};
+use connhealth::simulators;
 use connhealth::subtotal::Subtotal;
 use connhealth::violet::Violet;
 use connhealth::{Aggregator, Error, ErrorKind, HealthReport, Outcome, Provider, Secret, Status};
@@ -194,19 +195,9 @@ async fn no_secret_or_personal_data_in_debug_errors_logs_or_reports() {
     let mut texts: Vec<(String, String)> = Vec::new();
 
     // Debug of every builder, provider and client, before and after use.
-    let c3_builder = Channel3::builder()
-        .base_url(fleet.channel3.base_url())
-        .api_key(Secret::new(fleet.channel3.api_key()));
-    let v_builder = Violet::builder()
-        .base_url(fleet.violet.base_url())
-        .app_id(fleet.violet.app_id())
-        .app_secret(Secret::new(fleet.violet.app_secret()))
-        .username(fleet.violet.username())
-        .password(Secret::new(fleet.violet.password()));
-    let st_builder = Subtotal::builder()
-        .base_url(fleet.subtotal.base_url())
-        .api_key(Secret::new(fleet.subtotal.api_key()))
-        .customers(fleet.subtotal.customer_ids());
+    let c3_builder = simulators::channel3(&fleet.channel3);
+    let v_builder = simulators::violet(&fleet.violet);
+    let st_builder = simulators::subtotal(&fleet.subtotal);
     texts.push((
         "builder Debug".into(),
         format!("{c3_builder:?} {v_builder:?} {st_builder:?}"),
@@ -622,9 +613,7 @@ async fn channel3_customer_ids_stay_in_one_path_segment() {
     }
     // Also the plain customer that shares a prefix with `../x`'s target.
     let ids: Vec<&str> = ODD_IDS.iter().map(|(id, _)| *id).collect();
-    let p = Channel3::builder()
-        .base_url(fleet.channel3.base_url())
-        .api_key(Secret::new(fleet.channel3.api_key()))
+    let p = simulators::channel3(&fleet.channel3)
         .customers(ids.clone())
         .build()
         .unwrap();
@@ -665,9 +654,7 @@ async fn channel3_customer_ids_stay_in_one_path_segment() {
     }
     // `.` and `..` cannot be a segment at all: refused before any request.
     for bad in [".", "..", ""] {
-        let e = Channel3::builder()
-            .base_url(fleet.channel3.base_url())
-            .api_key(Secret::new(fleet.channel3.api_key()))
+        let e = simulators::channel3(&fleet.channel3)
             .customers([bad])
             .build()
             .unwrap_err();

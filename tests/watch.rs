@@ -3,11 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use connhealth::channel3::Channel3;
-use connhealth::subtotal::Subtotal;
-use connhealth::violet::Violet;
+use connhealth::simulators;
 use connhealth::watch::{Poll, WatchConfig, WatchState, Watcher};
-use connhealth::{ChangeKind, Outcome, Secret, Status};
+use connhealth::{ChangeKind, Outcome, Status};
 use connhealth_testkit::{Fault, Fleet};
 
 const DOC_CUSTOMER: &str = "8a46e581-48ba-498a-9ad0-2ee72582e1af";
@@ -21,23 +19,12 @@ fn watcher(fleet: &Fleet, trip: u32, clear: u32) -> Watcher {
         clear,
         timeout: Duration::from_secs(600),
     });
-    let c3 = Channel3::builder()
-        .base_url(fleet.channel3.base_url())
-        .api_key(Secret::new(fleet.channel3.api_key()))
+    let c3 = simulators::channel3(&fleet.channel3)
         .customers(fleet.channel3.customer_ids())
         .build()
         .unwrap();
-    let violet = Violet::builder()
-        .base_url(fleet.violet.base_url())
-        .app_id(fleet.violet.app_id())
-        .app_secret(Secret::new(fleet.violet.app_secret()))
-        .username(fleet.violet.username())
-        .password(Secret::new(fleet.violet.password()))
-        .build()
-        .unwrap();
-    let subtotal = Subtotal::builder()
-        .base_url(fleet.subtotal.base_url())
-        .api_key(Secret::new(fleet.subtotal.api_key()))
+    let violet = simulators::violet(&fleet.violet).build().unwrap();
+    let subtotal = simulators::subtotal(&fleet.subtotal)
         .customers(vec![DOC_CUSTOMER.to_owned()])
         .build()
         .unwrap();

@@ -223,6 +223,16 @@ fn fail(e: CliError) -> ! {
     std::process::exit(e.exit_code())
 }
 
+/// The watcher settings of `watch` and `serve` (their flags of the same names).
+fn watch_settings(interval: Duration, trip: u32, clear: u32) -> WatchConfig {
+    WatchConfig {
+        interval,
+        trip,
+        clear,
+        ..WatchConfig::default()
+    }
+}
+
 /// Start the three simulators on loopback.
 async fn start_fleet(customers: usize, seed: u64) -> Result<Fleet, CliError> {
     Fleet::start(customers, seed)
@@ -274,12 +284,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             providers: only,
         } => {
             let cfg = Config::load(&config, &config_file::process)?;
-            let settings = WatchConfig {
-                interval,
-                trip,
-                clear,
-                ..WatchConfig::default()
-            };
+            let settings = watch_settings(interval, trip, clear);
             let mut watcher = providers::watcher(&cfg, &only, settings)?;
             watch::run(&mut watcher, state.as_deref(), once).await
         }
@@ -293,12 +298,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             clear,
         } => {
             let cfg = Config::load(&config, &config_file::process)?;
-            let settings = WatchConfig {
-                interval,
-                trip,
-                clear,
-                ..WatchConfig::default()
-            };
+            let settings = watch_settings(interval, trip, clear);
             let watcher = providers::watcher(&cfg, &[], settings)?;
             let opts = serve::ServeOptions {
                 listen,
