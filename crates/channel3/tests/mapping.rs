@@ -110,7 +110,7 @@ const SYNC_STATES: [Option<&str>; 5] = [
     Some("stalled"),
 ];
 
-/// The rules of the brief / DESIGN.md, written out independently of `map.rs`:
+/// The mapping rules (ARCHITECTURE.md, "Provider mapping"), written out independently of `map.rs`:
 /// (status, role, sorted problem codes).
 fn expected(status: &str, category: &str, sync: Option<&str>) -> (Status, Role, Vec<&'static str>) {
     let mut problems = Vec::new();

@@ -39,7 +39,7 @@ pub fn exit_code(report: &HealthReport) -> i32 {
     }
 }
 
-/// The report as pretty JSON (DESIGN.md's names exactly), with a trailing newline.
+/// The report as pretty JSON (the JSON names of ARCHITECTURE.md exactly), with a trailing newline.
 pub fn json(report: &HealthReport) -> String {
     let mut s = serde_json::to_string_pretty(report).expect("a report always serializes");
     s.push('\n');

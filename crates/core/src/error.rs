@@ -25,7 +25,7 @@ pub enum ErrorKind {
     NotFound,
     /// 400/409/422 and other 4xx: the provider rejected the request as invalid.
     ///
-    /// Not in DESIGN.md's first list; added because a validation error is neither a server
+    /// Not in the first list of kinds (ARCHITECTURE.md); added because a validation error is neither a server
     /// error nor a configuration error of ours.
     InvalidRequest,
     /// 429: slow down. Transient; never makes a connection unhealthy.

@@ -1,6 +1,6 @@
 //! The normalized model: what every provider's answer is mapped onto.
 //!
-//! The JSON names of these types are a public contract (see `DESIGN.md`): dashboards and
+//! The JSON names of these types are a public contract (see `ARCHITECTURE.md`): dashboards and
 //! monitoring consume them. Every enum serializes in `snake_case`; optional fields serialize
 //! as `null` rather than disappearing, so consumers can rely on every key being present.
 

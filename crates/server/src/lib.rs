@@ -6,7 +6,7 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `GET /v1/report` | the current [`HealthReport`](connhealth_core::HealthReport) (DESIGN.md JSON), strong `ETag`, `If-None-Match` → 304, filters `provider`, `status`, `customer` |
+//! | `GET /v1/report` | the current [`HealthReport`](connhealth_core::HealthReport) (the JSON of ARCHITECTURE.md), strong `ETag`, `If-None-Match` → 304, filters `provider`, `status`, `customer` |
 //! | `GET /v1/connections/{id}` | one [`Connection`](connhealth_core::Connection) (the id percent-encoded as one path segment) |
 //! | `GET /v1/events` | Server-Sent Events: every [`Change`](connhealth_core::Change), `Last-Event-ID` resume |
 //! | `GET /metrics` | Prometheus text exposition 0.0.4 |

@@ -9,7 +9,7 @@
 //!
 //! - **`GET /v1/report`** — the watcher's current view (`Poll::report`): fresh connections
 //!   where providers answered, the last known ones (as `unknown`) where they did not. The body
-//!   is the DESIGN.md `HealthReport` JSON. Strong `ETag` (SHA-256 of the body); a matching
+//!   is the `HealthReport` JSON (ARCHITECTURE.md). Strong `ETag` (SHA-256 of the body); a matching
 //!   `If-None-Match` (weak comparison, `*` included) answers 304 without a body. Before the
 //!   first poll finished: 503 `not_ready`.
 //!
@@ -18,7 +18,7 @@
 //!   parameter are alternatives (OR); different parameters all apply (AND). A filtered report
 //!   keeps `generated_at` and the full `providers` list (so outcomes stay visible), keeps only
 //!   the matching `connections`, and recomputes `summary` from them and `overall` by the
-//!   DESIGN.md roll-up over them and over the providers the `provider` filter selects (all
+//!   roll-up (ARCHITECTURE.md) over them and over the providers the `provider` filter selects (all
 //!   when absent). An unknown status or an unknown parameter is 400 `bad_request`. Each
 //!   filtered body has its own ETag.
 //! - **`GET /v1/connections/{id}`** — one connection of the current view. The id is one

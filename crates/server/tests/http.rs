@@ -61,7 +61,7 @@ async fn report_shape_etag_and_filters() {
     assert_eq!(report.summary.total, report.connections.len());
     assert!(report.connections.windows(2).all(|w| w[0].id < w[1].id));
     assert!(report.connections.len() > 10);
-    // The raw JSON keeps every key (nulls included): the DESIGN.md contract.
+    // The raw JSON keeps every key (nulls included): the contract of ARCHITECTURE.md.
     let raw: Value = server.get("/v1/report").await.json().await.unwrap();
     let first = raw["connections"][0].as_object().unwrap();
     for key in [

@@ -1,7 +1,7 @@
 //! Serde types mirroring Subtotal's JSON (the current `/connections…` API generation).
 //!
 //! Decoding is deliberately lenient, because several shapes are unconfirmed
-//! (see `shared/providers/subtotal.md`):
+//! (the provider facts are summarized in ARCHITECTURE.md, "Provider facts"):
 //! - every field is optional (`#[serde(default)]`), `null` is accepted everywhere, extra fields
 //!   are ignored;
 //! - ids may arrive as strings or numbers; anything else is treated as absent;
