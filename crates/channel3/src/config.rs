@@ -74,3 +74,46 @@ impl Channel3Builder {
         Ok(b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connhealth_core::Provider;
+
+    fn config(v: serde_json::Value) -> Result<Channel3Config, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+
+    #[test]
+    fn every_key_reaches_the_builder() {
+        let c = config(serde_json::json!({
+            "kind": "channel3", "name": "c3-eu", "base_url": "http://127.0.0.1:9",
+            "api_key_env": "K", "customers": ["a", "b", "a"], "timeout_secs": 5, "concurrency": 7,
+        }))
+        .unwrap();
+        let env = |n: &str| (n == "K").then(|| "c3_sk_x".to_owned());
+        let p = Channel3Builder::from_config(&c, &env)
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(p.name(), "c3-eu");
+        assert_eq!(p.customers(), Some(&["a".to_owned(), "b".to_owned()][..]));
+        let dbg = format!("{p:?}");
+        assert!(
+            dbg.contains("limit: 7") && !dbg.contains("c3_sk_x"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn a_missing_variable_and_an_unknown_key_are_named() {
+        let c = config(serde_json::json!({"kind": "channel3", "api_key_env": "NOPE"})).unwrap();
+        let e = Channel3Builder::from_config(&c, &|_: &str| None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "api_key_env: environment variable NOPE is not set"
+        );
+        let e = config(serde_json::json!({"kind": "channel3", "api_key": "x"})).unwrap_err();
+        assert!(e.to_string().contains("unknown field `api_key`"), "{e}");
+    }
+}

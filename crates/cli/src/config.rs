@@ -349,7 +349,7 @@ pub const EXAMPLE: &str = r#"# connhealth configuration.
 # Credentials are never written here: each *_env key names the environment variable to read.
 
 timeout_secs = 30            # per provider, whole fetch (default 30)
-concurrency = 32             # per provider fan-out bound (default 32)
+concurrency = 32             # per provider fan-out bound, 1 to 10000 (default 32)
 
 [[provider]]
 kind = "channel3"

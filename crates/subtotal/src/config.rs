@@ -77,3 +77,42 @@ impl SubtotalBuilder {
         Ok(b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connhealth_core::Provider;
+
+    #[test]
+    fn every_key_reaches_the_builder() {
+        let c: SubtotalConfig = serde_json::from_value(serde_json::json!({
+            "kind": "subtotal", "name": "st", "base_url": "http://127.0.0.1:9",
+            "api_key_env": "K", "customers": ["c1", "c2"],
+            "link_url": "https://link.subtotal.com/x", "timeout_secs": 5, "concurrency": 2,
+        }))
+        .unwrap();
+        let env = |n: &str| (n == "K").then(|| "st_key".to_owned());
+        let p = SubtotalBuilder::from_config(&c, &env)
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(p.name(), "st");
+        assert_eq!(p.customers(), ["c1", "c2"]);
+        assert!(!format!("{p:?}").contains("st_key"));
+        let blank = |_: &str| Some(" ".to_owned());
+        let e = SubtotalBuilder::from_config(&c, &blank).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "api_key_env: environment variable K is empty"
+        );
+    }
+
+    #[test]
+    fn customers_are_required() {
+        let e = serde_json::from_value::<SubtotalConfig>(
+            serde_json::json!({"kind": "subtotal", "api_key_env": "K"}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("missing field `customers`"), "{e}");
+    }
+}

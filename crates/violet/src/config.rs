@@ -85,3 +85,42 @@ impl VioletBuilder {
         Ok(b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connhealth_core::Provider;
+
+    #[test]
+    fn every_key_reaches_the_builder_and_each_variable_is_named() {
+        let c: VioletConfig = serde_json::from_value(serde_json::json!({
+            "kind": "violet", "name": "violet-live", "base_url": "http://127.0.0.1:9",
+            "app_id": 7, "app_secret_env": "S", "username_env": "U", "password_env": "P",
+            "exclude_public": true, "timeout_secs": 5, "concurrency": 3,
+        }))
+        .unwrap();
+        let all = |n: &str| Some(format!("secret-of-{n}"));
+        let p = VioletBuilder::from_config(&c, &all)
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(p.name(), "violet-live");
+        let dbg = format!("{p:?}");
+        assert!(
+            !dbg.contains("secret-of-S") && !dbg.contains("secret-of-P"),
+            "{dbg}"
+        );
+        for (missing, key) in [
+            ("S", "app_secret_env"),
+            ("U", "username_env"),
+            ("P", "password_env"),
+        ] {
+            let env = |n: &str| (n != missing).then(|| "v".to_owned());
+            let e = VioletBuilder::from_config(&c, &env).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("{key}: environment variable {missing} is not set")
+            );
+        }
+    }
+}
