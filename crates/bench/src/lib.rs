@@ -162,8 +162,8 @@ pub struct BenchArgs {
     /// Poll only these providers (default: all three).
     #[arg(long = "provider", value_enum, value_name = "PROVIDER")]
     pub providers: Vec<ProviderKind>,
-    /// Fan-out bound per provider.
-    #[arg(long, default_value_t = 64)]
+    /// Fan-out bound per provider (1 to 10,000, as in a config file).
+    #[arg(long, default_value_t = 64, value_parser = concurrency_bound)]
     pub concurrency: usize,
     /// Latency injected on every simulator route, in milliseconds.
     #[arg(long, default_value_t = 0)]
@@ -191,6 +191,15 @@ pub struct BenchArgs {
     /// Print the report as JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--concurrency`: 1 to 10,000 (beyond 2^61 the semaphore behind it cannot be created).
+fn concurrency_bound(s: &str) -> Result<usize, String> {
+    const MAX: usize = 10_000;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from 1 to {MAX}, got {s:?}")),
+    }
 }
 
 impl BenchArgs {
@@ -258,5 +267,34 @@ pub async fn run_cli(args: BenchArgs) -> i32 {
         0
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::BenchArgs;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    /// Issue 16: a huge bound passed and then panicked in a semaphore.
+    #[test]
+    fn concurrency_is_bounded() {
+        for bad in ["0", "10001", "2305843009213693952"] {
+            let e = Cmd::try_parse_from(["bench", "--concurrency", bad]).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("must be a whole number from 1 to 10000"),
+                "{bad}: {e}"
+            );
+        }
+        for ok in ["1", "64", "10000"] {
+            let c = Cmd::try_parse_from(["bench", "--concurrency", ok]).unwrap();
+            assert_eq!(c.args.concurrency.to_string(), ok);
+        }
     }
 }
