@@ -128,17 +128,19 @@ impl fmt::Debug for Concurrency {
 }
 
 impl Concurrency {
-    /// At most `limit` requests in flight (at least 1).
+    /// At most `limit` requests in flight (at least 1, and at most what a semaphore can hold,
+    /// `Semaphore::MAX_PERMITS`: a larger bound means "unbounded" anyway).
     pub fn new(limit: usize) -> Self {
         Concurrency {
-            limit: limit.max(1),
+            limit: limit.clamp(1, Semaphore::MAX_PERMITS),
             shared: None,
         }
     }
 
-    /// At most `limit` in flight across everyone holding a clone of this value.
+    /// At most `limit` in flight across everyone holding a clone of this value (capped as in
+    /// [`Concurrency::new`]).
     pub fn shared(limit: usize) -> Self {
-        let limit = limit.max(1);
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
         Concurrency {
             limit,
             shared: Some(Arc::new(Semaphore::new(limit))),

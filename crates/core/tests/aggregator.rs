@@ -376,3 +376,20 @@ async fn a_shared_bound_limits_several_fan_outs_together() {
     tokio::join!(work(shared.clone()), work(shared.clone()), work(shared));
     assert_eq!(peak.load(Ordering::SeqCst), 4);
 }
+
+/// A bound beyond what a semaphore can hold (2^61 and up) used to panic when a shared bound was
+/// created (a library caller or an adapter's discovery); it is capped instead.
+#[tokio::test]
+async fn an_absurd_bound_is_capped_not_a_panic() {
+    use connhealth_core::futures::StreamExt as _;
+    for limit in [1usize << 61, usize::MAX] {
+        let shared = Concurrency::shared(limit);
+        assert!(shared.limit() < limit);
+        let out: Vec<u32> = shared
+            .fan_out(0..3u32, |i| async move { i })
+            .collect()
+            .await;
+        assert_eq!(out.len(), 3);
+        assert_eq!(Concurrency::new(limit).limit(), shared.limit());
+    }
+}
