@@ -247,12 +247,7 @@ struct Tally {
 }
 
 fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Ok => "ok",
-        Outcome::Partial => "partial",
-        Outcome::Failed => "failed",
-        Outcome::TimedOut => "timed_out",
-    }
+    o.as_str()
 }
 
 /// `workers` tasks aggregate in a loop (each at most `per_worker` times, all stopping at

@@ -60,6 +60,7 @@ use chrono::{DateTime, Utc};
 use connhealth_core::futures::future;
 use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
 use connhealth_core::http::{encode_segment, HttpClient, HttpConfig, RetryPolicy};
+use connhealth_core::lenient;
 use connhealth_core::{Batch, Concurrency, Customer, Error, ErrorKind, Provider, Result, Secret};
 
 mod client;
@@ -123,7 +124,7 @@ impl Channel3 {
         &self,
         customer: Customer,
         observed_at: DateTime<Utc>,
-    ) -> impl Future<Output = Batch> + Send + 'static {
+    ) -> impl Future<Output = Vec<Batch>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         async move {
             let id = customer.id.clone();
@@ -131,7 +132,7 @@ impl Channel3 {
             let handle =
                 tokio::spawn(async move { task.fetch_customer(customer, observed_at).await });
             match AbortOnDrop(handle).await {
-                Ok(batch) => batch,
+                Ok(batches) => batches,
                 Err(e) => {
                     let (kind, what) = if e.is_panic() {
                         (
@@ -144,10 +145,13 @@ impl Channel3 {
                             "cancelled (the runtime is shutting down)",
                         )
                     };
-                    Err(
-                        Error::new(&*inner.name, client::LIST_CONNECTIONS, kind, what)
-                            .with_customer(id),
+                    vec![Err(Error::new(
+                        &*inner.name,
+                        client::LIST_CONNECTIONS,
+                        kind,
+                        what,
                     )
+                    .with_customer(id))]
                 }
             }
         }
@@ -162,20 +166,25 @@ struct Inner {
 }
 
 impl Inner {
-    /// Fetch and map one customer's connections: one batch.
-    async fn fetch_customer(&self, customer: Customer, observed_at: DateTime<Utc>) -> Batch {
-        let response = self.client.list_connections(&customer.id).await?;
+    /// Fetch and map one customer's connections: its batch, and a `decode` error batch
+    /// naming the entries that were left out or collapsed, if any.
+    async fn fetch_customer(&self, customer: Customer, observed_at: DateTime<Utc>) -> Vec<Batch> {
+        let response = match self.client.list_connections(&customer.id).await {
+            Ok(r) => r,
+            Err(e) => return vec![Err(e)],
+        };
         let mapped = map::map_connections(&self.name, &customer, &response, observed_at);
-        for s in &mapped.skipped {
-            tracing::debug!(
-                provider = %self.name,
-                customer_id = %customer.id,
-                index = s.index,
-                reason = %s.reason,
-                "skipped a connection entry"
-            );
+        let lost = mapped.losses().to_error(
+            &self.name,
+            client::LIST_CONNECTIONS,
+            Some(&customer.id),
+            "connection entries",
+        );
+        lenient::Mapped {
+            connections: mapped.connections,
+            lost,
         }
-        Ok(mapped.connections)
+        .into_batches()
     }
 }
 
@@ -217,13 +226,14 @@ impl Provider for Channel3 {
                             }),
                             move |c| self.fetch(c, observed_at),
                         ),
-                        Err(e) => stream::once(async move { Err(e) }).boxed(),
+                        Err(e) => stream::once(async move { vec![Err(e)] }).boxed(),
                     })
                     .flatten_unordered(None)
                     .boxed()
             }
         };
         batches
+            .flat_map(stream::iter)
             .scan(false, |stopped, batch| {
                 if *stopped {
                     return future::ready(None);

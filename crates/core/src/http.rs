@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::lenient::scrub_values;
 use crate::secret::Secret;
 
 /// The user agent every request carries.
@@ -788,26 +789,6 @@ pub fn decode_json<T: DeserializeOwned>(provider: &str, endpoint: &str, body: &[
     }
 }
 
-/// Removes quoted values from a serde message (`invalid type: string "x"` → `string "…"`), so
-/// personal data in a malformed document never reaches an error.
-fn scrub_values(msg: &str) -> String {
-    let msg = msg.split(" at line ").next().unwrap_or(msg);
-    let mut out = String::with_capacity(msg.len());
-    let mut in_quote = false;
-    for ch in msg.chars() {
-        if ch == '"' || ch == '`' {
-            if in_quote {
-                out.push('…');
-            }
-            in_quote = !in_quote;
-            out.push(ch);
-        } else if !in_quote {
-            out.push(ch);
-        }
-    }
-    out
-}
-
 struct ParsedError {
     message: Option<String>,
     code: Option<i64>,
@@ -994,15 +975,5 @@ mod tests {
                 "retry {retry}: {b:?} vs {base:?}"
             );
         }
-    }
-
-    #[test]
-    fn scrubbed_messages_drop_values() {
-        assert_eq!(
-            scrub_values(
-                "invalid type: string \"alice@example.com\", expected u64 at line 1 column 9"
-            ),
-            "invalid type: string \"…\", expected u64"
-        );
     }
 }

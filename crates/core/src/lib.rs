@@ -19,23 +19,16 @@
 //!     fn name(&self) -> &str { "example" }
 //!     fn stream(&self) -> BoxStream<'_, Batch> {
 //!         let now = chrono::Utc::now();
-//!         let conn = Connection {
-//!             id: Connection::make_id("example", Some("c1"), "cus_1", "shopify"),
-//!             provider: "example".into(),
-//!             provider_connection_id: Some("c1".into()),
-//!             customer: Customer::new("cus_1"),
-//!             platform: "shopify".into(),
-//!             role: Role::Source,
-//!             status: Status::Healthy,
-//!             provider_status: "active".into(),
-//!             connected_at: None,
-//!             sync: None,
-//!             checks: vec![],
-//!             problems: vec![],
-//!             accounts: vec![],
-//!             observed_at: now,
-//!             data_as_of: None,
-//!         };
+//!         let mut conn = Connection::new(
+//!             "example",
+//!             Some("c1"),
+//!             Customer::new("cus_1"),
+//!             "shopify",
+//!             Role::Source,
+//!             Status::Healthy,
+//!             now,
+//!         );
+//!         conn.provider_status = "active".into();
 //!         stream::iter(vec![Ok(vec![conn])]).boxed()
 //!     }
 //! }
@@ -60,6 +53,7 @@ mod aggregator;
 pub mod diff;
 mod error;
 pub mod http;
+pub mod lenient;
 mod model;
 mod provider;
 mod secret;
@@ -70,7 +64,7 @@ pub use diff::{diff, Change, ChangeKind};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{
     Account, Check, Connection, Customer, HealthReport, Outcome, ParseStatusError, Problem,
-    ProviderOutcome, Remediation, ReportError, Role, Status, Summary, Sync, SyncState,
+    ProviderOutcome, Remediation, ReportError, Role, Status, Summary, SyncProgress, SyncState,
 };
 pub use provider::{Batch, Concurrency, Fetched, Provider};
 pub use secret::Secret;

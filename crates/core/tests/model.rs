@@ -3,7 +3,7 @@
 use chrono::{TimeZone, Utc};
 use connhealth_core::{
     Account, Check, Connection, Customer, ErrorKind, HealthReport, Outcome, Problem,
-    ProviderOutcome, Remediation, ReportError, Role, Status, Summary, Sync, SyncState,
+    ProviderOutcome, Remediation, ReportError, Role, Status, Summary, SyncProgress, SyncState,
 };
 
 fn t(h: u32) -> chrono::DateTime<Utc> {
@@ -11,23 +11,19 @@ fn t(h: u32) -> chrono::DateTime<Utc> {
 }
 
 fn conn(provider: &str, pid: &str, status: Status) -> Connection {
-    Connection {
-        id: Connection::make_id(provider, Some(pid), "cus_1", "shopify"),
-        provider: provider.into(),
-        provider_connection_id: Some(pid.into()),
-        customer: Customer::new("cus_1"),
-        platform: "shopify".into(),
-        role: Role::Source,
+    let mut built = Connection::new(
+        provider,
+        None,
+        Customer::new("cus_1"),
+        "shopify",
+        Role::Source,
         status,
-        provider_status: "active".into(),
-        connected_at: None,
-        sync: None,
-        checks: vec![],
-        problems: vec![],
-        accounts: vec![],
-        observed_at: t(12),
-        data_as_of: None,
-    }
+        t(12),
+    );
+    built.id = Connection::make_id(provider, Some(pid), "cus_1", "shopify");
+    built.provider_connection_id = Some(pid.into());
+    built.provider_status = "active".into();
+    built
 }
 
 fn ok(provider: &str, n: usize) -> ProviderOutcome {
@@ -51,7 +47,7 @@ fn representative() -> HealthReport {
         email: None,
     };
     google.connected_at = Some(t(9));
-    google.sync = Some(Sync {
+    google.sync = Some(SyncProgress {
         state: SyncState::Live,
         total: Some(150),
         synced: Some(148),

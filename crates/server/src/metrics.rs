@@ -225,23 +225,19 @@ mod tests {
     use connhealth_core::{Connection, Customer, HealthReport, ProviderOutcome, Role};
 
     fn conn(provider: &str, id: &str, status: Status) -> Connection {
-        Connection {
-            id: format!("{provider}:{id}"),
-            provider: provider.into(),
-            provider_connection_id: Some(id.into()),
-            customer: Customer::new("c"),
-            platform: "shopify".into(),
-            role: Role::Source,
+        let mut built = Connection::new(
+            provider,
+            None,
+            Customer::new("c"),
+            "shopify",
+            Role::Source,
             status,
-            provider_status: "x".into(),
-            connected_at: None,
-            sync: None,
-            checks: vec![],
-            problems: vec![],
-            accounts: vec![],
-            observed_at: Utc::now(),
-            data_as_of: None,
-        }
+            Utc::now(),
+        );
+        built.id = format!("{provider}:{id}");
+        built.provider_connection_id = Some(id.into());
+        built.provider_status = "x".into();
+        built
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::wire::{
     ListConnectionsResponse, Retailer, TokenResponse, UpdateConnection,
 };
 
-const EP_LIST: &str = "GET /connections";
+pub(crate) const EP_LIST: &str = "GET /connections";
 const EP_GET: &str = "GET /connections/{connection_id}";
 const EP_CREATE: &str = "POST /connections";
 const EP_UPDATE: &str = "PATCH /connections/{connection_id}";

@@ -79,6 +79,7 @@ use chrono::Utc;
 use connhealth_core::futures::future::{self, Either, FutureExt};
 use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
 use connhealth_core::http::{HttpConfig, RetryPolicy};
+use connhealth_core::lenient::{self, Losses, Mapped, Skipped};
 use connhealth_core::{Batch, Concurrency, Connection, Error, ErrorKind, Provider, Result, Secret};
 use url::Url;
 
@@ -139,7 +140,8 @@ impl Subtotal {
         &self.customers
     }
 
-    /// Fetch one customer's connections, mapped (the unit of work of one batch).
+    /// Fetch one customer's connections, mapped (the unit of work of one batch). A list whose
+    /// every entry is undecodable is a `decode` error.
     /// `retailer_names` maps retailer ids to names (see [`Subtotal::retailer_names`]).
     pub async fn fetch_customer(
         &self,
@@ -164,7 +166,9 @@ impl Subtotal {
             include_personal_data: self.include_personal_data,
             retailer_names,
         };
-        Ok(map_list(&list.connections, customer_id, &ctx))
+        // Entries left out are reported by the provider's stream; here only a list whose every
+        // entry was lost is an error.
+        map_list(&list, customer_id, &ctx).into_result()
     }
 
     /// Map one connection answer (e.g. what [`SubtotalClient::update_connection`] returned)
@@ -215,30 +219,39 @@ impl Subtotal {
     }
 }
 
-/// Map a customer's list: items without a `connection_id` are skipped (logged at debug), and
-/// an id seen twice is kept once.
+/// Map a customer's list. Items that did not decode or carry no `connection_id` are left out,
+/// and of connections sharing an id the most severe is kept; both are reported as one
+/// `decode` error (see [`connhealth_core::lenient`]).
 fn map_list(
-    items: &[ConnectionResponse],
+    list: &wire::ListConnectionsResponse,
     customer_id: &str,
     ctx: &MapContext<'_>,
-) -> Vec<Connection> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(items.len());
-    let mut missing_id = 0usize;
-    for item in items {
+) -> Mapped {
+    let mut losses = Losses {
+        skipped: list.skipped.clone(),
+        duplicates: Vec::new(),
+    };
+    let mut out = Vec::with_capacity(list.connections.len());
+    for (index, item) in list.connections.iter().enumerate() {
         match map::map_connection(item, Some(customer_id), ctx) {
-            Some(c) => {
-                if seen.insert(c.id.clone()) {
-                    out.push(c);
-                }
-            }
-            None => missing_id += 1,
+            Some(c) => out.push(c),
+            None => losses.skipped.push(Skipped {
+                index,
+                id: None,
+                reason: "connection_id is missing".to_owned(),
+            }),
         }
     }
-    if missing_id > 0 {
-        tracing::debug!(provider = %ctx.provider, customer_id, skipped = missing_id, "skipped connections without connection_id");
+    losses.duplicates = lenient::collapse_duplicates(&mut out);
+    Mapped {
+        connections: out,
+        lost: losses.to_error(
+            ctx.provider,
+            client::EP_LIST,
+            Some(customer_id),
+            "connection entries",
+        ),
     }
-    out
 }
 
 impl Provider for Subtotal {
@@ -264,11 +277,12 @@ impl Provider for Subtotal {
                     // customer's error is returned without waiting for it.
                     let list = self.client.list_connections_raw(&customer);
                     let (list, names) = match future::select(Box::pin(list), names).await {
-                        Either::Left((list, names)) => {
-                            let list = list?;
-                            (list, names.await)
-                        }
-                        Either::Right((names, list)) => (list.await?, names),
+                        Either::Left((Ok(list), names)) => (list, names.await),
+                        Either::Left((Err(e), _)) => return vec![Err(e)],
+                        Either::Right((names, list)) => match list.await {
+                            Ok(list) => (list, names),
+                            Err(e) => return vec![Err(e)],
+                        },
                     };
                     let ctx = MapContext {
                         provider: &self.name,
@@ -277,9 +291,10 @@ impl Provider for Subtotal {
                         include_personal_data: self.include_personal_data,
                         retailer_names: names.as_deref(),
                     };
-                    Ok(map_list(&list.connections, &customer, &ctx))
+                    map_list(&list, &customer, &ctx).into_batches()
                 }
             })
+            .flat_map(stream::iter)
             // A 401 means the API key itself was refused: every other customer would fail the
             // same way, so that error is the last batch (the requests in flight are dropped).
             .scan(false, |refused, batch: Batch| {

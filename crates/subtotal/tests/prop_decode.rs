@@ -292,7 +292,7 @@ fn the_seeds_decode() {
         if seed.get("connections").is_some() {
             let list: ListConnectionsResponse = serde_json::from_str(&body).unwrap();
             assert!(!list.connections.is_empty());
-            assert_eq!(list.skipped, 0);
+            assert!(list.skipped.is_empty());
         }
         check_all(body.as_bytes()).unwrap();
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use connhealth_core::http::{HttpClient, Request, Response};
+use connhealth_core::lenient::{Losses, Mapped, Skipped};
 use connhealth_core::{Concurrency, Connection, Error, ErrorKind, Result, Secret};
 use futures::stream::{BoxStream, StreamExt};
 use reqwest::Method;
@@ -176,9 +177,15 @@ impl VioletClient {
 
     /// `GET /operations/connection_health?app_id=…&exclude_public=…`: every merchant's report,
     /// mapped, one [`Connection`] per merchant (Violet serves this report from a cache that is
-    /// recomputed about every 24 h). Entries without a readable merchant id are skipped (counted
-    /// in a debug log).
+    /// recomputed about every 24 h). Entries without a readable merchant id are left out (the
+    /// provider's stream reports them as a `decode` error); a report whose every entry is left
+    /// out is that error.
     pub async fn connection_health(&self) -> Result<Vec<Connection>> {
+        self.connection_health_mapped().await?.into_result()
+    }
+
+    /// [`VioletClient::connection_health`], with the error naming what was left out.
+    pub(crate) async fn connection_health_mapped(&self) -> Result<Mapped> {
         let observed_at = Utc::now();
         let exclude = if self.inner.s.exclude_public {
             "true"
@@ -570,13 +577,14 @@ fn base64url_decode(s: &str) -> Option<Vec<u8>> {
     (bits < 6).then_some(out)
 }
 
-/// Decode and map a report body (see [`crate::decode_report`]).
+/// Decode and map a report body (see [`crate::decode_report`]): the connections, and the
+/// `decode` error naming the entries left out.
 pub(crate) fn decode_report(
     name: &str,
     body: &[u8],
     observed_at: DateTime<Utc>,
     include_personal_data: bool,
-) -> Result<Vec<Connection>> {
+) -> Result<Mapped> {
     let items = wire::decode_report(body)
         .map_err(|e| Error::new(name, REPORT, ErrorKind::Decode, e.message))?;
     let ctx = MapContext {
@@ -585,21 +593,21 @@ pub(crate) fn decode_report(
         include_personal_data,
     };
     let mut out = Vec::with_capacity(items.len());
-    let mut skipped = 0usize;
-    for item in items {
+    let mut losses = Losses::default();
+    for (index, item) in items.enumerate() {
         match map_item(&item, &ctx, None) {
             Some(c) => out.push(c),
-            None => skipped += 1,
+            None => losses.skipped.push(Skipped {
+                index,
+                id: None,
+                reason: "the entry names no readable merchant_id".to_owned(),
+            }),
         }
     }
-    if skipped > 0 {
-        tracing::debug!(
-            provider = %name,
-            skipped,
-            "report entries without a readable merchant_id were skipped"
-        );
-    }
-    Ok(out)
+    Ok(Mapped {
+        connections: out,
+        lost: losses.to_error(name, REPORT, None, "report entries"),
+    })
 }
 
 /// Decode and map a one-merchant body; `merchant_id` stands in when the body has none.

@@ -167,7 +167,14 @@ impl Provider for Violet {
     }
 
     fn stream(&self) -> BoxStream<'_, Batch> {
-        stream::once(async move { self.client.connection_health().await }).boxed()
+        stream::once(async move {
+            match self.client.connection_health_mapped().await {
+                Ok(mapped) => mapped.into_batches(),
+                Err(e) => vec![Err(e)],
+            }
+        })
+        .flat_map(stream::iter)
+        .boxed()
     }
 }
 
@@ -400,8 +407,9 @@ impl VioletBuilder {
 /// Decode and map a `GET /operations/connection_health` body offline (no I/O, no clock): one
 /// [`Connection`] per merchant entry, under provider name `name`, observed at `observed_at`.
 ///
-/// The body must be a JSON array; entries that cannot be attributed to a merchant are skipped,
-/// entries that are malformed but name their merchant map to `unknown`.
+/// The body must be a JSON array; entries that cannot be attributed to a merchant are skipped
+/// (when every entry is, that is a `decode` error), entries that are malformed but name their
+/// merchant map to `unknown`.
 ///
 /// ```
 /// let body = br#"[{"merchant_id": 7, "merchant_status": "ACTIVE", "platform": "SHOPIFY"}]"#;
@@ -417,5 +425,5 @@ pub fn decode_report(
     observed_at: DateTime<Utc>,
     include_personal_data: bool,
 ) -> Result<Vec<Connection>> {
-    client::decode_report(name, body, observed_at, include_personal_data)
+    client::decode_report(name, body, observed_at, include_personal_data)?.into_result()
 }
