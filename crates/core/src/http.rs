@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
+pub use reqwest::header::{self as header, HeaderName};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 pub use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -566,27 +567,30 @@ pub struct Request {
 }
 
 impl Request {
-    /// Add a plain header.
-    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+    /// Add a plain header. The name is a [`HeaderName`] (e.g. `header::ACCEPT`, or
+    /// `HeaderName::from_static("x-violet-app-id")` in a `const`), so a name that cannot be
+    /// sent is refused where it is written, not at run time. A value that cannot be sent makes
+    /// [`HttpClient::send`] return a `config` error.
+    pub fn header(mut self, name: HeaderName, value: &str) -> Self {
         match HeaderValue::from_str(value) {
             Ok(v) => {
-                self.headers.insert(HeaderName::from_static(name), v);
+                self.headers.insert(name, v);
             }
-            Err(_) => self.bad_header = Some(name.to_owned()),
+            Err(_) => self.bad_header = Some(name.as_str().to_owned()),
         }
         self
     }
 
     /// Add a header carrying a secret (`x-api-key`, a token). `prefix` is prepended to the
     /// value, e.g. `"Bearer "`.
-    pub fn secret_header(mut self, name: &'static str, prefix: &str, secret: &Secret) -> Self {
+    pub fn secret_header(mut self, name: HeaderName, prefix: &str, secret: &Secret) -> Self {
         match HeaderValue::from_str(&format!("{prefix}{}", secret.expose())) {
             Ok(mut v) => {
                 v.set_sensitive(true);
-                self.headers.insert(HeaderName::from_static(name), v);
                 self.secrets.push(secret.clone());
+                self.headers.insert(name, v);
             }
-            Err(_) => self.bad_header = Some(name.to_owned()),
+            Err(_) => self.bad_header = Some(name.as_str().to_owned()),
         }
         self
     }

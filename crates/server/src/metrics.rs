@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use connhealth_core::{ChangeKind, Outcome, Status};
+use connhealth_core::{Outcome, Status};
 
 use crate::state::AppState;
 
@@ -58,18 +58,6 @@ fn float(v: f64) -> String {
 
 /// Render every series.
 pub(crate) fn render(state: &AppState) -> String {
-    // Keep the compiler telling us when a new event kind appears.
-    let _exhaustive = |k: &ChangeKind| match k {
-        ChangeKind::Appeared { .. }
-        | ChangeKind::Disappeared { .. }
-        | ChangeKind::StatusChanged { .. }
-        | ChangeKind::ProblemRaised { .. }
-        | ChangeKind::ProblemCleared { .. }
-        | ChangeKind::SyncProgressed { .. }
-        | ChangeKind::ProviderUnavailable { .. }
-        | ChangeKind::ProviderRecovered => (),
-    };
-
     let mut out = String::with_capacity(4096);
     let snapshot = state.snapshot();
 

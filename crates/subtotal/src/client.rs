@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use connhealth_core::http::{HttpClient, HttpConfig, Request};
+use connhealth_core::http::{header, HeaderName, HttpClient, HttpConfig, Request};
 use connhealth_core::{Error, ErrorKind, Result, Secret};
 use reqwest::Method;
 use tokio::time::Instant;
@@ -20,6 +20,8 @@ use crate::wire::{
     ConnectionResponse, CreateConnection, CreateTokenRequest, GetRetailersResponse,
     ListConnectionsResponse, Retailer, TokenResponse, UpdateConnection,
 };
+
+const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 
 pub(crate) const EP_LIST: &str = "GET /connections";
 const EP_GET: &str = "GET /connections/{connection_id}";
@@ -117,7 +119,7 @@ impl SubtotalClient {
         self.inner
             .http
             .request(method, endpoint, url)
-            .secret_header("x-api-key", "", &self.inner.api_key)
+            .secret_header(API_KEY_HEADER, "", &self.inner.api_key)
     }
 
     /// `GET /connections?customer_id=…`: the customer's connections. The customer id is sent
@@ -238,7 +240,7 @@ impl SubtotalClient {
     ) -> Result<ConnectionResponse> {
         let mut req = self
             .request(Method::PATCH, EP_UPDATE, url)
-            .secret_header("authorization", "Bearer ", token)
+            .secret_header(header::AUTHORIZATION, "Bearer ", token)
             .json(update);
         if self.inner.retry_patch {
             req = req.retry_unsafe();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use connhealth_core::http::{HttpClient, Request, Response};
+use connhealth_core::http::{HeaderName, HttpClient, Request, Response};
 use connhealth_core::lenient::{Losses, Mapped, Skipped};
 use connhealth_core::{Concurrency, Connection, Error, ErrorKind, Result, Secret};
 use futures::stream::{BoxStream, StreamExt};
@@ -19,6 +19,10 @@ use tokio::time::Instant;
 
 use crate::map::{map_item, MapContext};
 use crate::wire;
+
+const APP_ID_HEADER: HeaderName = HeaderName::from_static("x-violet-app-id");
+const APP_SECRET_HEADER: HeaderName = HeaderName::from_static("x-violet-app-secret");
+const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-violet-token");
 
 /// How long before the access token's expiry it is refreshed.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -294,9 +298,9 @@ impl VioletClient {
             .s
             .http
             .request(Method::GET, endpoint, url)
-            .header("x-violet-app-id", &self.inner.app_id)
-            .secret_header("x-violet-app-secret", "", &self.inner.s.app_secret)
-            .secret_header("x-violet-token", "", token)
+            .header(APP_ID_HEADER, &self.inner.app_id)
+            .secret_header(APP_SECRET_HEADER, "", &self.inner.s.app_secret)
+            .secret_header(TOKEN_HEADER, "", token)
     }
 
     /// Send an authenticated request built by `build`, renewing the token on a 401 (see the
@@ -386,8 +390,8 @@ impl VioletClient {
         let req = s
             .http
             .request(Method::POST, LOGIN, url)
-            .header("x-violet-app-id", &self.inner.app_id)
-            .secret_header("x-violet-app-secret", "", &s.app_secret)
+            .header(APP_ID_HEADER, &self.inner.app_id)
+            .secret_header(APP_SECRET_HEADER, "", &s.app_secret)
             .json(&LoginBody {
                 username: &s.username,
                 password: s.password.expose(),
@@ -430,9 +434,9 @@ impl VioletClient {
         let req = s
             .http
             .request(Method::GET, REFRESH, url)
-            .header("x-violet-app-id", &self.inner.app_id)
-            .secret_header("x-violet-app-secret", "", &s.app_secret)
-            .secret_header("x-violet-token", "", &refresh);
+            .header(APP_ID_HEADER, &self.inner.app_id)
+            .secret_header(APP_SECRET_HEADER, "", &s.app_secret)
+            .secret_header(TOKEN_HEADER, "", &refresh);
         let answer: TokenAnswer = s.http.send_json(req).await?;
         let access = answer
             .token
