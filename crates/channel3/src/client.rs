@@ -135,7 +135,10 @@ impl Channel3Client {
         endpoint: &'static str,
         segments: &[&str],
     ) -> Result<Request> {
-        let url = self.http.url(segments).map_err(|e| rename(e, endpoint))?;
+        let url = self
+            .http
+            .url(segments)
+            .map_err(|e| e.with_endpoint(endpoint))?;
         Ok(self
             .http
             .request(method, endpoint, url)
@@ -340,13 +343,4 @@ impl Channel3Client {
             expires_at_raw: r.expires_at,
         })
     }
-}
-
-/// `HttpClient::url` labels its errors with the endpoint "path"; name the real one.
-fn rename(e: Error, endpoint: &str) -> Error {
-    let mut out = Error::new(e.provider(), endpoint, e.kind(), e.message());
-    if let Some(c) = e.customer_id() {
-        out = out.with_customer(c);
-    }
-    out
 }

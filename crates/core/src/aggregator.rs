@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::error::{Error, ErrorKind};
 use crate::lenient::Losses;
@@ -169,21 +169,13 @@ impl Aggregator {
     }
 }
 
-/// Aborts the task when dropped, so that dropping an aggregation cancels its providers.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -> ProviderResult {
     let name = provider.name().to_owned();
     let started = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = provider.clone();
-    let mut handle = AbortOnDrop(tokio::spawn(async move {
+    // Aborted when dropped, so that dropping an aggregation cancels its providers.
+    let mut handle = AbortOnDropHandle::new(tokio::spawn(async move {
         let mut stream = task.stream();
         while let Some(batch) = stream.next().await {
             if tx.send(batch).is_err() {
@@ -207,7 +199,7 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
     };
 
     let outcome = if timed_out {
-        handle.0.abort();
+        handle.abort();
         // Keep whatever arrived before the deadline.
         while let Ok(b) = rx.try_recv() {
             fetched.push(b);
@@ -220,7 +212,7 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
         ));
         Outcome::TimedOut
     } else {
-        match (&mut handle.0).await {
+        match (&mut handle).await {
             Ok(()) => fetched.outcome(),
             Err(join) if join.is_panic() => {
                 let msg = panic_message(join.into_panic());

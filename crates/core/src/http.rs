@@ -750,11 +750,11 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
             ));
         }
     }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    // An HTTP-date in any of the three forms RFC 9110 requires recipients to accept
+    // (IMF-fixdate, RFC 850, asctime), by the `httpdate` crate rather than by hand.
+    let when = httpdate::parse_http_date(v).ok()?;
     Some(
-        delta
-            .to_std()
+        when.duration_since(std::time::SystemTime::now())
             .unwrap_or(Duration::ZERO)
             .min(Duration::from_secs(MAX_RETRY_AFTER_SECS)),
     )
@@ -877,6 +877,10 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(parse_retry_after("soon"), None);
+        // The two obsolete forms recipients must still accept (RFC 9110 §5.6.7).
+        for old in ["Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"] {
+            assert_eq!(parse_retry_after(old), Some(Duration::ZERO), "{old}");
+        }
         // Absurd values are clamped (an unclamped u64::MAX seconds made the watcher's
         // `Instant + delay` overflow and panic).
         let cap = Duration::from_secs(MAX_RETRY_AFTER_SECS);

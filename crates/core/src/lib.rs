@@ -53,8 +53,10 @@ mod aggregator;
 pub mod diff;
 mod error;
 pub mod http;
+pub mod jwt;
 pub mod lenient;
 mod model;
+mod options;
 mod provider;
 mod secret;
 pub mod watch;
@@ -66,7 +68,8 @@ pub use model::{
     Account, Check, Connection, Customer, HealthReport, Outcome, ParseStatusError, Problem,
     ProviderOutcome, Remediation, ReportError, Role, Status, Summary, SyncProgress, SyncState,
 };
-pub use provider::{Batch, Concurrency, Fetched, Provider};
+pub use options::{AdapterDefaults, ClientOptions, ValidatedOptions, MAX_CONCURRENCY};
+pub use provider::{until_refused, Batch, Concurrency, Fetched, Provider};
 pub use secret::Secret;
 pub use watch::{WatchConfig, WatchState, Watcher};
 

@@ -348,3 +348,35 @@ fn worst_reported_covers_problems_and_checks() {
         "unrecognized value \"weird\" for status"
     );
 }
+
+/// Relabelling an error keeps every other field (Channel3's old `rename` rebuilt the error and
+/// dropped status, `Retry-After` and source).
+#[test]
+fn errors_are_relabelled_without_losing_fields() {
+    use std::error::Error as _;
+    use std::time::Duration;
+    let e = connhealth_core::Error::new("p", "path", ErrorKind::RateLimited, "slow down")
+        .with_status(429)
+        .with_customer("cus_1")
+        .with_retry_after(Duration::from_secs(7))
+        .with_provider_code(11)
+        .with_source(std::io::Error::other("cause"));
+    let e = e
+        .with_endpoint("GET /v0/x")
+        .map_message(|m| format!("customer list: {m}"));
+    assert_eq!(e.endpoint(), "GET /v0/x");
+    assert_eq!(e.message(), "customer list: slow down");
+    assert_eq!(e.http_status(), Some(429));
+    assert_eq!(e.customer_id(), Some("cus_1"));
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    assert_eq!(e.provider_code(), Some(11));
+    assert_eq!(e.source().unwrap().to_string(), "cause");
+    let e = e
+        .with_kind(ErrorKind::Authentication)
+        .with_message("refused");
+    assert_eq!(
+        (e.kind(), e.message()),
+        (ErrorKind::Authentication, "refused")
+    );
+    assert_eq!(e.http_status(), Some(429));
+}

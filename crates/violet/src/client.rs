@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use connhealth_core::http::{HeaderName, HttpClient, Request, Response};
 use connhealth_core::lenient::{Losses, Mapped, Skipped};
-use connhealth_core::{Concurrency, Connection, Error, ErrorKind, Result, Secret};
+use connhealth_core::{jwt, Concurrency, Connection, Error, ErrorKind, Result, Secret};
 use futures::stream::{BoxStream, StreamExt};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -499,17 +499,7 @@ impl VioletClient {
         if !said.trim().is_empty() {
             message.push_str(&format!(" (Violet said: {})", said.trim()));
         }
-        let mut out = Error::new(&s.name, LOGIN, kind, message);
-        if let Some(st) = e.http_status() {
-            out = out.with_status(st);
-        }
-        if let Some(code) = e.provider_code() {
-            out = out.with_provider_code(code);
-        }
-        if let Some(ra) = e.retry_after() {
-            out = out.with_retry_after(ra);
-        }
-        out
+        e.with_endpoint(LOGIN).with_kind(kind).with_message(message)
     }
 }
 
@@ -534,51 +524,13 @@ fn is_refused(e: &Error) -> bool {
 /// 24 h when unreadable. Never less than twice [`REFRESH_MARGIN`], so that a clock skew cannot
 /// make every call refresh.
 pub(crate) fn token_lifetime(token: &str, now: DateTime<Utc>) -> Duration {
-    match jwt_exp(token) {
+    match jwt::exp(token) {
         Some(exp) => {
             let secs = exp.saturating_sub(now.timestamp());
             Duration::from_secs(secs.max(0) as u64).max(REFRESH_MARGIN * 2)
         }
         None => DEFAULT_TOKEN_LIFETIME,
     }
-}
-
-/// The `exp` claim (seconds since the epoch) of a JWT, without checking its signature.
-pub(crate) fn jwt_exp(token: &str) -> Option<i64> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64url_decode(payload)?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?;
-    exp.as_i64()
-        .or_else(|| exp.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-        .or_else(|| exp.as_str().and_then(|s| s.trim().parse().ok()))
-}
-
-/// Base64url (RFC 4648 §5) decoding, padding optional. Also accepts the standard alphabet.
-fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for b in s.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A single leftover character (6 bits) cannot come from valid base64.
-    (bits < 6).then_some(out)
 }
 
 /// Decode and map a report body (see [`crate::decode_report`]): the connections, and the
@@ -666,46 +618,6 @@ mod tests {
             b64(r#"{"alg":"HS256","typ":"JWT"}"#),
             b64(claims)
         )
-    }
-
-    #[test]
-    fn base64url_round_trips() {
-        for s in [
-            "",
-            "f",
-            "fo",
-            "foo",
-            "foob",
-            "fooba",
-            "foobar",
-            "{\"exp\":1700000000}",
-            "ü~?>",
-        ] {
-            assert_eq!(base64url_decode(&b64(s)).unwrap(), s.as_bytes(), "{s}");
-        }
-        assert_eq!(base64url_decode("Zm9vYg==").unwrap(), b"foob");
-        assert_eq!(base64url_decode("Zm9v*"), None);
-        assert_eq!(base64url_decode("Zm9vY"), None);
-    }
-
-    #[test]
-    fn exp_claim() {
-        assert_eq!(
-            jwt_exp(&jwt(r#"{"sub":"1","exp":1700000000}"#)),
-            Some(1_700_000_000)
-        );
-        assert_eq!(
-            jwt_exp(&jwt(r#"{"exp":"1700000000"}"#)),
-            Some(1_700_000_000)
-        );
-        assert_eq!(
-            jwt_exp(&jwt(r#"{"exp":1700000000.5}"#)),
-            Some(1_700_000_000)
-        );
-        assert_eq!(jwt_exp(&jwt(r#"{"sub":"1"}"#)), None);
-        assert_eq!(jwt_exp("opaque-token"), None);
-        assert_eq!(jwt_exp("a.!!!.c"), None);
-        assert_eq!(jwt_exp(&format!("x.{}.y", b64("not json"))), None);
     }
 
     #[test]
