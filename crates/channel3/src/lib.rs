@@ -41,12 +41,6 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
 
 use std::collections::HashSet;
 use std::fmt;

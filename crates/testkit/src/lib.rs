@@ -37,8 +37,6 @@
 //! * [`data`]: deterministic generators (`same seed → same bytes`).
 //! * [`faults`]: [`Fault`], [`FaultRule`], [`Faults`] and [`Stats`].
 //! * [`Fleet`]: all three at once. The `connhealth-sim` binary serves a fleet until Ctrl-C.
-
-#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 // Handlers return early with a ready `Response` as the error of small helpers; boxing it
 // would only add noise.

@@ -99,12 +99,6 @@
 //! camelCase keys, enum values in any case, numbers as strings, nulls and missing sections, and
 //! never fails the report because of one entry.
 #![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
 
 mod client;
 mod map;

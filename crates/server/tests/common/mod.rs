@@ -1,6 +1,6 @@
 //! Shared test harness: the testkit simulators behind the real adapters, a server on
 //! 127.0.0.1:0, a scripted provider, and a small SSE reader.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
