@@ -550,12 +550,7 @@ pub fn report_problems(report: &HealthReport) -> Vec<String> {
         }
     }
     for c in &report.connections {
-        if !c.status.is_ok() && c.problems.is_empty() {
-            bad.push(format!("{} is {} without a problem", c.id, c.status));
-        }
-        if c.status < c.worst_reported() {
-            bad.push(format!("{} is {} but reports worse", c.id, c.status));
-        }
+        bad.extend(connhealth_testkit::well_formed(c));
     }
     if report.summary.total != report.connections.len() {
         bad.push("summary.total differs from the connection count".into());

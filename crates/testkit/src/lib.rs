@@ -43,6 +43,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod channel3;
+pub mod checks;
 pub mod data;
 pub mod faults;
 #[cfg(feature = "proptest")]
@@ -54,6 +55,7 @@ mod util;
 pub mod violet;
 
 pub use channel3::Channel3Sim;
+pub use checks::{assert_well_formed, well_formed};
 pub use faults::{Fault, FaultRule, Faults, Stats};
 pub use subtotal::SubtotalSim;
 pub use violet::VioletSim;
