@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use connhealth_core::lenient::Losses;
 use connhealth_core::{
     Account, Connection, Customer, Problem, Remediation, Role, Status, SyncProgress,
@@ -358,18 +358,8 @@ fn map_sync(sync: &ConnectionSync) -> SyncProgress {
     }
 }
 
-/// Parses an RFC 3339 date-time; a date-time without offset is read as UTC (FastAPI emits
-/// those for naive datetimes). Anything else is `None`.
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
-        .ok()
-        .map(|n| n.and_utc())
-}
+/// Parses an RFC 3339 date-time; one without offset is read as UTC (core's one time parser).
+pub use connhealth_core::lenient::parse_time;
 
 #[cfg(test)]
 mod tests {

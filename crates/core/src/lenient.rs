@@ -283,6 +283,27 @@ impl Mapped {
     }
 }
 
+/// Parses a provider's date-time: RFC 3339, or one without an offset (`2024-05-01T10:00:00`,
+/// `2024-05-01 10:00:00.5`, as FastAPI and others emit naive datetimes), read as UTC.
+/// Anything else is `None` (a mapping then leaves the time out rather than failing).
+///
+/// ```
+/// use connhealth_core::lenient::parse_time;
+/// assert_eq!(parse_time("2024-05-01T10:00:00+02:00").unwrap().to_rfc3339(), "2024-05-01T08:00:00+00:00");
+/// assert_eq!(parse_time(" 2024-05-01 10:00:00 ").unwrap().to_rfc3339(), "2024-05-01T10:00:00+00:00");
+/// assert_eq!(parse_time("yesterday"), None);
+/// ```
+pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+        .ok()
+        .map(|n| n.and_utc())
+}
+
 /// Removes quoted values from a serde message (`invalid type: string "x"` → `string "…"`), so
 /// personal data in a malformed document never reaches an error, and drops serde's
 /// `at line L column C` suffix.

@@ -23,7 +23,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -226,16 +226,8 @@ impl FromJson for u64 {
 
 impl FromJson for DateTime<Utc> {
     fn from_str(v: &str) -> Option<Self> {
-        let v = v.trim();
-        DateTime::parse_from_rfc3339(v)
-            .map(|d| d.with_timezone(&Utc))
-            .ok()
-            .or_else(|| {
-                // Zone-less timestamps ("2023-11-07T05:31:56[.sss]") are taken as UTC.
-                NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f")
-                    .ok()
-                    .map(|n| n.and_utc())
-            })
+        // RFC 3339; zone-less timestamps are taken as UTC (core's one time parser).
+        connhealth_core::lenient::parse_time(v)
     }
     fn from_i64(v: i64) -> Option<Self> {
         // Epoch milliseconds (Violet's `timestamp` style) or seconds.
