@@ -304,22 +304,32 @@ pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|n| n.and_utc())
 }
 
-/// Removes quoted values from a serde message (`invalid type: string "x"` → `string "…"`), so
-/// personal data in a malformed document never reaches an error, and drops serde's
-/// `at line L column C` suffix.
+/// Removes quoted values from a serde message (`invalid type: string "x"` → `string "…"`,
+/// ``integer `5` `` → ``integer `…` ``), so personal data in a malformed document never reaches
+/// an error, and drops serde's `at line L column C` suffix. Field names stay: serde quotes
+/// them in backticks right after `field ` (``missing field `merchant_id` ``), and they come
+/// from our types, not from the document.
 pub fn scrub_values(msg: &str) -> String {
     let msg = msg.split(" at line ").next().unwrap_or(msg);
     let mut out = String::with_capacity(msg.len());
-    let mut in_quote = false;
+    let mut quote: Option<(char, bool)> = None; // (quote char, keep its content)
     for ch in msg.chars() {
-        if ch == '"' || ch == '`' {
-            if in_quote {
-                out.push('…');
+        match quote {
+            None if ch == '"' || ch == '`' => {
+                let keep = ch == '`' && out.ends_with("field ");
+                quote = Some((ch, keep));
+                out.push(ch);
             }
-            in_quote = !in_quote;
-            out.push(ch);
-        } else if !in_quote {
-            out.push(ch);
+            None => out.push(ch),
+            Some((q, keep)) if ch == q => {
+                if !keep {
+                    out.push('…');
+                }
+                quote = None;
+                out.push(ch);
+            }
+            Some((_, true)) => out.push(ch),
+            Some((_, false)) => {}
         }
     }
     out
@@ -426,6 +436,18 @@ mod tests {
                 "invalid type: string \"alice@example.com\", expected u64 at line 1 column 9"
             ),
             "invalid type: string \"…\", expected u64"
+        );
+        assert_eq!(
+            scrub_values("invalid type: integer `5551234`, expected a string at line 2 column 1"),
+            "invalid type: integer `…`, expected a string"
+        );
+        assert_eq!(
+            scrub_values("missing field `merchant_id`"),
+            "missing field `merchant_id`"
+        );
+        assert_eq!(
+            scrub_values("unknown variant `bob@example.com`, expected `A` or `B`"),
+            "unknown variant `…`, expected `…` or `…`"
         );
     }
 }

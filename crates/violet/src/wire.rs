@@ -24,6 +24,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use chrono::{DateTime, TimeZone, Utc};
+use connhealth_core::lenient::scrub_values;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -773,26 +774,6 @@ fn describe_document_error(e: &serde_json::Error, expected: &str) -> String {
         e.line(),
         e.column()
     )
-}
-
-/// Drops quoted values (which could be personal data) and serde's position suffix from a
-/// serde message; backtick-quoted field names are kept.
-fn scrub_values(msg: &str) -> String {
-    let msg = msg.split(" at line ").next().unwrap_or(msg);
-    let mut out = String::with_capacity(msg.len());
-    let mut in_quote = false;
-    for ch in msg.chars() {
-        if ch == '"' {
-            if in_quote {
-                out.push('…');
-            }
-            in_quote = !in_quote;
-            out.push(ch);
-        } else if !in_quote {
-            out.push(ch);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
