@@ -328,8 +328,16 @@ fn matrix(fleet: &Fleet) -> Vec<Row> {
                 P::Subtotal => Conns::SameIdsAndStatuses,
             }),
             row(p, "empty arrays", f(Fault::EmptyArrays), Ok, &[]).conns(Conns::Empty),
-            // Every list of objects doubled: one connection per id, as in the baseline.
-            row(p, "duplicate ids", f(Fault::DuplicateIds), Ok, &[]),
+            // Every list of objects doubled: one connection per id, as in the baseline, and the
+            // collapsed copies reported as a `decode` error (issue 16 item 4).
+            row(
+                p,
+                "duplicate ids",
+                f(Fault::DuplicateIds),
+                Partial,
+                &[K::Decode],
+            )
+            .conns(Conns::Baseline),
         ]);
     }
 
@@ -530,12 +538,7 @@ pub fn report_problems(report: &HealthReport) -> Vec<String> {
         }
     }
     for c in &report.connections {
-        if !c.status.is_ok() && c.problems.is_empty() {
-            bad.push(format!("{} is {} without a problem", c.id, c.status));
-        }
-        if c.status < c.worst_reported() {
-            bad.push(format!("{} is {} but reports worse", c.id, c.status));
-        }
+        bad.extend(connhealth_testkit::well_formed(c));
     }
     if report.summary.total != report.connections.len() {
         bad.push("summary.total differs from the connection count".into());
@@ -583,12 +586,7 @@ pub fn report_problems(report: &HealthReport) -> Vec<String> {
 }
 
 fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Ok => "ok",
-        Outcome::Partial => "partial",
-        Outcome::Failed => "failed",
-        Outcome::TimedOut => "timed_out",
-    }
+    o.as_str()
 }
 
 fn check_conns(expect: &Conns, got: &[Connection], base: &[Connection]) -> Result<(), String> {

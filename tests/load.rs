@@ -169,9 +169,7 @@ fn report_problems(report: &HealthReport) -> Vec<String> {
         }
     }
     for c in &report.connections {
-        if !c.status.is_ok() && c.problems.is_empty() {
-            bad.push(format!("{} is {} without a problem", c.id, c.status));
-        }
+        bad.extend(connhealth_testkit::well_formed(c));
     }
     if report.summary.total != report.connections.len() {
         bad.push("summary.total is off".into());
@@ -235,12 +233,7 @@ struct Tally {
 }
 
 fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Ok => "ok",
-        Outcome::Partial => "partial",
-        Outcome::Failed => "failed",
-        Outcome::TimedOut => "timed_out",
-    }
+    o.as_str()
 }
 
 /// `workers` tasks aggregate in a loop (each at most `per_worker` times, all stopping at

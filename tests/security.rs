@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use connhealth::channel3::Channel3;
-use connhealth::http::{HttpClient, HttpConfig, Method, RetryPolicy};
+use connhealth::http::{HeaderName, HttpClient, HttpConfig, Method, RetryPolicy};
 use connhealth::simulators;
 use connhealth::subtotal::Subtotal;
 use connhealth::violet::Violet;
@@ -430,9 +430,13 @@ async fn no_secret_or_personal_data_in_debug_errors_logs_or_reports() {
     let http = HttpClient::new("t", &HttpConfig::new(fleet.channel3.base_url())).unwrap();
     let req = http
         .request(Method::GET, "GET /x", http.url(&["x"]).unwrap())
-        .secret_header("x-api-key", "", &Secret::new(fleet.channel3.api_key()))
         .secret_header(
-            "authorization",
+            HeaderName::from_static("x-api-key"),
+            "",
+            &Secret::new(fleet.channel3.api_key()),
+        )
+        .secret_header(
+            HeaderName::from_static("authorization"),
             "Bearer ",
             &Secret::new(format!("{JWT_HEADER}.x.y")),
         );

@@ -7,6 +7,8 @@
 //! Criterion prints its own statistics per case; after each family this prints the ratios to
 //! the latency-bound ideal, computed from the same samples (medians). Every case runs in flat
 //! sampling mode, 10 samples, so each family takes a few minutes.
+// criterion's macros generate public functions without docs.
+#![allow(missing_docs)]
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -474,7 +474,7 @@ pub fn report_heap_bytes(report: &HealthReport) -> u64 {
                 }
                 Some(R::CompleteSetup { step }) => s(step),
                 Some(R::ContactProvider { detail }) => s(detail),
-                Some(R::WaitForSync) | None => 0,
+                _ => 0,
             };
         }
         for a in &c.accounts {

@@ -5,12 +5,14 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
-use connhealth_core::http::{HttpClient, Request};
+use connhealth_core::http::{header, HeaderName, HttpClient, Request};
 use connhealth_core::{Error, ErrorKind, Result, Secret};
 use reqwest::Method;
 
 use crate::map::parse_time;
 use crate::wire;
+
+const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 
 const LIST_MERCHANTS: &str = "GET /v0/partner/merchants";
 const CREATE_MERCHANT: &str = "POST /v0/partner/merchants";
@@ -133,12 +135,15 @@ impl Channel3Client {
         endpoint: &'static str,
         segments: &[&str],
     ) -> Result<Request> {
-        let url = self.http.url(segments).map_err(|e| rename(e, endpoint))?;
+        let url = self
+            .http
+            .url(segments)
+            .map_err(|e| e.with_endpoint(endpoint))?;
         Ok(self
             .http
             .request(method, endpoint, url)
-            .secret_header("x-api-key", "", &self.api_key)
-            .header("accept", "application/json"))
+            .secret_header(API_KEY_HEADER, "", &self.api_key)
+            .header(header::ACCEPT, "application/json"))
     }
 
     /// List connections: `GET /v0/partner/merchants/{customer_id}/connections`, the merchant's
@@ -338,13 +343,4 @@ impl Channel3Client {
             expires_at_raw: r.expires_at,
         })
     }
-}
-
-/// `HttpClient::url` labels its errors with the endpoint "path"; name the real one.
-fn rename(e: Error, endpoint: &str) -> Error {
-    let mut out = Error::new(e.provider(), endpoint, e.kind(), e.message());
-    if let Some(c) = e.customer_id() {
-        out = out.with_customer(c);
-    }
-    out
 }

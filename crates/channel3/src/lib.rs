@@ -41,26 +41,21 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
 
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use connhealth_core::futures::future;
 use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
-use connhealth_core::http::{encode_segment, HttpClient, HttpConfig, RetryPolicy};
-use connhealth_core::{Batch, Concurrency, Customer, Error, ErrorKind, Provider, Result, Secret};
+use connhealth_core::http::encode_segment;
+use connhealth_core::lenient;
+use connhealth_core::{
+    until_refused, AdapterDefaults, Batch, ClientOptions, Concurrency, Customer, Error, ErrorKind,
+    Provider, Result, Secret,
+};
+use tokio_util::task::AbortOnDropHandle;
 
 mod client;
 mod config;
@@ -125,15 +120,16 @@ impl Channel3 {
         &self,
         customer: Customer,
         observed_at: DateTime<Utc>,
-    ) -> impl Future<Output = Batch> + Send + 'static {
+    ) -> impl Future<Output = Vec<Batch>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         async move {
             let id = customer.id.clone();
             let task = Arc::clone(&inner);
             let handle =
                 tokio::spawn(async move { task.fetch_customer(customer, observed_at).await });
-            match AbortOnDrop(handle).await {
-                Ok(batch) => batch,
+            // Aborted if dropped, so dropping the provider's stream cancels the requests.
+            match AbortOnDropHandle::new(handle).await {
+                Ok(batches) => batches,
                 Err(e) => {
                     let (kind, what) = if e.is_panic() {
                         (
@@ -146,10 +142,13 @@ impl Channel3 {
                             "cancelled (the runtime is shutting down)",
                         )
                     };
-                    Err(
-                        Error::new(&*inner.name, client::LIST_CONNECTIONS, kind, what)
-                            .with_customer(id),
+                    vec![Err(Error::new(
+                        &*inner.name,
+                        client::LIST_CONNECTIONS,
+                        kind,
+                        what,
                     )
+                    .with_customer(id))]
                 }
             }
         }
@@ -164,20 +163,25 @@ struct Inner {
 }
 
 impl Inner {
-    /// Fetch and map one customer's connections: one batch.
-    async fn fetch_customer(&self, customer: Customer, observed_at: DateTime<Utc>) -> Batch {
-        let response = self.client.list_connections(&customer.id).await?;
+    /// Fetch and map one customer's connections: its batch, and a `decode` error batch
+    /// naming the entries that were left out or collapsed, if any.
+    async fn fetch_customer(&self, customer: Customer, observed_at: DateTime<Utc>) -> Vec<Batch> {
+        let response = match self.client.list_connections(&customer.id).await {
+            Ok(r) => r,
+            Err(e) => return vec![Err(e)],
+        };
         let mapped = map::map_connections(&self.name, &customer, &response, observed_at);
-        for s in &mapped.skipped {
-            tracing::debug!(
-                provider = %self.name,
-                customer_id = %customer.id,
-                index = s.index,
-                reason = %s.reason,
-                "skipped a connection entry"
-            );
+        let lost = mapped.losses().to_error(
+            &self.name,
+            client::LIST_CONNECTIONS,
+            Some(&customer.id),
+            "connection entries",
+        );
+        lenient::Mapped {
+            connections: mapped.connections,
+            lost,
         }
-        Ok(mapped.connections)
+        .into_batches()
     }
 }
 
@@ -194,8 +198,8 @@ impl Provider for Channel3 {
     /// page and each page's customers are fetched as soon as it arrives; a discovery failure
     /// is yielded as an error batch and ends discovery (customers already found still answer).
     ///
-    /// A 401 (the key itself was refused) ends the stream after its error batch: every other
-    /// request would fail the same way.
+    /// A 401 (the key itself was refused) ends the stream after its error batch
+    /// ([`until_refused`]).
     fn stream(&self) -> BoxStream<'_, Batch> {
         let observed_at = Utc::now();
         let batches = match &self.customers {
@@ -223,54 +227,43 @@ impl Provider for Channel3 {
                             }),
                             move |c| self.fetch(c, observed_at),
                         ),
-                        Err(e) => stream::once(async move { Err(e) }).boxed(),
+                        Err(e) => stream::once(async move { vec![Err(e)] }).boxed(),
                     })
                     .flatten_unordered(None)
                     .boxed()
             }
         };
-        batches
-            .scan(false, |stopped, batch| {
-                if *stopped {
-                    return future::ready(None);
-                }
-                *stopped = matches!(&batch, Err(e) if e.kind() == ErrorKind::Authentication);
-                future::ready(Some(batch))
-            })
-            .boxed()
+        until_refused(batches.flat_map(stream::iter).boxed())
     }
 }
 
+/// What a [`Channel3Builder`] uses for settings left unset.
+const DEFAULTS: AdapterDefaults = AdapterDefaults {
+    name: DEFAULT_NAME,
+    base_url: DEFAULT_BASE_URL,
+    max_body_bytes: 64 * 1024 * 1024,
+    concurrency: DEFAULT_CONCURRENCY,
+};
+
 /// Builds a [`Channel3`]. Setters never fail; [`Channel3Builder::build`] validates.
+///
+/// The shared client settings (name, base URL, timeouts, retries, body cap, concurrency) are
+/// [`ClientOptions`]; the setters below are Channel3's own.
 #[derive(Clone)]
 pub struct Channel3Builder {
-    name: String,
-    base_url: String,
+    options: ClientOptions,
     api_key: Option<Secret>,
     customers: Option<Vec<String>>,
     page_size: usize,
-    concurrency: usize,
-    shared: Option<Concurrency>,
-    request_timeout: Option<Duration>,
-    connect_timeout: Option<Duration>,
-    retry: Option<RetryPolicy>,
-    max_body_bytes: Option<usize>,
 }
 
 impl Default for Channel3Builder {
     fn default() -> Self {
         Channel3Builder {
-            name: DEFAULT_NAME.to_owned(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
+            options: ClientOptions::new(),
             api_key: None,
             customers: None,
             page_size: DEFAULT_PAGE_SIZE,
-            concurrency: DEFAULT_CONCURRENCY,
-            shared: None,
-            request_timeout: None,
-            connect_timeout: None,
-            retry: None,
-            max_body_bytes: None,
         }
     }
 }
@@ -278,31 +271,16 @@ impl Default for Channel3Builder {
 impl fmt::Debug for Channel3Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel3Builder")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
+            .field("options", &self.options)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("customers", &self.customers.as_ref().map(Vec::len))
             .field("page_size", &self.page_size)
-            .field("concurrency", &self.concurrency)
-            .field("shared_concurrency", &self.shared)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
 impl Channel3Builder {
-    /// The provider's name in reports, connection ids and errors (default `channel3`); set it
-    /// when two Channel3 partner accounts are configured.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// The API host (default [`DEFAULT_BASE_URL`]); paths `/v0/partner/…` are appended.
-    /// Must be `https://` unless the host is loopback.
-    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.base_url = base_url.into();
-        self
-    }
+    connhealth_core::client_options_setters!();
 
     /// The partner secret key (`c3_sk_…`), sent as `x-api-key`. Required.
     pub fn api_key(mut self, key: Secret) -> Self {
@@ -327,51 +305,11 @@ impl Channel3Builder {
         self
     }
 
-    /// At most this many List connections requests in flight (default 32).
-    pub fn concurrency(mut self, limit: usize) -> Self {
-        self.concurrency = limit;
-        self.shared = None;
-        self
-    }
-
-    /// Share a bound with other providers (overrides [`Channel3Builder::concurrency`]). For the
-    /// bound to span providers, create it with [`Concurrency::shared`].
-    pub fn shared_concurrency(mut self, bound: Concurrency) -> Self {
-        self.shared = Some(bound);
-        self
-    }
-
-    /// Timeout of one request attempt, body included (default 30 s).
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = Some(timeout);
-        self
-    }
-
-    /// TCP + TLS connect timeout (default 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// Retry policy for safe requests (default [`RetryPolicy::default`]).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
-        self
-    }
-
-    /// Largest response body accepted (default 64 MiB).
-    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
-        self.max_body_bytes = Some(bytes);
-        self
-    }
-
     /// Validates the settings and builds the provider. Errors are [`connhealth_core::ErrorKind::Config`]
     /// and name the setting.
     pub fn build(self) -> Result<Channel3> {
-        let name = self.name.trim().to_owned();
-        if name.is_empty() {
-            return Err(Error::config(DEFAULT_NAME, "name must not be empty"));
-        }
+        let options = self.options.validate(&DEFAULTS)?;
+        let name = options.name;
         let api_key = match self.api_key {
             Some(k) if !k.is_empty() => k,
             Some(_) => return Err(Error::config(&name, "api_key is empty")),
@@ -385,14 +323,6 @@ impl Channel3Builder {
         if self.page_size == 0 {
             return Err(Error::config(&name, "page_size must be at least 1"));
         }
-        let shared = self.shared.is_some();
-        let concurrency = match self.shared {
-            Some(c) => c,
-            None if self.concurrency == 0 => {
-                return Err(Error::config(&name, "concurrency must be at least 1"))
-            }
-            None => Concurrency::new(self.concurrency),
-        };
         let customers = match self.customers {
             None => None,
             Some(ids) => {
@@ -418,51 +348,14 @@ impl Channel3Builder {
                 Some(unique)
             }
         };
-        let mut http = HttpConfig::new(self.base_url);
-        if let Some(t) = self.request_timeout {
-            if t.is_zero() {
-                return Err(Error::config(&name, "request_timeout must be positive"));
-            }
-            http.request_timeout = Some(t);
-        }
-        if let Some(t) = self.connect_timeout {
-            if t.is_zero() {
-                return Err(Error::config(&name, "connect_timeout must be positive"));
-            }
-            http.connect_timeout = Some(t);
-        }
-        if let Some(r) = self.retry {
-            http.retry = r;
-        }
-        if let Some(b) = self.max_body_bytes {
-            http.max_body_bytes = b;
-        }
-        let http = HttpClient::new(&name, &http)?;
         Ok(Channel3 {
             inner: Arc::new(Inner {
-                client: Channel3Client::new(http, api_key, self.page_size),
+                client: Channel3Client::new(options.http, api_key, self.page_size),
                 name,
             }),
             customers,
-            shared,
-            concurrency,
+            shared: options.shared_concurrency,
+            concurrency: options.concurrency,
         })
-    }
-}
-
-/// A spawned task that is aborted when its handle is dropped (so dropping the provider's
-/// stream cancels the requests in flight).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Future for AbortOnDrop<T> {
-    type Output = std::result::Result<T, tokio::task::JoinError>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

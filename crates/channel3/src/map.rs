@@ -18,16 +18,20 @@
 //! but only changes the status when its state is unknown. `ingestion` → `source`,
 //! `distribution` → `destination`, an unknown category → `source` (plus its problem).
 //!
-//! An entry without `platform` cannot be identified across polls and is left out, and so is
-//! an entry whose connection id repeats an earlier one of the same answer (the first wins);
-//! [`map_connections`] reports both in [`Mapped::skipped`]. Likewise an account id listed twice
-//! in one entry's `accounts` is kept once (the first wins).
+//! An entry without `platform` cannot be identified across polls and is left out; entries
+//! sharing a connection id in one answer collapse into one, the most severe (the first of
+//! equally severe ones). [`map_connections`] reports both ([`Mapped::skipped`],
+//! [`Mapped::duplicates`]) and the provider turns them into a `decode` error of the report.
+//! An account id listed twice in one entry's `accounts` is kept once (the first wins).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use connhealth_core::{Account, Connection, Customer, Problem, Remediation, Role, Status, Sync};
+use chrono::{DateTime, Utc};
+use connhealth_core::lenient::Losses;
+use connhealth_core::{
+    Account, Connection, Customer, Problem, Remediation, Role, Status, SyncProgress,
+};
 
 use crate::wire::{
     ConnectionStatus, ConnectionSync, PartnerConnection, PartnerConnectionsResponse,
@@ -41,6 +45,19 @@ pub struct Mapped {
     pub connections: Vec<Connection>,
     /// Entries left out: undecodable ones (from the wire) and ones without `platform`.
     pub skipped: Vec<SkippedItem>,
+    /// Ids of entries collapsed into an earlier one with the same connection id (the most
+    /// severe of them is kept), once per collapsed entry.
+    pub duplicates: Vec<String>,
+}
+
+impl Mapped {
+    /// What was left out, for the report (see [`connhealth_core::lenient`]).
+    pub fn losses(&self) -> Losses {
+        Losses {
+            skipped: self.skipped.clone(),
+            duplicates: self.duplicates.clone(),
+        }
+    }
 }
 
 /// Maps one customer's List connections answer.
@@ -54,17 +71,23 @@ pub fn map_connections(
 ) -> Mapped {
     let mut skipped = response.skipped.clone();
     let mut connections: Vec<Connection> = Vec::with_capacity(response.connections.len());
+    let mut duplicates = Vec::new();
     let mut seen = None;
     for (index, item) in response.connections.iter().enumerate() {
         // `index` counts decoded entries only; undecodable ones carry their own position.
         match map_connection(provider, customer, item, observed_at) {
-            Some(c) if first_time(&connections, &mut seen, &c.id) => connections.push(c),
-            Some(_) => skipped.push(SkippedItem {
-                index,
-                reason: "repeats an earlier entry's connection id".to_owned(),
-            }),
+            Some(c) => match position(&connections, &mut seen, &c.id) {
+                None => connections.push(c),
+                Some(i) => {
+                    duplicates.push(c.id.clone());
+                    if c.status > connections[i].status {
+                        connections[i] = c;
+                    }
+                }
+            },
             None => skipped.push(SkippedItem {
                 index,
+                id: item.id.clone(),
                 reason: "platform is missing".to_owned(),
             }),
         }
@@ -72,18 +95,35 @@ pub fn map_connections(
     Mapped {
         connections,
         skipped,
+        duplicates,
     }
 }
 
-/// Whether no connection in `kept` has `id`, remembering it as taken. Answers are short (one
-/// entry per platform), so `kept` is scanned; a set of the ids is built only for long ones.
-fn first_time(kept: &[Connection], seen: &mut Option<HashSet<String>>, id: &str) -> bool {
+/// Where in `kept` a connection with `id` is, remembering a new one as taken at the end.
+/// Answers are short (one entry per platform), so `kept` is scanned; an index of the ids is
+/// built only for long ones.
+fn position(
+    kept: &[Connection],
+    seen: &mut Option<HashMap<String, usize>>,
+    id: &str,
+) -> Option<usize> {
     const SCAN_BELOW: usize = 32;
     if kept.len() < SCAN_BELOW && seen.is_none() {
-        return !kept.iter().any(|k| k.id == id);
+        return kept.iter().position(|k| k.id == id);
     }
-    seen.get_or_insert_with(|| kept.iter().map(|k| k.id.clone()).collect())
-        .insert(id.to_owned())
+    let map = seen.get_or_insert_with(|| {
+        kept.iter()
+            .enumerate()
+            .map(|(i, k)| (k.id.clone(), i))
+            .collect()
+    });
+    match map.get(id) {
+        Some(&i) => Some(i),
+        None => {
+            map.insert(id.to_owned(), kept.len());
+            None
+        }
+    }
 }
 
 /// Maps one `PartnerConnection`. `None` when it has no `platform` (it cannot be identified).
@@ -168,27 +208,25 @@ pub fn map_connection(
         });
     }
 
-    let mut conn = Connection {
-        id: Connection::make_id(provider, pid, &customer.id, &platform),
-        provider: provider.to_owned(),
-        provider_connection_id: pid.map(str::to_owned),
-        customer: customer.clone(),
+    let mut conn = Connection::new(
+        provider,
+        pid,
+        customer.clone(),
         platform,
         role,
-        status: base,
-        provider_status: wire
-            .status
-            .as_ref()
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default(),
-        connected_at: wire.connected_at.as_deref().and_then(parse_time),
-        data_as_of: sync.as_ref().and_then(|s| s.last_synced_at),
-        sync,
-        checks: Vec::new(),
-        problems,
-        accounts,
+        base,
         observed_at,
-    };
+    );
+    conn.provider_status = wire
+        .status
+        .as_ref()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    conn.connected_at = wire.connected_at.as_deref().and_then(parse_time);
+    conn.data_as_of = sync.as_ref().and_then(|s| s.last_synced_at);
+    conn.sync = sync;
+    conn.problems = problems;
+    conn.accounts = accounts;
     conn.status = base.max(conn.worst_reported());
     Some(conn)
 }
@@ -305,9 +343,9 @@ fn counts(sync: &ConnectionSync) -> (Option<u64>, Option<u64>) {
     (c(sync.total_products), c(sync.synced_products))
 }
 
-fn map_sync(sync: &ConnectionSync) -> Sync {
+fn map_sync(sync: &ConnectionSync) -> SyncProgress {
     let (total, synced) = counts(sync);
-    Sync {
+    SyncProgress {
         state: match &sync.state {
             Some(SyncState::Pending) => connhealth_core::SyncState::Pending,
             Some(SyncState::Syncing) => connhealth_core::SyncState::Syncing,
@@ -320,18 +358,8 @@ fn map_sync(sync: &ConnectionSync) -> Sync {
     }
 }
 
-/// Parses an RFC 3339 date-time; a date-time without offset is read as UTC (FastAPI emits
-/// those for naive datetimes). Anything else is `None`.
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
-        .ok()
-        .map(|n| n.and_utc())
-}
+/// Parses an RFC 3339 date-time; one without offset is read as UTC (core's one time parser).
+pub use connhealth_core::lenient::parse_time;
 
 #[cfg(test)]
 mod tests {
@@ -362,8 +390,8 @@ mod tests {
             };
             let mapped = map_connections("channel3", &customer, &response, Utc::now());
             assert_eq!(mapped.connections.len(), n, "n = {n}");
-            assert_eq!(mapped.skipped.len(), n, "n = {n}");
-            assert!(mapped.skipped.iter().all(|s| s.index >= n));
+            assert!(mapped.skipped.is_empty(), "n = {n}");
+            assert_eq!(mapped.duplicates.len(), n, "n = {n}");
             let platforms: Vec<String> = mapped
                 .connections
                 .iter()

@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use connhealth_core::lenient::LenientList;
 use connhealth_core::Secret;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
@@ -241,14 +242,8 @@ pub struct PartnerConnectionsResponse {
     pub skipped: Vec<SkippedItem>,
 }
 
-/// A list entry that could not be decoded and was left out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SkippedItem {
-    /// Its position in the list (0-based).
-    pub index: usize,
-    /// Why, without any value from the document (so no personal data).
-    pub reason: String,
-}
+/// A list entry that could not be decoded and was left out (core's shared record).
+pub use connhealth_core::lenient::Skipped as SkippedItem;
 
 impl<'de> Deserialize<'de> for PartnerConnectionsResponse {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -258,17 +253,12 @@ impl<'de> Deserialize<'de> for PartnerConnectionsResponse {
             connections: Option<Vec<Value>>,
         }
         let raw = Raw::deserialize(d)?;
-        let mut out = PartnerConnectionsResponse::default();
-        for (index, item) in raw.connections.unwrap_or_default().into_iter().enumerate() {
-            match PartnerConnection::deserialize(item) {
-                Ok(c) => out.connections.push(c),
-                Err(e) => out.skipped.push(SkippedItem {
-                    index,
-                    reason: scrub(&e.to_string()),
-                }),
-            }
-        }
-        Ok(out)
+        let list =
+            LenientList::<PartnerConnection>::from_values(raw.connections.unwrap_or_default());
+        Ok(PartnerConnectionsResponse {
+            connections: list.items,
+            skipped: list.skipped,
+        })
     }
 }
 
@@ -460,7 +450,7 @@ impl<'de> Deserialize<'de> for MerchantsEnvelope {
         for (index, item) in items.into_iter().enumerate() {
             match merchant_item(&item) {
                 Ok(m) => out.items.push(m),
-                Err(reason) => out.skipped.push(SkippedItem { index, reason }),
+                Err(reason) => out.skipped.push(SkippedItem::new(index, &item, &reason)),
             }
         }
         Ok(out)
@@ -552,24 +542,6 @@ pub struct ConnectSessionResponse {
 
 fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
     String::deserialize(d).map(Secret::new)
-}
-
-/// Removes quoted values from a serde message, so no document value reaches a log.
-pub(crate) fn scrub(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut in_quote = false;
-    for ch in msg.chars() {
-        if ch == '"' {
-            if in_quote {
-                out.push('…');
-            }
-            in_quote = !in_quote;
-            out.push(ch);
-        } else if !in_quote {
-            out.push(ch);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

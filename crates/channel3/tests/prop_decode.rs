@@ -10,6 +10,7 @@ use connhealth_channel3::wire::{
 };
 use connhealth_core::http::decode_json;
 use connhealth_core::{Connection, Customer, ErrorKind, Status};
+use connhealth_testkit::assert_well_formed;
 use connhealth_testkit::fuzz::{self, Vocabulary};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -138,27 +139,8 @@ fn check_connection(c: &Connection) -> Result<(), TestCaseError> {
     prop_assert!(c.id.starts_with("channel3:"), "id {}", c.id);
     prop_assert_eq!(&c.provider, "channel3");
     prop_assert_eq!(&c.customer, &customer());
-    prop_assert!(!c.platform.is_empty());
-    prop_assert_eq!(c.platform.to_lowercase(), c.platform.clone());
     prop_assert_eq!(c.observed_at, now());
-    prop_assert!(
-        c.status >= c.worst_reported(),
-        "{} < worst reported",
-        c.status
-    );
-    prop_assert!(
-        c.status.is_ok() || !c.problems.is_empty(),
-        "{} is {} without a problem",
-        c.id,
-        c.status
-    );
-    for p in &c.problems {
-        prop_assert!(!p.code.is_empty() && !p.message.is_empty());
-        prop_assert!(p
-            .code
-            .chars()
-            .all(|ch| ch.is_ascii_lowercase() || ch == '_'));
-    }
+    assert_well_formed(c);
     if let Some(pid) = &c.provider_connection_id {
         prop_assert_eq!(&c.id, &format!("channel3:{pid}"));
     }
@@ -167,9 +149,6 @@ fn check_connection(c: &Connection) -> Result<(), TestCaseError> {
     let n = account_ids.len();
     account_ids.dedup();
     prop_assert_eq!(n, account_ids.len(), "duplicate account ids in {}", c.id);
-    let json = serde_json::to_string(c).unwrap();
-    let back: Connection = serde_json::from_str(&json).unwrap();
-    prop_assert_eq!(&back, c);
     Ok(())
 }
 
@@ -193,7 +172,10 @@ fn check_list_connections(body: &[u8]) -> Result<(), TestCaseError> {
     }
     if let Ok(resp) = fast {
         let mapped = map_connections("channel3", &customer(), &resp, now());
-        prop_assert!(mapped.connections.len() + mapped.skipped.len() >= resp.connections.len());
+        prop_assert!(
+            mapped.connections.len() + mapped.skipped.len() + mapped.duplicates.len()
+                >= resp.connections.len()
+        );
         let mut ids: Vec<&str> = mapped.connections.iter().map(|c| c.id.as_str()).collect();
         ids.sort_unstable();
         let n = ids.len();

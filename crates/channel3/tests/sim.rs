@@ -376,7 +376,13 @@ async fn provider_faults_degrade_gracefully() {
     sim.faults().clear();
     sim.faults().on(LIST_CONNECTIONS, Fault::DuplicateIds);
     let f = p.fetch().await;
-    assert_eq!(f.outcome(), Outcome::Ok);
+    // Collapsed duplicates are reported (issue 16 item 4): one `decode` error per customer.
+    assert_eq!(f.outcome(), Outcome::Partial);
+    assert_eq!(f.errors.len(), ids.len());
+    assert!(f
+        .errors
+        .iter()
+        .all(|e| e.kind() == ErrorKind::Decode && e.message().contains("collapsed")));
     let unique: HashSet<&str> = f.connections.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(
         unique.len(),

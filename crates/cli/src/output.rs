@@ -35,7 +35,8 @@ pub fn exit_code(report: &HealthReport) -> i32 {
     match report.overall {
         Status::Healthy | Status::NotConnected | Status::Pending | Status::Syncing => 0,
         Status::Unknown | Status::Degraded => 1,
-        Status::Disconnected | Status::ActionRequired => 2,
+        // `Status` may grow: a status this build does not know counts as needing action.
+        _ => 2,
     }
 }
 
@@ -76,7 +77,7 @@ fn paint(color: bool, status: Status, text: &str) -> String {
         Status::Unknown => "35",
         Status::Degraded => "33",
         Status::Disconnected => "31",
-        Status::ActionRequired => "1;31",
+        _ => "1;31",
     };
     format!("\x1b[{code}m{text}\x1b[0m")
 }
@@ -92,6 +93,7 @@ pub fn remediation_text(r: &Remediation) -> String {
         Remediation::CompleteSetup { step } => format!("complete set-up: {step}"),
         Remediation::WaitForSync => "wait for the sync to finish".to_owned(),
         Remediation::ContactProvider { detail } => format!("contact the provider: {detail}"),
+        _ => "see the problem's message".to_owned(),
     }
 }
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::error::{Error, ErrorKind};
+use crate::lenient::Losses;
 use crate::model::{Connection, HealthReport, Outcome, ProviderOutcome, Status};
 use crate::provider::{Fetched, Provider};
 
@@ -168,21 +169,13 @@ impl Aggregator {
     }
 }
 
-/// Aborts the task when dropped, so that dropping an aggregation cancels its providers.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -> ProviderResult {
     let name = provider.name().to_owned();
     let started = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = provider.clone();
-    let mut handle = AbortOnDrop(tokio::spawn(async move {
+    // Aborted when dropped, so that dropping an aggregation cancels its providers.
+    let mut handle = AbortOnDropHandle::new(tokio::spawn(async move {
         let mut stream = task.stream();
         while let Some(batch) = stream.next().await {
             if tx.send(batch).is_err() {
@@ -206,7 +199,7 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
     };
 
     let outcome = if timed_out {
-        handle.0.abort();
+        handle.abort();
         // Keep whatever arrived before the deadline.
         while let Ok(b) = rx.try_recv() {
             fetched.push(b);
@@ -219,7 +212,7 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
         ));
         Outcome::TimedOut
     } else {
-        match (&mut handle.0).await {
+        match (&mut handle).await {
             Ok(()) => fetched.outcome(),
             Err(join) if join.is_panic() => {
                 let msg = panic_message(join.into_panic());
@@ -245,7 +238,23 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
     };
 
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    dedupe(&name, &mut fetched.connections);
+    let duplicates = dedupe(&mut fetched.connections);
+    let losses = Losses {
+        skipped: Vec::new(),
+        duplicates,
+    };
+    // Collapsed duplicates are part of the answer that is missing: never only a log line.
+    let outcome = match losses.to_error(&name, "fetch", None, "connections") {
+        Some(e) => {
+            fetched.errors.push(e);
+            if outcome == Outcome::Ok {
+                Outcome::Partial
+            } else {
+                outcome
+            }
+        }
+        None => outcome,
+    };
     for e in &fetched.errors {
         tracing::warn!(provider = %name, error = %e, "provider error");
     }
@@ -266,17 +275,18 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
 
 /// A provider that reports the same connection id twice keeps one: the most severe (the
 /// report is keyed by id; two answers for one connection mean the worse one is the news).
-fn dedupe(provider: &str, connections: &mut Vec<Connection>) {
+/// Returns the ids of the connections dropped (once per dropped copy), for the report.
+fn dedupe(connections: &mut Vec<Connection>) -> Vec<String> {
     sort_by_id_most_severe_first(connections);
-    let before = connections.len();
-    connections.dedup_by(|later, kept| later.id == kept.id);
-    if connections.len() != before {
-        tracing::warn!(
-            provider,
-            duplicates = before - connections.len(),
-            "provider reported duplicate connection ids; kept the most severe of each"
-        );
-    }
+    let mut dropped = Vec::new();
+    connections.dedup_by(|later, kept| {
+        let same = later.id == kept.id;
+        if same {
+            dropped.push(later.id.clone());
+        }
+        same
+    });
+    dropped
 }
 
 /// Sorts by id, the most severe first within an id, stably (equal entries keep their arrival
@@ -443,7 +453,7 @@ mod tests {
             .iter()
             .map(|r| {
                 let mut r = r.clone();
-                dedupe("p", &mut r);
+                dedupe(&mut r);
                 r
             })
             .collect();

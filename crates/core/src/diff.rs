@@ -31,6 +31,7 @@ use crate::model::{Connection, HealthReport, Outcome, Problem, ReportError, Stat
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ChangeKind {
     /// A connection seen for the first time.
     Appeared {

@@ -192,6 +192,34 @@ impl Error {
         self
     }
 
+    /// Relabel the endpoint, keeping everything else (status, customer, `Retry-After`,
+    /// provider code, source): e.g. an error raised while building a URL names the request it
+    /// was for.
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.0.endpoint = endpoint.into();
+        self
+    }
+
+    /// Reclassify, keeping everything else (e.g. a login answered 400 is an `authentication`
+    /// failure, not an invalid request).
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.0.kind = kind;
+        self
+    }
+
+    /// Replace the message, keeping everything else. The new message must not carry a secret.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.0.message = message.into();
+        self
+    }
+
+    /// Rewrite the message from the current one (e.g. to prefix what the request was about),
+    /// keeping everything else.
+    pub fn map_message(mut self, f: impl FnOnce(&str) -> String) -> Self {
+        self.0.message = f(&self.0.message);
+        self
+    }
+
     /// Rename the provider (used when a provider is configured under its own `name`).
     pub fn with_provider(mut self, provider: impl Into<String>) -> Self {
         self.0.provider = provider.into();

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
+pub use reqwest::header::{self as header, HeaderName};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 pub use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::lenient::scrub_values;
 use crate::secret::Secret;
 
 /// The user agent every request carries.
@@ -565,27 +567,30 @@ pub struct Request {
 }
 
 impl Request {
-    /// Add a plain header.
-    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+    /// Add a plain header. The name is a [`HeaderName`] (e.g. `header::ACCEPT`, or
+    /// `HeaderName::from_static("x-violet-app-id")` in a `const`), so a name that cannot be
+    /// sent is refused where it is written, not at run time. A value that cannot be sent makes
+    /// [`HttpClient::send`] return a `config` error.
+    pub fn header(mut self, name: HeaderName, value: &str) -> Self {
         match HeaderValue::from_str(value) {
             Ok(v) => {
-                self.headers.insert(HeaderName::from_static(name), v);
+                self.headers.insert(name, v);
             }
-            Err(_) => self.bad_header = Some(name.to_owned()),
+            Err(_) => self.bad_header = Some(name.as_str().to_owned()),
         }
         self
     }
 
     /// Add a header carrying a secret (`x-api-key`, a token). `prefix` is prepended to the
     /// value, e.g. `"Bearer "`.
-    pub fn secret_header(mut self, name: &'static str, prefix: &str, secret: &Secret) -> Self {
+    pub fn secret_header(mut self, name: HeaderName, prefix: &str, secret: &Secret) -> Self {
         match HeaderValue::from_str(&format!("{prefix}{}", secret.expose())) {
             Ok(mut v) => {
                 v.set_sensitive(true);
-                self.headers.insert(HeaderName::from_static(name), v);
                 self.secrets.push(secret.clone());
+                self.headers.insert(name, v);
             }
-            Err(_) => self.bad_header = Some(name.to_owned()),
+            Err(_) => self.bad_header = Some(name.as_str().to_owned()),
         }
         self
     }
@@ -745,11 +750,11 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
             ));
         }
     }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    // An HTTP-date in any of the three forms RFC 9110 requires recipients to accept
+    // (IMF-fixdate, RFC 850, asctime), by the `httpdate` crate rather than by hand.
+    let when = httpdate::parse_http_date(v).ok()?;
     Some(
-        delta
-            .to_std()
+        when.duration_since(std::time::SystemTime::now())
             .unwrap_or(Duration::ZERO)
             .min(Duration::from_secs(MAX_RETRY_AFTER_SECS)),
     )
@@ -786,26 +791,6 @@ pub fn decode_json<T: DeserializeOwned>(provider: &str, endpoint: &str, body: &[
             ))
         }
     }
-}
-
-/// Removes quoted values from a serde message (`invalid type: string "x"` → `string "…"`), so
-/// personal data in a malformed document never reaches an error.
-fn scrub_values(msg: &str) -> String {
-    let msg = msg.split(" at line ").next().unwrap_or(msg);
-    let mut out = String::with_capacity(msg.len());
-    let mut in_quote = false;
-    for ch in msg.chars() {
-        if ch == '"' || ch == '`' {
-            if in_quote {
-                out.push('…');
-            }
-            in_quote = !in_quote;
-            out.push(ch);
-        } else if !in_quote {
-            out.push(ch);
-        }
-    }
-    out
 }
 
 struct ParsedError {
@@ -892,6 +877,10 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(parse_retry_after("soon"), None);
+        // The two obsolete forms recipients must still accept (RFC 9110 §5.6.7).
+        for old in ["Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"] {
+            assert_eq!(parse_retry_after(old), Some(Duration::ZERO), "{old}");
+        }
         // Absurd values are clamped (an unclamped u64::MAX seconds made the watcher's
         // `Instant + delay` overflow and panic).
         let cap = Duration::from_secs(MAX_RETRY_AFTER_SECS);
@@ -994,15 +983,5 @@ mod tests {
                 "retry {retry}: {b:?} vs {base:?}"
             );
         }
-    }
-
-    #[test]
-    fn scrubbed_messages_drop_values() {
-        assert_eq!(
-            scrub_values(
-                "invalid type: string \"alice@example.com\", expected u64 at line 1 column 9"
-            ),
-            "invalid type: string \"…\", expected u64"
-        );
     }
 }

@@ -19,23 +19,16 @@
 //!     fn name(&self) -> &str { "example" }
 //!     fn stream(&self) -> BoxStream<'_, Batch> {
 //!         let now = chrono::Utc::now();
-//!         let conn = Connection {
-//!             id: Connection::make_id("example", Some("c1"), "cus_1", "shopify"),
-//!             provider: "example".into(),
-//!             provider_connection_id: Some("c1".into()),
-//!             customer: Customer::new("cus_1"),
-//!             platform: "shopify".into(),
-//!             role: Role::Source,
-//!             status: Status::Healthy,
-//!             provider_status: "active".into(),
-//!             connected_at: None,
-//!             sync: None,
-//!             checks: vec![],
-//!             problems: vec![],
-//!             accounts: vec![],
-//!             observed_at: now,
-//!             data_as_of: None,
-//!         };
+//!         let mut conn = Connection::new(
+//!             "example",
+//!             Some("c1"),
+//!             Customer::new("cus_1"),
+//!             "shopify",
+//!             Role::Source,
+//!             Status::Healthy,
+//!             now,
+//!         );
+//!         conn.provider_status = "active".into();
 //!         stream::iter(vec![Ok(vec![conn])]).boxed()
 //!     }
 //! }
@@ -49,19 +42,16 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
 
 mod aggregator;
 pub mod config_file;
 pub mod diff;
 mod error;
 pub mod http;
+pub mod jwt;
+pub mod lenient;
 mod model;
+mod options;
 mod provider;
 mod secret;
 pub mod watch;
@@ -71,9 +61,10 @@ pub use diff::{diff, Change, ChangeKind};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{
     Account, Check, Connection, Customer, HealthReport, Outcome, ParseStatusError, Problem,
-    ProviderOutcome, Remediation, ReportError, Role, Status, Summary, Sync, SyncState,
+    ProviderOutcome, Remediation, ReportError, Role, Status, Summary, SyncProgress, SyncState,
 };
-pub use provider::{Batch, Concurrency, Fetched, Provider};
+pub use options::{AdapterDefaults, ClientOptions, ValidatedOptions, MAX_CONCURRENCY};
+pub use provider::{until_refused, Batch, Concurrency, Fetched, Provider};
 pub use secret::Secret;
 pub use watch::{WatchConfig, WatchState, Watcher};
 

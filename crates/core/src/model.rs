@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 /// of statuses is the roll-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Status {
     /// Connected and delivering.
     Healthy,
@@ -146,6 +147,7 @@ impl Customer {
 /// What a connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Role {
     /// A catalog source (e.g. a Shopify store feeding products in).
     Source,
@@ -155,9 +157,27 @@ pub enum Role {
     Account,
 }
 
+impl Role {
+    /// The JSON / display name (`"source"`, `"destination"`, `"account"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Source => "source",
+            Role::Destination => "destination",
+            Role::Account => "account",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Delivery lifecycle of a connection's data sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SyncState {
     /// Nothing delivered yet.
     Pending,
@@ -171,9 +191,28 @@ pub enum SyncState {
     Unknown,
 }
 
-/// Sync progress of a connection.
+impl SyncState {
+    /// The JSON / display name (`"pending"`, `"syncing"`, `"live"`, `"failed"`, `"unknown"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Pending => "pending",
+            SyncState::Syncing => "syncing",
+            SyncState::Live => "live",
+            SyncState::Failed => "failed",
+            SyncState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for SyncState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Sync progress of a connection (the `sync` key of a [`Connection`] in JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sync {
+pub struct SyncProgress {
     /// Lifecycle state.
     pub state: SyncState,
     /// Items the provider is delivering, where known.
@@ -203,6 +242,7 @@ pub struct Check {
 /// render a button without knowing the provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Remediation {
     /// The customer must sign in again.
     Reauthenticate {
@@ -293,6 +333,7 @@ pub struct Account {
 
 /// One connection: one customer × provider × platform/retailer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Connection {
     /// Stable across polls: `"{provider}:{provider_connection_id}"`, or
     /// `"{provider}:{customer_id}:{platform}"` when the provider gives no id.
@@ -315,7 +356,7 @@ pub struct Connection {
     /// When the connection was made, where known.
     pub connected_at: Option<DateTime<Utc>>,
     /// Sync progress, where the provider reports one.
-    pub sync: Option<Sync>,
+    pub sync: Option<SyncProgress>,
     /// Sub-checks the provider reports.
     pub checks: Vec<Check>,
     /// Every reason the status is not healthy.
@@ -329,6 +370,47 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A connection with the fields every connection has; the others start empty (no sync,
+    /// checks, problems, accounts or times, an empty `provider_status`) and are set on the
+    /// value. `id` is [`Connection::make_id`] of the parts.
+    ///
+    /// ```
+    /// use connhealth_core::{Connection, Customer, Role, Status};
+    /// let mut c = Connection::new("example", Some("c1"), Customer::new("cus_1"), "shopify",
+    ///     Role::Source, Status::Healthy, chrono::Utc::now());
+    /// c.provider_status = "active".into();
+    /// assert_eq!(c.id, "example:c1");
+    /// ```
+    pub fn new(
+        provider: impl Into<String>,
+        provider_connection_id: Option<&str>,
+        customer: Customer,
+        platform: impl Into<String>,
+        role: Role,
+        status: Status,
+        observed_at: DateTime<Utc>,
+    ) -> Self {
+        let provider = provider.into();
+        let platform = platform.into();
+        Connection {
+            id: Connection::make_id(&provider, provider_connection_id, &customer.id, &platform),
+            provider,
+            provider_connection_id: provider_connection_id.map(str::to_owned),
+            customer,
+            platform,
+            role,
+            status,
+            provider_status: String::new(),
+            connected_at: None,
+            sync: None,
+            checks: Vec::new(),
+            problems: Vec::new(),
+            accounts: Vec::new(),
+            observed_at,
+            data_as_of: None,
+        }
+    }
+
     /// The stable connection id: `"{provider}:{provider_connection_id}"` when the provider gives
     /// an id, else `"{provider}:{customer_id}:{platform}"`.
     pub fn make_id(
@@ -365,6 +447,7 @@ impl Connection {
 /// How completely one provider answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Outcome {
     /// Every request succeeded.
     Ok,

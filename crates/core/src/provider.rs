@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::Semaphore;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::model::{Connection, Outcome};
 
 /// One item of a provider's stream: the connections of one unit of work (usually one
@@ -74,6 +74,33 @@ impl<P: Provider + ?Sized> Provider for Box<P> {
     fn http_stats(&self) -> Option<Arc<crate::http::HttpStats>> {
         (**self).http_stats()
     }
+}
+
+/// The rule every provider follows: a 401 (`authentication`) means the credentials
+/// themselves were refused, so every other request would fail the same way. That error batch
+/// is the stream's last; the requests still in flight are dropped (cancelled).
+///
+/// ```
+/// use connhealth_core::{until_refused, Batch, Error, ErrorKind};
+/// use futures::stream::{self, StreamExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let refused = || Err(Error::new("p", "GET /x", ErrorKind::Authentication, "bad key"));
+/// let batches: Vec<Batch> = vec![Ok(vec![]), refused(), Ok(vec![])];
+/// let seen: Vec<Batch> = until_refused(stream::iter(batches).boxed()).collect().await;
+/// assert_eq!(seen.len(), 2);
+/// # }
+/// ```
+pub fn until_refused(batches: BoxStream<'_, Batch>) -> BoxStream<'_, Batch> {
+    batches
+        .scan(false, |refused, batch| {
+            if *refused {
+                return futures::future::ready(None);
+            }
+            *refused = matches!(&batch, Err(e) if e.kind() == ErrorKind::Authentication);
+            futures::future::ready(Some(batch))
+        })
+        .boxed()
 }
 
 /// A collected provider answer: every connection that arrived and every error.

@@ -13,23 +13,19 @@ use connhealth_core::{
 use tokio::time::Instant;
 
 fn conn(provider: &str, pid: &str, status: Status) -> Connection {
-    Connection {
-        id: Connection::make_id(provider, Some(pid), "cus", "shopify"),
-        provider: provider.into(),
-        provider_connection_id: Some(pid.into()),
-        customer: Customer::new("cus"),
-        platform: "shopify".into(),
-        role: Role::Source,
+    let mut built = Connection::new(
+        provider,
+        None,
+        Customer::new("cus"),
+        "shopify",
+        Role::Source,
         status,
-        provider_status: "x".into(),
-        connected_at: None,
-        sync: None,
-        checks: vec![],
-        problems: vec![],
-        accounts: vec![],
-        observed_at: Utc::now(),
-        data_as_of: None,
-    }
+        Utc::now(),
+    );
+    built.id = Connection::make_id(provider, Some(pid), "cus", "shopify");
+    built.provider_connection_id = Some(pid.into());
+    built.provider_status = "x".into();
+    built
 }
 
 /// A scripted provider: each step waits, then yields a batch (or panics).

@@ -6,7 +6,7 @@ use chrono::{TimeZone, Utc};
 use connhealth_core::diff::{apply, statuses};
 use connhealth_core::{
     diff, Change, ChangeKind, Connection, Customer, HealthReport, Outcome, Problem,
-    ProviderOutcome, Role, Status, Sync, SyncState,
+    ProviderOutcome, Role, Status, SyncProgress, SyncState,
 };
 use proptest::prelude::*;
 
@@ -15,23 +15,19 @@ fn at(m: u32) -> chrono::DateTime<Utc> {
 }
 
 fn conn(id: &str, status: Status) -> Connection {
-    Connection {
-        id: format!("p:{id}"),
-        provider: "p".into(),
-        provider_connection_id: Some(id.into()),
-        customer: Customer::new(format!("cus_{id}")),
-        platform: "shopify".into(),
-        role: Role::Source,
+    let mut built = Connection::new(
+        "p",
+        None,
+        Customer::new(format!("cus_{id}")),
+        "shopify",
+        Role::Source,
         status,
-        provider_status: "x".into(),
-        connected_at: None,
-        sync: None,
-        checks: vec![],
-        problems: vec![],
-        accounts: vec![],
-        observed_at: at(0),
-        data_as_of: None,
-    }
+        at(0),
+    );
+    built.id = format!("p:{id}");
+    built.provider_connection_id = Some(id.into());
+    built.provider_status = "x".into();
+    built
 }
 
 fn report(minute: u32, outcome: Outcome, conns: Vec<Connection>) -> HealthReport {
@@ -55,7 +51,7 @@ fn with_problem(mut c: Connection, code: &str, sev: Status) -> Connection {
 }
 
 fn with_sync(mut c: Connection, synced: u64, total: u64) -> Connection {
-    c.sync = Some(Sync {
+    c.sync = Some(SyncProgress {
         state: SyncState::Syncing,
         total: Some(total),
         synced: Some(synced),

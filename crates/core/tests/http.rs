@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use connhealth_core::http::{HttpClient, HttpConfig, RetryPolicy};
+use connhealth_core::http::{HeaderName, HttpClient, HttpConfig, RetryPolicy};
 use connhealth_core::{Error, ErrorKind, Secret};
 use reqwest::Method;
 use serde::Deserialize;
@@ -39,7 +39,7 @@ async fn get(c: &HttpClient, p: &str) -> Result<Thing, Error> {
     let url = c.url(&[p]).unwrap();
     let req = c
         .request(Method::GET, format!("GET /{p}"), url)
-        .secret_header("x-api-key", "", &Secret::new(KEY));
+        .secret_header(HeaderName::from_static("x-api-key"), "", &Secret::new(KEY));
     c.send_json(req).await
 }
 
@@ -423,8 +423,8 @@ async fn secrets_never_show_in_debug_or_errors() {
     let url = c.url(&["x"]).unwrap();
     let req = c
         .request(Method::GET, "GET /x", url)
-        .secret_header("x-api-key", "", &secret)
-        .secret_header("authorization", "Bearer ", &secret);
+        .secret_header(HeaderName::from_static("x-api-key"), "", &secret)
+        .secret_header(HeaderName::from_static("authorization"), "Bearer ", &secret);
     let dbg = format!("{req:?} {c:?} {secret:?} {secret}");
     assert!(!dbg.contains(KEY), "{dbg}");
     let err = c.send(req).await.unwrap_err();
@@ -432,4 +432,31 @@ async fn secrets_never_show_in_debug_or_errors() {
     let shown = format!("{err} {err:?} {:?}", err.to_report());
     assert!(!shown.contains(KEY), "{shown}");
     assert!(shown.contains("[redacted]"));
+}
+
+/// `Request::header` takes a `HeaderName`: a name written in upper case (as in provider docs)
+/// is normalized by `HeaderName::from_bytes` and sent, where the old `&'static str` form
+/// panicked inside `HeaderName::from_static`. A value that cannot be sent is a `config` error.
+#[tokio::test]
+async fn header_names_are_typed_and_bad_values_are_config_errors() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/h"))
+        .and(header("x-custom-thing", "v1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"ok": true})))
+        .mount(&server)
+        .await;
+    let c = client(&server, retry(1));
+    let name = HeaderName::from_bytes(b"X-Custom-Thing").unwrap();
+    let req = c
+        .request(Method::GET, "GET /h", c.url(&["h"]).unwrap())
+        .header(name.clone(), "v1");
+    assert_eq!(c.send_json::<Thing>(req).await.unwrap(), Thing { ok: true });
+
+    let req = c
+        .request(Method::GET, "GET /h", c.url(&["h"]).unwrap())
+        .header(name, "line\nbreak");
+    let e = c.send(req).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(e.to_string().contains("x-custom-thing"), "{e}");
 }

@@ -3,7 +3,7 @@
 use chrono::{TimeZone, Utc};
 use connhealth_core::{
     Account, Check, Connection, Customer, ErrorKind, HealthReport, Outcome, Problem,
-    ProviderOutcome, Remediation, ReportError, Role, Status, Summary, Sync, SyncState,
+    ProviderOutcome, Remediation, ReportError, Role, Status, Summary, SyncProgress, SyncState,
 };
 
 fn t(h: u32) -> chrono::DateTime<Utc> {
@@ -11,23 +11,19 @@ fn t(h: u32) -> chrono::DateTime<Utc> {
 }
 
 fn conn(provider: &str, pid: &str, status: Status) -> Connection {
-    Connection {
-        id: Connection::make_id(provider, Some(pid), "cus_1", "shopify"),
-        provider: provider.into(),
-        provider_connection_id: Some(pid.into()),
-        customer: Customer::new("cus_1"),
-        platform: "shopify".into(),
-        role: Role::Source,
+    let mut built = Connection::new(
+        provider,
+        None,
+        Customer::new("cus_1"),
+        "shopify",
+        Role::Source,
         status,
-        provider_status: "active".into(),
-        connected_at: None,
-        sync: None,
-        checks: vec![],
-        problems: vec![],
-        accounts: vec![],
-        observed_at: t(12),
-        data_as_of: None,
-    }
+        t(12),
+    );
+    built.id = Connection::make_id(provider, Some(pid), "cus_1", "shopify");
+    built.provider_connection_id = Some(pid.into());
+    built.provider_status = "active".into();
+    built
 }
 
 fn ok(provider: &str, n: usize) -> ProviderOutcome {
@@ -51,7 +47,7 @@ fn representative() -> HealthReport {
         email: None,
     };
     google.connected_at = Some(t(9));
-    google.sync = Some(Sync {
+    google.sync = Some(SyncProgress {
         state: SyncState::Live,
         total: Some(150),
         synced: Some(148),
@@ -351,4 +347,36 @@ fn worst_reported_covers_problems_and_checks() {
         Problem::unrecognized("status", "weird").message,
         "unrecognized value \"weird\" for status"
     );
+}
+
+/// Relabelling an error keeps every other field (Channel3's old `rename` rebuilt the error and
+/// dropped status, `Retry-After` and source).
+#[test]
+fn errors_are_relabelled_without_losing_fields() {
+    use std::error::Error as _;
+    use std::time::Duration;
+    let e = connhealth_core::Error::new("p", "path", ErrorKind::RateLimited, "slow down")
+        .with_status(429)
+        .with_customer("cus_1")
+        .with_retry_after(Duration::from_secs(7))
+        .with_provider_code(11)
+        .with_source(std::io::Error::other("cause"));
+    let e = e
+        .with_endpoint("GET /v0/x")
+        .map_message(|m| format!("customer list: {m}"));
+    assert_eq!(e.endpoint(), "GET /v0/x");
+    assert_eq!(e.message(), "customer list: slow down");
+    assert_eq!(e.http_status(), Some(429));
+    assert_eq!(e.customer_id(), Some("cus_1"));
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    assert_eq!(e.provider_code(), Some(11));
+    assert_eq!(e.source().unwrap().to_string(), "cause");
+    let e = e
+        .with_kind(ErrorKind::Authentication)
+        .with_message("refused");
+    assert_eq!(
+        (e.kind(), e.message()),
+        (ErrorKind::Authentication, "refused")
+    );
+    assert_eq!(e.http_status(), Some(429));
 }

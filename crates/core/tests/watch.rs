@@ -47,23 +47,20 @@ fn conn(provider: &str, id: &str, customer: &str, status: Status) -> Connection 
     } else {
         vec![Problem::new(format!("is_{status}"), status, "scripted")]
     };
-    Connection {
-        id: format!("{provider}:{id}"),
-        provider: provider.into(),
-        provider_connection_id: Some(id.into()),
-        customer: Customer::new(customer),
-        platform: "shopify".into(),
-        role: Role::Source,
+    let mut built = Connection::new(
+        provider,
+        None,
+        Customer::new(customer),
+        "shopify",
+        Role::Source,
         status,
-        provider_status: status.as_str().into(),
-        connected_at: None,
-        sync: None,
-        checks: vec![],
-        problems,
-        accounts: vec![],
-        observed_at: Utc::now(),
-        data_as_of: None,
-    }
+        Utc::now(),
+    );
+    built.id = format!("{provider}:{id}");
+    built.provider_connection_id = Some(id.into());
+    built.provider_status = status.as_str().into();
+    built.problems = problems;
+    built
 }
 
 impl Provider for Scripted {

@@ -66,7 +66,6 @@
 //! assert!(Server::new(guarded, Watcher::new(WatchConfig::default())).is_ok());
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod http;
 mod metrics;

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use connhealth_core::{ChangeKind, Outcome, Status};
+use connhealth_core::{Outcome, Status};
 
 use crate::state::AppState;
 
@@ -58,18 +58,6 @@ fn float(v: f64) -> String {
 
 /// Render every series.
 pub(crate) fn render(state: &AppState) -> String {
-    // Keep the compiler telling us when a new event kind appears.
-    let _exhaustive = |k: &ChangeKind| match k {
-        ChangeKind::Appeared { .. }
-        | ChangeKind::Disappeared { .. }
-        | ChangeKind::StatusChanged { .. }
-        | ChangeKind::ProblemRaised { .. }
-        | ChangeKind::ProblemCleared { .. }
-        | ChangeKind::SyncProgressed { .. }
-        | ChangeKind::ProviderUnavailable { .. }
-        | ChangeKind::ProviderRecovered => (),
-    };
-
     let mut out = String::with_capacity(4096);
     let snapshot = state.snapshot();
 
@@ -225,23 +213,19 @@ mod tests {
     use connhealth_core::{Connection, Customer, HealthReport, ProviderOutcome, Role};
 
     fn conn(provider: &str, id: &str, status: Status) -> Connection {
-        Connection {
-            id: format!("{provider}:{id}"),
-            provider: provider.into(),
-            provider_connection_id: Some(id.into()),
-            customer: Customer::new("c"),
-            platform: "shopify".into(),
-            role: Role::Source,
+        let mut built = Connection::new(
+            provider,
+            None,
+            Customer::new("c"),
+            "shopify",
+            Role::Source,
             status,
-            provider_status: "x".into(),
-            connected_at: None,
-            sync: None,
-            checks: vec![],
-            problems: vec![],
-            accounts: vec![],
-            observed_at: Utc::now(),
-            data_as_of: None,
-        }
+            Utc::now(),
+        );
+        built.id = format!("{provider}:{id}");
+        built.provider_connection_id = Some(id.into());
+        built.provider_status = "x".into();
+        built
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - `map_1000`: mapping 1,000 decoded connections (all four statuses, Link URL configured).
 //!
 //! Run: `cargo bench -p connhealth-subtotal --bench fanout`.
+// criterion's macros generate public functions without docs.
+#![allow(missing_docs)]
 
 use std::collections::HashMap;
 use std::hint::black_box;

@@ -10,8 +10,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use connhealth_core::http::{HttpClient, HttpConfig, Request};
-use connhealth_core::{Error, ErrorKind, Result, Secret};
+use connhealth_core::http::{header, HeaderName, HttpClient, Request};
+use connhealth_core::{jwt, Error, ErrorKind, Result, Secret};
 use reqwest::Method;
 use tokio::time::Instant;
 use url::Url;
@@ -21,7 +21,9 @@ use crate::wire::{
     ListConnectionsResponse, Retailer, TokenResponse, UpdateConnection,
 };
 
-const EP_LIST: &str = "GET /connections";
+const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
+
+pub(crate) const EP_LIST: &str = "GET /connections";
 const EP_GET: &str = "GET /connections/{connection_id}";
 const EP_CREATE: &str = "POST /connections";
 const EP_UPDATE: &str = "PATCH /connections/{connection_id}";
@@ -82,20 +84,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SubtotalClient {
-    pub(crate) fn new(
-        name: &str,
-        config: &HttpConfig,
-        api_key: Secret,
-        retry_patch: bool,
-    ) -> Result<Self> {
-        Ok(SubtotalClient {
+    pub(crate) fn new(http: HttpClient, api_key: Secret, retry_patch: bool) -> Self {
+        SubtotalClient {
             inner: Arc::new(Inner {
-                http: HttpClient::new(name, config)?,
+                http,
                 api_key,
                 retry_patch,
                 tokens: Mutex::new(HashMap::new()),
             }),
-        })
+        }
     }
 
     /// The provider name errors carry.
@@ -117,7 +114,7 @@ impl SubtotalClient {
         self.inner
             .http
             .request(method, endpoint, url)
-            .secret_header("x-api-key", "", &self.inner.api_key)
+            .secret_header(API_KEY_HEADER, "", &self.inner.api_key)
     }
 
     /// `GET /connections?customer_id=…`: the customer's connections. The customer id is sent
@@ -238,7 +235,7 @@ impl SubtotalClient {
     ) -> Result<ConnectionResponse> {
         let mut req = self
             .request(Method::PATCH, EP_UPDATE, url)
-            .secret_header("authorization", "Bearer ", token)
+            .secret_header(header::AUTHORIZATION, "Bearer ", token)
             .json(update);
         if self.inner.retry_patch {
             req = req.retry_unsafe();
@@ -299,7 +296,7 @@ impl SubtotalClient {
                 "token response has no connection_token (nor token / access_token)",
             )
         })?;
-        let lifetime = jwt_lifetime(&token, chrono::Utc::now().timestamp())
+        let lifetime = jwt::lifetime(&token, chrono::Utc::now().timestamp())
             .or(expires_in.map(Duration::from_secs));
         // A lifetime past the clock's range (e.g. `expires_in: 18446744073709551615`) is kept
         // until refused, like a token whose lifetime is unknown.
@@ -318,145 +315,31 @@ impl SubtotalClient {
     }
 }
 
-/// Add the connection id to an error's message (ids are not personal data), keeping status,
-/// customer and `Retry-After`; the original error becomes the source.
+/// Add the connection id to an error's message (ids are not personal data), keeping
+/// everything else.
 fn with_connection(e: Error, connection_id: &str) -> Error {
-    let message = if e.message().is_empty() {
-        format!("connection {connection_id:?}")
-    } else {
-        format!("connection {connection_id:?}: {}", e.message())
-    };
-    let mut out = Error::new(e.provider(), e.endpoint(), e.kind(), message);
-    if let Some(s) = e.http_status() {
-        out = out.with_status(s);
-    }
-    if let Some(c) = e.provider_code() {
-        out = out.with_provider_code(c);
-    }
-    if let Some(c) = e.customer_id() {
-        out = out.with_customer(c.to_owned());
-    }
-    if let Some(r) = e.retry_after() {
-        out = out.with_retry_after(r);
-    }
-    out.with_source(e)
-}
-
-/// Time left before a JWT's `exp` claim, seen from `now` (Unix seconds). `None` when the token
-/// is not a JWT or has no numeric `exp`; `Some(0)` when it already expired.
-pub(crate) fn jwt_lifetime(token: &str, now: i64) -> Option<Duration> {
-    let mut parts = token.split('.');
-    let (_header, payload) = (parts.next()?, parts.next()?);
-    parts.next()?; // a JWT has a signature part
-    let bytes = base64url_decode(payload)?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?;
-    let exp = exp.as_i64().or_else(|| exp.as_f64().map(|f| f as i64))?;
-    Some(Duration::from_secs(exp.saturating_sub(now).max(0) as u64))
-}
-
-/// Decodes unpadded (or padded) base64url. `None` on any invalid character.
-fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        } as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
+    e.map_message(|m| {
+        if m.is_empty() {
+            format!("connection {connection_id:?}")
+        } else {
+            format!("connection {connection_id:?}: {m}")
         }
-    }
-    Some(out)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn b64(data: &[u8]) -> String {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in data.chunks(3) {
-            let n = chunk.len();
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..=n {
-                out.push(A[((v >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn base64url_roundtrip() {
-        for data in [
-            &b""[..],
-            b"f",
-            b"fo",
-            b"foo",
-            b"foob",
-            b"fooba",
-            b"foobar",
-            &[0xff, 0xfe, 0x00],
-        ] {
-            assert_eq!(base64url_decode(&b64(data)).unwrap(), data);
-        }
-        assert_eq!(base64url_decode("Zm9v").unwrap(), b"foo");
-        assert_eq!(base64url_decode("Zm8=").unwrap(), b"fo");
-        assert_eq!(base64url_decode("Zm!v"), None);
-    }
-
-    #[test]
-    fn jwt_exp_is_read() {
-        let jwt = |claims: &str| {
-            format!(
-                "{}.{}.sig",
-                b64(br#"{"alg":"HS256"}"#),
-                b64(claims.as_bytes())
-            )
-        };
-        assert_eq!(
-            jwt_lifetime(&jwt(r#"{"exp":1100}"#), 1000),
-            Some(Duration::from_secs(100))
-        );
-        assert_eq!(
-            jwt_lifetime(&jwt(r#"{"exp":1100.5}"#), 1000),
-            Some(Duration::from_secs(100))
-        );
-        assert_eq!(
-            jwt_lifetime(&jwt(r#"{"exp":900}"#), 1000),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(jwt_lifetime(&jwt(r#"{"sub":"x"}"#), 1000), None);
-        assert_eq!(jwt_lifetime(&jwt(r#"{"exp":"soon"}"#), 1000), None);
-        assert_eq!(jwt_lifetime("opaque-token", 1000), None);
-        assert_eq!(jwt_lifetime("a.b", 1000), None);
-        assert_eq!(jwt_lifetime("a.!!.c", 1000), None);
-    }
-
     #[test]
     fn errors_gain_the_connection_id() {
         let e = Error::new("subtotal", EP_UPDATE, ErrorKind::ServerError, "boom")
             .with_status(500)
-            .with_customer("cus");
+            .with_customer("cus")
+            .with_retry_after(Duration::from_secs(3));
         let e = with_connection(e, "01J");
         assert_eq!(e.kind(), ErrorKind::ServerError);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
         assert_eq!(e.http_status(), Some(500));
         assert_eq!(e.customer_id(), Some("cus"));
         assert_eq!(

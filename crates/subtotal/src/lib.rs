@@ -59,12 +59,6 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
 
 mod client;
 mod config;
@@ -80,8 +74,11 @@ use std::time::Duration;
 use chrono::Utc;
 use connhealth_core::futures::future::{self, Either, FutureExt};
 use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
-use connhealth_core::http::{HttpConfig, RetryPolicy};
-use connhealth_core::{Batch, Concurrency, Connection, Error, ErrorKind, Provider, Result, Secret};
+use connhealth_core::lenient::{self, Losses, Mapped, Skipped};
+use connhealth_core::{
+    until_refused, AdapterDefaults, Batch, ClientOptions, Concurrency, Connection, Error, Provider,
+    Result, Secret,
+};
 use url::Url;
 
 pub use client::SubtotalClient;
@@ -141,7 +138,8 @@ impl Subtotal {
         &self.customers
     }
 
-    /// Fetch one customer's connections, mapped (the unit of work of one batch).
+    /// Fetch one customer's connections, mapped (the unit of work of one batch). A list whose
+    /// every entry is undecodable is a `decode` error.
     /// `retailer_names` maps retailer ids to names (see [`Subtotal::retailer_names`]).
     pub async fn fetch_customer(
         &self,
@@ -166,7 +164,9 @@ impl Subtotal {
             include_personal_data: self.include_personal_data,
             retailer_names,
         };
-        Ok(map_list(&list.connections, customer_id, &ctx))
+        // Entries left out are reported by the provider's stream; here only a list whose every
+        // entry was lost is an error.
+        map_list(&list, customer_id, &ctx).into_result()
     }
 
     /// Map one connection answer (e.g. what [`SubtotalClient::update_connection`] returned)
@@ -217,30 +217,39 @@ impl Subtotal {
     }
 }
 
-/// Map a customer's list: items without a `connection_id` are skipped (logged at debug), and
-/// an id seen twice is kept once.
+/// Map a customer's list. Items that did not decode or carry no `connection_id` are left out,
+/// and of connections sharing an id the most severe is kept; both are reported as one
+/// `decode` error (see [`connhealth_core::lenient`]).
 fn map_list(
-    items: &[ConnectionResponse],
+    list: &wire::ListConnectionsResponse,
     customer_id: &str,
     ctx: &MapContext<'_>,
-) -> Vec<Connection> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(items.len());
-    let mut missing_id = 0usize;
-    for item in items {
+) -> Mapped {
+    let mut losses = Losses {
+        skipped: list.skipped.clone(),
+        duplicates: Vec::new(),
+    };
+    let mut out = Vec::with_capacity(list.connections.len());
+    for (index, item) in list.connections.iter().enumerate() {
         match map::map_connection(item, Some(customer_id), ctx) {
-            Some(c) => {
-                if seen.insert(c.id.clone()) {
-                    out.push(c);
-                }
-            }
-            None => missing_id += 1,
+            Some(c) => out.push(c),
+            None => losses.skipped.push(Skipped {
+                index,
+                id: None,
+                reason: "connection_id is missing".to_owned(),
+            }),
         }
     }
-    if missing_id > 0 {
-        tracing::debug!(provider = %ctx.provider, customer_id, skipped = missing_id, "skipped connections without connection_id");
+    losses.duplicates = lenient::collapse_duplicates(&mut out);
+    Mapped {
+        connections: out,
+        lost: losses.to_error(
+            ctx.provider,
+            client::EP_LIST,
+            Some(customer_id),
+            "connection entries",
+        ),
     }
-    out
 }
 
 impl Provider for Subtotal {
@@ -262,7 +271,8 @@ impl Provider for Subtotal {
         }
         let observed_at = Utc::now();
         let names = self.retailer_names_for_poll().boxed().shared();
-        self.concurrency
+        let batches = self
+            .concurrency
             .fan_out(self.customers.iter().cloned(), move |customer: String| {
                 let names = names.clone();
                 async move {
@@ -270,11 +280,12 @@ impl Provider for Subtotal {
                     // customer's error is returned without waiting for it.
                     let list = self.client.list_connections_raw(&customer);
                     let (list, names) = match future::select(Box::pin(list), names).await {
-                        Either::Left((list, names)) => {
-                            let list = list?;
-                            (list, names.await)
-                        }
-                        Either::Right((names, list)) => (list.await?, names),
+                        Either::Left((Ok(list), names)) => (list, names.await),
+                        Either::Left((Err(e), _)) => return vec![Err(e)],
+                        Either::Right((names, list)) => match list.await {
+                            Ok(list) => (list, names),
+                            Err(e) => return vec![Err(e)],
+                        },
                     };
                     let ctx = MapContext {
                         provider: &self.name,
@@ -283,70 +294,52 @@ impl Provider for Subtotal {
                         include_personal_data: self.include_personal_data,
                         retailer_names: names.as_deref(),
                     };
-                    Ok(map_list(&list.connections, &customer, &ctx))
+                    map_list(&list, &customer, &ctx).into_batches()
                 }
             })
-            // A 401 means the API key itself was refused: every other customer would fail the
-            // same way, so that error is the last batch (the requests in flight are dropped).
-            .scan(false, |refused, batch: Batch| {
-                let item = if *refused {
-                    None
-                } else {
-                    *refused = matches!(&batch, Err(e) if e.kind() == ErrorKind::Authentication);
-                    Some(batch)
-                };
-                future::ready(item)
-            })
-            .boxed()
+            .flat_map(stream::iter)
+            .boxed();
+        // A 401 means the API key itself was refused: that error is the last batch.
+        until_refused(batches)
     }
 }
 
+/// What a [`SubtotalBuilder`] uses for settings left unset.
+const DEFAULTS: AdapterDefaults = AdapterDefaults {
+    name: DEFAULT_NAME,
+    base_url: DEFAULT_BASE_URL,
+    max_body_bytes: 64 * 1024 * 1024,
+    concurrency: 32,
+};
+
 /// Configures a [`Subtotal`] provider. Setters never fail; [`SubtotalBuilder::build`] validates.
+///
+/// The shared client settings (name, base URL, timeouts, retries, body cap, concurrency) are
+/// [`ClientOptions`]; the setters below them are Subtotal's own.
 #[derive(Clone, Default)]
 pub struct SubtotalBuilder {
-    name: Option<String>,
-    base_url: Option<String>,
+    options: ClientOptions,
     api_key: Option<Secret>,
     customers: Option<Vec<String>>,
-    concurrency: Option<usize>,
-    shared_concurrency: Option<Concurrency>,
-    request_timeout: Option<Duration>,
-    connect_timeout: Option<Duration>,
-    retry: Option<RetryPolicy>,
-    max_body_bytes: Option<usize>,
     link_url: Option<String>,
     resolve_retailer_names: Option<bool>,
     include_personal_data: bool,
     retry_patch: bool,
-    without_timers: bool,
 }
 
 impl fmt::Debug for SubtotalBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubtotalBuilder")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
+            .field("options", &self.options)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("customers", &self.customers.as_ref().map(Vec::len))
-            .field("concurrency", &self.concurrency)
             .field("link_url", &self.link_url)
             .finish_non_exhaustive()
     }
 }
 
 impl SubtotalBuilder {
-    /// Name in reports and connection ids (default `subtotal`). Needed to tell two Subtotal
-    /// accounts apart.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// API base URL (default [`DEFAULT_BASE_URL`]). Must be `https://` except on loopback.
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = Some(url.into());
-        self
-    }
+    connhealth_core::client_options_setters!();
 
     /// The API key sent as `x-api-key` (required).
     pub fn api_key(mut self, key: Secret) -> Self {
@@ -359,50 +352,6 @@ impl SubtotalBuilder {
     /// dropped; an empty id is a configuration error.
     pub fn customers(mut self, customers: Vec<String>) -> Self {
         self.customers = Some(customers);
-        self
-    }
-
-    /// Fan-out bound: at most this many customer requests in flight (default 32).
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = Some(n);
-        self
-    }
-
-    /// Share a bound with other providers (overrides [`SubtotalBuilder::concurrency`]).
-    pub fn shared_concurrency(mut self, c: Concurrency) -> Self {
-        self.shared_concurrency = Some(c);
-        self
-    }
-
-    /// Timeout of one request attempt, body included (default 30 s).
-    pub fn request_timeout(mut self, d: Duration) -> Self {
-        self.request_timeout = Some(d);
-        self
-    }
-
-    /// TCP + TLS connect timeout (default 10 s).
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = Some(d);
-        self
-    }
-
-    /// No client-side timers at all (no connect, request or pool-idle timeout), overriding the
-    /// timeout setters. For tests on tokio's paused clock (see
-    /// [`HttpConfig::without_timers`]); not for production use.
-    pub fn without_timers(mut self) -> Self {
-        self.without_timers = true;
-        self
-    }
-
-    /// Retry policy for safe requests (GET), default [`RetryPolicy::default`].
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
-        self
-    }
-
-    /// Largest response body accepted (default 64 MiB).
-    pub fn max_body_bytes(mut self, n: usize) -> Self {
-        self.max_body_bytes = Some(n);
         self
     }
 
@@ -436,10 +385,8 @@ impl SubtotalBuilder {
 
     /// Validate and build. Errors are [`connhealth_core::ErrorKind::Config`] naming the setting.
     pub fn build(self) -> Result<Subtotal> {
-        let name = self.name.unwrap_or_else(|| DEFAULT_NAME.to_owned());
-        if name.trim().is_empty() {
-            return Err(Error::config(DEFAULT_NAME, "name must not be empty"));
-        }
+        let options = self.options.validate(&DEFAULTS)?;
+        let name = options.name;
         let api_key = match self.api_key {
             Some(k) if !k.is_empty() => k,
             _ => {
@@ -465,34 +412,12 @@ impl SubtotalBuilder {
                 unique.push(c);
             }
         }
-        let concurrency = match (self.shared_concurrency, self.concurrency) {
-            (Some(shared), _) => shared,
-            (None, Some(0)) => return Err(Error::config(&name, "concurrency must be at least 1")),
-            (None, Some(n)) => Concurrency::new(n),
-            (None, None) => Concurrency::default(),
-        };
+        let concurrency = options.concurrency;
         let link_url = match self.link_url {
             None => None,
             Some(raw) => Some(validate_link_url(&name, &raw)?),
         };
-        let mut http =
-            HttpConfig::new(self.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()));
-        if let Some(t) = self.request_timeout {
-            http.request_timeout = Some(t);
-        }
-        if let Some(t) = self.connect_timeout {
-            http.connect_timeout = Some(t);
-        }
-        if self.without_timers {
-            http = http.without_timers();
-        }
-        if let Some(r) = self.retry {
-            http.retry = r;
-        }
-        if let Some(n) = self.max_body_bytes {
-            http.max_body_bytes = n;
-        }
-        let client = SubtotalClient::new(&name, &http, api_key, self.retry_patch)?;
+        let client = SubtotalClient::new(options.http, api_key, self.retry_patch);
         Ok(Subtotal {
             name,
             client,
@@ -525,6 +450,7 @@ fn validate_link_url(name: &str, raw: &str) -> Result<Url> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connhealth_core::ErrorKind;
 
     fn base() -> SubtotalBuilder {
         Subtotal::builder()

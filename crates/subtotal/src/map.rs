@@ -180,35 +180,32 @@ pub fn map_connection(
         .into_iter()
         .collect();
 
-    let mut conn = Connection {
-        id: Connection::make_id(ctx.provider, Some(connection_id), customer_id, &platform),
-        provider: ctx.provider.to_owned(),
-        provider_connection_id: Some(connection_id.to_owned()),
-        customer: Customer {
-            id: customer_id.to_owned(),
-            name: None,
-            email: if ctx.include_personal_data {
-                item.email.clone().filter(|e| !e.is_empty())
-            } else {
-                None
-            },
+    let customer = Customer {
+        id: customer_id.to_owned(),
+        name: None,
+        email: if ctx.include_personal_data {
+            item.email.clone().filter(|e| !e.is_empty())
+        } else {
+            None
         },
-        platform,
-        role: Role::Account,
-        status: base,
-        provider_status: item
-            .status
-            .as_ref()
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default(),
-        connected_at: None,
-        sync: None,
-        checks,
-        problems: problem.into_iter().collect(),
-        accounts,
-        observed_at: ctx.observed_at,
-        data_as_of: None,
     };
+    let mut conn = Connection::new(
+        ctx.provider,
+        Some(connection_id),
+        customer,
+        platform,
+        Role::Account,
+        base,
+        ctx.observed_at,
+    );
+    conn.provider_status = item
+        .status
+        .as_ref()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    conn.checks = checks;
+    conn.problems = problem.into_iter().collect();
+    conn.accounts = accounts;
     conn.status = conn.status.max(conn.worst_reported());
     Some(conn)
 }

@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+use connhealth_core::lenient::{LenientList, Skipped};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -135,17 +136,17 @@ impl fmt::Debug for ConnectionResponse {
 pub struct ListConnectionsResponse {
     /// The customer's connections.
     pub connections: Vec<ConnectionResponse>,
-    /// How many items were skipped because they were not objects.
-    pub skipped: usize,
+    /// The items that could not be decoded (not objects, or a field of the wrong type).
+    pub skipped: Vec<Skipped>,
 }
 
 impl<'de> Deserialize<'de> for ListConnectionsResponse {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (connections, skipped) =
+        let list =
             lenient_list(Value::deserialize(d)?, "connections").map_err(de::Error::custom)?;
         Ok(ListConnectionsResponse {
-            connections,
-            skipped,
+            connections: list.items,
+            skipped: list.skipped,
         })
     }
 }
@@ -166,7 +167,7 @@ impl ListConnectionsResponse {
             if let Ok(d) = serde_json::from_slice::<Direct>(body) {
                 return Ok(ListConnectionsResponse {
                     connections: d.connections.unwrap_or_default(),
-                    skipped: 0,
+                    skipped: Vec::new(),
                 });
             }
         }
@@ -218,9 +219,10 @@ pub struct GetRetailersResponse {
 
 impl<'de> Deserialize<'de> for GetRetailersResponse {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (retailers, _) =
-            lenient_list(Value::deserialize(d)?, "retailers").map_err(de::Error::custom)?;
-        Ok(GetRetailersResponse { retailers })
+        let list = lenient_list(Value::deserialize(d)?, "retailers").map_err(de::Error::custom)?;
+        Ok(GetRetailersResponse {
+            retailers: list.items,
+        })
     }
 }
 
@@ -379,7 +381,7 @@ fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
 fn lenient_list<T: serde::de::DeserializeOwned>(
     value: Value,
     key: &str,
-) -> Result<(Vec<T>, usize), String> {
+) -> Result<LenientList<T>, String> {
     let items = match value {
         Value::Array(items) => items,
         Value::Object(mut map) => match map.remove(key) {
@@ -389,20 +391,7 @@ fn lenient_list<T: serde::de::DeserializeOwned>(
         },
         _ => return Err(format!("expected an object with a `{key}` list")),
     };
-    let total = items.len();
-    let kept: Vec<T> = items
-        .into_iter()
-        .filter_map(|item| serde_json::from_value(item).ok())
-        .collect();
-    let skipped = total - kept.len();
-    if skipped > 0 {
-        tracing::debug!(
-            list = key,
-            skipped,
-            "skipped list items that are not objects"
-        );
-    }
-    Ok((kept, skipped))
+    Ok(LenientList::from_values(items))
 }
 
 #[cfg(test)]
@@ -470,7 +459,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.connections.len(), 2);
-        assert_eq!(l.skipped, 3);
+        assert_eq!(l.skipped.len(), 3);
         let l: ListConnectionsResponse =
             serde_json::from_str(r#"[{"connection_id": "a"}]"#).unwrap();
         assert_eq!(l.connections.len(), 1);

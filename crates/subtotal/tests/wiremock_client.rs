@@ -573,9 +573,21 @@ async fn a_failing_customer_is_one_error_batch_the_others_answer() {
         .unwrap();
     let fetched = p.fetch().await;
     assert_eq!(fetched.outcome(), connhealth_core::Outcome::Partial);
-    assert_eq!(fetched.errors.len(), 1);
-    let e = &fetched.errors[0];
-    assert_eq!(e.kind(), ErrorKind::Forbidden);
+    assert_eq!(fetched.errors.len(), 2, "{:?}", fetched.errors);
+    // The good customer's answer lost two entries, and says so (issue 16 item 4).
+    let lost = fetched
+        .errors
+        .iter()
+        .find(|e| e.kind() == ErrorKind::Decode)
+        .expect("a decode error for the lost entries");
+    assert_eq!(lost.customer_id(), Some("good"));
+    assert!(lost.message().contains(": 1 (items #1)"), "{lost}");
+    assert!(lost.message().contains(": 1 (ids subtotal:c1)"), "{lost}");
+    let e = fetched
+        .errors
+        .iter()
+        .find(|e| e.kind() == ErrorKind::Forbidden)
+        .unwrap();
     assert_eq!(e.customer_id(), Some("bad"));
     assert!(e.to_string().contains("Not your customer"), "{e}");
     // The item without connection_id is skipped, the duplicate kept once; the customer id

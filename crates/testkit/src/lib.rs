@@ -37,14 +37,13 @@
 //! * [`data`]: deterministic generators (`same seed → same bytes`).
 //! * [`faults`]: [`Fault`], [`FaultRule`], [`Faults`] and [`Stats`].
 //! * [`Fleet`]: all three at once. The `connhealth-sim` binary serves a fleet until Ctrl-C.
-
-#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 // Handlers return early with a ready `Response` as the error of small helpers; boxing it
 // would only add noise.
 #![allow(clippy::result_large_err)]
 
 pub mod channel3;
+pub mod checks;
 pub mod data;
 pub mod faults;
 #[cfg(feature = "proptest")]
@@ -56,6 +55,7 @@ mod util;
 pub mod violet;
 
 pub use channel3::Channel3Sim;
+pub use checks::{assert_well_formed, well_formed};
 pub use faults::{Fault, FaultRule, Faults, Stats};
 pub use subtotal::SubtotalSim;
 pub use violet::VioletSim;

@@ -6,6 +6,10 @@
 //! After criterion's timings this prints a summary: the median time ratio
 //! (decode+normalize / Value parse; target ≤ 1.0) and the peak bytes allocated during each
 //! (counted by a global allocator wrapper) relative to the body size.
+// criterion's macros generate public functions without docs.
+#![allow(missing_docs)]
+// The peak-memory figure needs a counting `GlobalAlloc` (below), which is unsafe to implement.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;

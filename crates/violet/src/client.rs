@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use connhealth_core::http::{HttpClient, Request, Response};
-use connhealth_core::{Concurrency, Connection, Error, ErrorKind, Result, Secret};
+use connhealth_core::http::{HeaderName, HttpClient, Request, Response};
+use connhealth_core::lenient::{Losses, Mapped, Skipped};
+use connhealth_core::{jwt, Concurrency, Connection, Error, ErrorKind, Result, Secret};
 use futures::stream::{BoxStream, StreamExt};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,10 @@ use tokio::time::Instant;
 
 use crate::map::{map_item, MapContext};
 use crate::wire;
+
+const APP_ID_HEADER: HeaderName = HeaderName::from_static("x-violet-app-id");
+const APP_SECRET_HEADER: HeaderName = HeaderName::from_static("x-violet-app-secret");
+const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-violet-token");
 
 /// How long before the access token's expiry it is refreshed.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -176,9 +181,15 @@ impl VioletClient {
 
     /// `GET /operations/connection_health?app_id=…&exclude_public=…`: every merchant's report,
     /// mapped, one [`Connection`] per merchant (Violet serves this report from a cache that is
-    /// recomputed about every 24 h). Entries without a readable merchant id are skipped (counted
-    /// in a debug log).
+    /// recomputed about every 24 h). Entries without a readable merchant id are left out (the
+    /// provider's stream reports them as a `decode` error); a report whose every entry is left
+    /// out is that error.
     pub async fn connection_health(&self) -> Result<Vec<Connection>> {
+        self.connection_health_mapped().await?.into_result()
+    }
+
+    /// [`VioletClient::connection_health`], with the error naming what was left out.
+    pub(crate) async fn connection_health_mapped(&self) -> Result<Mapped> {
         let observed_at = Utc::now();
         let exclude = if self.inner.s.exclude_public {
             "true"
@@ -287,9 +298,9 @@ impl VioletClient {
             .s
             .http
             .request(Method::GET, endpoint, url)
-            .header("x-violet-app-id", &self.inner.app_id)
-            .secret_header("x-violet-app-secret", "", &self.inner.s.app_secret)
-            .secret_header("x-violet-token", "", token)
+            .header(APP_ID_HEADER, &self.inner.app_id)
+            .secret_header(APP_SECRET_HEADER, "", &self.inner.s.app_secret)
+            .secret_header(TOKEN_HEADER, "", token)
     }
 
     /// Send an authenticated request built by `build`, renewing the token on a 401 (see the
@@ -379,8 +390,8 @@ impl VioletClient {
         let req = s
             .http
             .request(Method::POST, LOGIN, url)
-            .header("x-violet-app-id", &self.inner.app_id)
-            .secret_header("x-violet-app-secret", "", &s.app_secret)
+            .header(APP_ID_HEADER, &self.inner.app_id)
+            .secret_header(APP_SECRET_HEADER, "", &s.app_secret)
             .json(&LoginBody {
                 username: &s.username,
                 password: s.password.expose(),
@@ -423,9 +434,9 @@ impl VioletClient {
         let req = s
             .http
             .request(Method::GET, REFRESH, url)
-            .header("x-violet-app-id", &self.inner.app_id)
-            .secret_header("x-violet-app-secret", "", &s.app_secret)
-            .secret_header("x-violet-token", "", &refresh);
+            .header(APP_ID_HEADER, &self.inner.app_id)
+            .secret_header(APP_SECRET_HEADER, "", &s.app_secret)
+            .secret_header(TOKEN_HEADER, "", &refresh);
         let answer: TokenAnswer = s.http.send_json(req).await?;
         let access = answer
             .token
@@ -488,17 +499,7 @@ impl VioletClient {
         if !said.trim().is_empty() {
             message.push_str(&format!(" (Violet said: {})", said.trim()));
         }
-        let mut out = Error::new(&s.name, LOGIN, kind, message);
-        if let Some(st) = e.http_status() {
-            out = out.with_status(st);
-        }
-        if let Some(code) = e.provider_code() {
-            out = out.with_provider_code(code);
-        }
-        if let Some(ra) = e.retry_after() {
-            out = out.with_retry_after(ra);
-        }
-        out
+        e.with_endpoint(LOGIN).with_kind(kind).with_message(message)
     }
 }
 
@@ -523,7 +524,7 @@ fn is_refused(e: &Error) -> bool {
 /// 24 h when unreadable. Never less than twice [`REFRESH_MARGIN`], so that a clock skew cannot
 /// make every call refresh.
 pub(crate) fn token_lifetime(token: &str, now: DateTime<Utc>) -> Duration {
-    match jwt_exp(token) {
+    match jwt::exp(token) {
         Some(exp) => {
             let secs = exp.saturating_sub(now.timestamp());
             Duration::from_secs(secs.max(0) as u64).max(REFRESH_MARGIN * 2)
@@ -532,51 +533,14 @@ pub(crate) fn token_lifetime(token: &str, now: DateTime<Utc>) -> Duration {
     }
 }
 
-/// The `exp` claim (seconds since the epoch) of a JWT, without checking its signature.
-pub(crate) fn jwt_exp(token: &str) -> Option<i64> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64url_decode(payload)?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?;
-    exp.as_i64()
-        .or_else(|| exp.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-        .or_else(|| exp.as_str().and_then(|s| s.trim().parse().ok()))
-}
-
-/// Base64url (RFC 4648 §5) decoding, padding optional. Also accepts the standard alphabet.
-fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for b in s.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A single leftover character (6 bits) cannot come from valid base64.
-    (bits < 6).then_some(out)
-}
-
-/// Decode and map a report body (see [`crate::decode_report`]).
+/// Decode and map a report body (see [`crate::decode_report`]): the connections, and the
+/// `decode` error naming the entries left out.
 pub(crate) fn decode_report(
     name: &str,
     body: &[u8],
     observed_at: DateTime<Utc>,
     include_personal_data: bool,
-) -> Result<Vec<Connection>> {
+) -> Result<Mapped> {
     let items = wire::decode_report(body)
         .map_err(|e| Error::new(name, REPORT, ErrorKind::Decode, e.message))?;
     let ctx = MapContext {
@@ -585,21 +549,21 @@ pub(crate) fn decode_report(
         include_personal_data,
     };
     let mut out = Vec::with_capacity(items.len());
-    let mut skipped = 0usize;
-    for item in items {
+    let mut losses = Losses::default();
+    for (index, item) in items.enumerate() {
         match map_item(&item, &ctx, None) {
             Some(c) => out.push(c),
-            None => skipped += 1,
+            None => losses.skipped.push(Skipped {
+                index,
+                id: None,
+                reason: "the entry names no readable merchant_id".to_owned(),
+            }),
         }
     }
-    if skipped > 0 {
-        tracing::debug!(
-            provider = %name,
-            skipped,
-            "report entries without a readable merchant_id were skipped"
-        );
-    }
-    Ok(out)
+    Ok(Mapped {
+        connections: out,
+        lost: losses.to_error(name, REPORT, None, "report entries"),
+    })
 }
 
 /// Decode and map a one-merchant body; `merchant_id` stands in when the body has none.
@@ -654,46 +618,6 @@ mod tests {
             b64(r#"{"alg":"HS256","typ":"JWT"}"#),
             b64(claims)
         )
-    }
-
-    #[test]
-    fn base64url_round_trips() {
-        for s in [
-            "",
-            "f",
-            "fo",
-            "foo",
-            "foob",
-            "fooba",
-            "foobar",
-            "{\"exp\":1700000000}",
-            "ü~?>",
-        ] {
-            assert_eq!(base64url_decode(&b64(s)).unwrap(), s.as_bytes(), "{s}");
-        }
-        assert_eq!(base64url_decode("Zm9vYg==").unwrap(), b"foob");
-        assert_eq!(base64url_decode("Zm9v*"), None);
-        assert_eq!(base64url_decode("Zm9vY"), None);
-    }
-
-    #[test]
-    fn exp_claim() {
-        assert_eq!(
-            jwt_exp(&jwt(r#"{"sub":"1","exp":1700000000}"#)),
-            Some(1_700_000_000)
-        );
-        assert_eq!(
-            jwt_exp(&jwt(r#"{"exp":"1700000000"}"#)),
-            Some(1_700_000_000)
-        );
-        assert_eq!(
-            jwt_exp(&jwt(r#"{"exp":1700000000.5}"#)),
-            Some(1_700_000_000)
-        );
-        assert_eq!(jwt_exp(&jwt(r#"{"sub":"1"}"#)), None);
-        assert_eq!(jwt_exp("opaque-token"), None);
-        assert_eq!(jwt_exp("a.!!!.c"), None);
-        assert_eq!(jwt_exp(&format!("x.{}.y", b64("not json"))), None);
     }
 
     #[test]

@@ -99,12 +99,6 @@
 //! camelCase keys, enum values in any case, numbers as strings, nulls and missing sections, and
 //! never fails the report because of one entry.
 #![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
 
 mod client;
 mod config;
@@ -113,11 +107,12 @@ mod map;
 mod wire;
 
 use std::fmt;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use connhealth_core::http::{HttpClient, HttpConfig, RetryPolicy};
-use connhealth_core::{Batch, Concurrency, Connection, Error, Provider, Result, Secret};
+use connhealth_core::{
+    until_refused, AdapterDefaults, Batch, ClientOptions, Connection, Error, Provider, Result,
+    Secret,
+};
 use futures::stream::{self, BoxStream, StreamExt};
 
 pub use client::{AuthStats, VioletClient, DEFAULT_TOKEN_LIFETIME, REFRESH_MARGIN};
@@ -173,80 +168,74 @@ impl Provider for Violet {
     }
 
     fn stream(&self) -> BoxStream<'_, Batch> {
-        stream::once(async move { self.client.connection_health().await }).boxed()
+        let batches = stream::once(async move {
+            match self.client.connection_health_mapped().await {
+                Ok(mapped) => mapped.into_batches(),
+                Err(e) => vec![Err(e)],
+            }
+        })
+        .flat_map(stream::iter)
+        .boxed();
+        // One report, so nothing follows a refusal anyway; the rule is the same for all.
+        until_refused(batches)
     }
 }
 
+/// What a [`VioletBuilder`] uses for settings left unset.
+const DEFAULTS: AdapterDefaults = AdapterDefaults {
+    name: DEFAULT_NAME,
+    base_url: Violet::SANDBOX_BASE_URL,
+    max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+    concurrency: 32,
+};
+
 /// Builder of [`Violet`]. Setters never fail; [`VioletBuilder::build`] validates everything.
+///
+/// The shared client settings (name, base URL — default [`Violet::SANDBOX_BASE_URL`] —,
+/// timeouts, retries, body cap — default [`DEFAULT_MAX_BODY_BYTES`] —, and the bound on
+/// per-merchant requests of [`VioletClient::merchants_health`]) are [`ClientOptions`]; the
+/// setters below them are Violet's own.
 #[derive(Clone)]
 pub struct VioletBuilder {
-    name: String,
-    base_url: String,
+    options: ClientOptions,
     app_id: Option<u64>,
     app_secret: Option<Secret>,
     username: Option<String>,
     password: Option<Secret>,
     exclude_public: bool,
     include_personal_data: bool,
-    concurrency: Option<Concurrency>,
-    concurrency_limit: usize,
-    connect_timeout: Option<Duration>,
-    request_timeout: Option<Duration>,
-    without_timers: bool,
-    retry: Option<RetryPolicy>,
-    max_body_bytes: usize,
 }
 
 impl fmt::Debug for VioletBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VioletBuilder")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
+            .field("options", &self.options)
             .field("app_id", &self.app_id)
             .field("app_secret", &self.app_secret)
             .field("username", &self.username.as_ref().map(|_| "[redacted]"))
             .field("password", &self.password)
             .field("exclude_public", &self.exclude_public)
             .field("include_personal_data", &self.include_personal_data)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
 impl Default for VioletBuilder {
     fn default() -> Self {
         VioletBuilder {
-            name: DEFAULT_NAME.to_owned(),
-            base_url: Violet::SANDBOX_BASE_URL.to_owned(),
+            options: ClientOptions::new(),
             app_id: None,
             app_secret: None,
             username: None,
             password: None,
             exclude_public: true,
             include_personal_data: false,
-            concurrency: None,
-            concurrency_limit: 32,
-            connect_timeout: None,
-            request_timeout: None,
-            without_timers: false,
-            retry: None,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
 
 impl VioletBuilder {
-    /// The provider name in reports and connection ids (default `violet`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// The API base URL (default [`Violet::SANDBOX_BASE_URL`]). Must be `https://` unless the
-    /// host is loopback.
-    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.base_url = base_url.into();
-        self
-    }
+    connhealth_core::client_options_setters!();
 
     /// Use [`Violet::LIVE_BASE_URL`].
     pub fn live(self) -> Self {
@@ -291,61 +280,11 @@ impl VioletBuilder {
         self
     }
 
-    /// At most this many per-merchant requests in flight
-    /// ([`VioletClient::merchants_health`]); default 32. The poll itself is one request.
-    pub fn concurrency(mut self, limit: usize) -> Self {
-        self.concurrency_limit = limit;
-        self.concurrency = None;
-        self
-    }
-
-    /// Share a concurrency bound with other providers.
-    pub fn shared_concurrency(mut self, concurrency: Concurrency) -> Self {
-        self.concurrency = Some(concurrency);
-        self
-    }
-
-    /// Timeout of one request attempt, body included (default 30 s).
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = Some(timeout);
-        self
-    }
-
-    /// No client-side timers at all (no connect, request or idle-connection timeout), unless
-    /// set explicitly after this. For tests on tokio's paused clock, where any client timer
-    /// may fire while a loopback answer is on its way.
-    pub fn without_timers(mut self) -> Self {
-        self.without_timers = true;
-        self.connect_timeout = None;
-        self.request_timeout = None;
-        self
-    }
-
-    /// TCP + TLS connect timeout (default 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// Retry policy for safe requests (default [`RetryPolicy::default`]).
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = Some(retry);
-        self
-    }
-
-    /// Largest response body accepted (default [`DEFAULT_MAX_BODY_BYTES`]).
-    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
-        self.max_body_bytes = bytes;
-        self
-    }
-
     /// Validate the settings and build the provider. Every missing credential is a
     /// [`connhealth_core::ErrorKind::Config`] error naming the setting.
     pub fn build(self) -> Result<Violet> {
-        let name = self.name.trim().to_owned();
-        if name.is_empty() {
-            return Err(Error::config(DEFAULT_NAME, "name must not be empty"));
-        }
+        let options = self.options.validate(&DEFAULTS)?;
+        let name = options.name;
         let app_id = match self.app_id {
             Some(0) => return Err(Error::config(&name, "app_id must be a positive integer")),
             Some(id) => id,
@@ -366,28 +305,8 @@ impl VioletBuilder {
             Some(_) => return Err(Error::config(&name, "password is empty")),
             None => return Err(Error::config(&name, "password is required")),
         };
-        let concurrency = match self.concurrency {
-            Some(c) => c,
-            None if self.concurrency_limit == 0 => {
-                return Err(Error::config(&name, "concurrency must be at least 1"))
-            }
-            None => Concurrency::new(self.concurrency_limit),
-        };
-        let mut config = HttpConfig::new(self.base_url);
-        if self.without_timers {
-            config = config.without_timers();
-        }
-        if let Some(t) = self.connect_timeout {
-            config.connect_timeout = Some(t);
-        }
-        if let Some(t) = self.request_timeout {
-            config.request_timeout = Some(t);
-        }
-        if let Some(r) = self.retry {
-            config.retry = r;
-        }
-        config.max_body_bytes = self.max_body_bytes;
-        let http = HttpClient::new(&name, &config)?;
+        let concurrency = options.concurrency;
+        let http = options.http;
         let client = VioletClient::new(client::Settings {
             name: name.clone(),
             http,
@@ -406,8 +325,9 @@ impl VioletBuilder {
 /// Decode and map a `GET /operations/connection_health` body offline (no I/O, no clock): one
 /// [`Connection`] per merchant entry, under provider name `name`, observed at `observed_at`.
 ///
-/// The body must be a JSON array; entries that cannot be attributed to a merchant are skipped,
-/// entries that are malformed but name their merchant map to `unknown`.
+/// The body must be a JSON array; entries that cannot be attributed to a merchant are skipped
+/// (when every entry is, that is a `decode` error), entries that are malformed but name their
+/// merchant map to `unknown`.
 ///
 /// ```
 /// let body = br#"[{"merchant_id": 7, "merchant_status": "ACTIVE", "platform": "SHOPIFY"}]"#;
@@ -423,5 +343,5 @@ pub fn decode_report(
     observed_at: DateTime<Utc>,
     include_personal_data: bool,
 ) -> Result<Vec<Connection>> {
-    client::decode_report(name, body, observed_at, include_personal_data)
+    client::decode_report(name, body, observed_at, include_personal_data)?.into_result()
 }

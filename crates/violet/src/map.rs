@@ -35,7 +35,8 @@
 
 use chrono::{DateTime, Utc};
 use connhealth_core::{
-    Account, Check, Connection, Customer, Problem, Remediation, Role, Status, Sync, SyncState,
+    Account, Check, Connection, Customer, Problem, Remediation, Role, Status, SyncProgress,
+    SyncState,
 };
 
 use crate::wire::{
@@ -92,23 +93,17 @@ fn skeleton(
     provider_status: String,
     ctx: &MapContext<'_>,
 ) -> Connection {
-    Connection {
-        id: Connection::make_id(ctx.provider, Some(merchant_id), merchant_id, &platform),
-        provider: ctx.provider.to_owned(),
-        provider_connection_id: Some(merchant_id.to_owned()),
-        customer: Customer::new(merchant_id),
+    let mut c = Connection::new(
+        ctx.provider,
+        Some(merchant_id),
+        Customer::new(merchant_id),
         platform,
-        role: Role::Source,
-        status: Status::Healthy,
-        provider_status,
-        connected_at: None,
-        sync: None,
-        checks: Vec::new(),
-        problems: Vec::new(),
-        accounts: Vec::new(),
-        observed_at: ctx.observed_at,
-        data_as_of: None,
-    }
+        Role::Source,
+        Status::Healthy,
+        ctx.observed_at,
+    );
+    c.provider_status = provider_status;
+    c
 }
 
 /// Problems found so far, with the check each one explains.
@@ -490,7 +485,7 @@ pub(crate) fn map_merchant(
         if let Some(p) = problem {
             f.push_for(&["sync_status"], p);
         }
-        c.sync = Some(Sync {
+        c.sync = Some(SyncProgress {
             state,
             total,
             synced,
@@ -918,7 +913,7 @@ mod tests {
             .all(|k| k.status == Status::Healthy && k.detail.is_none()));
         assert_eq!(
             c.sync,
-            Some(Sync {
+            Some(SyncProgress {
                 state: SyncState::Live,
                 total: Some(100),
                 synced: Some(100),

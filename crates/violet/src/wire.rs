@@ -23,7 +23,8 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
+use connhealth_core::lenient::scrub_values;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -226,16 +227,8 @@ impl FromJson for u64 {
 
 impl FromJson for DateTime<Utc> {
     fn from_str(v: &str) -> Option<Self> {
-        let v = v.trim();
-        DateTime::parse_from_rfc3339(v)
-            .map(|d| d.with_timezone(&Utc))
-            .ok()
-            .or_else(|| {
-                // Zone-less timestamps ("2023-11-07T05:31:56[.sss]") are taken as UTC.
-                NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f")
-                    .ok()
-                    .map(|n| n.and_utc())
-            })
+        // RFC 3339; zone-less timestamps are taken as UTC (core's one time parser).
+        connhealth_core::lenient::parse_time(v)
     }
     fn from_i64(v: i64) -> Option<Self> {
         // Epoch milliseconds (Violet's `timestamp` style) or seconds.
@@ -781,26 +774,6 @@ fn describe_document_error(e: &serde_json::Error, expected: &str) -> String {
         e.line(),
         e.column()
     )
-}
-
-/// Drops quoted values (which could be personal data) and serde's position suffix from a
-/// serde message; backtick-quoted field names are kept.
-fn scrub_values(msg: &str) -> String {
-    let msg = msg.split(" at line ").next().unwrap_or(msg);
-    let mut out = String::with_capacity(msg.len());
-    let mut in_quote = false;
-    for ch in msg.chars() {
-        if ch == '"' {
-            if in_quote {
-                out.push('…');
-            }
-            in_quote = !in_quote;
-            out.push(ch);
-        } else if !in_quote {
-            out.push(ch);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use connhealth_core::{Connection, ErrorKind};
+use connhealth_testkit::assert_well_formed;
 use connhealth_testkit::fuzz::{self, Vocabulary};
 use connhealth_violet::decode_report;
 use proptest::prelude::*;
@@ -156,35 +157,8 @@ fn check_connection(c: &Connection) -> Result<(), TestCaseError> {
         c.customer.email.is_none(),
         "no personal data without the opt-in"
     );
-    prop_assert!(!c.platform.is_empty());
-    prop_assert_eq!(c.platform.to_lowercase(), c.platform.clone());
     prop_assert_eq!(c.observed_at, now());
-    prop_assert!(
-        c.status >= c.worst_reported(),
-        "{} is {} but reports worse",
-        c.id,
-        c.status
-    );
-    prop_assert!(
-        c.status.is_ok() || !c.problems.is_empty(),
-        "{} is {} without a problem: {:?}",
-        c.id,
-        c.status,
-        c.checks
-    );
-    for p in &c.problems {
-        prop_assert!(!p.code.is_empty() && !p.message.is_empty());
-        prop_assert!(p
-            .code
-            .chars()
-            .all(|ch| ch.is_ascii_lowercase() || ch == '_'));
-    }
-    for ch in &c.checks {
-        prop_assert!(!ch.name.is_empty());
-    }
-    let json = serde_json::to_string(c).unwrap();
-    let back: Connection = serde_json::from_str(&json).unwrap();
-    prop_assert_eq!(&back, c);
+    assert_well_formed(c);
     Ok(())
 }
 

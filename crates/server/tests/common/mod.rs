@@ -1,6 +1,6 @@
 //! Shared test harness: the testkit simulators behind the real adapters, a server on
 //! 127.0.0.1:0, a scripted provider, and a small SSE reader.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -95,23 +95,19 @@ impl Provider for Scripted {
 
 /// A connection of a scripted provider.
 pub fn conn(provider: &str, pid: &str, customer: &str, status: Status) -> Connection {
-    Connection {
-        id: Connection::make_id(provider, Some(pid), customer, "shopify"),
-        provider: provider.into(),
-        provider_connection_id: Some(pid.into()),
-        customer: Customer::new(customer),
-        platform: "shopify".into(),
-        role: Role::Source,
+    let mut built = Connection::new(
+        provider,
+        None,
+        Customer::new(customer),
+        "shopify",
+        Role::Source,
         status,
-        provider_status: "scripted".into(),
-        connected_at: None,
-        sync: None,
-        checks: vec![],
-        problems: vec![],
-        accounts: vec![],
-        observed_at: chrono::Utc::now(),
-        data_as_of: None,
-    }
+        chrono::Utc::now(),
+    );
+    built.id = Connection::make_id(provider, Some(pid), customer, "shopify");
+    built.provider_connection_id = Some(pid.into());
+    built.provider_status = "scripted".into();
+    built
 }
 
 /// A running server.
