@@ -515,3 +515,32 @@ fn build_validates() {
     let dbg = format!("{p:?} {:?}", ok());
     assert!(!dbg.contains(KEY), "{dbg}");
 }
+
+/// Issue 16 item 7: pages of nothing but undecodable entries, with no `total` or `pages`, do
+/// not keep the walk going: a page that adds no new merchant is the last one.
+#[tokio::test]
+async fn pages_of_only_undecodable_entries_end_the_walk() {
+    let server = MockServer::start().await;
+    let junk = json!([{"name": "no id"}, {"customer_id": null}, 7, "x"]);
+    page(
+        &server,
+        1,
+        json!({"items": merchants(&["a", "b", "c", "d"])}),
+    )
+    .await;
+    for n in 2..=5 {
+        page(&server, n, json!({ "items": junk.clone() })).await;
+    }
+    let all = provider(&server, 4)
+        .client()
+        .list_all_merchants()
+        .await
+        .expect("the walk ends without an error");
+    assert_eq!(ids(&all), ["a", "b", "c", "d"]);
+    let asked: Vec<String> = merchant_requests(&server)
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(asked, ["1", "2"], "kept paging through undecodable pages");
+}
