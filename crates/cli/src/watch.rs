@@ -1,39 +1,105 @@
 //! `connhealth watch`: poll, print change events as NDJSON, remember state.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use connhealth_core::watch::{WatchState, Watcher};
+use connhealth_core::watch::{StateFile, WatchState, Watcher};
 
-/// Exit code when the state file cannot be read or written (sysexits EX_IOERR).
-const EXIT_IO: i32 = 74;
+use crate::output::escape;
+
+/// Exit code when the state file cannot be read, written or locked (sysexits EX_IOERR).
+pub const EXIT_IO: i32 = 74;
+
+/// Lock and load a state file for a watcher over the providers named `configured`.
+///
+/// A file locked by another process (a second `watch`, or `serve --state`) or one that
+/// cannot be read is one line on stderr and `Err(EXIT_IO)`. A file that remembers providers
+/// this config does not declare was written for another config: said on stderr (once), and
+/// those providers' connections are kept as they are, never announced `disappeared`.
+pub fn open_state(path: &Path, configured: &[String]) -> Result<(StateFile, WatchState), i32> {
+    let file = StateFile::open(path).map_err(|e| {
+        eprintln!("connhealth: {}", escape(&e.to_string()));
+        EXIT_IO
+    })?;
+    let state = file.load().map_err(|e| {
+        eprintln!(
+            "connhealth: cannot load state {}: {}",
+            escape(&path.display().to_string()),
+            escape(&e.to_string())
+        );
+        EXIT_IO
+    })?;
+    let mut foreign: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in state.providers.keys() {
+        foreign.entry(name.as_str()).or_default();
+    }
+    for t in state.connections.values() {
+        *foreign.entry(t.connection.provider.as_str()).or_default() += 1;
+    }
+    foreign.retain(|name, _| !configured.iter().any(|c| c == name));
+    if !foreign.is_empty() {
+        let list: Vec<String> = foreign
+            .iter()
+            .map(|(name, n)| format!("{} ({n} connections)", escape(name)))
+            .collect();
+        eprintln!(
+            "connhealth: warning: state {} was written for another config: it remembers {} that this config does not declare; they are kept as they are, not announced (use a --state file per config, or delete this one to start afresh)",
+            escape(&path.display().to_string()),
+            list.join(", ")
+        );
+    }
+    Ok((file, state))
+}
 
 /// Runs the watcher until Ctrl-C (or once). Every change is one JSON line on stdout; the state
-/// file, if any, is loaded first and saved after every poll.
-pub async fn run(watcher: &mut Watcher, state: Option<&Path>, once: bool) -> i32 {
-    if let Some(path) = state {
-        match WatchState::load(path) {
-            Ok(s) => watcher.set_state(s),
-            Err(e) => {
-                eprintln!("connhealth: cannot load state {}: {e}", path.display());
+/// file, if any, is locked and loaded first and saved after every poll — also when stdout is
+/// gone, so what was polled is remembered whether or not anyone read it.
+///
+/// A closed stdout (`EPIPE`: `watch --once | head` after `head` exits) ends the watcher
+/// quietly with exit 0 once the state is saved: the reader chose to stop reading, and the
+/// events it did not read are not repeated. Any other write error is exit 74.
+pub async fn run(
+    watcher: &mut Watcher,
+    state: Option<&Path>,
+    once: bool,
+    configured: &[String],
+) -> i32 {
+    let file = match state {
+        Some(path) => match open_state(path, configured) {
+            Ok((file, s)) => {
+                watcher.set_state(s);
+                Some(file)
+            }
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    loop {
+        let poll = watcher.poll().await;
+        let printed = (|| -> std::io::Result<()> {
+            let mut out = std::io::stdout().lock();
+            for change in &poll.changes {
+                let line = serde_json::to_string(change).map_err(std::io::Error::other)?;
+                writeln!(out, "{line}")?;
+            }
+            out.flush()
+        })();
+        if let Some(file) = &file {
+            if let Err(e) = file.save(watcher.state()) {
+                eprintln!(
+                    "connhealth: cannot save state {}: {}",
+                    escape(&file.path().display().to_string()),
+                    escape(&e.to_string())
+                );
                 return EXIT_IO;
             }
         }
-    }
-    loop {
-        let poll = watcher.poll().await;
-        let mut out = std::io::stdout().lock();
-        for change in &poll.changes {
-            let line = serde_json::to_string(change).expect("a change always serializes");
-            if writeln!(out, "{line}").is_err() {
-                return 0; // stdout closed: nobody is listening any more
-            }
-        }
-        let _ = out.flush();
-        drop(out);
-        if let Some(path) = state {
-            if let Err(e) = watcher.state().save(path) {
-                eprintln!("connhealth: cannot save state {}: {e}", path.display());
+        match printed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return 0,
+            Err(e) => {
+                eprintln!("connhealth: cannot write events: {e}");
                 return EXIT_IO;
             }
         }
