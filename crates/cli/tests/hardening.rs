@@ -11,7 +11,9 @@ use connhealth_testkit::data::{
 };
 use connhealth_testkit::{Channel3Sim, SubtotalSim};
 
-const BIN: &str = env!("CARGO_BIN_EXE_connhealth");
+mod common;
+
+use common::{start_server, BIN};
 const DOC_CUSTOMER: &str = "8a46e581-48ba-498a-9ad0-2ee72582e1af";
 
 async fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
@@ -285,61 +287,6 @@ async fn watch_once_into_a_closed_pipe_still_saves_its_state() {
         1,
         "{saved}"
     );
-}
-
-/// Starts `connhealth` with `args`; returns the child, the base URL, and the stderr lines read
-/// up to the "dashboard on" line; the rest of stderr is collected by the returned task.
-async fn start_server(
-    args: &[&str],
-    envs: &[(&str, &str)],
-) -> (
-    tokio::process::Child,
-    String,
-    Vec<String>,
-    tokio::task::JoinHandle<Vec<String>>,
-) {
-    use tokio::io::AsyncBufReadExt;
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
-        .env_remove("CONNHEALTH_LOG")
-        .env_remove("CONNHEALTH_TOKEN")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut before = Vec::new();
-    let line = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            if l.contains("dashboard on http://") {
-                return l;
-            }
-            before.push(l);
-        }
-        panic!("the server exited before listening: {before:?}");
-    })
-    .await
-    .expect("the server did not start within 30 s");
-    let url = line
-        .split("dashboard on ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
-    let rest = tokio::spawn(async move {
-        let mut v = Vec::new();
-        while let Ok(Some(l)) = lines.next_line().await {
-            v.push(l);
-        }
-        v
-    });
-    (child, url, before, rest)
 }
 
 /// Items 8 and 9: a running `serve --state` holds the state file: stale temp files of that
