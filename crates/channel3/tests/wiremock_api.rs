@@ -544,3 +544,37 @@ async fn pages_of_only_undecodable_entries_end_the_walk() {
         .collect();
     assert_eq!(asked, ["1", "2"], "kept paging through undecodable pages");
 }
+
+/// A server that hands out a new merchant on every page and never says "last page" is
+/// stopped at the documented bound, [`connhealth_channel3::MAX_PAGES`], with an error.
+#[tokio::test]
+async fn a_walk_that_never_ends_stops_at_the_page_bound() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v0/partner/merchants"))
+        .respond_with(|req: &wiremock::Request| {
+            let page = req
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "page")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "items": [{ "customer_id": format!("m{page}") }] }))
+        })
+        .mount(&server)
+        .await;
+    let err = provider(&server, 1)
+        .client()
+        .list_all_merchants()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    assert!(
+        err.message()
+            .contains(&format!("{} pages", connhealth_channel3::MAX_PAGES)),
+        "{err}"
+    );
+    let asked = merchant_requests(&server).await.len() as u64;
+    assert_eq!(asked, connhealth_channel3::MAX_PAGES);
+}
