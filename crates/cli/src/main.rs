@@ -486,7 +486,7 @@ async fn aggregate_with_progress(agg: &Aggregator, output: &OutputArgs) -> Healt
             _ = tick.tick(), if show => {
                 frame = (frame + 1) % frames.len();
                 let mut e = stderr.lock();
-                let _ = write!(e, "\r\x1b[2K{} {:>5.1}s waiting for {}", frames[frame], started.elapsed().as_secs_f64(), pending.join(", "));
+                let _ = write!(e, "\r\x1b[2K{} {:>5.1}s waiting for {}", frames[frame], started.elapsed().as_secs_f64(), output::escape(&pending.join(", ")));
                 let _ = e.flush();
             }
         }
