@@ -475,3 +475,63 @@ async fn serve_wants_a_long_token_off_loopback_and_prefers_the_environment() {
     let _ = child.wait().await;
     assert!(before.is_empty(), "{before:?}");
 }
+
+/// Item 3 through the CLI: `--max-connections` is the cap, `/healthz` answers past it, and
+/// hitting it is one clear log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_at_its_connection_cap_says_so_and_keeps_healthz() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sub = SubtotalSim::start_generated(1, 1).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &subtotal_table(&sub, &[DOC_CUSTOMER]));
+    let envs = [
+        ("T_SUBTOTAL_KEY", sub.api_key()),
+        ("CONNHEALTH_LOG", "connhealth_server=warn"),
+    ];
+    let (mut child, url, _, rest) = start_server(
+        &[
+            "serve",
+            "--config",
+            &cfg,
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "2",
+            "--header-read-timeout",
+            "1h",
+            "--idle-timeout",
+            "1h",
+        ],
+        &envs,
+    )
+    .await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    // Past the cap: /healthz on a fresh connection still answers.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut answer))
+        .await
+        .expect("/healthz answered past the cap")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let lines = rest.await.unwrap();
+    let said: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("connection cap reached") && l.contains("max_connections=2"))
+        .collect();
+    assert_eq!(said.len(), 1, "{lines:?}");
+}
