@@ -209,8 +209,8 @@ impl Channel3Client {
     ///
     /// An empty page always ends the walk, and so does a page that adds no new merchant:
     /// one whose customers were all seen on earlier pages (a server that ignores `page`), or
-    /// one of nothing but undecodable entries, whatever its envelope says. At most
-    /// [`MAX_PAGES`] pages are asked for; past that the walk ends with an error.
+    /// one of nothing but undecodable entries when neither `pages` nor `total` bounds the
+    /// walk. At most [`MAX_PAGES`] pages are asked for; past that the walk ends with an error.
     pub fn merchant_pages(&self) -> BoxStream<'_, Result<Vec<Merchant>>> {
         struct Walk {
             page: u64,
@@ -246,15 +246,19 @@ impl Channel3Client {
                 }
             };
             w.received += page.received as u64;
+            let had_ids = !page.merchants.is_empty();
             let fresh: Vec<Merchant> = page
                 .merchants
                 .into_iter()
                 .filter(|m| w.seen.insert(m.customer_id.clone()))
                 .collect();
             // A page that adds no merchant ends the walk: all customers already seen means the
-            // server ignores `page` (or the list shifted by a whole page), and a page of only
-            // undecodable entries gives no sign that the next one would be any better.
-            let stale = fresh.is_empty();
+            // server ignores `page` (or the list shifted by a whole page). A page of only
+            // undecodable entries ends it too unless `pages` or `total` say how far the list
+            // goes (those bound the walk themselves); otherwise nothing says the next page
+            // would be any better, and nothing would stop it short of MAX_PAGES.
+            let bounded = page.pages.is_some() || page.total.is_some();
+            let stale = fresh.is_empty() && (had_ids || !bounded);
             let last = page.received == 0
                 || stale
                 || match (page.pages, page.total, page.has_more) {

@@ -578,3 +578,35 @@ async fn a_walk_that_never_ends_stops_at_the_page_bound() {
     let asked = merchant_requests(&server).await.len() as u64;
     assert_eq!(asked, connhealth_channel3::MAX_PAGES);
 }
+
+/// A page of only undecodable entries does not end a walk that `total` bounds: the merchants
+/// after it are still found.
+#[tokio::test]
+async fn an_undecodable_page_inside_a_bounded_list_is_skipped_not_the_end() {
+    let server = MockServer::start().await;
+    page(
+        &server,
+        1,
+        json!({"items": merchants(&["a", "b"]), "total": 6}),
+    )
+    .await;
+    page(
+        &server,
+        2,
+        json!({"items": [{"name": "no id"}, 7], "total": 6}),
+    )
+    .await;
+    page(
+        &server,
+        3,
+        json!({"items": merchants(&["c", "d"]), "total": 6}),
+    )
+    .await;
+    let all = provider(&server, 2)
+        .client()
+        .list_all_merchants()
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), ["a", "b", "c", "d"]);
+    assert_eq!(merchant_requests(&server).await.len(), 3);
+}
