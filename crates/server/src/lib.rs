@@ -271,8 +271,8 @@ impl Server {
         self
     }
 
-    /// Persist the watcher's memory after every poll with `save` (e.g. [`StateFile::save`]
-    /// (connhealth_core::watch::StateFile::save)). A failure (`Err(message)`) never stops
+    /// Persist the watcher's memory after every poll with `save` (e.g.
+    /// [`StateFile::save`](connhealth_core::watch::StateFile::save)). A failure (`Err(message)`) never stops
     /// serving: it is counted in `/metrics` (`connhealth_state_save_failures_total`,
     /// `connhealth_state_save_failing`), shown as the `/readyz` warning `state_save_failed`
     /// until a save works again, and logged at `error` once per failure streak. Runs on the
