@@ -19,9 +19,10 @@ const CREATE_MERCHANT: &str = "POST /v0/partner/merchants";
 pub(crate) const LIST_CONNECTIONS: &str = "GET /v0/partner/merchants/{customer_id}/connections";
 const CREATE_SESSION: &str = "POST /v0/partner/merchants/{customer_id}/connections/sessions";
 
-/// The most List merchants pages one walk requests before giving up, so that a server that
-/// never says "last page" cannot keep us busy forever.
-pub const MAX_PAGES: u64 = 100_000;
+/// The most List merchants pages one walk requests before giving up (with a `decode` error),
+/// so that a server that never says "last page" cannot keep us busy forever: 10,000 pages,
+/// a million merchants at the default page size of 100.
+pub const MAX_PAGES: u64 = 10_000;
 
 /// A client for the Channel3 Partner API (`/v0/partner/…`), authenticated with the partner
 /// key in `x-api-key`. Get one from [`crate::Channel3::client`]. Cheap to clone.
@@ -211,9 +212,10 @@ impl Channel3Client {
     /// - else `has_more` present: when it is `false`;
     /// - else: at a page shorter than the `size` the server reports, or at an empty page.
     ///
-    /// An empty page always ends the walk, and so does a page whose customers were all seen on
-    /// earlier pages (a server that ignores `page` would otherwise repeat itself until
-    /// [`MAX_PAGES`], which ends the walk with an error).
+    /// An empty page always ends the walk, and so does a page that adds no new merchant:
+    /// one whose customers were all seen on earlier pages (a server that ignores `page`), or
+    /// one of nothing but undecodable entries when neither `pages` nor `total` bounds the
+    /// walk. At most [`MAX_PAGES`] pages are asked for; past that the walk ends with an error.
     pub fn merchant_pages(&self) -> BoxStream<'_, Result<Vec<Merchant>>> {
         struct Walk {
             page: u64,
@@ -255,9 +257,13 @@ impl Channel3Client {
                 .into_iter()
                 .filter(|m| w.seen.insert(m.customer_id.clone()))
                 .collect();
-            // A page of nothing but customers already seen means the server ignores `page`
-            // (or the list shifted by a whole page): going on could only repeat.
-            let stale = had_ids && fresh.is_empty();
+            // A page that adds no merchant ends the walk: all customers already seen means the
+            // server ignores `page` (or the list shifted by a whole page). A page of only
+            // undecodable entries ends it too unless `pages` or `total` say how far the list
+            // goes (those bound the walk themselves); otherwise nothing says the next page
+            // would be any better, and nothing would stop it short of MAX_PAGES.
+            let bounded = page.pages.is_some() || page.total.is_some();
+            let stale = fresh.is_empty() && (had_ids || !bounded);
             let last = page.received == 0
                 || stale
                 || match (page.pages, page.total, page.has_more) {

@@ -515,3 +515,98 @@ fn build_validates() {
     let dbg = format!("{p:?} {:?}", ok());
     assert!(!dbg.contains(KEY), "{dbg}");
 }
+
+/// Issue 16 item 7: pages of nothing but undecodable entries, with no `total` or `pages`, do
+/// not keep the walk going: a page that adds no new merchant is the last one.
+#[tokio::test]
+async fn pages_of_only_undecodable_entries_end_the_walk() {
+    let server = MockServer::start().await;
+    let junk = json!([{"name": "no id"}, {"customer_id": null}, 7, "x"]);
+    page(
+        &server,
+        1,
+        json!({"items": merchants(&["a", "b", "c", "d"])}),
+    )
+    .await;
+    for n in 2..=5 {
+        page(&server, n, json!({ "items": junk.clone() })).await;
+    }
+    let all = provider(&server, 4)
+        .client()
+        .list_all_merchants()
+        .await
+        .expect("the walk ends without an error");
+    assert_eq!(ids(&all), ["a", "b", "c", "d"]);
+    let asked: Vec<String> = merchant_requests(&server)
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(asked, ["1", "2"], "kept paging through undecodable pages");
+}
+
+/// A server that hands out a new merchant on every page and never says "last page" is
+/// stopped at the documented bound, [`connhealth_channel3::MAX_PAGES`], with an error.
+#[tokio::test]
+async fn a_walk_that_never_ends_stops_at_the_page_bound() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v0/partner/merchants"))
+        .respond_with(|req: &wiremock::Request| {
+            let page = req
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "page")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "items": [{ "customer_id": format!("m{page}") }] }))
+        })
+        .mount(&server)
+        .await;
+    let err = provider(&server, 1)
+        .client()
+        .list_all_merchants()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    assert!(
+        err.message()
+            .contains(&format!("{} pages", connhealth_channel3::MAX_PAGES)),
+        "{err}"
+    );
+    let asked = merchant_requests(&server).await.len() as u64;
+    assert_eq!(asked, connhealth_channel3::MAX_PAGES);
+}
+
+/// A page of only undecodable entries does not end a walk that `total` bounds: the merchants
+/// after it are still found.
+#[tokio::test]
+async fn an_undecodable_page_inside_a_bounded_list_is_skipped_not_the_end() {
+    let server = MockServer::start().await;
+    page(
+        &server,
+        1,
+        json!({"items": merchants(&["a", "b"]), "total": 6}),
+    )
+    .await;
+    page(
+        &server,
+        2,
+        json!({"items": [{"name": "no id"}, 7], "total": 6}),
+    )
+    .await;
+    page(
+        &server,
+        3,
+        json!({"items": merchants(&["c", "d"]), "total": 6}),
+    )
+    .await;
+    let all = provider(&server, 2)
+        .client()
+        .list_all_merchants()
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), ["a", "b", "c", "d"]);
+    assert_eq!(merchant_requests(&server).await.len(), 3);
+}

@@ -111,6 +111,15 @@ enum Command {
         /// Polls in a row a better status must be seen before it is announced.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         clear: u32,
+        /// How long a client may take to send a request head (slow clients are closed).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        header_read_timeout: Duration,
+        /// Close a connection on which nothing moved for this long.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        idle_timeout: Duration,
+        /// Connections served at once; past it, /healthz still answers and the rest is 503.
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..1_000_000))]
+        max_connections: u64,
     },
     /// Ask every configured provider once and print the report.
     Check {
@@ -209,19 +218,36 @@ fn main() {
 }
 
 /// Logs go to stderr, off unless `CONNHEALTH_LOG` (an env-filter, e.g. `debug`) says otherwise.
+/// Every field (the message included) goes through [`output::escape`], since ids, names and
+/// provider messages reach the logs; colours only when stderr is a terminal and `NO_COLOR` is
+/// unset.
 fn init_logging() {
+    use tracing_subscriber::field::MakeExt;
     let filter = std::env::var("CONNHEALTH_LOG").unwrap_or_else(|_| "off".to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            write!(w, "{}", output::escape(&text))
+        } else {
+            write!(w, "{}={}", field.name(), output::escape(&text))
+        }
+    })
+    .delimited(" ");
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .fmt_fields(fields)
         .try_init();
 }
 
-/// Print the error as one line and exit with its code.
+/// Print the error as one line (escaped: it may carry provider or file text) and exit with its
+/// code.
 fn fail(e: CliError) -> ! {
-    eprintln!("connhealth: {e}");
+    eprintln!("connhealth: {}", output::escape(&e.to_string()));
     std::process::exit(e.exit_code())
 }
 
@@ -288,7 +314,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             let cfg = Config::load(&config, &config_file::process)?;
             let settings = watch_settings(interval, trip, clear);
             let mut watcher = providers::watcher(&cfg, &only, settings)?;
-            watch::run(&mut watcher, state.as_deref(), once).await
+            let configured = configured_names(&cfg);
+            watch::run(&mut watcher, state.as_deref(), once, &configured).await
         }
         Command::Serve {
             config,
@@ -298,14 +325,26 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             state,
             trip,
             clear,
+            header_read_timeout,
+            idle_timeout,
+            max_connections,
         } => {
             let cfg = Config::load(&config, &config_file::process)?;
             let settings = watch_settings(interval, trip, clear);
             let watcher = providers::watcher(&cfg, &[], settings)?;
+            // clap fills `token` from the flag or from CONNHEALTH_TOKEN; only the flag shows
+            // in `ps`.
+            let token_from_flag =
+                token.is_some() && std::env::var("CONNHEALTH_TOKEN").ok() != token;
             let opts = serve::ServeOptions {
                 listen,
                 token: token.map(Secret::new),
+                token_from_flag,
                 state,
+                configured: configured_names(&cfg),
+                header_read_timeout,
+                idle_timeout,
+                max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             };
             serve::run(watcher, opts).await
         }
@@ -331,7 +370,12 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 serve::ServeOptions {
                     listen,
                     token: None,
+                    token_from_flag: false,
                     state: None,
+                    configured: Vec::new(),
+                    header_read_timeout: connhealth_server::DEFAULT_HEADER_READ_TIMEOUT,
+                    idle_timeout: connhealth_server::DEFAULT_IDLE_TIMEOUT,
+                    max_connections: connhealth_server::DEFAULT_MAX_CONNECTIONS,
                 },
             )
             .await;
@@ -357,6 +401,11 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
     }
+}
+
+/// The names of every provider the config declares (whatever `--provider` selects).
+fn configured_names(cfg: &Config) -> Vec<String> {
+    cfg.providers.iter().map(|p| p.name.clone()).collect()
 }
 
 /// Every 10 s, flips one simulated Subtotal connection between `active` and `unauthenticated`,
@@ -404,7 +453,7 @@ async fn aggregate_with_progress(agg: &Aggregator, output: &OutputArgs) -> Healt
             _ = tick.tick(), if show => {
                 frame = (frame + 1) % frames.len();
                 let mut e = stderr.lock();
-                let _ = write!(e, "\r\x1b[2K{} {:>5.1}s waiting for {}", frames[frame], started.elapsed().as_secs_f64(), pending.join(", "));
+                let _ = write!(e, "\r\x1b[2K{} {:>5.1}s waiting for {}", frames[frame], started.elapsed().as_secs_f64(), output::escape(&pending.join(", ")));
                 let _ = e.flush();
             }
         }

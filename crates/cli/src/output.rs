@@ -1,5 +1,6 @@
 //! Rendering a report: a table for people, JSON and NDJSON for programs, and the exit code.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -66,6 +67,49 @@ pub fn ndjson(report: &HealthReport) -> String {
     out
 }
 
+/// Whether `c` must not reach a terminal raw: control characters (C0, DEL, C1), the bidi
+/// embeddings, overrides, isolates and marks (which reorder what follows them), and the
+/// Unicode line and paragraph separators.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{061C}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
+
+/// Text from a provider (ids, names, statuses, messages) or any other outside source, made
+/// safe for a terminal: every character of [`needs_escape`] becomes a visible escape
+/// (`\n`, `\r`, `\t`, else `\u{1b}`), so no text can move the cursor, clear the screen,
+/// set the window title, ring the bell, draw a fake row or reorder the rest of the line.
+/// Everything else is kept as it is. Used for every field of the table, every message on
+/// stderr that carries outside text, and every field of the logs; JSON and NDJSON output
+/// is exact instead (JSON escapes control characters itself).
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(needs_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn paint(color: bool, status: Status, text: &str) -> String {
     if !color {
         return text.to_owned();
@@ -128,13 +172,13 @@ pub fn table(report: &HealthReport, opts: TableOptions) -> String {
         .max(6);
     let w_provider = rows
         .iter()
-        .map(|c| c.provider.len())
+        .map(|c| escape(&c.provider).chars().count())
         .max()
         .unwrap_or(8)
         .max(8);
     let w_platform = rows
         .iter()
-        .map(|c| c.platform.chars().count())
+        .map(|c| escape(&c.platform).chars().count())
         .max()
         .unwrap_or(8)
         .clamp(8, 28);
@@ -148,13 +192,14 @@ pub fn table(report: &HealthReport, opts: TableOptions) -> String {
             continue;
         }
         let name = conns.iter().find_map(|c| c.customer.name.as_deref());
+        let customer = escape(customer);
         match name {
-            Some(n) => writeln!(out, "{customer}  ({n})").ok(),
+            Some(n) => writeln!(out, "{customer}  ({})", escape(n)).ok(),
             None => writeln!(out, "{customer}").ok(),
         };
         for c in visible {
             let status = format!("{:<w_status$}", c.status.as_str());
-            let mut platform: String = c.platform.chars().take(w_platform).collect();
+            let mut platform: String = escape(&c.platform).chars().take(w_platform).collect();
             while platform.chars().count() < w_platform {
                 platform.push(' ');
             }
@@ -169,15 +214,15 @@ pub fn table(report: &HealthReport, opts: TableOptions) -> String {
                 out,
                 "  {}  {:<w_provider$}  {platform}  {:<11}  {}{sync}",
                 paint(opts.color, c.status, &status),
-                c.provider,
+                escape(&c.provider),
                 format!("{:?}", c.role).to_lowercase(),
-                c.provider_status,
+                escape(&c.provider_status),
             )
             .ok();
             for p in &c.problems {
-                write!(out, "      - {}: {}", p.code, p.message).ok();
+                write!(out, "      - {}: {}", escape(&p.code), escape(&p.message)).ok();
                 if let Some(r) = &p.remediation {
-                    write!(out, "  => {}", remediation_text(r)).ok();
+                    write!(out, "  => {}", escape(&remediation_text(r))).ok();
                 }
                 out.push('\n');
             }
@@ -221,7 +266,7 @@ pub fn table(report: &HealthReport, opts: TableOptions) -> String {
         write!(
             out,
             "  {:<w_provider$}  {:<9}  {:>6} connections  {:>6} ms",
-            p.provider,
+            escape(&p.provider),
             p.outcome.as_str(),
             p.connections,
             p.elapsed_ms
@@ -232,11 +277,51 @@ pub fn table(report: &HealthReport, opts: TableOptions) -> String {
         }
         out.push('\n');
         for e in p.errors.iter().take(5) {
-            writeln!(out, "      ! {}", e.message).ok();
+            writeln!(out, "      ! {}", escape(&e.message)).ok();
         }
         if p.errors.len() > 5 {
             writeln!(out, "      ! … and {} more", p.errors.len() - 5).ok();
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_makes_every_control_and_bidi_character_visible() {
+        let cases = [
+            ("clear\x1b[2J", "clear\\u{1b}[2J"),
+            ("title\x1b]0;pwned\x07", "title\\u{1b}]0;pwned\\u{7}"),
+            ("row\r\n  healthy", "row\\r\\n  healthy"),
+            ("tab\there", "tab\\there"),
+            ("nul\0del\x7f", "nul\\u{0}del\\u{7f}"),
+            ("c1\u{9b}31m\u{85}", "c1\\u{9b}31m\\u{85}"),
+            ("rlo\u{202E}cba", "rlo\\u{202e}cba"),
+            ("lre\u{202A}pdf\u{202C}", "lre\\u{202a}pdf\\u{202c}"),
+            ("iso\u{2066}x\u{2069}", "iso\\u{2066}x\\u{2069}"),
+            ("ls\u{2028}ps\u{2029}", "ls\\u{2028}ps\\u{2029}"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(escape(raw), want, "{raw:?}");
+            assert!(!escape(raw).chars().any(needs_escape));
+        }
+    }
+
+    #[test]
+    fn escape_keeps_ordinary_text_as_it_is() {
+        for s in [
+            "Shop 42",
+            "café Zürich",
+            "東京ストア",
+            "a\\b",
+            "emoji 🛒",
+            "",
+        ] {
+            assert!(matches!(escape(s), Cow::Borrowed(_)), "{s:?}");
+            assert_eq!(escape(s), s);
+        }
+    }
 }

@@ -2,12 +2,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use connhealth_core::watch::{WatchState, Watcher};
+use connhealth_core::watch::Watcher;
 use connhealth_core::Secret;
 use connhealth_server::{Server, ServerConfig, ServerError};
 
 use crate::error::CliError;
+use crate::output::escape;
+use crate::watch::open_state;
 
 /// What `serve` needs besides the watcher.
 #[derive(Debug)]
@@ -16,41 +19,83 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Bearer token (required off loopback).
     pub token: Option<Secret>,
+    /// Whether the token came from `--token` (visible in `ps`) rather than the environment.
+    pub token_from_flag: bool,
     /// Persist the watcher's memory here after every poll.
     pub state: Option<PathBuf>,
+    /// Every provider name the config declares (to tell a state file of another config).
+    pub configured: Vec<String>,
+    /// See [`ServerConfig::header_read_timeout`].
+    pub header_read_timeout: Duration,
+    /// See [`ServerConfig::idle_timeout`].
+    pub idle_timeout: Duration,
+    /// See [`ServerConfig::max_connections`].
+    pub max_connections: usize,
 }
 
 /// Serves until Ctrl-C (then `Ok(0)`). The providers' HTTP counters reach `/metrics` through
 /// [`connhealth_core::Provider::http_stats`].
 pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliError> {
-    if let Some(path) = &opts.state {
-        match WatchState::load(path) {
-            Ok(s) => watcher.set_state(s),
-            Err(e) => {
-                return Err(CliError::Io(format!(
-                    "cannot load state {}: {e}",
-                    path.display()
-                )))
+    let state_file = match &opts.state {
+        Some(path) => match open_state(path, &opts.configured) {
+            Ok((file, s)) => {
+                watcher.set_state(s);
+                Some(file)
             }
-        }
-    }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
     let config = ServerConfig {
         token: opts.token,
+        header_read_timeout: opts.header_read_timeout,
+        idle_timeout: opts.idle_timeout,
+        max_connections: opts.max_connections,
         ..ServerConfig::new(opts.listen)
     };
     let mut server = match Server::new(config, watcher) {
         Ok(s) => s,
-        Err(e @ (ServerError::TokenRequired { .. } | ServerError::EmptyToken)) => {
+        Err(
+            e @ (ServerError::TokenRequired { .. }
+            | ServerError::EmptyToken
+            | ServerError::TokenTooShort),
+        ) => {
             return Err(CliError::Usage(format!(
                 "{e} (--token or CONNHEALTH_TOKEN)"
             )))
         }
         Err(e) => return Err(CliError::Internal(e.to_string())),
     };
-    if let Some(path) = opts.state.clone() {
-        server = server.on_poll(move |_, state| {
-            if let Err(e) = state.save(&path) {
-                tracing::error!(path = %path.display(), error = %e, "cannot save watch state");
+    if opts.token_from_flag {
+        eprintln!(
+            "connhealth: warning: --token is visible to every user of this machine (ps, /proc); prefer the CONNHEALTH_TOKEN environment variable"
+        );
+    }
+    if let Some(file) = state_file {
+        // Said on stderr once per failure streak (and again when saves work again); every
+        // failure is counted in /metrics and shown in /readyz by the server.
+        let mut failing = false;
+        server = server.persist(move |state| match file.save(state) {
+            Ok(()) => {
+                if failing {
+                    failing = false;
+                    eprintln!(
+                        "connhealth: state {} saved again",
+                        escape(&file.path().display().to_string())
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if !failing {
+                    failing = true;
+                    eprintln!(
+                        "connhealth: cannot save state {}: {} (serving goes on; said again only once it works)",
+                        escape(&file.path().display().to_string()),
+                        escape(&e.to_string())
+                    );
+                }
+                Err(e.to_string())
             }
         });
     }

@@ -1,44 +1,98 @@
 //! `connhealth watch`: poll, print change events as NDJSON, remember state.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use connhealth_core::watch::{WatchState, Watcher};
+use connhealth_core::watch::{StateFile, WatchState, Watcher};
 
 use crate::error::CliError;
+use crate::output::escape;
 
-/// Runs the watcher until Ctrl-C (or once), then `Ok(0)`. Every change is one JSON line on
-/// stdout; the state file, if any, is loaded first and saved after every poll.
-pub async fn run(watcher: &mut Watcher, state: Option<&Path>, once: bool) -> Result<i32, CliError> {
-    if let Some(path) = state {
-        match WatchState::load(path) {
-            Ok(s) => watcher.set_state(s),
-            Err(e) => {
-                return Err(CliError::Io(format!(
-                    "cannot load state {}: {e}",
-                    path.display()
-                )))
-            }
-        }
+/// Lock and load a state file for a watcher over the providers named `configured`.
+///
+/// A file locked by another process (a second `watch`, or `serve --state`) or one that
+/// cannot be read is a [`CliError::Io`] (one line, exit 74). A file that remembers providers
+/// this config does not declare was written for another config: said on stderr (once), and
+/// those providers' connections are kept as they are, never announced `disappeared`.
+pub fn open_state(path: &Path, configured: &[String]) -> Result<(StateFile, WatchState), CliError> {
+    let file =
+        StateFile::open(path).map_err(|e| CliError::Io(escape(&e.to_string()).into_owned()))?;
+    let state = file.load().map_err(|e| {
+        CliError::Io(format!(
+            "cannot load state {}: {}",
+            escape(&path.display().to_string()),
+            escape(&e.to_string())
+        ))
+    })?;
+    let mut foreign: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in state.providers.keys() {
+        foreign.entry(name.as_str()).or_default();
     }
+    for t in state.connections.values() {
+        *foreign.entry(t.connection.provider.as_str()).or_default() += 1;
+    }
+    foreign.retain(|name, _| !configured.iter().any(|c| c == name));
+    if !foreign.is_empty() {
+        let list: Vec<String> = foreign
+            .iter()
+            .map(|(name, n)| format!("{} ({n} connections)", escape(name)))
+            .collect();
+        eprintln!(
+            "connhealth: warning: state {} was written for another config: it remembers {} that this config does not declare; they are kept as they are, not announced (use a --state file per config, or delete this one to start afresh)",
+            escape(&path.display().to_string()),
+            list.join(", ")
+        );
+    }
+    Ok((file, state))
+}
+
+/// Runs the watcher until Ctrl-C (or once). Every change is one JSON line on stdout; the state
+/// file, if any, is locked and loaded first and saved after every poll — also when stdout is
+/// gone, so what was polled is remembered whether or not anyone read it.
+///
+/// A closed stdout (`EPIPE`: `watch --once | head` after `head` exits) ends the watcher
+/// quietly with exit 0 once the state is saved: the reader chose to stop reading, and the
+/// events it did not read are not repeated. Any other write error is exit 74.
+pub async fn run(
+    watcher: &mut Watcher,
+    state: Option<&Path>,
+    once: bool,
+    configured: &[String],
+) -> Result<i32, CliError> {
+    let file = match state {
+        Some(path) => match open_state(path, configured) {
+            Ok((file, s)) => {
+                watcher.set_state(s);
+                Some(file)
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
     loop {
         let poll = watcher.poll().await;
-        let mut out = std::io::stdout().lock();
-        for change in &poll.changes {
-            let line = serde_json::to_string(change).expect("a change always serializes");
-            if writeln!(out, "{line}").is_err() {
-                return Ok(0); // stdout closed: nobody is listening any more
+        let printed = (|| -> std::io::Result<()> {
+            let mut out = std::io::stdout().lock();
+            for change in &poll.changes {
+                let line = serde_json::to_string(change).map_err(std::io::Error::other)?;
+                writeln!(out, "{line}")?;
             }
-        }
-        let _ = out.flush();
-        drop(out);
-        if let Some(path) = state {
-            if let Err(e) = watcher.state().save(path) {
+            out.flush()
+        })();
+        if let Some(file) = &file {
+            if let Err(e) = file.save(watcher.state()) {
                 return Err(CliError::Io(format!(
-                    "cannot save state {}: {e}",
-                    path.display()
+                    "cannot save state {}: {}",
+                    escape(&file.path().display().to_string()),
+                    escape(&e.to_string())
                 )));
             }
+        }
+        match printed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            Err(e) => return Err(CliError::Io(format!("cannot write events: {e}"))),
         }
         if once {
             return Ok(0);

@@ -6,7 +6,9 @@ use std::process::Output;
 use connhealth_core::{HealthReport, Outcome, Status};
 use connhealth_testkit::{Channel3Sim, Fleet, SubtotalSim};
 
-const BIN: &str = env!("CARGO_BIN_EXE_connhealth");
+mod common;
+
+use common::BIN;
 const DOC_CUSTOMER: &str = "8a46e581-48ba-498a-9ad0-2ee72582e1af";
 const DOC_CONNECTION: &str = "01J51S0JYV6N7K1030CV1ZKSCA";
 
@@ -396,38 +398,7 @@ async fn watch_once_reports_only_changes_since_the_state_file() {
 /// Starts `connhealth` with `args`, waits for its "dashboard on http://ADDR/" line on stderr and
 /// returns the child and the base URL.
 async fn start_server(args: &[&str], envs: &[(&str, &str)]) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
-        .env_remove("CONNHEALTH_LOG")
-        .env_remove("CONNHEALTH_TOKEN")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            if l.contains("dashboard on http://") {
-                return l;
-            }
-        }
-        panic!("the server exited before listening");
-    })
-    .await
-    .expect("the server did not start within 30 s");
-    let url = line
-        .split("dashboard on ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
+    let (child, url, _, _) = common::start_server(args, envs).await;
     (child, url)
 }
 

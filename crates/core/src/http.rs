@@ -254,7 +254,8 @@ impl HttpClient {
                 .first()
                 .map(|first| first.origin() == attempt.url().origin())
                 .unwrap_or(false);
-            if same_origin && attempt.previous().len() < 5 {
+            // `previous` holds every URL requested so far (the first included): at most 5 hops.
+            if same_origin && attempt.previous().len() <= 5 {
                 attempt.follow()
             } else {
                 // Returns the 3xx response itself; it becomes a `config` error below.
@@ -411,6 +412,7 @@ impl HttpClient {
         // Moved out, not cloned: reading the body does not need them (any decompression was
         // set up when the response arrived).
         let mut resp = resp;
+        let url = resp.url().clone();
         let headers = std::mem::take(resp.headers_mut());
         let body = self
             .read_body(req, resp, &headers)
@@ -426,6 +428,7 @@ impl HttpClient {
         );
         let response = Response {
             status,
+            url,
             headers,
             body,
             provider: self.provider.clone(),
@@ -645,6 +648,8 @@ impl Request {
 #[derive(Debug)]
 pub struct Response {
     status: u16,
+    /// The URL that answered (after any redirects followed).
+    url: Url,
     headers: HeaderMap,
     body: Bytes,
     provider: Arc<str>,
@@ -694,16 +699,24 @@ impl Response {
             }
         });
         if (300..400).contains(&self.status) {
+            // Where it points, resolved against the URL that answered (`Location` may be
+            // relative). Same origin means the redirect policy stopped at its hop limit.
             let to = self
                 .headers
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|l| Url::parse(l).ok())
-                .map(|u| u.origin().ascii_serialization())
-                .unwrap_or_else(|| "another origin".to_owned());
-            message = format!(
-                "redirect to {to} refused (credentials are never sent to another origin); check base_url"
-            );
+                .and_then(|l| self.url.join(l).ok());
+            message = match to {
+                Some(to) if to.origin() == self.url.origin() => format!(
+                    "too many redirects within {} (more than 5 in a row); check base_url",
+                    to.origin().ascii_serialization()
+                ),
+                Some(to) => format!(
+                    "redirect to {} refused (credentials are never sent to another origin); check base_url",
+                    to.origin().ascii_serialization()
+                ),
+                None => "redirect without a usable Location refused; check base_url".to_owned(),
+            };
         }
         let mut e = Error::new(
             &*self.provider,

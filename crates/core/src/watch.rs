@@ -13,10 +13,15 @@
 //! - **Rate limits.** A provider that answered only `429`s is transient: no event, no status
 //!   change; it is not asked again before its `Retry-After` (at least one more interval).
 //! - **Persistence.** [`WatchState`] serializes to JSON; [`WatchState::save`] writes atomically
-//!   (temp file + rename), so a restarted watcher does not re-announce everything.
+//!   and durably (temp file, fsync, rename, fsync of the folder), so a restarted watcher does
+//!   not re-announce everything. [`StateFile`] holds a state file for one process (an
+//!   advisory lock) and removes the temp files of killed saves.
+//! - **Providers not polled.** A provider this watcher was not given (`watch --provider`, or
+//!   a state file written for another config) is left alone: its connections are neither
+//!   `disappeared` nor dropped from the state, and they are not in [`Poll::report`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,22 +114,150 @@ impl WatchState {
         }
     }
 
-    /// Write the state atomically: a temp file beside `path`, then a rename.
+    /// Write the state atomically and durably: a temp file beside `path` (`.NAME.tmp.PID`),
+    /// flushed to disk, renamed over `path`, then the folder flushed, so a crash or a power
+    /// loss leaves either the old state or the new one, never a torn file. A temp file left by
+    /// a killed save is removed by [`StateFile::open`].
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        use std::io::Write as _;
+        let dir = parent_dir(path);
+        let tmp = dir.join(format!("{}{}", temp_prefix(path), std::process::id()));
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        let written = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        sync_dir(dir)
+    }
+}
+
+/// The name of the temp file [`WatchState::save`] writes beside `path` before renaming it.
+fn temp_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state".into());
+    format!(".{name}.tmp.")
+}
+
+/// The folder a state file lives in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Flush a folder's entries (a rename inside it) to disk. Only Unix can open a folder for
+/// this; elsewhere the rename is as durable as the platform makes it.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// A state file held by this process: an advisory lock on a sidecar `.NAME.lock` file beside
+/// it (the state file itself is replaced by a rename on every save, so it cannot carry the
+/// lock), taken for as long as the `StateFile` lives. A second process (a second `watch`, or
+/// `serve --state`) on the same file is refused with one line instead of announcing the same
+/// transitions twice. Opening it also removes the temp files a killed save left behind
+/// (`.NAME.tmp.PID`): with the lock held, no other save can be in flight.
+///
+/// The lock is `flock(2)` on Unix and `LockFileEx` on Windows (through `fs4`); it is released
+/// when the process ends, however it ends, so a crash never leaves a stale lock.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl StateFile {
+    /// Lock `path` for this process and clean up after killed saves. A state file locked by
+    /// another process is an error of kind [`std::io::ErrorKind::WouldBlock`] whose message
+    /// is one line naming the file.
+    pub fn open(path: &Path) -> std::io::Result<StateFile> {
+        let dir = parent_dir(path);
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "state".into());
-        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
+        let lock_path = dir.join(format!(".{name}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot lock {}: {e}", path.display()))
+            })?;
+        match fs4::FileExt::try_lock(&lock) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is in use by another connhealth process (watch or serve); one state file, one watcher",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(fs4::TryLockError::Error(e)) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot lock {}: {e}", path.display()),
+                ))
+            }
+        }
+        let prefix = temp_prefix(path);
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let file_name = entry.file_name();
+                let file_name = file_name.to_string_lossy();
+                let is_ours = file_name
+                    .strip_prefix(&prefix)
+                    .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+                if is_ours {
+                    match std::fs::remove_file(entry.path()) {
+                        Ok(()) => {
+                            tracing::info!(file = %entry.path().display(), "removed a temp file left by an interrupted state save")
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a stale temp file")
+                        }
+                    }
+                }
+            }
+        }
+        Ok(StateFile {
+            path: path.to_owned(),
+            _lock: lock,
         })
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// [`WatchState::load`] from this file.
+    pub fn load(&self) -> std::io::Result<WatchState> {
+        WatchState::load(&self.path)
+    }
+
+    /// [`WatchState::save`] to this file.
+    pub fn save(&self, state: &WatchState) -> std::io::Result<()> {
+        state.save(&self.path)
     }
 }
 
@@ -367,10 +500,11 @@ impl Watcher {
         for id in missing {
             let t = &self.state.connections[&id];
             let provider = t.connection.provider.as_str();
-            let configured = self.entries.iter().any(|e| e.provider.name() == provider);
-            let gone = if !configured {
-                true
-            } else if !polled.iter().any(|p| p == provider) || !answered.contains_key(provider) {
+            // A provider this watcher does not poll (`watch --provider OTHER`, or a state
+            // file from another config), is not due, or did not answer: its connections are
+            // left exactly as they were.
+            let gone = if !polled.iter().any(|p| p == provider) || !answered.contains_key(provider)
+            {
                 false
             } else {
                 match keep_customers.get(provider) {
@@ -391,14 +525,6 @@ impl Watcher {
                 ));
             }
         }
-        // Providers no longer configured are forgotten.
-        let names: BTreeSet<String> = self
-            .entries
-            .iter()
-            .map(|e| e.provider.name().to_owned())
-            .collect();
-        self.state.providers.retain(|k, _| names.contains(k));
-
         Poll {
             report: self.view(at),
             changes,
@@ -475,10 +601,12 @@ impl Watcher {
             .filter(|(_, s)| !s.available)
             .map(|(k, _)| k.as_str())
             .collect();
+        let polled: BTreeSet<&str> = self.entries.iter().map(|e| e.provider.name()).collect();
         let connections = self
             .state
             .connections
             .values()
+            .filter(|t| polled.contains(t.connection.provider.as_str()))
             .map(|t| {
                 let mut c = t.connection.clone();
                 if unavailable.contains(c.provider.as_str()) {

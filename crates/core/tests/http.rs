@@ -460,3 +460,22 @@ async fn header_names_are_typed_and_bad_values_are_config_errors() {
     assert_eq!(e.kind(), ErrorKind::Config);
     assert!(e.to_string().contains("x-custom-thing"), "{e}");
 }
+
+/// Issue 16: a same-origin redirect loop ends at the hop limit, and says so (not "another
+/// origin", which would send the reader after the wrong problem).
+#[tokio::test]
+async fn a_same_origin_redirect_loop_is_reported_as_the_hop_limit() {
+    let server = MockServer::start().await;
+    Mock::given(path("/loop"))
+        .respond_with(ResponseTemplate::new(302).insert_header("Location", "/loop"))
+        .mount(&server)
+        .await;
+    let c = client(&server, retry(1));
+    let err = get(&c, "loop").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let msg = err.message();
+    assert!(msg.contains("too many redirects"), "{msg}");
+    assert!(!msg.contains("another origin"), "{msg}");
+    // The first request and five followed hops.
+    assert_eq!(requests_to(&server, "/loop").await, 6);
+}

@@ -306,3 +306,91 @@ async fn a_provider_rate_limited_from_its_first_poll_says_why() {
     p.statuses(&[("a", Status::Healthy)]);
     assert_eq!(names(&w.poll().await), ["appeared"]);
 }
+
+/// Issue 16 item 2: a watcher that polls only some providers (`watch --provider B`) leaves the
+/// others' memory alone: nothing `disappeared`, nothing dropped, nothing re-`appeared` later.
+#[tokio::test(start_paused = true)]
+async fn providers_not_polled_are_left_alone() {
+    let a = Scripted::new("a");
+    let b = Scripted::new("b");
+    a.statuses(&[("x", Status::Healthy), ("y", Status::Degraded)]);
+    b.statuses(&[("z", Status::Healthy)]);
+    let mut both = watcher(&a, 1, 1);
+    both.add(Arc::new(b.clone()), None);
+    assert_eq!(names(&both.poll().await), ["appeared"; 3]);
+    let saved = both.state().clone();
+
+    // Only `b` is polled this time.
+    let mut only_b = watcher(&b, 1, 1).with_state(saved.clone());
+    let poll = only_b.poll().await;
+    assert!(poll.changes.is_empty(), "{:?}", names(&poll));
+    assert!(
+        poll.report.connections.iter().all(|c| c.provider == "b"),
+        "the view shows only what this watcher polls"
+    );
+    let after = only_b.state().clone();
+    assert_eq!(
+        after.connections.keys().collect::<Vec<_>>(),
+        saved.connections.keys().collect::<Vec<_>>(),
+        "connections of the provider not polled were dropped"
+    );
+    assert_eq!(after.providers.get("a"), saved.providers.get("a"));
+
+    // The next full run announces nothing again.
+    let mut full = watcher(&a, 1, 1).with_state(after);
+    full.add(Arc::new(b.clone()), None);
+    let poll = full.poll().await;
+    assert!(poll.changes.is_empty(), "{:?}", names(&poll));
+}
+
+/// Issue 16 items 8 and 9: the state file is locked by one process at a time, stale temp files
+/// of this state file (from a killed save) are removed when it is opened, and a save leaves
+/// no temp file behind.
+#[test]
+fn a_state_file_is_locked_and_stale_temp_files_are_removed() {
+    use connhealth_core::watch::StateFile;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let stale = dir.path().join(".state.json.tmp.4242");
+    let other = dir.path().join(".other.json.tmp.4242");
+    std::fs::write(&stale, b"half a save").unwrap();
+    std::fs::write(&other, b"not ours").unwrap();
+
+    let file = StateFile::open(&path).unwrap();
+    assert!(
+        !stale.exists(),
+        "the stale temp file of this state file was kept"
+    );
+    assert!(
+        other.exists(),
+        "a temp file of another state file was removed"
+    );
+    assert_eq!(file.load().unwrap(), WatchState::default());
+
+    let second = StateFile::open(&path).unwrap_err();
+    let msg = second.to_string();
+    assert!(msg.contains("in use"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+
+    let mut state = WatchState::default();
+    state.providers.insert(
+        "p".into(),
+        connhealth_core::watch::ProviderState {
+            available: true,
+            since: Utc::now(),
+            last: None,
+        },
+    );
+    file.save(&state).unwrap();
+    assert_eq!(file.load().unwrap(), state);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert_eq!(leftovers, [".other.json.tmp.4242"]);
+
+    drop(file);
+    let again = StateFile::open(&path).expect("the lock is released with the file");
+    assert_eq!(again.load().unwrap(), state);
+}

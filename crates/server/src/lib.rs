@@ -67,6 +67,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod conn;
 mod http;
 mod metrics;
 pub mod routes;
@@ -84,11 +85,20 @@ use connhealth_core::Secret;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+pub use conn::overflow_connections;
 pub use routes::router;
-pub use state::AppState;
+pub use state::{AppState, Warning};
 
 /// The default size of the event ring buffer that `Last-Event-ID` resumes from.
 pub const DEFAULT_EVENT_BUFFER: usize = 1024;
+/// The default [`ServerConfig::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default [`ServerConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default [`ServerConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// The shortest bearer token accepted off loopback, in bytes.
+pub const MIN_TOKEN_BYTES: usize = 16;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -101,6 +111,19 @@ pub struct ServerConfig {
     /// How many change events are kept for `Last-Event-ID` resume (default
     /// [`DEFAULT_EVENT_BUFFER`]; at least 1).
     pub event_buffer: usize,
+    /// How long a client may take to send a complete request head, from when the connection
+    /// opens or the previous response ended (default [`DEFAULT_HEADER_READ_TIMEOUT`]). A
+    /// slow-loris client is closed after it.
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves for this long is closed (default
+    /// [`DEFAULT_IDLE_TIMEOUT`]). Event streams send a keep-alive comment often enough never
+    /// to be idle.
+    pub idle_timeout: Duration,
+    /// At most this many connections are served at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`]; at least 1). Past it, up to
+    /// [`overflow_connections`]`(max_connections)` more answer `/healthz` only (503 `busy`
+    /// elsewhere); past that, a connection is closed at once. Hitting the cap is logged.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -110,6 +133,9 @@ impl ServerConfig {
             listen,
             token: None,
             event_buffer: DEFAULT_EVENT_BUFFER,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -127,6 +153,12 @@ pub enum ServerError {
     /// The configured token is empty (or only whitespace).
     #[error("the bearer token is empty")]
     EmptyToken,
+    /// Off loopback, the token is shorter than [`MIN_TOKEN_BYTES`].
+    #[error("the bearer token is too short to serve off loopback: use at least {min} random bytes", min = MIN_TOKEN_BYTES)]
+    TokenTooShort,
+    /// A timeout is zero.
+    #[error("{0} must be positive")]
+    ZeroTimeout(&'static str),
     /// The address could not be bound.
     #[error("cannot listen on {listen}: {source}")]
     Bind {
@@ -145,6 +177,7 @@ pub enum ServerError {
 }
 
 type PollHook = Box<dyn FnMut(&Poll, &WatchState) + Send + 'static>;
+type PersistHook = Box<dyn FnMut(&WatchState) -> Result<(), String> + Send + 'static>;
 
 /// A configured server, not yet listening. See the [crate docs](crate) for an example.
 pub struct Server {
@@ -152,6 +185,7 @@ pub struct Server {
     watcher: Watcher,
     state: AppState,
     hook: Option<PollHook>,
+    persist: Option<PersistHook>,
 }
 
 impl std::fmt::Debug for Server {
@@ -160,6 +194,7 @@ impl std::fmt::Debug for Server {
             .field("config", &self.config)
             .field("watcher", &self.watcher)
             .field("poll_hook", &self.hook.is_some())
+            .field("persist", &self.persist.is_some())
             .finish()
     }
 }
@@ -173,28 +208,54 @@ impl Server {
     /// Check the settings and take the watcher.
     ///
     /// A non-loopback `listen` without a token is [`ServerError::TokenRequired`]; an empty
-    /// token is [`ServerError::EmptyToken`]. `event_buffer` 0 is raised to 1.
+    /// token is [`ServerError::EmptyToken`]; off loopback, a token shorter than
+    /// [`MIN_TOKEN_BYTES`] is [`ServerError::TokenTooShort`]; a zero timeout is
+    /// [`ServerError::ZeroTimeout`]. `event_buffer` and `max_connections` 0 are raised to 1.
     pub fn new(mut config: ServerConfig, watcher: Watcher) -> Result<Server, ServerError> {
         if config.token.as_ref().is_some_and(Secret::is_empty) {
             return Err(ServerError::EmptyToken);
         }
-        if config.token.is_none() && !is_loopback(&config.listen) {
+        let loopback = is_loopback(&config.listen);
+        if config.token.is_none() && !loopback {
             return Err(ServerError::TokenRequired {
                 listen: config.listen,
             });
         }
+        if !loopback
+            && config
+                .token
+                .as_ref()
+                .is_some_and(|t| t.expose().len() < MIN_TOKEN_BYTES)
+        {
+            return Err(ServerError::TokenTooShort);
+        }
+        if config.header_read_timeout.is_zero() {
+            return Err(ServerError::ZeroTimeout("header_read_timeout"));
+        }
+        if config.idle_timeout.is_zero() {
+            return Err(ServerError::ZeroTimeout("idle_timeout"));
+        }
         config.event_buffer = config.event_buffer.max(1);
+        config.max_connections = config.max_connections.max(1);
         let state = AppState::new(config.token.clone(), config.event_buffer);
         for p in watcher.providers() {
             if let Some(stats) = p.http_stats() {
                 state.add_http_stats(p.name().to_owned(), stats);
             }
         }
+        // Event streams must never look idle: a keep-alive comment at least three times per
+        // idle timeout.
+        state.set_keep_alive(
+            sse::KEEP_ALIVE
+                .min(config.idle_timeout / 3)
+                .max(Duration::from_millis(100)),
+        );
         Ok(Server {
             config,
             watcher,
             state,
             hook: None,
+            persist: None,
         })
     }
 
@@ -210,6 +271,20 @@ impl Server {
     /// [`WatchState`] with [`WatchState::save`]). It runs on the poller task: keep it short.
     pub fn on_poll(mut self, hook: impl FnMut(&Poll, &WatchState) + Send + 'static) -> Self {
         self.hook = Some(Box::new(hook));
+        self
+    }
+
+    /// Persist the watcher's memory after every poll with `save` (e.g.
+    /// [`StateFile::save`](connhealth_core::watch::StateFile::save)). A failure (`Err(message)`) never stops
+    /// serving: it is counted in `/metrics` (`connhealth_state_save_failures_total`,
+    /// `connhealth_state_save_failing`), shown as the `/readyz` warning `state_save_failed`
+    /// until a save works again, and logged at `error` once per failure streak. Runs on the
+    /// poller task after the [`Server::on_poll`] hook.
+    pub fn persist(
+        mut self,
+        save: impl FnMut(&WatchState) -> Result<(), String> + Send + 'static,
+    ) -> Self {
+        self.persist = Some(Box::new(save));
         self
     }
 
@@ -233,6 +308,12 @@ impl Server {
             watcher: self.watcher,
             state: self.state,
             hook: self.hook,
+            persist: self.persist,
+            limits: conn::Limits {
+                header_read_timeout: self.config.header_read_timeout,
+                idle_timeout: self.config.idle_timeout,
+                max_connections: self.config.max_connections,
+            },
         })
     }
 
@@ -252,6 +333,8 @@ pub struct Bound {
     watcher: Watcher,
     state: AppState,
     hook: Option<PollHook>,
+    persist: Option<PersistHook>,
+    limits: conn::Limits,
 }
 
 impl std::fmt::Debug for Bound {
@@ -276,6 +359,9 @@ impl Bound {
 
     /// Start the background poller and serve until `shutdown` resolves.
     ///
+    /// Connections are served under the limits of [`ServerConfig`] (header-read and idle
+    /// timeouts, the connection cap with its `/healthz`-only overflow).
+    ///
     /// On shutdown, new connections are refused, every open event stream ends, in-flight
     /// requests finish, and the poller stops (an in-flight poll is cancelled). Returns when all
     /// of that is done.
@@ -289,20 +375,26 @@ impl Bound {
             watcher,
             state,
             hook,
+            persist,
+            limits,
         } = self;
         tracing::info!(addr = %local_addr, "serving");
-        let poller = tokio::spawn(run_poller(watcher, state.clone(), hook));
+        let poller = tokio::spawn(run_poller(watcher, state.clone(), hook, persist));
         let stopping = state.clone();
-        let served = axum::serve(listener, router(state.clone()))
-            .with_graceful_shutdown(async move {
+        conn::serve(
+            listener,
+            router(state.clone()),
+            routes::busy_router(state.clone()),
+            state.clone(),
+            limits,
+            async move {
                 shutdown.await;
                 stopping.shutdown();
-            })
-            .await;
-        // Also when serving failed: stop the poller.
+            },
+        )
+        .await;
         state.shutdown();
         let polled = poller.await;
-        served.map_err(ServerError::Serve)?;
         match polled {
             Ok(()) => Ok(()),
             Err(e) if e.is_panic() => {
@@ -324,7 +416,12 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Poll at once, then after every [`Watcher::next_delay`], until the state is shut down.
-async fn run_poller(mut watcher: Watcher, state: AppState, mut hook: Option<PollHook>) {
+async fn run_poller(
+    mut watcher: Watcher,
+    state: AppState,
+    mut hook: Option<PollHook>,
+    mut persist: Option<PersistHook>,
+) {
     let mut stop = state.stop_signal();
     loop {
         let started = Instant::now();
@@ -336,6 +433,9 @@ async fn run_poller(mut watcher: Watcher, state: AppState, mut hook: Option<Poll
         state.record_poll(&poll, elapsed);
         if let Some(h) = hook.as_mut() {
             h(&poll, watcher.state());
+        }
+        if let Some(save) = persist.as_mut() {
+            state.record_save(save(watcher.state()));
         }
         tracing::debug!(
             elapsed_ms = elapsed.as_millis() as u64,

@@ -200,6 +200,51 @@ pub(crate) fn render(state: &AppState) -> String {
             );
         }
     }
+
+    let save = state.save_stats();
+    if save.configured {
+        header(
+            &mut out,
+            "connhealth_state_save_failures_total",
+            "counter",
+            "Saves of the --state file that failed.",
+        );
+        let _ = writeln!(
+            out,
+            "connhealth_state_save_failures_total {}",
+            save.failures
+        );
+        header(
+            &mut out,
+            "connhealth_state_save_failing",
+            "gauge",
+            "1 while the last save of the --state file failed.",
+        );
+        let _ = writeln!(
+            out,
+            "connhealth_state_save_failing {}",
+            u8::from(save.failing)
+        );
+    }
+
+    let (open, over_cap) = state.connection_counts();
+    header(
+        &mut out,
+        "connhealth_server_connections_open",
+        "gauge",
+        "HTTP connections open now.",
+    );
+    let _ = writeln!(out, "connhealth_server_connections_open {open}");
+    header(
+        &mut out,
+        "connhealth_server_connections_over_cap_total",
+        "counter",
+        "HTTP connections that arrived past the connection cap (served /healthz only, or closed).",
+    );
+    let _ = writeln!(
+        out,
+        "connhealth_server_connections_over_cap_total {over_cap}"
+    );
     out
 }
 

@@ -47,8 +47,12 @@
 //!   previous poll's is taken to be carried over (a provider skipped because it is rate
 //!   limited) and not counted again.
 //! - **`GET /healthz`** — 200 `{"status":"ok"}`, always, without a token.
-//! - **`GET /readyz`** — 200 `{"status":"ready"}` once the first poll finished, else 503
-//!   `not_ready`.
+//! - **`GET /readyz`** — 200 `{"status":"ready","warnings":[{code, message}]}` once the first
+//!   poll finished, else 503 `not_ready`. A warning (`state_save_failed`: the `--state` file
+//!   cannot be written) never makes it a 503, which would empty a load balancer.
+//! - **At the connection cap** (see [`crate::ServerConfig::max_connections`]) the overflow
+//!   connections answer `/healthz` as usual and every other route 503 `busy` with
+//!   `Retry-After: 1`.
 //! - **`GET /openapi.json`** — the OpenAPI 3.1 document of these routes, with component
 //!   schemas for `HealthReport`, `Connection`, `Change` and `Error`.
 //! - **`GET /`** — the dashboard (one HTML page, inline CSS and JS, no external resource).
@@ -106,6 +110,26 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// What an overflow connection (past the connection cap) serves: `/healthz` as usual, every
+/// other route 503 `busy`.
+pub(crate) fn busy_router(state: AppState) -> Router {
+    router(state).layer(middleware::from_fn(busy))
+}
+
+async fn busy(req: Request, next: Next) -> Response {
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let mut r = h::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the server is at its connection cap; retry shortly",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 /// Routes that accept the token as a query parameter (browsers cannot set headers there).
@@ -390,7 +414,10 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_ready() {
-        h::json_value(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+        h::json_value(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ready", "warnings": state.warnings() }),
+        )
     } else {
         h::not_ready()
     }

@@ -94,7 +94,11 @@ fn events(
 pub(crate) fn response(state: &AppState, headers: &HeaderMap) -> Response {
     let stream = events(state, last_event_id(headers));
     let mut resp = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .keep_alive(
+            KeepAlive::new()
+                .interval(state.keep_alive())
+                .text("keep-alive"),
+        )
         .into_response();
     // Tell buffering reverse proxies (nginx) to pass events through at once.
     resp.headers_mut()

@@ -1,6 +1,7 @@
 //! What the routes serve from: the latest report, the event log, the counters.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -67,8 +68,48 @@ pub(crate) struct Counters {
     last_outcomes: BTreeMap<String, ProviderOutcome>,
 }
 
+/// A condition `/readyz` reports without failing readiness (DESIGN.md: warnings are never a
+/// 503 that would empty a load balancer).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Warning {
+    /// Stable snake_case code, e.g. `state_save_failed`.
+    pub code: String,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+/// State-save bookkeeping for `/metrics` and `/readyz`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SaveStats {
+    /// Whether a persist hook is configured (the metrics are left out otherwise).
+    pub(crate) configured: bool,
+    pub(crate) failures: u64,
+    pub(crate) failing: bool,
+}
+
+/// Connection counts for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct ConnStats {
+    pub(crate) open: AtomicU64,
+    pub(crate) over_cap: AtomicU64,
+}
+
+/// Decrements the open-connection gauge when the connection ends.
+#[derive(Debug)]
+pub(crate) struct OpenGuard(AppState);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.inner.conns.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Inner {
     token: Option<Secret>,
+    warnings: Mutex<BTreeMap<String, String>>,
+    save: Mutex<SaveStats>,
+    conns: ConnStats,
+    keep_alive: Mutex<Duration>,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     events: Mutex<EventLog>,
     tx: broadcast::Sender<Arc<SeqEvent>>,
@@ -119,6 +160,10 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 token,
+                warnings: Mutex::new(BTreeMap::new()),
+                save: Mutex::new(SaveStats::default()),
+                conns: ConnStats::default(),
+                keep_alive: Mutex::new(crate::sse::KEEP_ALIVE),
                 snapshot: RwLock::new(None),
                 events: Mutex::new(EventLog {
                     next_id: first_id,
@@ -136,6 +181,85 @@ impl AppState {
     /// Whether a poll has finished (`/readyz`).
     pub fn is_ready(&self) -> bool {
         self.snapshot().is_some()
+    }
+
+    /// Show a warning in `/readyz` under `code` (replacing one with the same code).
+    pub fn set_warning(&self, code: impl Into<String>, message: impl Into<String>) {
+        lock(&self.inner.warnings).insert(code.into(), message.into());
+    }
+
+    /// Take the warning with this code off `/readyz`.
+    pub fn clear_warning(&self, code: &str) {
+        lock(&self.inner.warnings).remove(code);
+    }
+
+    /// The current `/readyz` warnings, by code.
+    pub fn warnings(&self) -> Vec<Warning> {
+        lock(&self.inner.warnings)
+            .iter()
+            .map(|(code, message)| Warning {
+                code: code.clone(),
+                message: message.clone(),
+            })
+            .collect()
+    }
+
+    /// Take in the result of one state save (see [`crate::Server::persist`]).
+    pub(crate) fn record_save(&self, result: Result<(), String>) {
+        let mut s = lock(&self.inner.save);
+        s.configured = true;
+        match result {
+            Ok(()) => {
+                if s.failing {
+                    s.failing = false;
+                    self.clear_warning("state_save_failed");
+                    tracing::info!("the watch state is saved again");
+                }
+            }
+            Err(message) => {
+                s.failures += 1;
+                if !s.failing {
+                    s.failing = true;
+                    tracing::error!(error = %message, "cannot save the watch state");
+                }
+                self.set_warning(
+                    "state_save_failed",
+                    format!("cannot save the watch state: {message}"),
+                );
+            }
+        }
+    }
+
+    pub(crate) fn save_stats(&self) -> SaveStats {
+        *lock(&self.inner.save)
+    }
+
+    /// Count one open connection until the guard is dropped.
+    pub(crate) fn connection_opened(&self) -> OpenGuard {
+        self.inner.conns.open.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(self.clone())
+    }
+
+    /// Count one connection that arrived past the connection cap.
+    pub(crate) fn count_over_cap(&self) {
+        self.inner.conns.over_cap.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (open connections, connections that arrived past the cap).
+    pub(crate) fn connection_counts(&self) -> (u64, u64) {
+        (
+            self.inner.conns.open.load(Ordering::Relaxed),
+            self.inner.conns.over_cap.load(Ordering::Relaxed),
+        )
+    }
+
+    /// How often an idle event stream sends a keep-alive comment.
+    pub(crate) fn keep_alive(&self) -> Duration {
+        *lock(&self.inner.keep_alive)
+    }
+
+    pub(crate) fn set_keep_alive(&self, every: Duration) {
+        *lock(&self.inner.keep_alive) = every;
     }
 
     /// Take in one poll that took `elapsed`: the report becomes the one served, then its

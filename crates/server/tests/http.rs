@@ -317,7 +317,7 @@ async fn not_ready_until_the_first_poll_finishes() {
     let (status, body) = json_of(server.get("/readyz").await).await;
     assert_eq!(
         (status, body),
-        (200, serde_json::json!({"status": "ready"}))
+        (200, serde_json::json!({"status": "ready", "warnings": []}))
     );
     let report = report_of(server.get("/v1/report").await).await;
     assert_eq!(report.connections.len(), 1);
@@ -430,8 +430,13 @@ fn an_address_off_loopback_needs_a_token() {
             "{addr}: {err}"
         );
         assert!(err.to_string().contains("token"), "{err}");
+        // Off loopback a token needs at least 16 bytes (issue 16).
         let mut config = ServerConfig::new(addr.parse().unwrap());
         config.token = Some(Secret::new("t0ken"));
+        let err = Server::new(config, w()).unwrap_err();
+        assert!(matches!(err, ServerError::TokenTooShort), "{addr}: {err}");
+        let mut config = ServerConfig::new(addr.parse().unwrap());
+        config.token = Some(Secret::new("sixteen-bytes-ok"));
         assert!(Server::new(config, w()).is_ok(), "{addr}");
     }
     for addr in [
