@@ -81,13 +81,18 @@ pub struct Fixture {
     pub store: Option<Arc<dyn Store>>,
     pub url: StoreUrl,
     pub kind: Kind,
-    _dir: Option<tempfile::TempDir>,
+    pub _dir: Option<tempfile::TempDir>,
 }
 
 #[derive(Clone)]
 pub enum Kind {
     Sqlite(PathBuf),
-    Postgres { port: u16, db: String, bin: PathBuf },
+    Postgres {
+        port: u16,
+        db: String,
+        bin: PathBuf,
+        socket: PathBuf,
+    },
 }
 
 impl Fixture {
@@ -113,11 +118,16 @@ impl Fixture {
                 c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
                 c.execute_batch(sql).unwrap();
             }
-            Kind::Postgres { port, db, bin } => {
+            Kind::Postgres {
+                port,
+                db,
+                bin,
+                socket,
+            } => {
                 let out = Command::new(bin.join("psql"))
                     .args([
                         "-h",
-                        "127.0.0.1",
+                        socket.to_str().unwrap(),
                         "-p",
                         &port.to_string(),
                         "-U",
@@ -172,6 +182,7 @@ pub async fn postgres() -> Option<Fixture> {
             port: c.port,
             db,
             bin: c.bin.clone(),
+            socket: c.dir.clone(),
         },
         _dir: None,
     })
@@ -200,6 +211,10 @@ pub struct Cluster {
 }
 
 static SHARED: OnceLock<Cluster> = OnceLock::new();
+
+/// The superuser's password: TCP connections (the store's) need it; the socket (createdb,
+/// psql) trusts.
+pub const PG_PASSWORD: &str = "pg-test-pw";
 static DBS: AtomicU32 = AtomicU32::new(0);
 
 pub fn shared_cluster() -> &'static Cluster {
@@ -246,6 +261,7 @@ impl Cluster {
             .unwrap()
             .keep();
         let as_postgres = is_root();
+        std::fs::write(dir.join("pwfile"), format!("{PG_PASSWORD}\n")).unwrap();
         if as_postgres {
             let ok = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -273,7 +289,10 @@ impl Cluster {
                 data.to_str().unwrap(),
                 "-U",
                 "postgres",
-                "--auth=trust",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--pwfile",
+                c.dir.join("pwfile").to_str().unwrap(),
                 "-E",
                 "UTF8",
                 "--no-sync",
@@ -351,7 +370,7 @@ impl Cluster {
             "createdb",
             &[
                 "-h",
-                "127.0.0.1",
+                self.dir.to_str().unwrap(),
                 "-p",
                 &self.port.to_string(),
                 "-U",
@@ -363,7 +382,11 @@ impl Cluster {
     }
 
     pub fn url(&self, db: &str) -> StoreUrl {
-        StoreUrl::parse(&format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)).unwrap()
+        StoreUrl::parse(&format!(
+            "postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/{db}",
+            self.port
+        ))
+        .unwrap()
     }
 
     /// Stop the server and remove its folder once this process is gone.
