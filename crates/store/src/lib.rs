@@ -11,6 +11,17 @@
 //! A poll is committed in ONE transaction ([`Store::commit_poll`]): its outcomes, events,
 //! outbox rows, state changes and any hourly roll-up that came due are all written, or nothing.
 //!
+//! **Uptime.** Every change of a connection's uptime class (good / bad / unknown, DESIGN.md
+//! "Uptime") closes one *status span* and opens the next; provider outages are spans of their
+//! own (their time counts as unknown); incidents (from the first bad status to the next good
+//! one) are rows with a start and an end. When a commit crosses an hour boundary, the hours
+//! since the last roll-up are rolled up per provider (one row per provider and hour), so
+//! [`Store::uptime`] by provider reads a few hundred rows whatever the fleet size. By customer
+//! and by connection it is computed exactly from the spans of the window (one row per class
+//! change, which is far smaller than hourly rows for connections that stay bad for weeks). The
+//! window ends at the last rolled-up hour (`to`), and time while nothing polled counts as the
+//! status the connection was left in.
+//!
 //! ```
 //! use connhealth_store::{open, OpenOptions, PollRecord, Source, StoreUrl};
 //! use connhealth_core::watch::WatchState;

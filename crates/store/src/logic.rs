@@ -405,10 +405,27 @@ fn span_row(c: &Connection, cls: i64, start: i64) -> Vec<V> {
 /// Seconds of each class per hour, for one key.
 type Buckets = BTreeMap<i64, [i64; 3]>;
 
-/// Roll hours `[from, to)` (hour numbers since the epoch) up from the spans and outages:
-/// per provider every hour, per connection only the hours not wholly good.
-async fn rollup(tx: &mut dyn Tx, from: i64, to: i64) -> Result<()> {
-    let (a, b) = (from * HOUR_MS, to * HOUR_MS);
+/// Milliseconds of `[s, e)` spent inside any of `outages` (which do not overlap).
+fn outage_ms(s: i64, e: i64, outages: &[(i64, i64)]) -> i64 {
+    outages
+        .iter()
+        .map(|(os, oe)| (e.min(*oe) - s.max(*os)).max(0))
+        .sum::<i64>()
+        .min(e - s)
+}
+
+/// Add the span `[s, e)` of class `cls` to `secs`: its outage time counts as unknown.
+fn add_span(secs: &mut [i64; 3], cls: usize, s: i64, e: i64, outages: &[(i64, i64)]) {
+    if e <= s {
+        return;
+    }
+    let out = outage_ms(s, e, outages);
+    secs[cls.min(2)] += (e - s - out) / 1000;
+    secs[UNKNOWN as usize] += out / 1000;
+}
+
+/// Provider outages overlapping `[a, b)`, clipped to it.
+async fn outages_in(tx: &mut dyn Tx, a: i64, b: i64) -> Result<HashMap<String, Vec<(i64, i64)>>> {
     let mut outages: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
     for r in tx
         .query(
@@ -426,80 +443,42 @@ async fn rollup(tx: &mut dyn Tx, from: i64, to: i64) -> Result<()> {
                 r[2].int().unwrap_or(b).min(b),
             ));
     }
+    Ok(outages)
+}
+
+/// Roll hours `[from, to)` (hour numbers since the epoch) up from the status spans and the
+/// provider outages: one row per provider and hour. (Customers and connections are answered
+/// from the spans themselves: one row per status-class change, exact, and far smaller than
+/// hourly rows for connections that stay bad for weeks.)
+async fn rollup(tx: &mut dyn Tx, from: i64, to: i64) -> Result<()> {
+    let (a, b) = (from * HOUR_MS, to * HOUR_MS);
+    let outages = outages_in(tx, a, b).await?;
     let spans = tx
         .query(
-            "SELECT connection_id, provider, class, start_ms, stop_ms FROM spans \
+            "SELECT provider, class, start_ms, stop_ms FROM spans \
              WHERE start_ms < $2 AND (stop_ms IS NULL OR stop_ms > $1)",
             &[a.into(), b.into()],
         )
         .await?;
     let mut per_provider: HashMap<String, Buckets> = HashMap::new();
-    let mut per_conn: Vec<Vec<V>> = Vec::new();
     let none = Vec::new();
     for r in &spans {
-        let (Some(id), Some(provider)) = (r[0].text(), r[1].text()) else {
+        let Some(provider) = r[0].text() else {
             continue;
         };
-        let cls = r[2].int().unwrap_or(UNKNOWN) as usize;
-        let start = r[3].int().unwrap_or(a).max(a);
-        let stop = r[4].int().unwrap_or(b).min(b);
+        let cls = r[1].int().unwrap_or(UNKNOWN) as usize;
+        let start = r[2].int().unwrap_or(a).max(a);
+        let stop = r[3].int().unwrap_or(b).min(b);
         let out = outages.get(provider).unwrap_or(&none);
-        let mut h = start.div_euclid(HOUR_MS);
         let pb = per_provider.entry(provider.to_owned()).or_default();
+        let mut h = start.div_euclid(HOUR_MS);
         while h * HOUR_MS < stop {
             let (hs, he) = ((h * HOUR_MS).max(start), ((h + 1) * HOUR_MS).min(stop));
-            if he > hs {
-                let outage: i64 = out
-                    .iter()
-                    .map(|(s, e)| (he.min(*e) - hs.max(*s)).max(0))
-                    .sum::<i64>()
-                    .min(he - hs);
-                let mut secs = [0i64; 3];
-                secs[cls] += (he - hs - outage) / 1000;
-                secs[UNKNOWN as usize] += outage / 1000;
-                let e = pb.entry(h).or_default();
-                for i in 0..3 {
-                    e[i] += secs[i];
-                }
-                if secs[1] > 0 || secs[2] > 0 {
-                    per_conn.push(vec![
-                        "n".into(),
-                        id.into(),
-                        h.into(),
-                        secs[0].into(),
-                        secs[1].into(),
-                        secs[2].into(),
-                    ]);
-                }
-            }
+            add_span(pb.entry(h).or_default(), cls, hs, he, out);
             h += 1;
         }
     }
-    // A connection can have several spans in one hour: merge its rows.
-    let mut merged: BTreeMap<(String, i64), [i64; 3]> = BTreeMap::new();
-    for r in per_conn {
-        let k = (
-            r[1].text().unwrap_or_default().to_owned(),
-            r[2].int().unwrap_or_default(),
-        );
-        let e = merged.entry(k).or_default();
-        for i in 0..3 {
-            e[i] += r[3 + i].int().unwrap_or_default();
-        }
-    }
-    let mut rows: Vec<Vec<V>> = merged
-        .into_iter()
-        .map(|((k, h), s)| {
-            vec![
-                "n".into(),
-                k.into(),
-                h.into(),
-                s[0].into(),
-                s[1].into(),
-                s[2].into(),
-            ]
-        })
-        .collect();
+    let mut rows = Vec::new();
     for (p, buckets) in per_provider {
         for (h, s) in buckets {
             rows.push(vec![
@@ -697,7 +676,6 @@ pub(crate) async fn connections(
 #[derive(Default)]
 struct Acc {
     secs: [i64; 3],
-    exposure: i64,
     incidents: i64,
     ended: i64,
     repair_ms: i64,
@@ -736,16 +714,15 @@ pub(crate) async fn uptime(tx: &mut dyn Tx, q: &UptimeQuery) -> Result<UptimeRep
                 for i in 0..3 {
                     e.secs[i] = r[1 + i].int().unwrap_or_default();
                 }
-                e.exposure = e.secs.iter().sum();
             }
         }
     } else {
-        // Customers and connections: exposure from the status spans, bad and unknown time
-        // from the sparse per-connection roll-ups; good is the rest.
-        let mut who: HashMap<String, (String, String)> = HashMap::new();
+        // Customers and connections: from the status spans (exact), minus provider outages.
+        let outages = outages_in(tx, a, b).await?;
+        let none = Vec::new();
         for r in tx
             .query(
-                "SELECT connection_id, provider, customer_id, start_ms, stop_ms FROM spans \
+                "SELECT connection_id, provider, customer_id, class, start_ms, stop_ms FROM spans \
                  WHERE start_ms < $2 AND (stop_ms IS NULL OR stop_ms > $1)",
                 &[a.into(), b.into()],
             )
@@ -759,28 +736,13 @@ pub(crate) async fn uptime(tx: &mut dyn Tx, q: &UptimeQuery) -> Result<UptimeRep
             if !provider_ok(p) || !customer_ok(p, c) {
                 continue;
             }
-            let len = r[4].int().unwrap_or(b).min(b) - r[3].int().unwrap_or(a).max(a);
-            acc.entry(key_of(p, c, id)).or_default().exposure += len.max(0) / 1000;
-            who.entry(id.to_owned())
-                .or_insert_with(|| (p.to_owned(), c.to_owned()));
-        }
-        for r in tx
-            .query(
-                "SELECT key, CAST(SUM(bad) AS BIGINT), CAST(SUM(unknown) AS BIGINT) FROM rollups \
-                 WHERE scope = 'n' AND hour >= $1 AND hour < $2 GROUP BY key",
-                &[from_h.into(), to_h.into()],
-            )
-            .await?
-        {
-            let id = r[0].text().unwrap_or_default();
-            if let Some((p, c)) = who.get(id) {
-                let e = acc.entry(key_of(p, c, id)).or_default();
-                e.secs[1] += r[1].int().unwrap_or_default();
-                e.secs[2] += r[2].int().unwrap_or_default();
-            }
-        }
-        for e in acc.values_mut() {
-            e.secs[0] = (e.exposure - e.secs[1] - e.secs[2]).max(0);
+            let cls = r[3].int().unwrap_or(UNKNOWN) as usize;
+            let (s, e) = (
+                r[4].int().unwrap_or(a).max(a),
+                r[5].int().unwrap_or(b).min(b),
+            );
+            let e_acc = acc.entry(key_of(p, c, id)).or_default();
+            add_span(&mut e_acc.secs, cls, s, e, outages.get(p).unwrap_or(&none));
         }
     }
     for r in tx

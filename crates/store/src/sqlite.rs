@@ -105,7 +105,10 @@ impl SqliteStore {
         } else {
             // WAL: readers never block the writer. synchronous=NORMAL: a commit survives a
             // process crash (kill -9); a power cut may lose the last commits, never corrupt.
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;"
+            // A 128 MiB page cache and memory-mapped reads keep a 185k-connection poll and a
+            // 10M-event index out of the filesystem's copy paths.
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
+             PRAGMA cache_size = -131072; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456;"
         };
         conn.execute_batch(setup).map_err(|e| map_err(&name, e))?;
         let mut tx = SqliteTx {
@@ -212,8 +215,11 @@ impl SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| map_err(&self.inner.name, e))?;
-        c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
-            .map_err(|e| map_err(&self.inner.name, e))?;
+        c.execute_batch(
+            "PRAGMA busy_timeout = 5000; PRAGMA query_only = ON; PRAGMA cache_size = -32768; \
+             PRAGMA mmap_size = 268435456;",
+        )
+        .map_err(|e| map_err(&self.inner.name, e))?;
         Ok(c)
     }
 }
