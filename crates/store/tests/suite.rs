@@ -1,0 +1,949 @@
+//! The store's behaviour suite, run against BOTH backends: a real SQLite file and a real
+//! PostgreSQL database on a cluster the tests start themselves.
+
+mod common;
+
+use chrono::Duration;
+use common::*;
+use connhealth_core::diff::{Change, ChangeKind};
+use connhealth_core::watch::WatchState;
+use connhealth_core::Status;
+use connhealth_store::*;
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let f = crate::common::sqlite().await;
+                    super::$name(f).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(f) = crate::common::postgres().await else { return };
+                    super::$name(f).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    restart_keeps_state_since_and_providers,
+    events_have_increasing_ids_and_the_watch_shape,
+    history_is_newest_first_and_pages,
+    connections_worst_first_filters_cursor_total,
+    uptime_from_hourly_rollups,
+    a_failure_mid_poll_leaves_nothing_half_written,
+    a_newer_schema_is_refused,
+    webhook_dedupe_and_queued_work,
+    outbox_rows_are_written_with_their_events,
+    audit_log_pages_newest_first,
+    leader_lease,
+    prune_keeps_what_retention_says,
+    integrity_check_passes,
+);
+
+/// A first poll of three connections, the second of which turned degraded later.
+fn first_poll() -> (PollRecord, WatchState) {
+    let a = tracked(
+        conn("channel3", "m1", "shopify", Status::Healthy, at(0)),
+        at(0),
+    );
+    let b = tracked(
+        conn("channel3", "m2", "amazon", Status::ActionRequired, at(0)),
+        at(0),
+    );
+    let c = tracked(
+        conn("violet", "7", "shopify", Status::Healthy, at(0)),
+        at(0),
+    );
+    let next = state_of(&[a.clone(), b.clone(), c.clone()]);
+    let mut next_with_p = next.clone();
+    next_with_p
+        .providers
+        .insert("channel3".into(), provider_state(true, at(0)));
+    next_with_p
+        .providers
+        .insert("violet".into(), provider_state(true, at(0)));
+    let changes = [&a, &b, &c]
+        .iter()
+        .map(|t| {
+            Change::about(
+                &t.connection,
+                ChangeKind::Appeared {
+                    status: t.connection.status,
+                },
+                at(0),
+                None,
+            )
+        })
+        .collect::<Vec<_>>();
+    (
+        PollRecord::between(
+            at(0),
+            &WatchState::default(),
+            &next_with_p,
+            vec![],
+            changes,
+            Source::Poll,
+        ),
+        next_with_p,
+    )
+}
+
+async fn restart_keeps_state_since_and_providers(mut f: Fixture) {
+    let (rec, mut state) = first_poll();
+    f.store().commit_poll(rec).await.unwrap();
+    // A later poll: m2 recovers at +10 min (its since moves), the others only get observed again.
+    let mut next = state.clone();
+    for t in next.connections.values_mut() {
+        t.connection.observed_at = at(10);
+    }
+    let m2 = next.connections.get_mut("channel3:m2:amazon").unwrap();
+    m2.connection = conn("channel3", "m2", "amazon", Status::Healthy, at(10));
+    m2.since = at(10);
+    let ch = Change::about(
+        &m2.connection,
+        ChangeKind::StatusChanged {
+            from: Status::ActionRequired,
+            to: Status::Healthy,
+        },
+        at(10),
+        Some(at(0)),
+    );
+    let rec = PollRecord::between(at(10), &state, &next, vec![], vec![ch], Source::Poll);
+    assert_eq!(
+        rec.upserts.len(),
+        1,
+        "only the materially changed connection is written"
+    );
+    f.store().commit_poll(rec).await.unwrap();
+    state = next;
+
+    f.reopen().await;
+    let loaded = f.store().load_state().await.unwrap();
+    assert_eq!(loaded.providers, state.providers);
+    assert_eq!(loaded.connections.len(), 3);
+    assert_eq!(
+        loaded.connections["channel3:m2:amazon"],
+        state.connections["channel3:m2:amazon"]
+    );
+    assert_eq!(loaded.connections["channel3:m1:shopify"].since, at(0));
+    assert_eq!(
+        loaded.connections["channel3:m1:shopify"].connection.status,
+        Status::Healthy
+    );
+    let page = f
+        .store()
+        .connections(&ConnectionFilter::default(), None, 10)
+        .await
+        .unwrap();
+    let m2 = page
+        .items
+        .iter()
+        .find(|i| i.connection.id == "channel3:m2:amazon")
+        .unwrap();
+    assert_eq!(m2.since, at(10));
+}
+
+async fn events_have_increasing_ids_and_the_watch_shape(f: Fixture) {
+    let (rec, _) = first_poll();
+    let changes: Vec<Change> = rec.events.iter().map(|e| e.change.clone()).collect();
+    let ids = f.store().commit_poll(rec).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let mut more = PollRecord {
+        at: at(5),
+        ..PollRecord::default()
+    };
+    more.events.push(NewEvent::new(
+        Change::provider("violet", ChangeKind::ProviderRecovered, at(5), Some(at(1))),
+        Source::Refresh,
+    ));
+    let ids2 = f.store().commit_poll(more).await.unwrap();
+    assert!(ids2[0] > ids[2]);
+
+    let page = f.store().events_after(0, 2).await.unwrap();
+    assert_eq!(
+        page.items.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[..2].to_vec()
+    );
+    assert_eq!(page.next, Some(ids[1]));
+    let rest = f
+        .store()
+        .events_after(page.next.unwrap(), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 2);
+    assert_eq!(rest.items[1].source, Source::Refresh);
+    let end = f.store().events_after(ids2[0], 10).await.unwrap();
+    assert!(end.items.is_empty());
+    assert_eq!(end.next, Some(ids2[0]));
+
+    // Exactly what `watch` prints today (the change's JSON) plus `id` and `source`.
+    let first = &page.items[0];
+    let mut expected = serde_json::to_value(&changes[0]).unwrap();
+    expected["id"] = ids[0].into();
+    expected["source"] = "poll".into();
+    assert_eq!(serde_json::to_value(first).unwrap(), expected);
+    let text = serde_json::to_string(first).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "{{\"id\":{},\"event\":\"appeared\",\"source\":\"poll\"",
+            ids[0]
+        )),
+        "{text}"
+    );
+    let back: StoredEvent = serde_json::from_str(&text).unwrap();
+    assert_eq!(&back, first);
+}
+
+async fn history_is_newest_first_and_pages(f: Fixture) {
+    let (rec, _) = first_poll();
+    f.store().commit_poll(rec).await.unwrap();
+    let c = conn("channel3", "m1", "shopify", Status::Degraded, at(0));
+    for i in 1..=5 {
+        let (from, to) = if i % 2 == 1 {
+            (Status::Healthy, Status::Degraded)
+        } else {
+            (Status::Degraded, Status::Healthy)
+        };
+        let mut r = PollRecord {
+            at: at(i),
+            ..PollRecord::default()
+        };
+        r.events.push(NewEvent::new(
+            Change::about(
+                &c,
+                ChangeKind::StatusChanged { from, to },
+                at(i),
+                Some(at(i - 1)),
+            ),
+            Source::Poll,
+        ));
+        f.store().commit_poll(r).await.unwrap();
+    }
+    let h = f
+        .store()
+        .history("channel3:m1:shopify", None, 4)
+        .await
+        .unwrap();
+    assert_eq!(h.items.len(), 4);
+    assert!(h.items.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(h.items[0].change.at, at(5));
+    let next = h.next.expect("more");
+    let h2 = f
+        .store()
+        .history("channel3:m1:shopify", Some(next), 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        h2.items.len(),
+        2,
+        "4 status changes + 1 appeared = 6 in all"
+    );
+    assert_eq!(
+        h2.items[1].change.kind,
+        ChangeKind::Appeared {
+            status: Status::Healthy
+        }
+    );
+    assert_eq!(h2.next, None);
+    assert!(f
+        .store()
+        .history("nope", None, 10)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+async fn connections_worst_first_filters_cursor_total(f: Fixture) {
+    let mut items = Vec::new();
+    let statuses = [
+        Status::Healthy,
+        Status::Degraded,
+        Status::ActionRequired,
+        Status::Unknown,
+        Status::Pending,
+    ];
+    for i in 0..25 {
+        let p = if i % 2 == 0 { "channel3" } else { "subtotal" };
+        let s = statuses[i % statuses.len()];
+        items.push(tracked(
+            conn(
+                p,
+                &format!("c{:02}", i % 7),
+                &format!("plat{i:02}"),
+                s,
+                at(0),
+            ),
+            at(0),
+        ));
+    }
+    let next = state_of(&items);
+    f.store()
+        .commit_poll(PollRecord::between(
+            at(0),
+            &WatchState::default(),
+            &next,
+            vec![],
+            vec![],
+            Source::Poll,
+        ))
+        .await
+        .unwrap();
+    // Every page, worst first then id, no duplicate, no gap.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f
+            .store()
+            .connections(&ConnectionFilter::default(), cursor.as_deref(), 7)
+            .await
+            .unwrap();
+        assert_eq!(page.total, 25);
+        seen.extend(
+            page.items
+                .iter()
+                .map(|i| (i.connection.status.severity(), i.connection.id.clone())),
+        );
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut expected: Vec<(u8, String)> = items
+        .iter()
+        .map(|t| (t.connection.status.severity(), t.connection.id.clone()))
+        .collect();
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    assert_eq!(seen, expected);
+
+    let filter = ConnectionFilter {
+        status: vec![Status::Degraded, Status::ActionRequired],
+        provider: vec!["channel3".into()],
+        ..Default::default()
+    };
+    let page = f.store().connections(&filter, None, 100).await.unwrap();
+    let want = items
+        .iter()
+        .filter(|t| {
+            t.connection.provider == "channel3"
+                && matches!(
+                    t.connection.status,
+                    Status::Degraded | Status::ActionRequired
+                )
+        })
+        .count();
+    assert_eq!(page.total as usize, want);
+    assert_eq!(page.items.len(), want);
+    assert!(page
+        .items
+        .iter()
+        .all(|i| i.connection.provider == "channel3"));
+
+    // q: case-insensitive substring of the id, the customer's id or name, platform, problem codes.
+    let q = |s: &str| ConnectionFilter {
+        q: Some(s.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        f.store()
+            .connections(&q("PLAT07"), None, 100)
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    assert_eq!(
+        f.store()
+            .connections(&q("customer c03"), None, 100)
+            .await
+            .unwrap()
+            .total,
+        items
+            .iter()
+            .filter(|t| t.connection.customer.id == "c03")
+            .count() as u64
+    );
+    assert_eq!(
+        f.store()
+            .connections(&q("action_required_problem"), None, 100)
+            .await
+            .unwrap()
+            .total,
+        5
+    );
+    assert_eq!(
+        f.store()
+            .connections(&q("%"), None, 100)
+            .await
+            .unwrap()
+            .total,
+        0,
+        "LIKE wildcards are escaped"
+    );
+    let by_customer = ConnectionFilter {
+        customer: vec!["subtotal:c01".into()],
+        ..Default::default()
+    };
+    let page = f
+        .store()
+        .connections(&by_customer, None, 100)
+        .await
+        .unwrap();
+    assert!(
+        page.total > 0
+            && page
+                .items
+                .iter()
+                .all(|i| i.connection.provider == "subtotal" && i.connection.customer.id == "c01")
+    );
+
+    let bad = f
+        .store()
+        .connections(&ConnectionFilter::default(), Some("garbage"), 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, StoreError::Invalid(_)), "{bad}");
+}
+
+async fn uptime_from_hourly_rollups(f: Fixture) {
+    let s = f.store();
+    // 10:00 both appear healthy; 10:30 a goes degraded; 11:00 a unknown; 11:15 a healthy again.
+    // b stays healthy, but violet (b's provider) is unavailable 12:00–12:30.
+    let a0 = tracked(
+        conn("channel3", "m1", "shopify", Status::Healthy, at(0)),
+        at(0),
+    );
+    let b0 = tracked(
+        conn("violet", "7", "shopify", Status::Healthy, at(0)),
+        at(0),
+    );
+    let s0 = state_of(&[a0.clone(), b0.clone()]);
+    s.commit_poll(PollRecord::between(
+        at(0),
+        &WatchState::default(),
+        &s0,
+        vec![],
+        vec![],
+        Source::Poll,
+    ))
+    .await
+    .unwrap();
+    let step = |prev: &WatchState, status: Status, m: i64| {
+        let mut next = prev.clone();
+        let t = next.connections.get_mut("channel3:m1:shopify").unwrap();
+        t.connection = conn("channel3", "m1", "shopify", status, at(m));
+        t.since = at(m);
+        (
+            PollRecord::between(at(m), prev, &next, vec![], vec![], Source::Poll),
+            next,
+        )
+    };
+    let (r, s1) = step(&s0, Status::Degraded, 30);
+    s.commit_poll(r).await.unwrap();
+    let (r, s2) = step(&s1, Status::Unknown, 60);
+    s.commit_poll(r).await.unwrap();
+    let (r, s3) = step(&s2, Status::Healthy, 75);
+    s.commit_poll(r).await.unwrap();
+    let mut s4 = s3.clone();
+    s4.providers
+        .insert("violet".into(), provider_state(false, at(120)));
+    s.commit_poll(PollRecord::between(
+        at(120),
+        &s3,
+        &s4,
+        vec![],
+        vec![],
+        Source::Poll,
+    ))
+    .await
+    .unwrap();
+    let mut s5 = s4.clone();
+    s5.providers
+        .insert("violet".into(), provider_state(true, at(150)));
+    s.commit_poll(PollRecord::between(
+        at(150),
+        &s4,
+        &s5,
+        vec![],
+        vec![],
+        Source::Poll,
+    ))
+    .await
+    .unwrap();
+    // A poll at 14:05 rolls up 10:00–14:00.
+    s.commit_poll(PollRecord {
+        at: at(245),
+        ..PollRecord::default()
+    })
+    .await
+    .unwrap();
+
+    let q = |by| UptimeQuery {
+        window: Window::Day,
+        by,
+        provider: vec![],
+        customer: vec![],
+    };
+    let r = s.uptime(&q(GroupBy::Provider)).await.unwrap();
+    assert_eq!(r.to, at(240));
+    assert_eq!(r.from, at(240) - Duration::hours(24));
+    assert_eq!(r.items.len(), 2);
+    let c3 = &r.items[0];
+    assert_eq!(c3.key, "channel3");
+    assert_eq!(
+        (c3.good_seconds, c3.bad_seconds, c3.unknown_seconds),
+        (195 * 60, 30 * 60, 15 * 60)
+    );
+    assert_eq!(c3.incidents, 1);
+    assert_eq!(
+        c3.mttr_seconds,
+        Some(45.0 * 60.0),
+        "degraded 10:30 → (unknown) → healthy 11:15"
+    );
+    assert_eq!(c3.uptime, Some(195.0 / 225.0));
+    let v = &r.items[1];
+    assert_eq!(v.key, "violet");
+    assert_eq!(
+        (v.good_seconds, v.bad_seconds, v.unknown_seconds),
+        (210 * 60, 0, 30 * 60)
+    );
+    assert_eq!(
+        (v.incidents, v.mttr_seconds, v.uptime),
+        (0, None, Some(1.0))
+    );
+
+    let by_conn = s.uptime(&q(GroupBy::Connection)).await.unwrap();
+    let a = by_conn
+        .items
+        .iter()
+        .find(|i| i.key == "channel3:m1:shopify")
+        .unwrap();
+    assert_eq!(
+        (
+            a.good_seconds,
+            a.bad_seconds,
+            a.unknown_seconds,
+            a.incidents
+        ),
+        (195 * 60, 30 * 60, 15 * 60, 1)
+    );
+    let by_customer = s.uptime(&q(GroupBy::Customer)).await.unwrap();
+    let keys: Vec<&str> = by_customer.items.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, ["channel3:m1", "violet:7"]);
+    assert_eq!(by_customer.items[1].unknown_seconds, 30 * 60);
+    assert_eq!(by_customer.items[1].good_seconds, 210 * 60);
+    let only = s
+        .uptime(&UptimeQuery {
+            window: Window::Week,
+            by: GroupBy::Provider,
+            provider: vec!["violet".into()],
+            customer: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(only.items.len(), 1);
+    assert_eq!(only.items[0].key, "violet");
+    let filtered = s
+        .uptime(&UptimeQuery {
+            window: Window::Day,
+            by: GroupBy::Provider,
+            provider: vec![],
+            customer: vec!["channel3:m1".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(filtered.items.len(), 1);
+    assert_eq!(filtered.items[0].bad_seconds, 30 * 60);
+}
+
+async fn a_failure_mid_poll_leaves_nothing_half_written(f: Fixture) {
+    let (rec, _) = first_poll();
+    f.store().commit_poll(rec).await.unwrap();
+    // A trigger makes the events insert fail: the connections, outcomes and providers of that
+    // poll were written before it in the same transaction.
+    match &f.kind {
+        Kind::Sqlite(_) => f.raw(
+            "CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.event = 'problem_cleared' \
+             BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        ),
+        Kind::Postgres { .. } => f.raw(
+            "CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN \
+             IF NEW.event = 'problem_cleared' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$ \
+             LANGUAGE plpgsql; \
+             CREATE TRIGGER boom BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION boom();",
+        ),
+    }
+    let before_state = f.store().load_state().await.unwrap();
+    let before_events = f.store().events_after(0, 100).await.unwrap().items;
+    let mut next = before_state.clone();
+    let t = next.connections.get_mut("channel3:m2:amazon").unwrap();
+    t.connection = conn("channel3", "m2", "amazon", Status::Healthy, at(20));
+    t.since = at(20);
+    let c = t.connection.clone();
+    next.providers
+        .insert("subtotal".into(), provider_state(false, at(20)));
+    let changes = vec![
+        Change::about(
+            &c,
+            ChangeKind::StatusChanged {
+                from: Status::ActionRequired,
+                to: Status::Healthy,
+            },
+            at(20),
+            Some(at(0)),
+        ),
+        Change::about(
+            &c,
+            ChangeKind::ProblemCleared {
+                code: "action_required_problem".into(),
+            },
+            at(20),
+            Some(at(0)),
+        ),
+    ];
+    let mut rec = PollRecord::between(at(20), &before_state, &next, vec![], changes, Source::Poll);
+    rec.events[0].notify = vec!["ops".into()];
+    let err = f.store().commit_poll(rec.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("boom"), "{err}");
+    assert_eq!(f.store().load_state().await.unwrap(), before_state);
+    assert_eq!(
+        f.store().events_after(0, 100).await.unwrap().items,
+        before_events
+    );
+    assert!(f
+        .store()
+        .deliveries(None, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Once the cause is gone the same poll commits whole.
+    match &f.kind {
+        Kind::Sqlite(_) => f.raw("DROP TRIGGER boom"),
+        Kind::Postgres { .. } => f.raw("DROP TRIGGER boom ON events"),
+    }
+    let ids = f.store().commit_poll(rec).await.unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(f.store().load_state().await.unwrap(), next);
+    assert_eq!(
+        f.store()
+            .deliveries(Some("ops"), None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn a_newer_schema_is_refused(mut f: Fixture) {
+    f.raw("UPDATE meta SET value = '99' WHERE key = 'schema_version'");
+    f.store = None;
+    let err = open(&f.url, OpenOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooNew { found: 99, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("schema version 99") && msg.contains("upgrade connhealth"),
+        "{msg}"
+    );
+}
+
+async fn webhook_dedupe_and_queued_work(f: Fixture) {
+    let s = f.store();
+    let work = NewWork {
+        kind: "refresh".into(),
+        provider: "violet".into(),
+        payload: serde_json::json!({"merchant_id": "7"}),
+    };
+    let first = s
+        .accept_webhook("violet", "evt-1", Some(work.clone()), at(0))
+        .await
+        .unwrap();
+    let WebhookAccept::Accepted { work_id: Some(w1) } = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        s.accept_webhook("violet", "evt-1", Some(work.clone()), at(1))
+            .await
+            .unwrap(),
+        WebhookAccept::Duplicate
+    );
+    // The same id from another provider is another event.
+    assert!(matches!(
+        s.accept_webhook("subtotal", "evt-1", None, at(1))
+            .await
+            .unwrap(),
+        WebhookAccept::Accepted { work_id: None }
+    ));
+    let w2 = s
+        .enqueue_work(
+            NewWork {
+                kind: "action".into(),
+                provider: "subtotal".into(),
+                payload: serde_json::json!({}),
+            },
+            at(2),
+        )
+        .await
+        .unwrap();
+
+    let lease = Duration::seconds(60);
+    let claimed = s.claim_work("leader-a", 10, at(3), lease).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|w| w.id).collect::<Vec<_>>(),
+        vec![w1, w2]
+    );
+    assert_eq!(claimed[0].work, work);
+    assert_eq!(claimed[0].attempts, 1);
+    assert!(
+        s.claim_work("leader-b", 10, at(3), lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed items are held"
+    );
+    s.finish_work(w1, None, at(3)).await.unwrap();
+    s.finish_work(w2, Some("provider said 503".into()), at(3))
+        .await
+        .unwrap();
+    let again = s.claim_work("leader-b", 10, at(4), lease).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (
+            again[0].id,
+            again[0].attempts,
+            again[0].last_error.as_deref()
+        ),
+        (w2, 2, Some("provider said 503"))
+    );
+    // A claim whose holder died expires.
+    assert!(s
+        .claim_work("leader-c", 10, at(4), lease)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.claim_work("leader-c", 10, at(6), lease)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn outbox_rows_are_written_with_their_events(f: Fixture) {
+    let s = f.store();
+    let (mut rec, _) = first_poll();
+    rec.events[1].notify = vec!["ops".into(), "slack".into()];
+    let ids = s.commit_poll(rec).await.unwrap();
+    let all = s.deliveries(None, None, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all
+        .iter()
+        .all(|d| d.event_id == ids[1] && d.state == DeliveryState::Pending && d.attempts == 0));
+    let due = s.due_deliveries(at(0), 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(due[0].1.id, ids[1]);
+    assert_eq!(
+        due[0].1.change.connection_id.as_deref(),
+        Some("channel3:m2:amazon")
+    );
+    let ops = due.iter().find(|d| d.0.sink == "ops").unwrap().0.clone();
+    let retry = at(5);
+    s.update_delivery(
+        ops.id,
+        DeliveryUpdate {
+            state: DeliveryState::Pending,
+            next_attempt_at: retry,
+            last_error: Some("HTTP 503".into()),
+        },
+        at(0),
+    )
+    .await
+    .unwrap();
+    let due = s.due_deliveries(at(1), 10).await.unwrap();
+    assert_eq!(due.len(), 1, "ops waits for its retry");
+    assert_eq!(due[0].0.sink, "slack");
+    let later = s.due_deliveries(retry, 10).await.unwrap();
+    let ops2 = later.iter().find(|d| d.0.sink == "ops").unwrap().0.clone();
+    assert_eq!(
+        (ops2.attempts, ops2.last_error.as_deref()),
+        (1, Some("HTTP 503"))
+    );
+    assert_eq!(
+        ops2.message_id, ops.message_id,
+        "the webhook-id is stable across retries"
+    );
+    s.update_delivery(
+        ops.id,
+        DeliveryUpdate {
+            state: DeliveryState::Delivered,
+            next_attempt_at: retry,
+            last_error: None,
+        },
+        retry,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.deliveries(Some("ops"), Some(DeliveryState::Delivered), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(s
+        .deliveries(Some("ops"), Some(DeliveryState::Pending), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        s.update_delivery(
+            9999,
+            DeliveryUpdate {
+                state: DeliveryState::Failed,
+                next_attempt_at: retry,
+                last_error: None
+            },
+            retry
+        )
+        .await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+async fn audit_log_pages_newest_first(f: Fixture) {
+    let s = f.store();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            s.append_audit(AuditRecord {
+                at: at(i),
+                actor: "admin".into(),
+                action: "disconnect".into(),
+                connection_id: format!("subtotal:c{i}"),
+                ok: i % 2 == 0,
+                outcome: format!("outcome {i}"),
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let p = s.audit(None, 3).await.unwrap();
+    assert_eq!(
+        p.items.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3], ids[2]]
+    );
+    assert_eq!(p.items[1].record.outcome, "outcome 3");
+    assert!(!p.items[1].record.ok);
+    let p2 = s.audit(p.next_before, 3).await.unwrap();
+    assert_eq!(
+        p2.items.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[0]]
+    );
+    assert_eq!(p2.next_before, None);
+}
+
+async fn leader_lease(f: Fixture) {
+    let s = f.store();
+    let ttl = Duration::seconds(30);
+    assert!(s.try_lease("leader", "a", ttl, at(0)).await.unwrap());
+    assert!(!s.try_lease("leader", "b", ttl, at(0)).await.unwrap());
+    assert!(
+        s.try_lease("leader", "a", ttl, at(0) + Duration::seconds(20))
+            .await
+            .unwrap(),
+        "renewal"
+    );
+    assert_eq!(
+        s.lease_holder("leader", at(0) + Duration::seconds(40))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("a")
+    );
+    assert!(!s
+        .try_lease("leader", "b", ttl, at(0) + Duration::seconds(49))
+        .await
+        .unwrap());
+    // a died: its lease ran out.
+    assert!(s
+        .try_lease("leader", "b", ttl, at(0) + Duration::seconds(51))
+        .await
+        .unwrap());
+    assert_eq!(
+        s.lease_holder("leader", at(1)).await.unwrap().as_deref(),
+        Some("b")
+    );
+    assert!(!s.release_lease("leader", "a").await.unwrap());
+    assert!(s.release_lease("leader", "b").await.unwrap());
+    assert_eq!(s.lease_holder("leader", at(1)).await.unwrap(), None);
+}
+
+async fn prune_keeps_what_retention_says(f: Fixture) {
+    let s = f.store();
+    let (rec, _) = first_poll();
+    s.commit_poll(rec).await.unwrap();
+    s.accept_webhook("violet", "old", None, at(0))
+        .await
+        .unwrap();
+    let later = at(0) + Duration::days(100);
+    let mut r = PollRecord {
+        at: later,
+        ..PollRecord::default()
+    };
+    r.events.push(NewEvent::new(
+        Change::provider("violet", ChangeKind::ProviderRecovered, later, None),
+        Source::Poll,
+    ));
+    s.commit_poll(r).await.unwrap();
+    let stats = s.prune(Retention::default(), later).await.unwrap();
+    assert_eq!(stats.removed["events"], 3);
+    assert_eq!(stats.removed["webhooks"], 1);
+    let left = s.events_after(0, 10).await.unwrap();
+    assert_eq!(left.items.len(), 1);
+    // The 100 days of hourly roll-ups are younger than 400 days: kept.
+    assert_eq!(stats.removed["rollups"], 0);
+    let up = s
+        .uptime(&UptimeQuery {
+            window: Window::Quarter,
+            by: GroupBy::Provider,
+            provider: vec![],
+            customer: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(up
+        .items
+        .iter()
+        .any(|i| i.key == "channel3" && i.good_seconds > 0));
+    let stats = s
+        .prune(Retention::default(), later + Duration::days(400))
+        .await
+        .unwrap();
+    assert!(stats.removed["rollups"] > 0);
+    // A dedupe id that was pruned is accepted again (it is past retention).
+    assert!(matches!(
+        s.accept_webhook("violet", "old", None, later)
+            .await
+            .unwrap(),
+        WebhookAccept::Accepted { .. }
+    ));
+}
+
+async fn integrity_check_passes(f: Fixture) {
+    let (rec, _) = first_poll();
+    f.store().commit_poll(rec).await.unwrap();
+    f.store().integrity_check().await.unwrap();
+}
