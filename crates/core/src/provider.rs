@@ -39,6 +39,28 @@ pub trait Provider: Send + Sync + fmt::Debug {
         None
     }
 
+    /// A targeted refresh of one customer, outside the poll: what a webhook, `POST
+    /// /v1/refresh` or an action uses to confirm a suspected change. Returns that customer's
+    /// connections as the provider now reports them (for [`RefreshHint::Connection`], at
+    /// least that connection).
+    ///
+    /// The default is an [`ErrorKind::Unsupported`] error: a provider without a targeted read
+    /// is refreshed by its next poll.
+    async fn refresh(
+        &self,
+        customer_id: &str,
+        hint: RefreshHint,
+    ) -> Result<Vec<Connection>, Error> {
+        let _ = hint;
+        Err(Error::new(
+            self.name(),
+            "refresh",
+            ErrorKind::Unsupported,
+            "this provider has no targeted refresh; its next poll will show the change",
+        )
+        .with_customer(customer_id))
+    }
+
     /// All connections at once: the stream, collected.
     async fn fetch(&self) -> Fetched {
         let mut fetched = Fetched::default();
@@ -55,6 +77,13 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
     fn name(&self) -> &str {
         (**self).name()
     }
+    async fn refresh(
+        &self,
+        customer_id: &str,
+        hint: RefreshHint,
+    ) -> Result<Vec<Connection>, Error> {
+        (**self).refresh(customer_id, hint).await
+    }
     fn stream(&self) -> BoxStream<'_, Batch> {
         (**self).stream()
     }
@@ -67,6 +96,13 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
 impl<P: Provider + ?Sized> Provider for Box<P> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+    async fn refresh(
+        &self,
+        customer_id: &str,
+        hint: RefreshHint,
+    ) -> Result<Vec<Connection>, Error> {
+        (**self).refresh(customer_id, hint).await
     }
     fn stream(&self) -> BoxStream<'_, Batch> {
         (**self).stream()
@@ -101,6 +137,18 @@ pub fn until_refused(batches: BoxStream<'_, Batch>) -> BoxStream<'_, Batch> {
             futures::future::ready(Some(batch))
         })
         .boxed()
+}
+
+/// What a targeted [`Provider::refresh`] is about, beyond the customer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefreshHint {
+    /// The customer's connections, all of them (the default).
+    #[default]
+    Customer,
+    /// One connection, by the provider's own connection id (e.g. the `connection_id` of a
+    /// Subtotal webhook): a provider that can read one connection reads only that one.
+    Connection(String),
 }
 
 /// A collected provider answer: every connection that arrived and every error.
