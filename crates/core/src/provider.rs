@@ -61,6 +61,19 @@ pub trait Provider: Send + Sync + fmt::Debug {
         .with_customer(customer_id))
     }
 
+    /// Verify a webhook this provider sent (DESIGN.md, "Webhooks in") with the provider's
+    /// configured webhook secret, the event carrying the provider's name. `None` (the
+    /// default) when the provider has no webhooks configured (`serve` answers 404 then).
+    fn verify_webhook(
+        &self,
+        headers: &crate::HeaderMap,
+        raw_body: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Result<crate::WebhookEvent, crate::WebhookError>> {
+        let _ = (headers, raw_body, now);
+        None
+    }
+
     /// All connections at once: the stream, collected.
     async fn fetch(&self) -> Fetched {
         let mut fetched = Fetched::default();
@@ -76,6 +89,14 @@ pub trait Provider: Send + Sync + fmt::Debug {
 impl<P: Provider + ?Sized> Provider for Arc<P> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+    fn verify_webhook(
+        &self,
+        headers: &crate::HeaderMap,
+        raw_body: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Result<crate::WebhookEvent, crate::WebhookError>> {
+        (**self).verify_webhook(headers, raw_body, now)
     }
     async fn refresh(
         &self,
@@ -96,6 +117,14 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
 impl<P: Provider + ?Sized> Provider for Box<P> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+    fn verify_webhook(
+        &self,
+        headers: &crate::HeaderMap,
+        raw_body: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Result<crate::WebhookEvent, crate::WebhookError>> {
+        (**self).verify_webhook(headers, raw_body, now)
     }
     async fn refresh(
         &self,

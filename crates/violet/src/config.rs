@@ -43,6 +43,9 @@ pub struct VioletConfig {
     pub username_env: String,
     /// The environment variable holding the owner's password.
     pub password_env: String,
+    /// The environment variable holding the secret webhooks are signed with (default: the
+    /// one `app_secret_env` names, as Violet signs with the app secret).
+    pub webhook_secret_env: Option<String>,
     /// Leave out merchants with PUBLIC distribution.
     pub exclude_public: Option<bool>,
     /// The whole fetch's time budget, in seconds; one request gets at most 30 s of it.
@@ -67,6 +70,9 @@ impl VioletBuilder {
             .app_secret(env::secret(env, "app_secret_env", &config.app_secret_env)?)
             .username(env::secret(env, "username_env", &config.username_env)?.expose())
             .password(env::secret(env, "password_env", &config.password_env)?);
+        if let Some(var) = &config.webhook_secret_env {
+            b = b.webhook_secret(env::secret(env, "webhook_secret_env", var)?);
+        }
         if let Some(name) = &config.name {
             b = b.name(name.clone());
         }
