@@ -41,6 +41,9 @@ pub struct SubtotalConfig {
     pub link_url: Option<String>,
     /// The whole fetch's time budget, in seconds; one request gets at most 30 s of it.
     pub timeout_secs: Option<u64>,
+    /// The environment variable holding the webhook destination's `signing_secret`; absent:
+    /// webhooks are not configured for this provider.
+    pub webhook_secret_env: Option<String>,
     /// At most this many requests in flight.
     pub concurrency: Option<usize>,
 }
@@ -59,6 +62,9 @@ impl SubtotalBuilder {
         let mut b = Subtotal::builder()
             .api_key(env::secret(env, "api_key_env", &config.api_key_env)?)
             .customers(config.customers.clone());
+        if let Some(var) = &config.webhook_secret_env {
+            b = b.webhook_secret(env::secret(env, "webhook_secret_env", var)?);
+        }
         if let Some(name) = &config.name {
             b = b.name(name.clone());
         }
