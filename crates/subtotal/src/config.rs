@@ -114,6 +114,43 @@ mod tests {
     }
 
     #[test]
+    fn webhook_secret_env_configures_webhooks_and_its_absence_leaves_them_off() {
+        let base = serde_json::json!({"kind": "subtotal", "api_key_env": "K", "customers": []});
+        let env = |n: &str| Some(format!("value-of-{n}"));
+        let now = chrono::Utc::now();
+        let headers = connhealth_core::HeaderMap::new();
+
+        let off: SubtotalConfig = serde_json::from_value(base.clone()).unwrap();
+        let p = SubtotalBuilder::from_config(&off, &env)
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(p.verify_webhook(&headers, b"{}", now).is_none());
+
+        let mut on = base;
+        on["webhook_secret_env"] = "W".into();
+        let on: SubtotalConfig = serde_json::from_value(on).unwrap();
+        let p = SubtotalBuilder::from_config(&on, &env)
+            .unwrap()
+            .build()
+            .unwrap();
+        // Configured: verified, here refused for the missing signature.
+        assert_eq!(
+            p.verify_webhook(&headers, b"{}", now),
+            Some(Err(connhealth_core::WebhookError::MissingHeader {
+                name: "X-Subtotal-Signature"
+            }))
+        );
+        assert!(!format!("{p:?}").contains("value-of-W"));
+        let no_w = |n: &str| (n != "W").then(|| "v".to_owned());
+        let e = SubtotalBuilder::from_config(&on, &no_w).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "webhook_secret_env: environment variable W is not set"
+        );
+    }
+
+    #[test]
     fn customers_are_required() {
         let e = serde_json::from_value::<SubtotalConfig>(
             serde_json::json!({"kind": "subtotal", "api_key_env": "K"}),
