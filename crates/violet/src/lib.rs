@@ -169,6 +169,19 @@ impl Violet {
         &self.client
     }
 
+    /// How long until [`Provider::refresh`] may ask Violet to recompute `merchant_id` again
+    /// (`None`: the next refresh recomputes). For an action's `Retry-After`.
+    pub fn recompute_allowed_in(&self, merchant_id: &str) -> Option<Duration> {
+        let map = self
+            .recomputed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let since = Instant::now().duration_since(*map.get(merchant_id)?);
+        RECOMPUTE_INTERVAL
+            .checked_sub(since)
+            .filter(|d| !d.is_zero())
+    }
+
     /// Whether a recompute of `merchant_id` is allowed now (none within
     /// [`RECOMPUTE_INTERVAL`]); if so it is recorded as done now.
     fn take_recompute(&self, merchant_id: &str) -> bool {

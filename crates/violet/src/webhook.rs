@@ -2,8 +2,9 @@
 //!
 //! * `X-Violet-Hmac`: HMAC-SHA256 of the raw body keyed with the app secret (or the configured
 //!   `webhook_secret_env`), base64 — hex accepted too, since the encoding is unconfirmed.
-//! * `X-Violet-Event-Id`: the dedupe key. When it is absent the key is `body-sha256:` and the
-//!   hex SHA-256 of the body, so a redelivered body still dedupes.
+//! * `X-Violet-Event-Id`: the dedupe key. When it is absent the key is `body-digest:` and a
+//!   hex HMAC-SHA256 of the body under a fixed, public key (a digest, not a signature), so a
+//!   redelivered body still dedupes.
 //! * The type from `X-Violet-Topic`, else the body's `event`, `type` or `topic`.
 //! * The merchant id from `merchant_id` or `merchantId`, at the top level or under `data`; for
 //!   a merchant event (`MERCHANT_*` but not the payout-account ones), whose body is the
@@ -85,9 +86,9 @@ pub fn verify_webhook(
     let event_id = match optional_header(headers, EVENT_ID_HEADER) {
         Some(id) => id.to_owned(),
         None => {
-            // Keyed digest of the body: deterministic per body, reveals nothing of it.
+            // A digest of the body: deterministic per body, reveals nothing of it.
             let digest = hmac_sha256(&Secret::new("connhealth-violet-event-id"), &[raw_body]);
-            format!("body-sha256:{}", hex_lower(&digest))
+            format!("body-digest:{}", hex_lower(&digest))
         }
     };
 
@@ -274,7 +275,7 @@ mod tests {
         let ea = verify(&signed(a, &[]), a).unwrap().event_id;
         assert_eq!(ea, verify(&signed(a, &[]), a).unwrap().event_id);
         assert_ne!(ea, verify(&signed(b, &[]), b).unwrap().event_id);
-        assert!(ea.starts_with("body-sha256:"), "{ea}");
+        assert!(ea.starts_with("body-digest:"), "{ea}");
     }
 
     #[test]

@@ -27,7 +27,9 @@ async fn refresh_recomputes_a_merchant_at_most_once_per_15_minutes() {
     let ids = sim.merchant_ids();
     let (a, b) = (ids[0].to_string(), ids[1].to_string());
 
+    assert_eq!(v.recompute_allowed_in(&a), None);
     let got = v.refresh(&a, RefreshHint::Customer).await.unwrap();
+    assert_eq!(v.recompute_allowed_in(&a), Some(RECOMPUTE_INTERVAL));
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].id, format!("violet:{a}"));
     assert_eq!(sim.health_refreshes(), 1, "the first refresh recomputes");
@@ -36,6 +38,7 @@ async fn refresh_recomputes_a_merchant_at_most_once_per_15_minutes() {
     v.refresh(&a, RefreshHint::Customer).await.unwrap();
     tokio::time::advance(RECOMPUTE_INTERVAL - Duration::from_secs(1)).await;
     v.refresh(&a, RefreshHint::Customer).await.unwrap();
+    assert_eq!(v.recompute_allowed_in(&a), Some(Duration::from_secs(1)));
     assert_eq!(sim.health_refreshes(), 1);
     assert_eq!(sim.stats().requests(CONNECTION_HEALTH_MERCHANT), 3);
 
@@ -45,6 +48,7 @@ async fn refresh_recomputes_a_merchant_at_most_once_per_15_minutes() {
 
     // After 15 minutes: recomputed again.
     tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(v.recompute_allowed_in(&a), None);
     v.refresh(&a, RefreshHint::Customer).await.unwrap();
     assert_eq!(sim.health_refreshes(), 3);
     assert_eq!(sim.stats().requests(CONNECTION_HEALTH_MERCHANT), 5);
