@@ -52,8 +52,8 @@ use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
 use connhealth_core::http::encode_segment;
 use connhealth_core::lenient;
 use connhealth_core::{
-    until_refused, AdapterDefaults, Batch, ClientOptions, Concurrency, Customer, Error, ErrorKind,
-    Provider, Result, Secret,
+    until_refused, AdapterDefaults, Batch, ClientOptions, Concurrency, Connection, Customer, Error,
+    ErrorKind, Provider, Result, Secret,
 };
 use tokio_util::task::AbortOnDropHandle;
 
@@ -185,9 +185,37 @@ impl Inner {
     }
 }
 
+#[connhealth_core::async_trait]
 impl Provider for Channel3 {
     fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// One customer's connections (`GET /v0/partner/merchants/{id}/connections`), whether or
+    /// not the customer is among the configured ones: after a connect flow the platform asks
+    /// for the customer it just connected. The hint is ignored (Channel3 has no per-connection
+    /// read). Entries that could not be decoded are left out, as in a poll, and logged.
+    async fn refresh(
+        &self,
+        customer_id: &str,
+        _hint: connhealth_core::RefreshHint,
+    ) -> Result<Vec<Connection>> {
+        let mut connections = Vec::new();
+        let mut first_error = None;
+        for batch in self.fetch(Customer::new(customer_id), Utc::now()).await {
+            match batch {
+                Ok(mut c) => connections.append(&mut c),
+                Err(e) if e.kind() == ErrorKind::Decode && first_error.is_none() => {
+                    tracing::debug!(provider = %self.inner.name, error = %e, "refresh left entries out");
+                    first_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match (connections.is_empty(), first_error) {
+            (true, Some(e)) => Err(e),
+            _ => Ok(connections),
+        }
     }
 
     fn http_stats(&self) -> Option<std::sync::Arc<connhealth_core::http::HttpStats>> {

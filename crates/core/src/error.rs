@@ -44,6 +44,9 @@ pub enum ErrorKind {
     Config,
     /// The provider's code panicked (a bug in connhealth; the other providers are unaffected).
     Panicked,
+    /// The provider does not offer this operation (e.g. a targeted refresh of an adapter
+    /// without one).
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -62,6 +65,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too_large",
             ErrorKind::Config => "config",
             ErrorKind::Panicked => "panicked",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 

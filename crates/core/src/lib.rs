@@ -55,6 +55,7 @@ mod options;
 mod provider;
 mod secret;
 pub mod watch;
+pub mod webhook;
 
 pub use aggregator::{Aggregator, ProviderResult};
 pub use diff::{diff, Change, ChangeKind};
@@ -64,11 +65,14 @@ pub use model::{
     ProviderOutcome, Remediation, ReportError, Role, Status, Summary, SyncProgress, SyncState,
 };
 pub use options::{AdapterDefaults, ClientOptions, ValidatedOptions, MAX_CONCURRENCY};
-pub use provider::{until_refused, Batch, Concurrency, Fetched, Provider};
+pub use provider::{until_refused, Batch, Concurrency, Fetched, Provider, RefreshHint};
 pub use secret::Secret;
 pub use watch::{WatchConfig, WatchState, Watcher};
+pub use webhook::{WebhookError, WebhookEvent, WebhookEventType};
 
 // Re-exported so adapters and users name the same versions.
+/// The header map `verify_webhook` functions take (the `http` crate's, as axum and reqwest use).
+pub use ::http::HeaderMap;
 pub use async_trait::async_trait;
 pub use chrono;
 pub use futures;

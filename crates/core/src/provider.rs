@@ -39,6 +39,41 @@ pub trait Provider: Send + Sync + fmt::Debug {
         None
     }
 
+    /// A targeted refresh of one customer, outside the poll: what a webhook, `POST
+    /// /v1/refresh` or an action uses to confirm a suspected change. Returns that customer's
+    /// connections as the provider now reports them (for [`RefreshHint::Connection`], at
+    /// least that connection).
+    ///
+    /// The default is an [`ErrorKind::Unsupported`] error: a provider without a targeted read
+    /// is refreshed by its next poll.
+    async fn refresh(
+        &self,
+        customer_id: &str,
+        hint: RefreshHint,
+    ) -> Result<Vec<Connection>, Error> {
+        let _ = hint;
+        Err(Error::new(
+            self.name(),
+            "refresh",
+            ErrorKind::Unsupported,
+            "this provider has no targeted refresh; its next poll will show the change",
+        )
+        .with_customer(customer_id))
+    }
+
+    /// Verify a webhook this provider sent (DESIGN.md, "Webhooks in") with the provider's
+    /// configured webhook secret, the event carrying the provider's name. `None` (the
+    /// default) when the provider has no webhooks configured (`serve` answers 404 then).
+    fn verify_webhook(
+        &self,
+        headers: &crate::HeaderMap,
+        raw_body: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Result<crate::WebhookEvent, crate::WebhookError>> {
+        let _ = (headers, raw_body, now);
+        None
+    }
+
     /// All connections at once: the stream, collected.
     async fn fetch(&self) -> Fetched {
         let mut fetched = Fetched::default();
@@ -55,6 +90,21 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
     fn name(&self) -> &str {
         (**self).name()
     }
+    fn verify_webhook(
+        &self,
+        headers: &crate::HeaderMap,
+        raw_body: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Result<crate::WebhookEvent, crate::WebhookError>> {
+        (**self).verify_webhook(headers, raw_body, now)
+    }
+    async fn refresh(
+        &self,
+        customer_id: &str,
+        hint: RefreshHint,
+    ) -> Result<Vec<Connection>, Error> {
+        (**self).refresh(customer_id, hint).await
+    }
     fn stream(&self) -> BoxStream<'_, Batch> {
         (**self).stream()
     }
@@ -67,6 +117,21 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
 impl<P: Provider + ?Sized> Provider for Box<P> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+    fn verify_webhook(
+        &self,
+        headers: &crate::HeaderMap,
+        raw_body: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Result<crate::WebhookEvent, crate::WebhookError>> {
+        (**self).verify_webhook(headers, raw_body, now)
+    }
+    async fn refresh(
+        &self,
+        customer_id: &str,
+        hint: RefreshHint,
+    ) -> Result<Vec<Connection>, Error> {
+        (**self).refresh(customer_id, hint).await
     }
     fn stream(&self) -> BoxStream<'_, Batch> {
         (**self).stream()
@@ -101,6 +166,18 @@ pub fn until_refused(batches: BoxStream<'_, Batch>) -> BoxStream<'_, Batch> {
             futures::future::ready(Some(batch))
         })
         .boxed()
+}
+
+/// What a targeted [`Provider::refresh`] is about, beyond the customer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefreshHint {
+    /// The customer's connections, all of them (the default).
+    #[default]
+    Customer,
+    /// One connection, by the provider's own connection id (e.g. the `connection_id` of a
+    /// Subtotal webhook): a provider that can read one connection reads only that one.
+    Connection(String),
 }
 
 /// A collected provider answer: every connection that arrived and every error.

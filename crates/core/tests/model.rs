@@ -216,6 +216,7 @@ fn every_status_and_kind_has_its_contract_name() {
         (ErrorKind::TooLarge, "too_large"),
         (ErrorKind::Config, "config"),
         (ErrorKind::Panicked, "panicked"),
+        (ErrorKind::Unsupported, "unsupported"),
     ] {
         assert_eq!(serde_json::to_value(k).unwrap(), name);
     }

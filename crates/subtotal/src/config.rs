@@ -41,6 +41,9 @@ pub struct SubtotalConfig {
     pub link_url: Option<String>,
     /// The whole fetch's time budget, in seconds; one request gets at most 30 s of it.
     pub timeout_secs: Option<u64>,
+    /// The environment variable holding the webhook destination's `signing_secret`; absent:
+    /// webhooks are not configured for this provider.
+    pub webhook_secret_env: Option<String>,
     /// At most this many requests in flight.
     pub concurrency: Option<usize>,
 }
@@ -59,6 +62,9 @@ impl SubtotalBuilder {
         let mut b = Subtotal::builder()
             .api_key(env::secret(env, "api_key_env", &config.api_key_env)?)
             .customers(config.customers.clone());
+        if let Some(var) = &config.webhook_secret_env {
+            b = b.webhook_secret(env::secret(env, "webhook_secret_env", var)?);
+        }
         if let Some(name) = &config.name {
             b = b.name(name.clone());
         }
@@ -104,6 +110,43 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "api_key_env: environment variable K is empty"
+        );
+    }
+
+    #[test]
+    fn webhook_secret_env_configures_webhooks_and_its_absence_leaves_them_off() {
+        let base = serde_json::json!({"kind": "subtotal", "api_key_env": "K", "customers": []});
+        let env = |n: &str| Some(format!("value-of-{n}"));
+        let now = chrono::Utc::now();
+        let headers = connhealth_core::HeaderMap::new();
+
+        let off: SubtotalConfig = serde_json::from_value(base.clone()).unwrap();
+        let p = SubtotalBuilder::from_config(&off, &env)
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(p.verify_webhook(&headers, b"{}", now).is_none());
+
+        let mut on = base;
+        on["webhook_secret_env"] = "W".into();
+        let on: SubtotalConfig = serde_json::from_value(on).unwrap();
+        let p = SubtotalBuilder::from_config(&on, &env)
+            .unwrap()
+            .build()
+            .unwrap();
+        // Configured: verified, here refused for the missing signature.
+        assert_eq!(
+            p.verify_webhook(&headers, b"{}", now),
+            Some(Err(connhealth_core::WebhookError::MissingHeader {
+                name: "X-Subtotal-Signature"
+            }))
+        );
+        assert!(!format!("{p:?}").contains("value-of-W"));
+        let no_w = |n: &str| (n != "W").then(|| "v".to_owned());
+        let e = SubtotalBuilder::from_config(&on, &no_w).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "webhook_secret_env: environment variable W is not set"
         );
     }
 

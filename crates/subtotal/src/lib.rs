@@ -64,7 +64,10 @@ mod client;
 mod config;
 pub use config::SubtotalConfig;
 pub mod map;
+pub mod webhook;
 pub mod wire;
+
+pub use webhook::verify_webhook;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -76,8 +79,8 @@ use connhealth_core::futures::future::{self, Either, FutureExt};
 use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
 use connhealth_core::lenient::{self, Losses, Mapped, Skipped};
 use connhealth_core::{
-    until_refused, AdapterDefaults, Batch, ClientOptions, Concurrency, Connection, Error, Provider,
-    Result, Secret,
+    until_refused, AdapterDefaults, Batch, ClientOptions, Concurrency, Connection, Error,
+    HeaderMap, Provider, RefreshHint, Result, Secret, WebhookError, WebhookEvent,
 };
 use url::Url;
 
@@ -106,6 +109,7 @@ pub struct Subtotal {
     link_url: Option<Url>,
     resolve_retailer_names: bool,
     include_personal_data: bool,
+    webhook_secret: Option<Secret>,
 }
 
 impl fmt::Debug for Subtotal {
@@ -118,6 +122,7 @@ impl fmt::Debug for Subtotal {
             .field("link_url", &self.link_url.as_ref().map(Url::as_str))
             .field("resolve_retailer_names", &self.resolve_retailer_names)
             .field("include_personal_data", &self.include_personal_data)
+            .field("webhook_secret", &self.webhook_secret)
             .finish()
     }
 }
@@ -252,9 +257,53 @@ fn map_list(
     }
 }
 
+#[connhealth_core::async_trait]
 impl Provider for Subtotal {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// [`RefreshHint::Connection`]: that one connection (`GET /connections/{id}`), which is
+    /// how a webhook is confirmed; otherwise the customer's connections (`GET
+    /// /connections?customer_id=…`), configured or not. Retailer names are not looked up.
+    async fn refresh(&self, customer_id: &str, hint: RefreshHint) -> Result<Vec<Connection>> {
+        match hint {
+            RefreshHint::Connection(id) => {
+                let item = self
+                    .client
+                    .get_connection(&id)
+                    .await
+                    .map_err(|e| e.with_customer(customer_id))?;
+                let ctx = MapContext {
+                    provider: &self.name,
+                    observed_at: Utc::now(),
+                    link_url: self.link_url.as_ref(),
+                    include_personal_data: self.include_personal_data,
+                    retailer_names: None,
+                };
+                Ok(map::map_connection(&item, Some(customer_id), &ctx)
+                    .into_iter()
+                    .collect())
+            }
+            _ => self.fetch_customer(customer_id, None).await,
+        }
+    }
+
+    /// [`verify_webhook`] with the configured webhook secret (`None` without one), the event
+    /// carrying this provider's name.
+    fn verify_webhook(
+        &self,
+        headers: &HeaderMap,
+        raw_body: &[u8],
+        now: chrono::DateTime<Utc>,
+    ) -> Option<std::result::Result<WebhookEvent, WebhookError>> {
+        let secret = self.webhook_secret.as_ref()?;
+        Some(
+            webhook::verify_webhook(headers, raw_body, secret, now).map(|mut e| {
+                e.provider = self.name.clone();
+                e
+            }),
+        )
     }
 
     fn http_stats(&self) -> Option<std::sync::Arc<connhealth_core::http::HttpStats>> {
@@ -325,6 +374,7 @@ pub struct SubtotalBuilder {
     resolve_retailer_names: Option<bool>,
     include_personal_data: bool,
     retry_patch: bool,
+    webhook_secret: Option<Secret>,
 }
 
 impl fmt::Debug for SubtotalBuilder {
@@ -383,6 +433,13 @@ impl SubtotalBuilder {
         self
     }
 
+    /// The webhook destination's `signing_secret` (`X-Subtotal-Signature`). Without it the
+    /// provider has no webhooks ([`Provider::verify_webhook`] is `None`).
+    pub fn webhook_secret(mut self, secret: Secret) -> Self {
+        self.webhook_secret = Some(secret);
+        self
+    }
+
     /// Validate and build. Errors are [`connhealth_core::ErrorKind::Config`] naming the setting.
     pub fn build(self) -> Result<Subtotal> {
         let options = self.options.validate(&DEFAULTS)?;
@@ -417,6 +474,9 @@ impl SubtotalBuilder {
             None => None,
             Some(raw) => Some(validate_link_url(&name, &raw)?),
         };
+        if self.webhook_secret.as_ref().is_some_and(Secret::is_empty) {
+            return Err(Error::config(&name, "webhook_secret is empty"));
+        }
         let client = SubtotalClient::new(options.http, api_key, self.retry_patch);
         Ok(Subtotal {
             name,
@@ -426,6 +486,7 @@ impl SubtotalBuilder {
             link_url,
             resolve_retailer_names: self.resolve_retailer_names.unwrap_or(true),
             include_personal_data: self.include_personal_data,
+            webhook_secret: self.webhook_secret,
         })
     }
 }

@@ -53,6 +53,7 @@ mod server;
 pub mod subtotal;
 mod util;
 pub mod violet;
+pub mod webhooks;
 
 pub use channel3::Channel3Sim;
 pub use checks::{assert_well_formed, well_formed};

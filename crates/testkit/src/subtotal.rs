@@ -172,6 +172,8 @@ pub struct SubtotalSim {
     faults: Faults,
     stats: Stats,
     server: Server,
+    webhooks: crate::webhooks::EmitterSlot,
+    event_seq: std::sync::atomic::AtomicU64,
 }
 
 impl SubtotalSim {
@@ -237,6 +239,8 @@ impl SubtotalSim {
             faults,
             stats,
             server,
+            webhooks: Default::default(),
+            event_seq: Default::default(),
         })
     }
 
@@ -306,28 +310,114 @@ impl SubtotalSim {
             .unwrap_or_default()
     }
 
-    /// Set a connection's status (any string). Returns false if it does not exist.
+    /// Set a connection's status (any string). Returns false if it does not exist. With
+    /// webhooks on, `active`, `unauthenticated` and `disconnected` emit
+    /// `connection.activated|unauthenticated|disconnected`.
     pub fn set_status(&self, connection_id: &str, status: &str) -> bool {
-        let mut store = self.shared.lock();
-        match store.by_id.get(connection_id).copied() {
-            Some(i) => {
-                store.connections[i].status = status.to_string();
+        let changed = {
+            let mut store = self.shared.lock();
+            match store.by_id.get(connection_id).copied() {
+                Some(i) => {
+                    store.connections[i].status = status.to_string();
+                    Some(store.connections[i].clone())
+                }
+                None => None,
+            }
+        };
+        match changed {
+            Some(c) => {
+                self.emit_for(&c);
                 true
             }
             None => false,
         }
     }
 
-    /// Add a connection (one with the same id is replaced).
+    /// Add a connection (one with the same id is replaced); with webhooks on, emits the
+    /// event of its status as [`Self::set_status`] does.
     pub fn add_connection(&self, connection: SubtotalConnection) {
-        let mut store = self.shared.lock();
-        match store.by_id.get(&connection.connection_id).copied() {
-            Some(i) => {
-                store.connections[i] = connection;
-                store.reindex();
+        let copy = connection.clone();
+        {
+            let mut store = self.shared.lock();
+            match store.by_id.get(&connection.connection_id).copied() {
+                Some(i) => {
+                    store.connections[i] = connection;
+                    store.reindex();
+                }
+                None => store.push(connection),
             }
-            None => store.push(connection),
         }
+        self.emit_for(&copy);
+    }
+
+    /// Turn on signed webhooks: from now on [`Self::set_status`] and [`Self::add_connection`]
+    /// POST Subtotal's `connection.*` event to `url`: envelope `{type, id, payload:
+    /// {connection: {connection_id, customer_id, retailer_id, status, email: null, mobile:
+    /// null}}}`, headers `X-Subtotal-Timestamp` (unix seconds on the simulator's clock) and
+    /// `X-Subtotal-Signature` (`v1=` + hex HMAC-SHA256 of `"{timestamp}.{body}"` keyed with
+    /// `secret`, the destination's `signing_secret`). Needs a tokio runtime.
+    pub fn emit_webhooks_to(&self, url: &str, secret: &str) -> crate::webhooks::WebhookEmitter {
+        let e = crate::webhooks::WebhookEmitter::start(url, secret);
+        self.webhooks.set(e.clone());
+        e
+    }
+
+    /// The emitter, once [`Self::emit_webhooks_to`] was called.
+    pub fn webhooks(&self) -> Option<crate::webhooks::WebhookEmitter> {
+        self.webhooks.get()
+    }
+
+    fn emit_for(&self, c: &SubtotalConnection) {
+        let event_type = match c.status.as_str() {
+            "active" => "connection.activated",
+            "unauthenticated" => "connection.unauthenticated",
+            "disconnected" => "connection.disconnected",
+            _ => return,
+        };
+        self.emit_webhook(event_type, c);
+    }
+
+    /// Queue one signed webhook of `event_type` about `connection` (`None` when webhooks are
+    /// off). Returns its event id.
+    pub fn emit_webhook(
+        &self,
+        event_type: &str,
+        connection: &SubtotalConnection,
+    ) -> Option<String> {
+        let emitter = self.webhooks.get()?;
+        let n = self
+            .event_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let event_id = format!("01EVT{n:021}");
+        let body = serde_json::to_vec(&serde_json::json!({
+            "type": event_type,
+            "id": event_id,
+            "payload": {"connection": {
+                "connection_id": connection.connection_id,
+                "customer_id": connection.customer_id,
+                "retailer_id": connection.retailer_id,
+                "status": connection.status,
+                "email": null,
+                "mobile": null,
+            }},
+        }))
+        .unwrap_or_default();
+        let ts = self.shared.clock.now_secs().to_string();
+        let sig = hex::encode(crate::webhooks::hmac_sha256(
+            &emitter.secret,
+            &[ts.as_bytes(), b".", &body],
+        ));
+        emitter.send(crate::webhooks::Job {
+            event_id: event_id.clone(),
+            event_type: event_type.to_owned(),
+            headers: vec![
+                ("X-Subtotal-Timestamp", ts),
+                ("X-Subtotal-Signature", format!("v1={sig}")),
+            ],
+            body,
+        });
+        Some(event_id)
     }
 
     /// Remove a connection; returns whether it existed.

@@ -289,6 +289,8 @@ pub struct VioletSim {
     faults: Faults,
     stats: Stats,
     server: Server,
+    webhooks: crate::webhooks::EmitterSlot,
+    event_seq: std::sync::atomic::AtomicU64,
 }
 
 impl VioletSim {
@@ -368,6 +370,8 @@ impl VioletSim {
             faults,
             stats,
             server,
+            webhooks: Default::default(),
+            event_seq: Default::default(),
         })
     }
 
@@ -486,15 +490,18 @@ impl VioletSim {
         let Some(id) = report["merchant_id"].as_i64() else {
             return false;
         };
-        let mut store = self.shared.lock();
-        match store.index.get(&id) {
-            Some(&i) => store.merchants[i] = report,
-            None => {
-                let i = store.merchants.len();
-                store.index.insert(id, i);
-                store.merchants.push(report);
+        {
+            let mut store = self.shared.lock();
+            match store.index.get(&id) {
+                Some(&i) => store.merchants[i] = report,
+                None => {
+                    let i = store.merchants.len();
+                    store.index.insert(id, i);
+                    store.merchants.push(report);
+                }
             }
         }
+        self.emit_webhook("MERCHANT_CONNECTED", id);
         true
     }
 
@@ -508,6 +515,10 @@ impl VioletSim {
         let removed = before != store.merchants.len();
         if removed {
             store.reindex();
+        }
+        drop(store);
+        if removed {
+            self.emit_webhook("MERCHANT_DISCONNECTED", merchant_id);
         }
         removed
     }
@@ -527,18 +538,87 @@ impl VioletSim {
     /// Set `section.status` (e.g. `"sync_status"`, `"NEEDS_ATTENTION"`) of a merchant; the
     /// section is created if missing. Returns false if the merchant does not exist.
     pub fn set_check_status(&self, merchant_id: i64, section: &str, status: &str) -> bool {
-        self.update_merchant(merchant_id, |v| {
+        let ok = self.update_merchant(merchant_id, |v| {
             if !v[section].is_object() {
                 v[section] = json!({ "status": status, "error": null, "results": null });
             } else {
                 v[section]["status"] = json!(status);
             }
-        })
+        });
+        if ok {
+            let s = status.to_ascii_uppercase();
+            let topic = match (section, s.as_str()) {
+                ("sync_status", "COMPLETE" | "COMPLETED") => "PRODUCT_SYNC_COMPLETED",
+                ("sync_status", "ERROR" | "FAILED" | "NEEDS_ATTENTION") => "PRODUCT_SYNC_FAILED",
+                ("sync_status", _) => "PRODUCT_SYNC_STARTED",
+                (_, "COMPLETE" | "NOT_APPLICABLE") => "MERCHANT_COMPLETE",
+                _ => "MERCHANT_NEEDS_ATTENTION",
+            };
+            self.emit_webhook(topic, merchant_id);
+        }
+        ok
     }
 
-    /// Set a merchant's `merchant_status`. Returns false if it does not exist.
+    /// Set a merchant's `merchant_status`. Returns false if it does not exist. With webhooks
+    /// on, emits `MERCHANT_ENABLED` for `ACTIVE` and `MERCHANT_DISABLED` otherwise.
     pub fn set_merchant_status(&self, merchant_id: i64, status: &str) -> bool {
-        self.update_merchant(merchant_id, |v| v["merchant_status"] = json!(status))
+        let ok = self.update_merchant(merchant_id, |v| v["merchant_status"] = json!(status));
+        if ok {
+            let topic = if status.eq_ignore_ascii_case("ACTIVE") {
+                "MERCHANT_ENABLED"
+            } else {
+                "MERCHANT_DISABLED"
+            };
+            self.emit_webhook(topic, merchant_id);
+        }
+        ok
+    }
+
+    /// Turn on signed webhooks: from now on the mutation methods ([`Self::add_merchant`]
+    /// `MERCHANT_CONNECTED`, [`Self::remove_merchant`] `MERCHANT_DISCONNECTED`,
+    /// [`Self::set_merchant_status`], [`Self::set_check_status`]: `sync_status` as
+    /// `PRODUCT_SYNC_*`, other sections `MERCHANT_NEEDS_ATTENTION` / `MERCHANT_COMPLETE`) POST
+    /// Violet's webhook for the merchant to `url`: body `{"event", "merchant_id"}`, headers
+    /// `X-Violet-Hmac` (base64 HMAC-SHA256 of the body keyed with `secret`, which is the app
+    /// secret in Violet), `X-Violet-Event-Id`, `X-Violet-Topic`. Needs a tokio runtime.
+    /// [`Self::update_merchant`] emits nothing (call [`Self::emit_webhook`]).
+    pub fn emit_webhooks_to(&self, url: &str, secret: &str) -> crate::webhooks::WebhookEmitter {
+        let e = crate::webhooks::WebhookEmitter::start(url, secret);
+        self.webhooks.set(e.clone());
+        e
+    }
+
+    /// The emitter, once [`Self::emit_webhooks_to`] was called.
+    pub fn webhooks(&self) -> Option<crate::webhooks::WebhookEmitter> {
+        self.webhooks.get()
+    }
+
+    /// Queue one signed webhook of `topic` for `merchant_id` (`None` when webhooks are off).
+    /// Returns its event id.
+    pub fn emit_webhook(&self, topic: &str, merchant_id: i64) -> Option<String> {
+        let emitter = self.webhooks.get()?;
+        let n = self
+            .event_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let event_id = format!("violet-evt-{n:08}");
+        let body = serde_json::to_vec(&json!({ "event": topic, "merchant_id": merchant_id }))
+            .unwrap_or_default();
+        let sig = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            crate::webhooks::hmac_sha256(&emitter.secret, &[&body]),
+        );
+        emitter.send(crate::webhooks::Job {
+            event_id: event_id.clone(),
+            event_type: topic.to_owned(),
+            headers: vec![
+                ("X-Violet-Hmac", sig),
+                ("X-Violet-Event-Id", event_id.clone()),
+                ("X-Violet-Topic", topic.to_owned()),
+            ],
+            body,
+        });
+        Some(event_id)
     }
 
     /// Stop the server gracefully and wait for it (at most 5 s).

@@ -43,6 +43,9 @@ pub struct VioletConfig {
     pub username_env: String,
     /// The environment variable holding the owner's password.
     pub password_env: String,
+    /// The environment variable holding the secret webhooks are signed with (default: the
+    /// one `app_secret_env` names, as Violet signs with the app secret).
+    pub webhook_secret_env: Option<String>,
     /// Leave out merchants with PUBLIC distribution.
     pub exclude_public: Option<bool>,
     /// The whole fetch's time budget, in seconds; one request gets at most 30 s of it.
@@ -67,6 +70,9 @@ impl VioletBuilder {
             .app_secret(env::secret(env, "app_secret_env", &config.app_secret_env)?)
             .username(env::secret(env, "username_env", &config.username_env)?.expose())
             .password(env::secret(env, "password_env", &config.password_env)?);
+        if let Some(var) = &config.webhook_secret_env {
+            b = b.webhook_secret(env::secret(env, "webhook_secret_env", var)?);
+        }
         if let Some(name) = &config.name {
             b = b.name(name.clone());
         }
@@ -122,5 +128,52 @@ mod tests {
                 format!("{key}: environment variable {missing} is not set")
             );
         }
+    }
+
+    #[test]
+    fn webhook_secret_defaults_to_the_app_secret_and_can_be_its_own() {
+        use connhealth_core::webhook::hmac_sha256;
+        use connhealth_core::{HeaderMap, Secret};
+        let base = serde_json::json!({
+            "kind": "violet", "app_id": 7, "app_secret_env": "S", "username_env": "U",
+            "password_env": "P",
+        });
+        let env = |n: &str| Some(format!("value-of-{n}"));
+        let body = br#"{"event":"MERCHANT_CONNECTED","merchant_id":1}"#;
+        let signed_with = |secret: &str| {
+            let mut h = HeaderMap::new();
+            let tag = hmac_sha256(&Secret::new(secret), &[body]);
+            let sig: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+            h.insert("X-Violet-Hmac", sig.parse().unwrap());
+            h
+        };
+        let now = chrono::Utc::now();
+
+        let c: VioletConfig = serde_json::from_value(base.clone()).unwrap();
+        let p = VioletBuilder::from_config(&c, &env)
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(matches!(
+            p.verify_webhook(&signed_with("value-of-S"), body, now),
+            Some(Ok(_))
+        ));
+
+        let mut own = base;
+        own["webhook_secret_env"] = "W".into();
+        let c: VioletConfig = serde_json::from_value(own).unwrap();
+        let p = VioletBuilder::from_config(&c, &env)
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(matches!(
+            p.verify_webhook(&signed_with("value-of-W"), body, now),
+            Some(Ok(_))
+        ));
+        assert_eq!(
+            p.verify_webhook(&signed_with("value-of-S"), body, now),
+            Some(Err(connhealth_core::WebhookError::BadSignature))
+        );
+        assert!(!format!("{p:?}").contains("value-of-W"));
     }
 }

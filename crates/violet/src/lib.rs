@@ -104,16 +104,20 @@ mod client;
 mod config;
 pub use config::VioletConfig;
 mod map;
+pub mod webhook;
 mod wire;
+
+pub use webhook::verify_webhook;
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use connhealth_core::{
-    until_refused, AdapterDefaults, Batch, ClientOptions, Connection, Error, Provider, Result,
-    Secret,
+    until_refused, AdapterDefaults, Batch, ClientOptions, Connection, Error, HeaderMap, Provider,
+    RefreshHint, Result, Secret, WebhookError, WebhookEvent,
 };
 use futures::stream::{self, BoxStream, StreamExt};
+use tokio::time::{Duration, Instant};
 
 pub use client::{AuthStats, VioletClient, DEFAULT_TOKEN_LIFETIME, REFRESH_MARGIN};
 
@@ -130,7 +134,15 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 pub struct Violet {
     name: String,
     client: VioletClient,
+    webhook_secret: Secret,
+    /// When each merchant's report was last recomputed (`refresh=true`) by
+    /// [`Provider::refresh`], on tokio's clock.
+    recomputed: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
+
+/// [`Provider::refresh`] asks Violet to recompute a merchant's report (`refresh=true`) at most
+/// once per merchant within this window; other refreshes read the cached report.
+pub const RECOMPUTE_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
 impl fmt::Debug for Violet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -156,11 +168,74 @@ impl Violet {
     pub fn client(&self) -> &VioletClient {
         &self.client
     }
+
+    /// How long until [`Provider::refresh`] may ask Violet to recompute `merchant_id` again
+    /// (`None`: the next refresh recomputes). For an action's `Retry-After`.
+    pub fn recompute_allowed_in(&self, merchant_id: &str) -> Option<Duration> {
+        let map = self
+            .recomputed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let since = Instant::now().duration_since(*map.get(merchant_id)?);
+        RECOMPUTE_INTERVAL
+            .checked_sub(since)
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Whether a recompute of `merchant_id` is allowed now (none within
+    /// [`RECOMPUTE_INTERVAL`]); if so it is recorded as done now.
+    fn take_recompute(&self, merchant_id: &str) -> bool {
+        let now = Instant::now();
+        let mut map = self
+            .recomputed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(merchant_id) {
+            Some(at) if now.duration_since(*at) < RECOMPUTE_INTERVAL => false,
+            _ => {
+                // Forget merchants whose window has passed, so the map stays small.
+                map.retain(|_, at| now.duration_since(*at) < RECOMPUTE_INTERVAL);
+                map.insert(merchant_id.to_owned(), now);
+                true
+            }
+        }
+    }
 }
 
+#[connhealth_core::async_trait]
 impl Provider for Violet {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// One merchant's report (`GET /operations/connection_health/{merchant_id}`). The first
+    /// refresh of a merchant within [`RECOMPUTE_INTERVAL`] asks Violet to recompute it
+    /// (`refresh=true`, which Violet calls heavy); the others read the cached report. The
+    /// window starts when the recompute is asked for, whether or not it succeeds, so a failing
+    /// merchant is not hammered. The hint is ignored: a merchant is one connection.
+    async fn refresh(&self, customer_id: &str, _hint: RefreshHint) -> Result<Vec<Connection>> {
+        let conn = if self.take_recompute(customer_id) {
+            self.client.refresh_merchant(customer_id).await?
+        } else {
+            self.client.merchant_health(customer_id).await?
+        };
+        Ok(vec![conn])
+    }
+
+    /// [`verify_webhook`] with this provider's webhook secret, the event carrying this
+    /// provider's name.
+    fn verify_webhook(
+        &self,
+        headers: &HeaderMap,
+        raw_body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Option<std::result::Result<WebhookEvent, WebhookError>> {
+        Some(
+            webhook::verify_webhook(headers, raw_body, &self.webhook_secret, now).map(|mut e| {
+                e.provider = self.name.clone();
+                e
+            }),
+        )
     }
 
     fn http_stats(&self) -> Option<std::sync::Arc<connhealth_core::http::HttpStats>> {
@@ -202,6 +277,7 @@ pub struct VioletBuilder {
     app_secret: Option<Secret>,
     username: Option<String>,
     password: Option<Secret>,
+    webhook_secret: Option<Secret>,
     exclude_public: bool,
     include_personal_data: bool,
 }
@@ -214,6 +290,7 @@ impl fmt::Debug for VioletBuilder {
             .field("app_secret", &self.app_secret)
             .field("username", &self.username.as_ref().map(|_| "[redacted]"))
             .field("password", &self.password)
+            .field("webhook_secret", &self.webhook_secret)
             .field("exclude_public", &self.exclude_public)
             .field("include_personal_data", &self.include_personal_data)
             .finish()
@@ -228,6 +305,7 @@ impl Default for VioletBuilder {
             app_secret: None,
             username: None,
             password: None,
+            webhook_secret: None,
             exclude_public: true,
             include_personal_data: false,
         }
@@ -263,6 +341,12 @@ impl VioletBuilder {
     /// The app owner's password (required).
     pub fn password(mut self, password: Secret) -> Self {
         self.password = Some(password);
+        self
+    }
+
+    /// The secret Violet signs webhooks with (`X-Violet-Hmac`); default: the app secret.
+    pub fn webhook_secret(mut self, secret: Secret) -> Self {
+        self.webhook_secret = Some(secret);
         self
     }
 
@@ -305,6 +389,11 @@ impl VioletBuilder {
             Some(_) => return Err(Error::config(&name, "password is empty")),
             None => return Err(Error::config(&name, "password is required")),
         };
+        let webhook_secret = match self.webhook_secret {
+            Some(s) if s.is_empty() => return Err(Error::config(&name, "webhook_secret is empty")),
+            Some(s) => s,
+            None => app_secret.clone(),
+        };
         let concurrency = options.concurrency;
         let http = options.http;
         let client = VioletClient::new(client::Settings {
@@ -318,7 +407,12 @@ impl VioletBuilder {
             include_personal_data: self.include_personal_data,
             concurrency,
         });
-        Ok(Violet { name, client })
+        Ok(Violet {
+            name,
+            client,
+            webhook_secret,
+            recomputed: Default::default(),
+        })
     }
 }
 
