@@ -426,12 +426,11 @@ async fn run_load(seed: u64, workers: usize, per_worker: usize, duration: Durati
         .map(|(_, n)| n)
         .sum();
     assert!(faulty > 0, "faults were injected and seen");
-    // Connections are reused even in the storm, where every fault that breaks a connection
-    // (reset, truncation, timeout, oversized body) costs a new one.
-    assert!(
-        connections < requests,
-        "{connections} TCP connections for {requests} requests"
-    );
+    // Connection reuse is asserted after the storm (above: a handful of new connections for
+    // hundreds of calm requests). Inside the storm every fault that breaks a connection (reset,
+    // truncation, timeout, oversized body) costs a new one, and how many requests time out
+    // depends on how busy the machine is: on two loaded cores more connections than requests
+    // were seen on unchanged code, so the storm's own count is printed, not asserted.
     assert_eq!(
         tasks_after, baseline_tasks,
         "tasks leaked: {tasks_after} alive, {baseline_tasks} before"
