@@ -103,7 +103,8 @@ pub struct SinkConfig {
     /// More than 10 unsent events within this window of the oldest: one digest.
     #[serde(default)]
     pub digest_secs: Option<u64>,
-    /// Re-notify a connection still bad after this long.
+    /// Re-notify a connection still bad after this long. Parsed and validated; reminders
+    /// are NOT sent yet (the worker logs a warning at start when it is set).
     #[serde(default)]
     pub remind_after: Option<DurationSpec>,
     /// Overrides the retry schedule (`["5s", "5m", …]`).

@@ -290,6 +290,18 @@ fn is_outage_unknown(c: &Change, outage: &Change) -> bool {
 }
 
 impl Notifier {
+    /// Validate the `[[notify]]` and `[[mute]]` tables against the process environment and
+    /// build the worker: what `serve` calls at start, so a bad table stops it in one line.
+    pub fn from_config(
+        store: Arc<dyn Store>,
+        sinks: &[crate::SinkConfig],
+        mutes: Vec<Mute>,
+        opts: NotifierOptions,
+    ) -> Result<Notifier, NotifyError> {
+        let sinks = crate::validate_all(sinks, &mutes, |k| std::env::var(k).ok())?;
+        Notifier::new(store, sinks, mutes, opts)
+    }
+
     /// Build the worker; one HTTP client per sink (no redirects, no proxy, its timeout, the
     /// SSRF guard around `opts.resolver`).
     pub fn new(
@@ -300,6 +312,12 @@ impl Notifier {
     ) -> Result<Notifier, NotifyError> {
         let mut rts = Vec::new();
         for sink in sinks {
+            if sink.remind_after.is_some() {
+                tracing::warn!(
+                    sink = %sink.name,
+                    "notify: remind_after is accepted but reminders are not sent yet"
+                );
+            }
             let client = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()

@@ -781,3 +781,33 @@ async fn send_test_sends_one_signed_event() {
     assert!(n.send_test("nope").await.is_err());
     assert!(rows(&store, "ops").await.is_empty(), "outside the outbox");
 }
+
+#[test]
+fn the_readme_config_parses_and_validates() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        notify: Vec<SinkConfig>,
+        #[serde(default)]
+        mute: Vec<Mute>,
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("### Notifications out").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let text = &section[start..start + section[start..].find("```").unwrap()];
+    let file: File = toml::from_str(text).unwrap();
+    let env = |k: &str| match k {
+        "CONNHEALTH_NOTIFY_SECRET" => Some(SECRET.to_owned()),
+        "SLACK_WEBHOOK_URL" => Some("https://hooks.slack.com/services/T0/B0/x".to_owned()),
+        _ => None,
+    };
+    let sinks = validate_all(&file.notify, &file.mute, env).unwrap();
+    assert_eq!(sinks.len(), 2);
+    assert_eq!(sinks[0].filter.min_severity, Some(Status::Degraded));
+    assert_eq!(sinks[0].digest, Some(Duration::from_secs(30)));
+    assert_eq!(sinks[1].kind, SinkKind::Slack);
+    assert_eq!(
+        file.mute[0].matches.customer.as_deref(),
+        Some("violet:10042")
+    );
+}
