@@ -501,21 +501,25 @@ impl Notifier {
                     .await?;
                 continue;
             }
-            // Mutes first: muted rows are settled, never sent.
+            // Mutes first: muted rows are settled (one transaction per mute), never sent.
             let mut live = Vec::new();
+            let mut muted: BTreeMap<usize, Vec<&(Delivery, StoredEvent)>> = BTreeMap::new();
             for row in rows {
-                if let Some(m) = mutes.iter().find(|m| m.silences(&row.1.change, now)) {
-                    let why = if m.reason.is_empty() {
-                        format!("muted until {}", m.until.to_rfc3339())
-                    } else {
-                        format!("muted until {}: {}", m.until.to_rfc3339(), m.reason)
-                    };
-                    report.muted += self
-                        .settle(name, [row], DeliveryState::Muted, Some(why), now)
-                        .await?;
-                } else {
-                    live.push(row);
+                match mutes.iter().position(|m| m.silences(&row.1.change, now)) {
+                    Some(i) => muted.entry(i).or_default().push(row),
+                    None => live.push(row),
                 }
+            }
+            for (i, rows) in muted {
+                let m = &mutes[i];
+                let why = if m.reason.is_empty() {
+                    format!("muted until {}", m.until.to_rfc3339())
+                } else {
+                    format!("muted until {}: {}", m.until.to_rfc3339(), m.reason)
+                };
+                report.muted += self
+                    .settle(name, rows, DeliveryState::Muted, Some(why), now)
+                    .await?;
             }
             // A provider outage is one message: its connections' moves to `unknown` in the
             // same poll are announced by it.
