@@ -199,6 +199,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<()>;
 
+    /// Record one result for many deliveries in ONE transaction (a digest's rows, a disabled
+    /// sink's pending rows); fails, changing nothing, if any id is unknown.
+    async fn update_deliveries(
+        &self,
+        ids: Vec<i64>,
+        update: DeliveryUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
     /// Append an audit row; its id.
     async fn append_audit(&self, record: AuditRecord) -> Result<i64>;
 
@@ -347,6 +356,19 @@ impl<B: Run> Store for B {
         now: DateTime<Utc>,
     ) -> Result<()> {
         write!(self, |tx| logic::update_delivery(tx, id, update, now))
+    }
+    async fn update_deliveries(
+        &self,
+        ids: Vec<i64>,
+        update: DeliveryUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        write!(self, |tx| async move {
+            for id in ids {
+                logic::update_delivery(&mut *tx, id, update.clone(), now).await?;
+            }
+            Ok(())
+        })
     }
     async fn append_audit(&self, record: AuditRecord) -> Result<i64> {
         write!(self, |tx| logic::append_audit(tx, record))

@@ -43,6 +43,7 @@ suite!(
     a_newer_schema_is_refused,
     webhook_dedupe_and_queued_work,
     outbox_rows_are_written_with_their_events,
+    update_deliveries_is_one_transaction,
     audit_log_pages_newest_first,
     leader_lease,
     prune_keeps_what_retention_says,
@@ -821,6 +822,47 @@ async fn outbox_rows_are_written_with_their_events(f: Fixture) {
         .await,
         Err(StoreError::Invalid(_))
     ));
+}
+
+async fn update_deliveries_is_one_transaction(f: Fixture) {
+    let s = f.store();
+    let (mut rec, _) = first_poll();
+    for e in &mut rec.events {
+        e.notify = vec!["ops".into()];
+    }
+    s.commit_poll(rec).await.unwrap();
+    let all = s.deliveries(Some("ops"), None, 10).await.unwrap();
+    assert!(all.len() >= 2);
+    let ids: Vec<i64> = all.iter().map(|d| d.id).collect();
+    let update = DeliveryUpdate {
+        state: DeliveryState::Delivered,
+        next_attempt_at: at(1),
+        last_error: None,
+    };
+    // An unknown id among them: nothing changes.
+    let mut bad = ids.clone();
+    bad.push(9999);
+    assert!(matches!(
+        s.update_deliveries(bad, update.clone(), at(1)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        s.deliveries(Some("ops"), Some(DeliveryState::Pending), 10)
+            .await
+            .unwrap()
+            .len(),
+        ids.len()
+    );
+    s.update_deliveries(ids.clone(), update, at(1))
+        .await
+        .unwrap();
+    let done = s
+        .deliveries(Some("ops"), Some(DeliveryState::Delivered), 10)
+        .await
+        .unwrap();
+    assert_eq!(done.len(), ids.len());
+    assert!(done.iter().all(|d| d.attempts == 1));
+    assert!(s.due_deliveries(at(2), 10).await.unwrap().is_empty());
 }
 
 async fn audit_log_pages_newest_first(f: Fixture) {

@@ -1,0 +1,846 @@
+//! The delivery worker over the store's outbox.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use connhealth_core::{Change, ChangeKind, Status};
+use connhealth_store::{Delivery, DeliveryState, DeliveryUpdate, Store, StoredEvent};
+use reqwest::dns::Resolve;
+use serde::Serialize;
+
+use crate::config::{Mute, Sink, SinkKind};
+use crate::guard::{Guard, PrivateAddress, SystemResolver};
+use crate::message;
+use crate::NotifyError;
+
+/// More than this many unsent events of one sink become one digest.
+pub const DIGEST_THRESHOLD: usize = 10;
+
+/// Where the worker's "now" comes from.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that starts at `base` and moves with tokio's clock (so a test on tokio's paused
+/// clock moves it with `tokio::time::advance`).
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    base: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// Starting now at `base`.
+    pub fn starting_at(base: DateTime<Utc>) -> Self {
+        TokioClock {
+            base,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let d = tokio::time::Instant::now() - self.start;
+        self.base + chrono::Duration::from_std(d).unwrap_or_default()
+    }
+}
+
+/// How to build a [`Notifier`].
+#[derive(Clone)]
+pub struct NotifierOptions {
+    /// The resolver behind the SSRF guard (default: the system's).
+    pub resolver: Arc<dyn Resolve>,
+    /// The clock (default: the system's).
+    pub clock: Arc<dyn Clock>,
+    /// How many due deliveries one tick reads at most.
+    pub batch_limit: usize,
+    /// How much of a response body is read (then ignored).
+    pub body_cap: usize,
+}
+
+impl std::fmt::Debug for NotifierOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifierOptions")
+            .field("clock", &self.clock)
+            .field("batch_limit", &self.batch_limit)
+            .field("body_cap", &self.body_cap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for NotifierOptions {
+    fn default() -> Self {
+        NotifierOptions {
+            resolver: Arc::new(SystemResolver),
+            clock: Arc::new(SystemClock),
+            batch_limit: 50_000,
+            body_cap: 64 * 1024,
+        }
+    }
+}
+
+/// Outcomes counted by [`Metrics`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricOutcome {
+    /// An outbox row delivered (alone, in a digest, or announced by its provider's outage).
+    Delivered,
+    /// An attempt failed and a retry is scheduled.
+    Retried,
+    /// Given up (a 4xx, a refused address, the schedule exhausted).
+    Failed,
+    /// Silenced by a mute.
+    Muted,
+    /// Not sent: the sink answered 410 Gone.
+    SinkDisabled,
+    /// One HTTP request sent (whatever its outcome).
+    Request,
+}
+
+impl MetricOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricOutcome::Delivered => "delivered",
+            MetricOutcome::Retried => "retried",
+            MetricOutcome::Failed => "failed",
+            MetricOutcome::Muted => "muted",
+            MetricOutcome::SinkDisabled => "sink_disabled",
+            MetricOutcome::Request => "request",
+        }
+    }
+}
+
+/// One counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricRow {
+    /// The sink.
+    pub sink: String,
+    /// The outcome.
+    pub outcome: MetricOutcome,
+    /// How many.
+    pub count: u64,
+}
+
+/// Delivery counters by sink and outcome (since the worker started).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(String, MetricOutcome), u64>>,
+}
+
+impl Metrics {
+    fn add(&self, sink: &str, outcome: MetricOutcome, n: u64) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        *c.entry((sink.to_owned(), outcome)).or_default() += n;
+    }
+
+    /// A copy of every counter, sorted by sink then outcome.
+    pub fn snapshot(&self) -> Vec<MetricRow> {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        c.iter()
+            .map(|((sink, outcome), count)| MetricRow {
+                sink: sink.clone(),
+                outcome: *outcome,
+                count: *count,
+            })
+            .collect()
+    }
+
+    /// One counter's value.
+    pub fn get(&self, sink: &str, outcome: MetricOutcome) -> u64 {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(&(sink.to_owned(), outcome)).copied().unwrap_or(0)
+    }
+
+    /// The Prometheus text form (`connhealth_notify_deliveries_total{sink,outcome}`; requests
+    /// as `connhealth_notify_requests_total{sink}`).
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::from(
+            "# TYPE connhealth_notify_deliveries_total counter\n\
+             # TYPE connhealth_notify_requests_total counter\n",
+        );
+        for r in self.snapshot() {
+            let sink = r.sink.replace('\\', "\\\\").replace('"', "\\\"");
+            if r.outcome == MetricOutcome::Request {
+                out.push_str(&format!(
+                    "connhealth_notify_requests_total{{sink=\"{sink}\"}} {}\n",
+                    r.count
+                ));
+            } else {
+                out.push_str(&format!(
+                    "connhealth_notify_deliveries_total{{sink=\"{sink}\",outcome=\"{}\"}} {}\n",
+                    r.outcome.as_str(),
+                    r.count
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TickReport {
+    /// HTTP requests sent.
+    pub requests: usize,
+    /// Outbox rows delivered.
+    pub delivered: usize,
+    /// Rows rescheduled.
+    pub retried: usize,
+    /// Rows given up.
+    pub failed: usize,
+    /// Rows muted.
+    pub muted: usize,
+    /// Rows not sent because their sink is disabled.
+    pub sink_disabled: usize,
+    /// Rows held for their digest window.
+    pub held: usize,
+}
+
+/// The result of one HTTP attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// 2xx.
+    Delivered(u16),
+    /// Try again later: connection error, timeout, 5xx, 429, 3xx.
+    Retry {
+        /// Why.
+        error: String,
+        /// A `Retry-After` the sink sent.
+        retry_after: Option<Duration>,
+    },
+    /// Give up on this delivery (another 4xx, a refused address).
+    Fail(String),
+    /// 410 Gone: the sink is disabled.
+    Gone,
+}
+
+struct SinkRt {
+    sink: Sink,
+    client: reqwest::Client,
+    disabled: AtomicBool,
+}
+
+/// The notification worker: reads due outbox rows from the store, sends them (alone, as a
+/// digest, or folded into their provider's outage message), records every outcome back. It
+/// keeps no state of its own beyond a sink's 410 flag, so a restart resumes from the store.
+pub struct Notifier {
+    store: Arc<dyn Store>,
+    sinks: Vec<SinkRt>,
+    mutes: RwLock<Vec<Mute>>,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+    wake: tokio::sync::Notify,
+    batch_limit: usize,
+    body_cap: usize,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("store", &self.store.name())
+            .field(
+                "sinks",
+                &self.sinks.iter().map(|s| &s.sink.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// One message to send and the rows it settles.
+struct Unit<'a> {
+    message_id: String,
+    /// The rows whose events are the message (one, or a digest's).
+    events: Vec<&'a (Delivery, StoredEvent)>,
+    /// Rows announced by this message without being listed (a provider outage's connections).
+    covered: Vec<&'a (Delivery, StoredEvent)>,
+}
+
+impl<'a> Unit<'a> {
+    fn rows(&self) -> impl Iterator<Item = &'a (Delivery, StoredEvent)> + '_ {
+        self.events.iter().chain(self.covered.iter()).copied()
+    }
+}
+
+fn is_outage_unknown(c: &Change, outage: &Change) -> bool {
+    c.provider == outage.provider
+        && c.at == outage.at
+        && matches!(
+            c.kind,
+            ChangeKind::StatusChanged {
+                to: Status::Unknown,
+                ..
+            }
+        )
+}
+
+impl Notifier {
+    /// Validate the `[[notify]]` and `[[mute]]` tables against the process environment and
+    /// build the worker: what `serve` calls at start, so a bad table stops it in one line.
+    pub fn from_config(
+        store: Arc<dyn Store>,
+        sinks: &[crate::SinkConfig],
+        mutes: Vec<Mute>,
+        opts: NotifierOptions,
+    ) -> Result<Notifier, NotifyError> {
+        let sinks = crate::validate_all(sinks, &mutes, |k| std::env::var(k).ok())?;
+        Notifier::new(store, sinks, mutes, opts)
+    }
+
+    /// Build the worker; one HTTP client per sink (no redirects, no proxy, its timeout, the
+    /// SSRF guard around `opts.resolver`).
+    pub fn new(
+        store: Arc<dyn Store>,
+        sinks: Vec<Sink>,
+        mutes: Vec<Mute>,
+        opts: NotifierOptions,
+    ) -> Result<Notifier, NotifyError> {
+        let mut rts = Vec::new();
+        for sink in sinks {
+            if sink.remind_after.is_some() {
+                tracing::warn!(
+                    sink = %sink.name,
+                    "notify: remind_after is accepted but reminders are not sent yet"
+                );
+            }
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .timeout(sink.timeout)
+                .connect_timeout(sink.timeout)
+                .user_agent(concat!("connhealth-notify/", env!("CARGO_PKG_VERSION")))
+                .dns_resolver(Arc::new(Guard {
+                    inner: opts.resolver.clone(),
+                    allow_private: sink.allow_private,
+                }))
+                .build()
+                .map_err(|e| {
+                    NotifyError::Config(format!(
+                        "notify {:?}: HTTP client: {}",
+                        sink.name,
+                        e.without_url()
+                    ))
+                })?;
+            rts.push(SinkRt {
+                sink,
+                client,
+                disabled: AtomicBool::new(false),
+            });
+        }
+        for m in &mutes {
+            m.validate()?;
+        }
+        Ok(Notifier {
+            store,
+            sinks: rts,
+            mutes: RwLock::new(mutes),
+            metrics: Metrics::default(),
+            clock: opts.clock,
+            wake: tokio::sync::Notify::new(),
+            batch_limit: opts.batch_limit.max(1),
+            body_cap: opts.body_cap,
+        })
+    }
+
+    /// The sinks whose filters pass `change`: the `notify` list of its
+    /// `connhealth_store::NewEvent`, so the outbox row is written with the event.
+    pub fn route(&self, change: &Change) -> Vec<String> {
+        crate::route(self.sinks.iter().map(|s| &s.sink), change)
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The sinks.
+    pub fn sinks(&self) -> impl Iterator<Item = &Sink> {
+        self.sinks.iter().map(|s| &s.sink)
+    }
+
+    /// Whether a sink was disabled by a 410 (since this worker started).
+    pub fn is_disabled(&self, sink: &str) -> bool {
+        self.sinks
+            .iter()
+            .any(|s| s.sink.name == sink && s.disabled.load(Ordering::Relaxed))
+    }
+
+    /// Replace the mutes (e.g. after `POST /v1/mutes`).
+    pub fn set_mutes(&self, mutes: Vec<Mute>) -> Result<(), NotifyError> {
+        for m in &mutes {
+            m.validate()?;
+        }
+        *self.mutes.write().unwrap_or_else(|p| p.into_inner()) = mutes;
+        Ok(())
+    }
+
+    /// The mutes in force.
+    pub fn mutes(&self) -> Vec<Mute> {
+        self.mutes.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Make a running [`Notifier::spawn`] loop tick now (after a commit with outbox rows).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Tick every `every` (and on [`Notifier::wake`]) until the handle is aborted. Errors of a
+    /// tick are logged and the loop goes on.
+    pub fn spawn(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = self.tick().await {
+                    tracing::warn!(error = %e, "notify: a delivery tick failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = self.wake.notified() => {}
+                }
+            }
+        })
+    }
+
+    fn rt(&self, name: &str) -> Option<&SinkRt> {
+        self.sinks.iter().find(|s| s.sink.name == name)
+    }
+
+    async fn set(
+        &self,
+        rows: impl IntoIterator<Item = &(Delivery, StoredEvent)>,
+        state: DeliveryState,
+        next: DateTime<Utc>,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, NotifyError> {
+        let ids: Vec<i64> = rows.into_iter().map(|(d, _)| d.id).collect();
+        let n = ids.len();
+        if n > 0 {
+            self.store
+                .update_deliveries(
+                    ids,
+                    DeliveryUpdate {
+                        state,
+                        next_attempt_at: next,
+                        last_error: error,
+                    },
+                    now,
+                )
+                .await?;
+        }
+        Ok(n)
+    }
+
+    /// [`Notifier::set`] and count the rows under `outcome`.
+    async fn settle(
+        &self,
+        sink: &str,
+        rows: impl IntoIterator<Item = &(Delivery, StoredEvent)>,
+        state: DeliveryState,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, NotifyError> {
+        let n = self.set(rows, state, now, error, now).await?;
+        let outcome = match state {
+            DeliveryState::Delivered => MetricOutcome::Delivered,
+            DeliveryState::Muted => MetricOutcome::Muted,
+            DeliveryState::SinkDisabled => MetricOutcome::SinkDisabled,
+            _ => MetricOutcome::Failed,
+        };
+        self.metrics.add(sink, outcome, n as u64);
+        Ok(n)
+    }
+
+    /// One pass over the due deliveries.
+    pub async fn tick(&self) -> Result<TickReport, NotifyError> {
+        let now = self.clock.now();
+        let due = self.store.due_deliveries(now, self.batch_limit).await?;
+        let mut report = TickReport::default();
+        let mut by_sink: BTreeMap<&str, Vec<&(Delivery, StoredEvent)>> = BTreeMap::new();
+        for row in &due {
+            by_sink.entry(row.0.sink.as_str()).or_default().push(row);
+        }
+        let mutes = self.mutes();
+        for (name, rows) in by_sink {
+            let Some(rt) = self.rt(name) else {
+                let n = self
+                    .set(
+                        rows,
+                        DeliveryState::Failed,
+                        now,
+                        Some(format!("no sink named {name:?} is configured")),
+                        now,
+                    )
+                    .await?;
+                report.failed += n;
+                continue;
+            };
+            if rt.disabled.load(Ordering::Relaxed) {
+                report.sink_disabled += self
+                    .settle(
+                        name,
+                        rows,
+                        DeliveryState::SinkDisabled,
+                        Some(GONE.into()),
+                        now,
+                    )
+                    .await?;
+                continue;
+            }
+            // Mutes first: muted rows are settled (one transaction per mute), never sent.
+            let mut live = Vec::new();
+            let mut muted: BTreeMap<usize, Vec<&(Delivery, StoredEvent)>> = BTreeMap::new();
+            for row in rows {
+                match mutes.iter().position(|m| m.silences(&row.1.change, now)) {
+                    Some(i) => muted.entry(i).or_default().push(row),
+                    None => live.push(row),
+                }
+            }
+            for (i, rows) in muted {
+                let m = &mutes[i];
+                let why = if m.reason.is_empty() {
+                    format!("muted until {}", m.until.to_rfc3339())
+                } else {
+                    format!("muted until {}: {}", m.until.to_rfc3339(), m.reason)
+                };
+                report.muted += self
+                    .settle(name, rows, DeliveryState::Muted, Some(why), now)
+                    .await?;
+            }
+            // A provider outage is one message: its connections' moves to `unknown` in the
+            // same poll are announced by it.
+            let outages: Vec<&(Delivery, StoredEvent)> = live
+                .iter()
+                .copied()
+                .filter(|r| matches!(r.1.change.kind, ChangeKind::ProviderUnavailable { .. }))
+                .collect();
+            let mut covered: BTreeMap<i64, Vec<&(Delivery, StoredEvent)>> = BTreeMap::new();
+            let mut listed = Vec::new();
+            for row in live {
+                match outages
+                    .iter()
+                    .find(|o| is_outage_unknown(&row.1.change, &o.1.change))
+                {
+                    Some(o) => covered.entry(o.0.id).or_default().push(row),
+                    None => listed.push(row),
+                }
+            }
+            if listed.is_empty() {
+                continue;
+            }
+            // The digest window: hold a few fresh events until the oldest is that old.
+            if let Some(window) = rt.sink.digest {
+                let oldest = listed.iter().map(|r| r.1.change.at).min().unwrap_or(now);
+                let fresh = listed.iter().all(|r| r.0.attempts == 0);
+                let window = chrono::Duration::from_std(window).unwrap_or_default();
+                if listed.len() <= DIGEST_THRESHOLD && fresh && oldest + window > now {
+                    report.held += listed.len() + covered.values().map(Vec::len).sum::<usize>();
+                    continue;
+                }
+            }
+            let units: Vec<Unit<'_>> = if listed.len() > DIGEST_THRESHOLD {
+                let first = listed.iter().map(|r| r.0.id).min().unwrap_or_default();
+                let last = listed.iter().map(|r| r.0.id).max().unwrap_or_default();
+                let cov = listed
+                    .iter()
+                    .flat_map(|r| covered.remove(&r.0.id).unwrap_or_default())
+                    .collect();
+                vec![Unit {
+                    message_id: format!("msg_digest_{first}_{last}"),
+                    events: listed,
+                    covered: cov,
+                }]
+            } else {
+                listed
+                    .into_iter()
+                    .map(|r| Unit {
+                        message_id: r.0.message_id.clone(),
+                        covered: covered.remove(&r.0.id).unwrap_or_default(),
+                        events: vec![r],
+                    })
+                    .collect()
+            };
+            for unit in units {
+                if rt.disabled.load(Ordering::Relaxed) {
+                    report.sink_disabled += self
+                        .settle(
+                            name,
+                            unit.rows(),
+                            DeliveryState::SinkDisabled,
+                            Some(GONE.into()),
+                            now,
+                        )
+                        .await?;
+                    continue;
+                }
+                self.send_unit(rt, &unit, now, &mut report).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn send_unit(
+        &self,
+        rt: &SinkRt,
+        unit: &Unit<'_>,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), NotifyError> {
+        let name = rt.sink.name.as_str();
+        let body = if unit.events.len() == 1 {
+            let e = &unit.events[0].1;
+            match rt.sink.kind {
+                SinkKind::Webhook => message::event_body(e, now),
+                SinkKind::Slack => message::slack_event(e),
+            }
+        } else {
+            let evs: Vec<&StoredEvent> = unit.events.iter().map(|r| &r.1).collect();
+            match rt.sink.kind {
+                SinkKind::Webhook => message::digest_body(&evs, now),
+                SinkKind::Slack => message::slack_digest(&evs),
+            }
+        };
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| NotifyError::Internal(format!("encoding a message: {e}")))?;
+        let attempt = self.attempt(rt, &unit.message_id, &body, now).await;
+        // A retry counts from the attempt's end (a hang took the whole timeout).
+        let now = self.clock.now();
+        report.requests += 1;
+        self.metrics.add(name, MetricOutcome::Request, 1);
+        let attempts = unit.rows().map(|r| r.0.attempts).max().unwrap_or(0);
+        match attempt {
+            Attempt::Delivered(_) => {
+                report.delivered += self
+                    .settle(name, unit.rows(), DeliveryState::Delivered, None, now)
+                    .await?;
+            }
+            Attempt::Retry { error, retry_after } => {
+                let step = rt.sink.retry_schedule.get(attempts as usize).copied();
+                match step {
+                    Some(step) => {
+                        let (delay, error) = match retry_after {
+                            Some(ra) if ra > step => (
+                                step,
+                                format!(
+                                    "{error} (Retry-After {}s capped at {}s, the next step)",
+                                    ra.as_secs(),
+                                    step.as_secs()
+                                ),
+                            ),
+                            Some(ra) => (ra, format!("{error} (Retry-After {}s)", ra.as_secs())),
+                            None => (step, error),
+                        };
+                        tracing::warn!(
+                            sink = name,
+                            message_id = %unit.message_id,
+                            attempt = attempts + 1,
+                            retry_in_secs = delay.as_secs(),
+                            %error,
+                            "notify: delivery failed, will retry"
+                        );
+                        let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                        let n = self
+                            .set(unit.rows(), DeliveryState::Pending, next, Some(error), now)
+                            .await?;
+                        self.metrics.add(name, MetricOutcome::Retried, n as u64);
+                        report.retried += n;
+                    }
+                    None => {
+                        let error = format!("{error}; gave up after {} attempts", attempts + 1);
+                        tracing::warn!(sink = name, message_id = %unit.message_id, %error, "notify: delivery failed");
+                        report.failed += self
+                            .settle(name, unit.rows(), DeliveryState::Failed, Some(error), now)
+                            .await?;
+                    }
+                }
+            }
+            Attempt::Fail(error) => {
+                tracing::warn!(sink = name, message_id = %unit.message_id, %error, "notify: delivery failed, not retried");
+                report.failed += self
+                    .settle(name, unit.rows(), DeliveryState::Failed, Some(error), now)
+                    .await?;
+            }
+            Attempt::Gone => {
+                rt.disabled.store(true, Ordering::Relaxed);
+                tracing::error!(
+                    sink = name,
+                    "notify: the sink answered 410 Gone; it is disabled until connhealth restarts with it configured"
+                );
+                let mut n = self
+                    .set(
+                        unit.rows(),
+                        DeliveryState::SinkDisabled,
+                        now,
+                        Some(GONE.into()),
+                        now,
+                    )
+                    .await?;
+                // Its other pending rows (retries not yet due) are settled too.
+                loop {
+                    let pending = self
+                        .store
+                        .deliveries(Some(name), Some(DeliveryState::Pending), 10_000)
+                        .await?;
+                    if pending.is_empty() {
+                        break;
+                    }
+                    let ids: Vec<i64> = pending.iter().map(|d| d.id).collect();
+                    n += ids.len();
+                    self.store
+                        .update_deliveries(
+                            ids,
+                            DeliveryUpdate {
+                                state: DeliveryState::SinkDisabled,
+                                next_attempt_at: now,
+                                last_error: Some(GONE.into()),
+                            },
+                            now,
+                        )
+                        .await?;
+                }
+                self.metrics
+                    .add(name, MetricOutcome::SinkDisabled, n as u64);
+                report.sink_disabled += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send one message to a sink (signed for a webhook sink) and classify the answer.
+    async fn attempt(
+        &self,
+        rt: &SinkRt,
+        message_id: &str,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Attempt {
+        let ts = now.timestamp();
+        let mut req = rt
+            .client
+            .post(rt.sink.url.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+        if let Some(signer) = &rt.sink.signer {
+            req = req
+                .header("webhook-id", message_id)
+                .header("webhook-timestamp", ts.to_string())
+                .header("webhook-signature", signer.sign(message_id, ts, body));
+        }
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return classify_error(&e, rt.sink.timeout),
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, now));
+        // Read (capped) and ignore the body: it is never logged or stored.
+        let mut read = 0usize;
+        while read < self.body_cap {
+            match resp.chunk().await {
+                Ok(Some(c)) => read += c.len(),
+                _ => break,
+            }
+        }
+        drop(resp);
+        let code = status.as_u16();
+        if status.is_success() {
+            Attempt::Delivered(code)
+        } else if code == 410 {
+            Attempt::Gone
+        } else if status.is_redirection() {
+            Attempt::Retry {
+                error: format!("HTTP {code}: a redirect (not followed)"),
+                retry_after: None,
+            }
+        } else if code == 429 || status.is_server_error() {
+            Attempt::Retry {
+                error: format!("HTTP {code}"),
+                retry_after,
+            }
+        } else {
+            Attempt::Fail(format!("HTTP {code}"))
+        }
+    }
+
+    /// Send one signed test event to a sink now (`connhealth notify test --sink NAME`),
+    /// outside the outbox.
+    pub async fn send_test(&self, sink: &str) -> Result<Attempt, NotifyError> {
+        let rt = self
+            .rt(sink)
+            .ok_or_else(|| NotifyError::Config(format!("no sink named {sink:?}")))?;
+        let now = self.clock.now();
+        let id = format!("msg_test_{}", now.timestamp_micros());
+        let body = match rt.sink.kind {
+            SinkKind::Webhook => serde_json::json!({
+                "type": "connhealth.test",
+                "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "data": {"message": "a test notification from connhealth", "sink": sink},
+            }),
+            SinkKind::Slack => serde_json::json!({
+                "text": format!("connhealth: a test notification for sink {}", message::slack_escape(sink)),
+            }),
+        };
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| NotifyError::Internal(format!("encoding a message: {e}")))?;
+        let a = self.attempt(rt, &id, &body, now).await;
+        self.metrics.add(sink, MetricOutcome::Request, 1);
+        Ok(a)
+    }
+}
+
+const GONE: &str = "the sink answered 410 Gone and is disabled";
+
+fn classify_error(e: &reqwest::Error, timeout: Duration) -> Attempt {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut chain = Vec::new();
+    while let Some(s) = src {
+        if s.downcast_ref::<PrivateAddress>().is_some() {
+            return Attempt::Fail(PrivateAddress.to_string());
+        }
+        chain.push(s.to_string());
+        src = s.source();
+    }
+    if e.is_timeout() {
+        return Attempt::Retry {
+            error: format!("timed out after {}s", timeout.as_secs_f64()),
+            retry_after: None,
+        };
+    }
+    // reqwest's own text names the URL (a Slack URL is a credential): only its sources.
+    let detail = chain.iter().skip(1).cloned().collect::<Vec<_>>().join(": ");
+    Attempt::Retry {
+        error: if detail.is_empty() {
+            "connection error".to_owned()
+        } else {
+            format!("connection error: {detail}")
+        },
+        retry_after: None,
+    }
+}
+
+/// `Retry-After`: seconds or an HTTP date.
+pub fn parse_retry_after(v: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let at: DateTime<Utc> = httpdate::parse_http_date(v).ok()?.into();
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
