@@ -3,7 +3,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use connhealth_core::Secret;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Signs (and verifies) Standard Webhooks messages with a `whsec_` secret.
@@ -39,8 +39,8 @@ impl Signer {
 
     fn mac(&self, id: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
         let key = STANDARD.decode(self.key.expose()).unwrap_or_default();
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
-            .expect("HMAC takes a key of any length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes a key of any length");
         mac.update(id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.to_string().as_bytes());
