@@ -202,34 +202,13 @@ pub struct ConnectionSync {
     pub synced_products: Option<i64>,
 }
 
-/// `ErrorResponse`: `{"detail": string | [object]}`. (Error bodies are turned into errors by
-/// `connhealth_core::http`; this type documents the shape.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorResponse {
-    /// What went wrong.
-    #[serde(default)]
-    pub detail: Option<ErrorDetail>,
-}
-
-/// `ErrorResponseDetail`: a message, or a list of objects (FastAPI validation errors).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ErrorDetail {
-    /// A message.
-    Text(String),
-    /// A list of objects.
-    List(Vec<serde_json::Map<String, Value>>),
-    /// Anything else.
-    Other(Value),
-}
-
 /// The List merchants answer, whatever envelope it came in (undocumented; see the crate docs).
 ///
 /// Accepted: a bare array of merchants, or an object whose items are under `items`,
 /// `merchants`, `data` or `results`; `total`, `pages`, `page`, `size` (numbers or numeric
 /// strings) and `has_more` are all optional.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct MerchantsEnvelope {
+pub(crate) struct MerchantsEnvelope {
     /// The merchants that decoded (an entry without `customer_id` is counted in `received`
     /// but left out here).
     pub items: Vec<MerchantItem>,
@@ -352,7 +331,7 @@ fn as_u64(v: &Value) -> Option<u64> {
 
 /// Create merchant request body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CreateMerchantRequest<'a> {
+pub(crate) struct CreateMerchantRequest<'a> {
     /// The merchant's storefront domain.
     pub domain: &'a str,
     /// Display name; Channel3 infers one when omitted.
@@ -362,7 +341,7 @@ pub struct CreateMerchantRequest<'a> {
 
 /// Create merchant answer.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct CreateMerchantResponse {
+pub(crate) struct CreateMerchantResponse {
     /// The Channel3 customer id.
     pub customer_id: String,
     /// `false` when the domain already belonged to a merchant (idempotent hit). Documented
@@ -376,7 +355,7 @@ pub struct CreateMerchantResponse {
 
 /// Create connect session request body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CreateSessionRequest<'a> {
+pub(crate) struct CreateSessionRequest<'a> {
     /// Where the hosted flow sends the merchant back; must prefix-match an allowlisted URI.
     pub redirect_uri: &'a str,
     /// A platform slug to deep-link to; omitted to show a picker.
@@ -386,7 +365,7 @@ pub struct CreateSessionRequest<'a> {
 
 /// `ConnectSessionResponse`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ConnectSessionResponse {
+pub(crate) struct ConnectSessionResponse {
     /// The session token (a secret: never printed).
     #[serde(deserialize_with = "secret")]
     pub token: Secret,

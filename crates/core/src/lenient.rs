@@ -396,7 +396,7 @@ impl<T> Lenient<T> {
 /// How a JSON value of each type converts into `Self` inside a [`Lenient`]; `None` (the
 /// default for every JSON type) means "does not fit".
 ///
-/// Structs with a derived `Deserialize` get an implementation from [`object_from_json!`]
+/// Structs with a derived `Deserialize` get an implementation from [`object_from_json!`](crate::object_from_json)
 /// (an object decodes through the derive, anything else does not fit); enums defined with
 /// [`lenient_enum!`](crate::lenient_enum) take strings only.
 pub trait FromJson: Sized {

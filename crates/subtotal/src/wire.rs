@@ -89,7 +89,7 @@ impl fmt::Debug for ConnectionResponse {
 ///
 /// Also accepts a bare array. Items that are not JSON objects are skipped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListConnectionsResponse {
+pub(crate) struct ListConnectionsResponse {
     /// The customer's connections.
     pub connections: Vec<ConnectionResponse>,
     /// The items that could not be decoded (not objects, or a field of the wrong type).
@@ -168,7 +168,7 @@ impl Retailer {
 
 /// `GET /retailers`: `{"retailers": [ConfiguredRetailer…]}` (also accepts a bare array).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GetRetailersResponse {
+pub(crate) struct GetRetailersResponse {
     /// The configured retailers.
     pub retailers: Vec<Retailer>,
 }
