@@ -59,20 +59,14 @@ impl SubtotalBuilder {
         let mut b = Subtotal::builder()
             .api_key(env::secret(env, "api_key_env", &config.api_key_env)?)
             .customers(config.customers.clone());
-        if let Some(name) = &config.name {
-            b = b.name(name.clone());
-        }
-        if let Some(url) = &config.base_url {
-            b = b.base_url(url.clone());
-        }
+        b = b.table_keys(
+            config.name.as_deref(),
+            config.base_url.as_deref(),
+            config.timeout_secs,
+            config.concurrency,
+        );
         if let Some(url) = &config.link_url {
             b = b.link_url(url.clone());
-        }
-        if let Some(t) = config.timeout_secs {
-            b = b.request_timeout(env::request_timeout(t));
-        }
-        if let Some(n) = config.concurrency {
-            b = b.concurrency(n);
         }
         Ok(b)
     }

@@ -67,20 +67,14 @@ impl VioletBuilder {
             .app_secret(env::secret(env, "app_secret_env", &config.app_secret_env)?)
             .username(env::secret(env, "username_env", &config.username_env)?.expose())
             .password(env::secret(env, "password_env", &config.password_env)?);
-        if let Some(name) = &config.name {
-            b = b.name(name.clone());
-        }
-        if let Some(url) = &config.base_url {
-            b = b.base_url(url.clone());
-        }
+        b = b.table_keys(
+            config.name.as_deref(),
+            config.base_url.as_deref(),
+            config.timeout_secs,
+            config.concurrency,
+        );
         if let Some(x) = config.exclude_public {
             b = b.exclude_public(x);
-        }
-        if let Some(t) = config.timeout_secs {
-            b = b.request_timeout(env::request_timeout(t));
-        }
-        if let Some(n) = config.concurrency {
-            b = b.concurrency(n);
         }
         Ok(b)
     }
