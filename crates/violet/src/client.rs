@@ -331,19 +331,7 @@ impl VioletClient {
             Ok(resp) => resp.json()?,
             Err(e) => return Err(self.login_error(e)),
         };
-        let access = answer
-            .token
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| {
-                Error::new(
-                    &s.name,
-                    LOGIN,
-                    ErrorKind::Decode,
-                    "the login answer has no token",
-                )
-            })?;
-        self.install(st, access, answer.refresh_token);
-        Ok(())
+        self.install(st, LOGIN, "login", answer)
     }
 
     async fn refresh_locked(&self, st: &mut TokenState) -> Result<()> {
@@ -366,22 +354,27 @@ impl VioletClient {
             .secret_header(APP_SECRET_HEADER, "", &s.app_secret)
             .secret_header(TOKEN_HEADER, "", &refresh);
         let answer: TokenAnswer = s.http.send_json(req).await?;
-        let access = answer
-            .token
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| {
-                Error::new(
-                    &s.name,
-                    REFRESH,
-                    ErrorKind::Decode,
-                    "the refresh answer has no token",
-                )
-            })?;
-        self.install(st, access, answer.refresh_token);
-        Ok(())
+        self.install(st, REFRESH, "refresh", answer)
     }
 
-    fn install(&self, st: &mut TokenState, access: String, refresh: Option<String>) {
+    /// Takes the tokens of a login or refresh `answer` (from `endpoint`); an answer without an
+    /// access token is a `decode` error (`the {what} answer has no token`).
+    fn install(
+        &self,
+        st: &mut TokenState,
+        endpoint: &str,
+        what: &str,
+        answer: TokenAnswer,
+    ) -> Result<()> {
+        let Some(access) = answer.token.filter(|t| !t.trim().is_empty()) else {
+            return Err(Error::new(
+                &self.inner.s.name,
+                endpoint,
+                ErrorKind::Decode,
+                format!("the {what} answer has no token"),
+            ));
+        };
+        let refresh = answer.refresh_token;
         let lifetime = token_lifetime(&access, Utc::now());
         let now = Instant::now();
         // A token claiming a lifetime past the clock's range is simply long-lived.
@@ -394,6 +387,7 @@ impl VioletClient {
             st.refresh = Some(Secret::new(r));
         }
         st.generation += 1;
+        Ok(())
     }
 
     /// The login failure as an error that names `POST /login`, never the credentials.
