@@ -13,8 +13,8 @@
 //!    connects (connection reuse).
 //!
 //! Families 1 and 2 are criterion benches (`cargo bench -p connhealth-bench --bench e2e`);
-//! the scale curve is [`run_bench`], behind `cargo run -p connhealth-bench --release` (and
-//! `connhealth bench`), which prints [`BenchReport::table`] and writes
+//! the scale curve is [`run_bench`], behind `cargo run -p connhealth-bench --release`, which
+//! prints [`BenchReport::table`] and writes
 //! `target/bench/scale-<unix time>.json` plus `target/bench/latest.json` for comparison across
 //! commits. `BENCHMARKS.md` at the repository root has the figures.
 //!
@@ -142,8 +142,7 @@ pub fn default_output_dir() -> PathBuf {
         .join("bench")
 }
 
-/// Command-line options of `connhealth-bench` and `connhealth bench` (flatten them into a
-/// clap command).
+/// Command-line options of `connhealth-bench` (flatten them into a clap command).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Leave out the 100,000-customer point (the curve then takes seconds).

@@ -151,7 +151,7 @@ impl BenchReport {
             && self.families.as_ref().is_none_or(|f| f.errors.is_empty())
     }
 
-    /// The human-readable tables (what `connhealth bench` prints).
+    /// The human-readable tables (what `connhealth-bench` prints).
     pub fn table(&self) -> String {
         let mut out = String::new();
         let m = &self.machine;

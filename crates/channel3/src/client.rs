@@ -170,7 +170,7 @@ impl Channel3Client {
     }
 
     /// List merchants, one page: `GET /v0/partner/merchants?page={page}&size={size}` (`page`
-    /// starts at 1). The envelope is parsed tolerantly (see [`wire::MerchantsEnvelope`]).
+    /// starts at 1). The envelope is parsed tolerantly (a bare array, or the items under `items`, `merchants`, `data` or `results`).
     pub async fn list_merchants(&self, page: u64, size: usize) -> Result<MerchantPage> {
         let req = self
             .request(Method::GET, LIST_MERCHANTS, &["v0", "partner", "merchants"])?

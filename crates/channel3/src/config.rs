@@ -56,20 +56,14 @@ impl Channel3Builder {
     pub fn from_config(config: &Channel3Config, env: Lookup<'_>) -> Result<Self, EnvError> {
         let mut b =
             Channel3::builder().api_key(env::secret(env, "api_key_env", &config.api_key_env)?);
-        if let Some(name) = &config.name {
-            b = b.name(name.clone());
-        }
-        if let Some(url) = &config.base_url {
-            b = b.base_url(url.clone());
-        }
+        b = b.table_keys(
+            config.name.as_deref(),
+            config.base_url.as_deref(),
+            config.timeout_secs,
+            config.concurrency,
+        );
         if let Some(ids) = &config.customers {
             b = b.customers(ids.iter().cloned());
-        }
-        if let Some(t) = config.timeout_secs {
-            b = b.request_timeout(env::request_timeout(t));
-        }
-        if let Some(n) = config.concurrency {
-            b = b.concurrency(n);
         }
         Ok(b)
     }

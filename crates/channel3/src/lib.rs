@@ -3,7 +3,7 @@
 //! The connhealth adapter for the [Channel3 Partner API](https://partner.docs.trychannel3.com):
 //! for every merchant (`customer_id`) it reads List connections
 //! (`GET /v0/partner/merchants/{customer_id}/connections`) and maps each platform entry onto a
-//! normalized [`connhealth_core::Connection`] (rules in [`map`]).
+//! normalized [`connhealth_core::Connection`] (rules: "How an answer maps" below).
 //!
 //! Customers are the configured list ([`Channel3Builder::customers`]) or, without one, every
 //! merchant of the partner account, discovered through List merchants
@@ -40,6 +40,31 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## How an answer maps
+//!
+//! | Channel3 | `status` | problem (severity) | remediation |
+//! | --- | --- | --- | --- |
+//! | `not_connected` | `not_connected` | — | — |
+//! | `action_required` | `action_required` | `action_required` (action_required) | `reconnect {url: null}`: mint a connect session |
+//! | `active`, `ingestion` | `healthy` | — | — |
+//! | `active`, `distribution`, sync `pending` | `pending` | `sync_pending` (pending) | `wait_for_sync` |
+//! | `active`, `distribution`, sync `syncing` | `syncing` | `sync_in_progress` (syncing) | `wait_for_sync` |
+//! | `active`, `distribution`, sync `live` | `healthy` | — | — |
+//! | … `live` with `synced_products < total_products` | `degraded` | `partial_sync` (degraded) | — |
+//! | `active`, `distribution`, no `sync` (or a sync without `state`) | `unknown` | `sync_status_missing` (unknown) | — |
+//! | an unknown `status` / `category` / `sync.state` | `unknown` | `unrecognized_value` (unknown) | — |
+//! | `status` / `category` missing | `unknown` | `missing_value` (unknown) | — |
+//!
+//! The status is the worst of the base status and every problem's severity, so an unknown
+//! value anywhere makes a connection at least `unknown`. A `sync` on an ingestion row is kept
+//! but only changes the status when its state is unknown. `ingestion` → `source`,
+//! `distribution` → `destination`, an unknown category → `source` (plus its problem).
+//!
+//! An entry without `platform` cannot be identified across polls and is left out; entries
+//! sharing a connection id in one answer collapse into one, the most severe (the first of
+//! equally severe ones). Both are reported: the provider turns them into a `decode` error of the report.
+//! An account id listed twice in one entry's `accounts` is kept once (the first wins).
 #![forbid(unsafe_code)]
 
 use std::collections::HashSet;
@@ -60,8 +85,14 @@ use tokio_util::task::AbortOnDropHandle;
 mod client;
 mod config;
 pub use config::Channel3Config;
-pub mod map;
-pub mod wire;
+mod map;
+#[cfg(test)]
+mod mapping_tests;
+mod wire;
+pub use wire::{
+    ConnectionAccount, ConnectionStatus, ConnectionSync, PartnerConnection,
+    PartnerConnectionsResponse, PlatformCategory, PlatformSlug, SkippedItem, SyncState,
+};
 
 pub use client::{
     Channel3Client, ConnectSession, CreatedMerchant, Merchant, MerchantPage, MAX_PAGES,
@@ -171,7 +202,7 @@ impl Inner {
             Err(e) => return vec![Err(e)],
         };
         let mapped = map::map_connections(&self.name, &customer, &response, observed_at);
-        let lost = mapped.losses().to_error(
+        let lost = mapped.losses.to_error(
             &self.name,
             client::LIST_CONNECTIONS,
             Some(&customer.id),

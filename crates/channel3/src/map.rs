@@ -1,28 +1,7 @@
 //! Channel3 vocabulary → the normalized model. Pure: no I/O, no clock.
 //!
-//! | Channel3 | `status` | problem (severity) | remediation |
-//! | --- | --- | --- | --- |
-//! | `not_connected` | `not_connected` | — | — |
-//! | `action_required` | `action_required` | `action_required` (action_required) | `reconnect {url: null}`: mint a connect session |
-//! | `active`, `ingestion` | `healthy` | — | — |
-//! | `active`, `distribution`, sync `pending` | `pending` | `sync_pending` (pending) | `wait_for_sync` |
-//! | `active`, `distribution`, sync `syncing` | `syncing` | `sync_in_progress` (syncing) | `wait_for_sync` |
-//! | `active`, `distribution`, sync `live` | `healthy` | — | — |
-//! | … `live` with `synced_products < total_products` | `degraded` | `partial_sync` (degraded) | — |
-//! | `active`, `distribution`, no `sync` (or a sync without `state`) | `unknown` | `sync_status_missing` (unknown) | — |
-//! | an unknown `status` / `category` / `sync.state` | `unknown` | `unrecognized_value` (unknown) | — |
-//! | `status` / `category` missing | `unknown` | `missing_value` (unknown) | — |
-//!
-//! The status is the worst of the base status and every problem's severity, so an unknown
-//! value anywhere makes a connection at least `unknown`. A `sync` on an ingestion row is kept
-//! but only changes the status when its state is unknown. `ingestion` → `source`,
-//! `distribution` → `destination`, an unknown category → `source` (plus its problem).
-//!
-//! An entry without `platform` cannot be identified across polls and is left out; entries
-//! sharing a connection id in one answer collapse into one, the most severe (the first of
-//! equally severe ones). [`map_connections`] reports both ([`Mapped::skipped`],
-//! [`Mapped::duplicates`]) and the provider turns them into a `decode` error of the report.
-//! An account id listed twice in one entry's `accounts` is kept once (the first wins).
+//! The rules are written once, in the crate documentation ("How an answer maps"); the
+//! code here follows them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -38,32 +17,22 @@ use crate::wire::{
     PlatformCategory, SkippedItem, SyncState,
 };
 
-/// The connections of one customer, and the entries that could not be mapped.
+/// The connections of one customer, and what was left out of them (core's one way of
+/// reporting it).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Mapped {
+pub(crate) struct Mapped {
     /// One connection per usable entry, in the provider's order.
-    pub connections: Vec<Connection>,
-    /// Entries left out: undecodable ones (from the wire) and ones without `platform`.
-    pub skipped: Vec<SkippedItem>,
-    /// Ids of entries collapsed into an earlier one with the same connection id (the most
-    /// severe of them is kept), once per collapsed entry.
-    pub duplicates: Vec<String>,
-}
-
-impl Mapped {
-    /// What was left out, for the report (see [`connhealth_core::lenient`]).
-    pub fn losses(&self) -> Losses {
-        Losses {
-            skipped: self.skipped.clone(),
-            duplicates: self.duplicates.clone(),
-        }
-    }
+    pub(crate) connections: Vec<Connection>,
+    /// Entries left out: undecodable ones (from the wire) and ones without `platform`; ids of
+    /// entries collapsed into an earlier one with the same connection id (the most severe of
+    /// them is kept), once per collapsed entry.
+    pub(crate) losses: Losses,
 }
 
 /// Maps one customer's List connections answer.
 ///
 /// `provider` is the configured provider name (it prefixes every connection id).
-pub fn map_connections(
+pub(crate) fn map_connections(
     provider: &str,
     customer: &Customer,
     response: &PartnerConnectionsResponse,
@@ -94,8 +63,10 @@ pub fn map_connections(
     }
     Mapped {
         connections,
-        skipped,
-        duplicates,
+        losses: Losses {
+            skipped,
+            duplicates,
+        },
     }
 }
 
@@ -127,7 +98,7 @@ fn position(
 }
 
 /// Maps one `PartnerConnection`. `None` when it has no `platform` (it cannot be identified).
-pub fn map_connection(
+pub(crate) fn map_connection(
     provider: &str,
     customer: &Customer,
     wire: &PartnerConnection,
@@ -359,7 +330,7 @@ fn map_sync(sync: &ConnectionSync) -> SyncProgress {
 }
 
 /// Parses an RFC 3339 date-time; one without offset is read as UTC (core's one time parser).
-pub use connhealth_core::lenient::parse_time;
+pub(crate) use connhealth_core::lenient::parse_time;
 
 #[cfg(test)]
 mod tests {
@@ -390,8 +361,8 @@ mod tests {
             };
             let mapped = map_connections("channel3", &customer, &response, Utc::now());
             assert_eq!(mapped.connections.len(), n, "n = {n}");
-            assert!(mapped.skipped.is_empty(), "n = {n}");
-            assert_eq!(mapped.duplicates.len(), n, "n = {n}");
+            assert!(mapped.losses.skipped.is_empty(), "n = {n}");
+            assert_eq!(mapped.losses.duplicates.len(), n, "n = {n}");
             let platforms: Vec<String> = mapped
                 .connections
                 .iter()

@@ -9,223 +9,80 @@
 //! one list item that cannot be decoded is set aside (see
 //! [`PartnerConnectionsResponse::skipped`]) instead of failing the whole response.
 
-use std::fmt;
-
 use connhealth_core::lenient::LenientList;
+use connhealth_core::lenient_enum;
 use connhealth_core::Secret;
 use serde::de::{self, Deserializer};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Defines a string enum with an `Other(String)` fallback that keeps the raw value.
-macro_rules! wire_enum {
-    (
-        $(#[$meta:meta])*
-        $name:ident { $( $(#[$vmeta:meta])* $variant:ident => $text:literal, )+ }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $( $(#[$vmeta])* $variant, )+
-            /// A value this crate does not know, kept verbatim (a number or boolean is kept as
-            /// its JSON text, an object or array as `{…}` / `[…]`).
-            Other(String),
-        }
-
-        impl $name {
-            /// Every documented value, in the order of the API's schema.
-            pub const KNOWN: &'static [$name] = &[ $( $name::$variant, )+ ];
-
-            /// The value as the API spells it.
-            pub fn as_str(&self) -> &str {
-                match self {
-                    $( $name::$variant => $text, )+
-                    $name::Other(s) => s,
-                }
-            }
-
-            /// Whether this is a documented value.
-            pub fn is_known(&self) -> bool {
-                !matches!(self, $name::Other(_))
-            }
-        }
-
-        impl From<&str> for $name {
-            fn from(s: &str) -> Self {
-                match s {
-                    $( $text => $name::$variant, )+
-                    other => $name::Other(other.to_owned()),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_any(LenientEnum::<$name>(std::marker::PhantomData))
-            }
-        }
-    };
-}
-
-/// Reads any JSON value as text without building a `serde_json::Value`: strings as they are,
-/// numbers and booleans as their JSON text, objects and arrays as `{…}` / `[…]`.
-struct LenientText;
-
-impl<'de> de::Visitor<'de> for LenientText {
-    type Value = String;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
-        Ok(v)
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
-        Ok("null".to_owned())
-    }
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
-        while map
-            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
-            .is_some()
-        {}
-        Ok("{…}".to_owned())
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
-        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-        Ok("[…]".to_owned())
-    }
-}
-
-/// Reads any JSON value as a `wire_enum!` value: a string maps straight to its variant (no
-/// allocation for known values); anything else is read as [`LenientText`] reads it.
-struct LenientEnum<T>(std::marker::PhantomData<T>);
-
-impl<'de, T: for<'a> From<&'a str>> de::Visitor<'de> for LenientEnum<T> {
-    type Value = T;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
-        Ok(T::from(v))
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
-        LenientText.visit_bool(v).map(|t| T::from(&t))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
-        LenientText.visit_i64(v).map(|t| T::from(&t))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
-        LenientText.visit_u64(v).map(|t| T::from(&t))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
-        LenientText.visit_f64(v).map(|t| T::from(&t))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
-        LenientText.visit_unit().map(|t| T::from(&t))
-    }
-    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-        LenientText.visit_map(map).map(|t| T::from(&t))
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
-        LenientText.visit_seq(seq).map(|t| T::from(&t))
-    }
-}
-
-wire_enum! {
+lenient_enum! {
     /// `PlatformSlug`: platforms Channel3 can ingest from or distribute to.
-    PlatformSlug {
+    pub enum PlatformSlug {
         /// `channel3`
-        Channel3 => "channel3",
+        Channel3 = "channel3",
         /// `google`
-        Google => "google",
+        Google = "google",
         /// `microsoft`
-        Microsoft => "microsoft",
+        Microsoft = "microsoft",
         /// `openai`
-        Openai => "openai",
+        Openai = "openai",
         /// `paypal`
-        Paypal => "paypal",
+        Paypal = "paypal",
         /// `perplexity`
-        Perplexity => "perplexity",
+        Perplexity = "perplexity",
         /// `stripe`
-        Stripe => "stripe",
+        Stripe = "stripe",
         /// `ucp`
-        Ucp => "ucp",
+        Ucp = "ucp",
         /// `shopify`
-        Shopify => "shopify",
+        Shopify = "shopify",
         /// `woocommerce`
-        Woocommerce => "woocommerce",
+        Woocommerce = "woocommerce",
         /// `bigcommerce`
-        Bigcommerce => "bigcommerce",
+        Bigcommerce = "bigcommerce",
         /// `magento`
-        Magento => "magento",
+        Magento = "magento",
         /// `salesforce_commerce`
-        SalesforceCommerce => "salesforce_commerce",
+        SalesforceCommerce = "salesforce_commerce",
         /// `akeneo`
-        Akeneo => "akeneo",
+        Akeneo = "akeneo",
         /// `web_crawl`
-        WebCrawl => "web_crawl",
+        WebCrawl = "web_crawl",
     }
 }
 
-wire_enum! {
+lenient_enum! {
     /// `PlatformCategory`: catalog source vs. distribution destination.
-    PlatformCategory {
+    pub enum PlatformCategory {
         /// `distribution`: a destination Channel3 delivers the catalog to.
-        Distribution => "distribution",
+        Distribution = "distribution",
         /// `ingestion`: a source Channel3 reads the catalog from.
-        Ingestion => "ingestion",
+        Ingestion = "ingestion",
     }
 }
 
-wire_enum! {
+lenient_enum! {
     /// `ConnectionStatus`: connection health for a merchant on a platform.
-    ConnectionStatus {
+    pub enum ConnectionStatus {
         /// `not_connected`: the merchant has not connected this platform.
-        NotConnected => "not_connected",
+        NotConnected = "not_connected",
         /// `action_required`: a follow-up step is needed.
-        ActionRequired => "action_required",
+        ActionRequired = "action_required",
         /// `active`
-        Active => "active",
+        Active = "active",
     }
 }
 
-wire_enum! {
+lenient_enum! {
     /// `SyncState`: nothing delivered yet, delivered but unconfirmed, or confirmed live.
-    SyncState {
+    pub enum SyncState {
         /// `pending`: nothing delivered yet.
-        Pending => "pending",
+        Pending = "pending",
         /// `syncing`: delivered but unconfirmed.
-        Syncing => "syncing",
+        Syncing = "syncing",
         /// `live`: confirmed live.
-        Live => "live",
+        Live = "live",
     }
 }
 
@@ -345,34 +202,13 @@ pub struct ConnectionSync {
     pub synced_products: Option<i64>,
 }
 
-/// `ErrorResponse`: `{"detail": string | [object]}`. (Error bodies are turned into errors by
-/// `connhealth_core::http`; this type documents the shape.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorResponse {
-    /// What went wrong.
-    #[serde(default)]
-    pub detail: Option<ErrorDetail>,
-}
-
-/// `ErrorResponseDetail`: a message, or a list of objects (FastAPI validation errors).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ErrorDetail {
-    /// A message.
-    Text(String),
-    /// A list of objects.
-    List(Vec<serde_json::Map<String, Value>>),
-    /// Anything else.
-    Other(Value),
-}
-
 /// The List merchants answer, whatever envelope it came in (undocumented; see the crate docs).
 ///
 /// Accepted: a bare array of merchants, or an object whose items are under `items`,
 /// `merchants`, `data` or `results`; `total`, `pages`, `page`, `size` (numbers or numeric
 /// strings) and `has_more` are all optional.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct MerchantsEnvelope {
+pub(crate) struct MerchantsEnvelope {
     /// The merchants that decoded (an entry without `customer_id` is counted in `received`
     /// but left out here).
     pub items: Vec<MerchantItem>,
@@ -495,7 +331,7 @@ fn as_u64(v: &Value) -> Option<u64> {
 
 /// Create merchant request body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CreateMerchantRequest<'a> {
+pub(crate) struct CreateMerchantRequest<'a> {
     /// The merchant's storefront domain.
     pub domain: &'a str,
     /// Display name; Channel3 infers one when omitted.
@@ -505,7 +341,7 @@ pub struct CreateMerchantRequest<'a> {
 
 /// Create merchant answer.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct CreateMerchantResponse {
+pub(crate) struct CreateMerchantResponse {
     /// The Channel3 customer id.
     pub customer_id: String,
     /// `false` when the domain already belonged to a merchant (idempotent hit). Documented
@@ -519,7 +355,7 @@ pub struct CreateMerchantResponse {
 
 /// Create connect session request body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CreateSessionRequest<'a> {
+pub(crate) struct CreateSessionRequest<'a> {
     /// Where the hosted flow sends the merchant back; must prefix-match an allowlisted URI.
     pub redirect_uri: &'a str,
     /// A platform slug to deep-link to; omitted to show a picker.
@@ -529,7 +365,7 @@ pub struct CreateSessionRequest<'a> {
 
 /// `ConnectSessionResponse`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ConnectSessionResponse {
+pub(crate) struct ConnectSessionResponse {
     /// The session token (a secret: never printed).
     #[serde(deserialize_with = "secret")]
     pub token: Secret,

@@ -157,11 +157,6 @@ enum Command {
         #[arg(long = "provider", value_name = "NAME")]
         providers: Vec<String>,
     },
-    /// Benchmarks against the built-in simulators: the scale curve (100 → 100,000 customers;
-    /// --quick stops at 10,000) and, with --families, the latency-bound families of
-    /// BENCHMARKS.md. Writes target/bench/*.json. Build with --release (and `--features bench`).
-    #[cfg(feature = "bench")]
-    Bench(connhealth_bench::BenchArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -271,8 +266,6 @@ async fn start_fleet(customers: usize, seed: u64) -> Result<Fleet, CliError> {
 /// Runs one command: `Ok(exit code)` when it ran (a report's codes 0–3), or why it could not.
 async fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
-        #[cfg(feature = "bench")]
-        Command::Bench(args) => Ok(connhealth_bench::run_cli(args).await),
         Command::Config {
             command: ConfigCommand::Example,
         } => {

@@ -13,7 +13,12 @@
 //! - [`Losses`]: what one answer left out, turned into that `decode` error;
 //! - [`Mapped`]: one unit of work's connections plus its losses, turned into the [`Batch`]es a
 //!   provider yields (`ok` + a `decode` error → `partial`; only the error → `failed`);
-//! - [`scrub_values`]: serde messages without the document's values (no personal data).
+//! - [`scrub_values`]: serde messages without the document's values (no personal data);
+//! - [`Lenient`] and [`FromJson`]: one field that never fails to decode (missing, usable, or
+//!   of the wrong JSON type), with [`object_from_json!`](crate::object_from_json) for structs;
+//! - [`lenient_enum!`](crate::lenient_enum): the one wire-enum macro (unknown values kept as
+//!   `Other(String)`, exact or case-insensitive matching);
+//! - [`parse_time`]: the one date-time parser.
 //!
 //! ```
 //! use connhealth_core::lenient::LenientList;
@@ -30,9 +35,10 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::marker::PhantomData;
 
-use serde::de::{DeserializeOwned, Deserializer};
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -335,6 +341,589 @@ pub fn scrub_values(msg: &str) -> String {
     out
 }
 
+// ---------------------------------------------------------------------------------------------
+// Lenient fields
+// ---------------------------------------------------------------------------------------------
+
+/// A field that never fails to decode: missing/`null`, a usable value, or a value of a JSON
+/// type that does not fit (kept as the name of that type, never as the value, so no personal
+/// data is kept).
+///
+/// `T` says per JSON type what fits through [`FromJson`]; compound values that do not fit are
+/// skipped without being materialized.
+///
+/// ```
+/// use connhealth_core::lenient::Lenient;
+///
+/// let v: Vec<Lenient<u64>> = serde_json::from_str(r#"[7, "8", null, {"a": 1}, -1]"#).unwrap();
+/// assert_eq!(
+///     v,
+///     [
+///         Lenient::Present(7),
+///         Lenient::Present(8),
+///         Lenient::Absent,
+///         Lenient::Invalid("object"),
+///         Lenient::Invalid("number"),
+///     ]
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Lenient<T> {
+    /// Missing or `null`.
+    #[default]
+    Absent,
+    /// A usable value.
+    Present(T),
+    /// A value of a type that does not fit; the JSON type it had (`"number"`, `"object"`…).
+    Invalid(&'static str),
+}
+
+impl<T> Lenient<T> {
+    /// The value, if usable.
+    pub fn get(&self) -> Option<&T> {
+        match self {
+            Lenient::Present(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether the field was missing or null.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Lenient::Absent)
+    }
+}
+
+/// How a JSON value of each type converts into `Self` inside a [`Lenient`]; `None` (the
+/// default for every JSON type) means "does not fit".
+///
+/// Structs with a derived `Deserialize` get an implementation from [`object_from_json!`](crate::object_from_json)
+/// (an object decodes through the derive, anything else does not fit); enums defined with
+/// [`lenient_enum!`](crate::lenient_enum) take strings only.
+pub trait FromJson: Sized {
+    /// A JSON boolean.
+    fn from_bool(_v: bool) -> Option<Self> {
+        None
+    }
+    /// A negative JSON integer (or one serde reads as `i64`).
+    fn from_i64(_v: i64) -> Option<Self> {
+        None
+    }
+    /// A non-negative JSON integer.
+    fn from_u64(_v: u64) -> Option<Self> {
+        None
+    }
+    /// A JSON number with a fraction or exponent.
+    fn from_f64(_v: f64) -> Option<Self> {
+        None
+    }
+    /// A JSON string (borrowed).
+    fn from_str(_v: &str) -> Option<Self> {
+        None
+    }
+    /// A JSON string (owned); by default [`FromJson::from_str`].
+    fn from_string(v: String) -> Option<Self> {
+        Self::from_str(&v)
+    }
+    /// A JSON object; by default skipped without being built.
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    /// A JSON array; by default skipped without being built.
+    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+impl<'de, T: FromJson> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LenientVisitor(PhantomData))
+    }
+}
+
+struct LenientVisitor<T>(PhantomData<T>);
+
+fn wrap<T>(v: Option<T>, kind: &'static str) -> Lenient<T> {
+    match v {
+        Some(v) => Lenient::Present(v),
+        None => Lenient::Invalid(kind),
+    }
+}
+
+impl<'de, T: FromJson> Visitor<'de> for LenientVisitor<T> {
+    type Value = Lenient<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Lenient::Absent)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Lenient::Absent)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(wrap(T::from_bool(v), "boolean"))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(wrap(T::from_i64(v), "number"))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(wrap(T::from_u64(v), "number"))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(wrap(T::from_f64(v), "number"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(wrap(T::from_str(v), "string"))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(wrap(T::from_string(v), "string"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Ok(wrap(T::from_map(map)?, "object"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Ok(wrap(T::from_seq(seq)?, "array"))
+    }
+}
+
+/// Implements [`FromJson`] for structs with a derived `Deserialize`: an object decodes through
+/// the derive, anything else does not fit.
+///
+/// ```
+/// use connhealth_core::lenient::Lenient;
+///
+/// #[derive(Debug, PartialEq, serde::Deserialize)]
+/// struct Scope { name: Lenient<String> }
+/// connhealth_core::object_from_json!(Scope);
+///
+/// let v: Lenient<Scope> = serde_json::from_str(r#"{"name": "read"}"#).unwrap();
+/// assert_eq!(v.get().unwrap().name.get().map(String::as_str), Some("read"));
+/// let v: Lenient<Scope> = serde_json::from_str(r#""read""#).unwrap();
+/// assert_eq!(v, Lenient::Invalid("string"));
+/// ```
+#[macro_export]
+macro_rules! object_from_json {
+    ($($t:ty),* $(,)?) => {$(
+        impl $crate::lenient::FromJson for $t {
+            fn from_map<'de, A: $crate::lenient::__private::serde::de::MapAccess<'de>>(
+                map: A,
+            ) -> ::std::result::Result<::std::option::Option<Self>, A::Error> {
+                <$t as $crate::lenient::__private::serde::Deserialize<'de>>::deserialize(
+                    $crate::lenient::__private::serde::de::value::MapAccessDeserializer::new(map),
+                )
+                .map(::std::option::Option::Some)
+            }
+        }
+    )*};
+}
+
+/// Any scalar as its text: strings as they are, booleans and numbers as their JSON text.
+impl FromJson for String {
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v.to_string())
+    }
+    fn from_i64(v: i64) -> Option<Self> {
+        Some(v.to_string())
+    }
+    fn from_u64(v: u64) -> Option<Self> {
+        Some(v.to_string())
+    }
+    fn from_f64(v: f64) -> Option<Self> {
+        Some(v.to_string())
+    }
+    fn from_str(v: &str) -> Option<Self> {
+        Some(v.to_owned())
+    }
+    fn from_string(v: String) -> Option<Self> {
+        Some(v)
+    }
+}
+
+/// `true`/`false`, `0`/`1`, and the strings `"true"`/`"false"` in any case.
+impl FromJson for bool {
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v)
+    }
+    fn from_u64(v: u64) -> Option<Self> {
+        match v {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+    fn from_i64(v: i64) -> Option<Self> {
+        u64::try_from(v).ok().and_then(Self::from_u64)
+    }
+    fn from_str(v: &str) -> Option<Self> {
+        let v = v.trim();
+        if v.eq_ignore_ascii_case("true") {
+            Some(true)
+        } else if v.eq_ignore_ascii_case("false") {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// Non-negative integers, also as whole floats and as strings (`"123"`).
+impl FromJson for u64 {
+    fn from_u64(v: u64) -> Option<Self> {
+        Some(v)
+    }
+    fn from_i64(v: i64) -> Option<Self> {
+        u64::try_from(v).ok()
+    }
+    fn from_f64(v: f64) -> Option<Self> {
+        (v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 1.8e19).then_some(v as u64)
+    }
+    fn from_str(v: &str) -> Option<Self> {
+        let v = v.trim();
+        v.parse::<u64>()
+            .ok()
+            .or_else(|| v.parse::<f64>().ok().and_then(Self::from_f64))
+    }
+}
+
+/// A string through [`parse_time`]; an integer as epoch milliseconds (when its magnitude is at
+/// least 10^11) or epoch seconds.
+impl FromJson for chrono::DateTime<chrono::Utc> {
+    fn from_str(v: &str) -> Option<Self> {
+        parse_time(v)
+    }
+    fn from_i64(v: i64) -> Option<Self> {
+        use chrono::TimeZone as _;
+        if v.abs() >= 100_000_000_000 {
+            chrono::Utc.timestamp_millis_opt(v).single()
+        } else {
+            chrono::Utc.timestamp_opt(v, 0).single()
+        }
+    }
+    fn from_u64(v: u64) -> Option<Self> {
+        i64::try_from(v).ok().and_then(Self::from_i64)
+    }
+}
+
+/// An array; items that do not fit are dropped, the rest kept.
+impl<T: FromJson> FromJson for Vec<T> {
+    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element::<Lenient<T>>()? {
+            if let Lenient::Present(v) = item {
+                out.push(v);
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+/// A value that is accepted whatever it is and not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ignored;
+
+impl FromJson for Ignored {
+    fn from_bool(_: bool) -> Option<Self> {
+        Some(Ignored)
+    }
+    fn from_i64(_: i64) -> Option<Self> {
+        Some(Ignored)
+    }
+    fn from_u64(_: u64) -> Option<Self> {
+        Some(Ignored)
+    }
+    fn from_f64(_: f64) -> Option<Self> {
+        Some(Ignored)
+    }
+    fn from_str(_: &str) -> Option<Self> {
+        Some(Ignored)
+    }
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Some(Ignored))
+    }
+    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Some(Ignored))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enums
+// ---------------------------------------------------------------------------------------------
+
+/// Defines a wire enum whose unknown values are kept: the documented variants plus
+/// `Other(String)`. One macro for every adapter.
+///
+/// Matching is exact by default; write `ignoring case` after the name to match ignoring ASCII
+/// case and surrounding blanks (the raw value, untrimmed, is still what `Other` keeps).
+///
+/// The enum gets `KNOWN` (every documented variant), `parse`, `as_str` (the documented
+/// spelling, or the unknown value verbatim), `is_known`, `From<&str>`, `Display`, `Serialize`
+/// (as `as_str`), `Deserialize` and [`FromJson`].
+///
+/// **Non-string values.** Through plain `Deserialize`, a value that is not a string is not an
+/// error: it becomes `Other` holding its JSON text (`7`, `true`, `1.5`, `null`), an object or
+/// array as `{…}` / `[…]` (never its content, which could hold personal data). Inside a
+/// [`Lenient`] only strings fit, so a non-string is [`Lenient::Invalid`] naming its JSON type.
+///
+/// ```
+/// use connhealth_core::lenient::Lenient;
+///
+/// connhealth_core::lenient_enum! {
+///     /// A check's status.
+///     pub enum CheckStatus ignoring case {
+///         /// `COMPLETE`
+///         Complete = "COMPLETE",
+///         /// `NEEDS_ATTENTION`
+///         NeedsAttention = "NEEDS_ATTENTION",
+///     }
+/// }
+/// connhealth_core::lenient_enum! {
+///     /// A connection's status.
+///     pub enum ConnStatus {
+///         /// `active`
+///         Active = "active",
+///     }
+/// }
+///
+/// assert_eq!(CheckStatus::parse(" complete "), CheckStatus::Complete);
+/// assert_eq!(CheckStatus::Complete.as_str(), "COMPLETE");
+/// assert_eq!(ConnStatus::parse("ACTIVE"), ConnStatus::Other("ACTIVE".into()));
+/// let s: ConnStatus = serde_json::from_str("7").unwrap();
+/// assert_eq!(s, ConnStatus::Other("7".into()));
+/// let s: ConnStatus = serde_json::from_str(r#"{"secret": "x"}"#).unwrap();
+/// assert_eq!(s.as_str(), "{…}");
+/// let s: Lenient<CheckStatus> = serde_json::from_str("7").unwrap();
+/// assert_eq!(s, Lenient::Invalid("number"));
+/// assert_eq!(serde_json::to_string(&ConnStatus::Active).unwrap(), r#""active""#);
+/// ```
+#[macro_export]
+macro_rules! lenient_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident ignoring case {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
+        }
+    ) => {
+        $crate::lenient_enum!(@define
+            [$(#[$meta])*] $vis $name
+            [$( [$(#[$vmeta])*] $variant $text )+]
+            |raw| {
+                let v = raw.trim();
+                $( if v.eq_ignore_ascii_case($text) { return $name::$variant; } )+
+                $name::Other(raw.to_owned())
+            }
+        );
+    };
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
+        }
+    ) => {
+        $crate::lenient_enum!(@define
+            [$(#[$meta])*] $vis $name
+            [$( [$(#[$vmeta])*] $variant $text )+]
+            |raw| {
+                match raw {
+                    $( $text => $name::$variant, )+
+                    other => $name::Other(other.to_owned()),
+                }
+            }
+        );
+    };
+    (@define
+        [$(#[$meta:meta])*] $vis:vis $name:ident
+        [$( [$(#[$vmeta:meta])*] $variant:ident $text:literal )+]
+        |$raw:ident| $parse:block
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+            /// A value not in the documented list, kept verbatim (a non-string JSON value as
+            /// its JSON text; an object or array as `{…}` / `[…]`).
+            Other(::std::string::String),
+        }
+
+        #[allow(dead_code)]
+        impl $name {
+            /// Every documented value, in the order of the provider's documentation.
+            $vis const KNOWN: &'static [$name] = &[ $( $name::$variant, )+ ];
+
+            /// Classify a raw value.
+            $vis fn parse($raw: &str) -> Self $parse
+
+            /// The value as the provider spells it (an unknown one verbatim).
+            $vis fn as_str(&self) -> &str {
+                match self {
+                    $( $name::$variant => $text, )+
+                    $name::Other(s) => s,
+                }
+            }
+
+            /// Whether this is a documented value.
+            $vis fn is_known(&self) -> bool {
+                !matches!(self, $name::Other(_))
+            }
+        }
+
+        impl ::std::convert::From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name::parse(s)
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl $crate::lenient::__private::serde::Serialize for $name {
+            fn serialize<S: $crate::lenient::__private::serde::Serializer>(
+                &self,
+                s: S,
+            ) -> ::std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> $crate::lenient::__private::serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::lenient::__private::serde::Deserializer<'de>>(
+                d: D,
+            ) -> ::std::result::Result<Self, D::Error> {
+                d.deserialize_any($crate::lenient::EnumVisitor::<$name>::new())
+            }
+        }
+
+        impl $crate::lenient::FromJson for $name {
+            fn from_str(v: &str) -> ::std::option::Option<Self> {
+                ::std::option::Option::Some($name::parse(v))
+            }
+        }
+    };
+}
+
+/// Reads any JSON value as text without building a `serde_json::Value`: strings as they are,
+/// numbers and booleans as their JSON text, `null` as `null`, objects and arrays as `{…}` /
+/// `[…]` (their content skipped).
+///
+/// ```
+/// use serde::Deserializer as _;
+/// let mut d = serde_json::Deserializer::from_str(r#"[1, {"email": "a@b.example"}]"#);
+/// let text = d.deserialize_any(connhealth_core::lenient::JsonText).unwrap();
+/// assert_eq!(text, "[…]");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct JsonText;
+
+impl<'de> Visitor<'de> for JsonText {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
+        Ok("null".to_owned())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<String, E> {
+        Ok("null".to_owned())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok("{…}".to_owned())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok("[…]".to_owned())
+    }
+}
+
+/// The `Deserialize` of [`lenient_enum!`](crate::lenient_enum) enums: a string maps straight
+/// to its variant (no allocation for a documented value); any other value is read as
+/// [`JsonText`] reads it and kept as `Other`.
+#[derive(Debug)]
+pub struct EnumVisitor<T>(PhantomData<T>);
+
+impl<T> EnumVisitor<T> {
+    /// The visitor.
+    pub fn new() -> Self {
+        EnumVisitor(PhantomData)
+    }
+}
+
+impl<T> Default for EnumVisitor<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'de, T: for<'a> From<&'a str>> Visitor<'de> for EnumVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        Ok(T::from(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+        JsonText.visit_bool(v).map(|t| T::from(&t))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        JsonText.visit_i64(v).map(|t| T::from(&t))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        JsonText.visit_u64(v).map(|t| T::from(&t))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        JsonText.visit_f64(v).map(|t| T::from(&t))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        JsonText.visit_unit().map(|t| T::from(&t))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        JsonText.visit_map(map).map(|t| T::from(&t))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
+        JsonText.visit_seq(seq).map(|t| T::from(&t))
+    }
+}
+
+/// What the exported macros use; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,5 +1038,113 @@ mod tests {
             scrub_values("unknown variant `bob@example.com`, expected `A` or `B`"),
             "unknown variant `…`, expected `…` or `…`"
         );
+    }
+
+    crate::lenient_enum! {
+        /// Matched exactly.
+        pub(crate) enum Exact {
+            /// `active`
+            Active = "active",
+            /// `disconnected`
+            Disconnected = "disconnected",
+        }
+    }
+
+    crate::lenient_enum! {
+        /// Matched ignoring case.
+        pub(crate) enum Loose ignoring case {
+            /// `NEEDS_ATTENTION`
+            NeedsAttention = "NEEDS_ATTENTION",
+        }
+    }
+
+    #[test]
+    fn enums_match_exactly_or_ignoring_case_and_keep_unknown_values() {
+        assert_eq!(Exact::parse("active"), Exact::Active);
+        assert_eq!(Exact::parse("ACTIVE"), Exact::Other("ACTIVE".into()));
+        assert_eq!(Exact::parse(" active"), Exact::Other(" active".into()));
+        assert_eq!(Loose::parse(" needs_attention\n"), Loose::NeedsAttention);
+        // The raw value, untrimmed, is what an unknown one keeps.
+        assert_eq!(Loose::parse(" odd "), Loose::Other(" odd ".into()));
+        assert_eq!(Loose::parse(" odd ").as_str(), " odd ");
+        assert_eq!(Loose::NeedsAttention.to_string(), "NEEDS_ATTENTION");
+        assert_eq!(Exact::KNOWN, [Exact::Active, Exact::Disconnected]);
+        assert!(Exact::Active.is_known() && !Exact::Other("x".into()).is_known());
+        assert_eq!(Exact::from("disconnected"), Exact::Disconnected);
+    }
+
+    #[test]
+    fn enums_keep_non_string_values_as_json_text_never_their_content() {
+        let got: Vec<Exact> = serde_json::from_str(
+            r#"["active", "paused", 7, -2, 1.5, true, null, {"email": "a@b.example"}, ["x"]]"#,
+        )
+        .unwrap();
+        let text: Vec<&str> = got.iter().map(Exact::as_str).collect();
+        assert_eq!(
+            text,
+            ["active", "paused", "7", "-2", "1.5", "true", "null", "{…}", "[…]"]
+        );
+        assert_eq!(got[0], Exact::Active);
+        // `Option<_>` turns null into None before the enum sees it.
+        let none: Option<Exact> = serde_json::from_str("null").unwrap();
+        assert_eq!(none, None);
+        // Serialized as the provider spells it, unknown ones verbatim.
+        assert_eq!(
+            serde_json::to_string(&[Exact::Active, Exact::Other("x y".into())]).unwrap(),
+            r#"["active","x y"]"#
+        );
+        // Inside a Lenient only strings fit.
+        let l: Vec<Lenient<Loose>> =
+            serde_json::from_str(r#"["needs_attention", "nope", 7, {"a": 1}, null]"#).unwrap();
+        assert_eq!(
+            l,
+            [
+                Lenient::Present(Loose::NeedsAttention),
+                Lenient::Present(Loose::Other("nope".into())),
+                Lenient::Invalid("number"),
+                Lenient::Invalid("object"),
+                Lenient::Absent,
+            ]
+        );
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct Obj {
+        #[serde(default)]
+        n: Lenient<u64>,
+        #[serde(default)]
+        at: Lenient<chrono::DateTime<chrono::Utc>>,
+        #[serde(default)]
+        flags: Lenient<Vec<bool>>,
+    }
+    crate::object_from_json!(Obj);
+
+    #[test]
+    fn lenient_fields_never_fail() {
+        let v: Vec<Lenient<Obj>> = serde_json::from_str(
+            r#"[{"n": "12", "at": 1714557600000, "flags": [true, "FALSE", 3, 0]},
+                {"n": -1, "at": "2024-05-01 10:00:00", "flags": "x"}, "obj", 5, [1]]"#,
+        )
+        .unwrap();
+        let first = v[0].get().unwrap();
+        assert_eq!(first.n, Lenient::Present(12));
+        assert_eq!(
+            first.at.get().map(|t| t.to_rfc3339()),
+            Some("2024-05-01T10:00:00+00:00".to_owned())
+        );
+        assert_eq!(first.flags, Lenient::Present(vec![true, false, false]));
+        let second = v[1].get().unwrap();
+        assert_eq!(second.n, Lenient::Invalid("number"));
+        assert_eq!(
+            second.at.get().map(|t| t.to_rfc3339()),
+            Some("2024-05-01T10:00:00+00:00".to_owned())
+        );
+        assert_eq!(second.flags, Lenient::Invalid("string"));
+        assert_eq!(v[2], Lenient::Invalid("string"));
+        assert_eq!(v[3], Lenient::Invalid("number"));
+        assert_eq!(v[4], Lenient::Invalid("array"));
+        let i: Vec<Lenient<Ignored>> = serde_json::from_str(r#"[1, "a", {}, [], null]"#).unwrap();
+        assert_eq!(i.iter().filter(|x| x.get().is_some()).count(), 4);
+        assert!(i[4].is_absent());
     }
 }

@@ -82,6 +82,33 @@ pub struct ValidatedOptions {
 }
 
 impl ClientOptions {
+    /// Applies the keys every adapter's config table shares (`name`, `base_url`,
+    /// `timeout_secs`, `concurrency`): a key the table leaves out keeps the current setting;
+    /// `timeout_secs` is the whole fetch's budget, so one request gets at most
+    /// [`MAX_REQUEST_TIMEOUT`](crate::config_file::MAX_REQUEST_TIMEOUT) of it. Nothing is
+    /// validated here ([`ClientOptions`] validates once, when the adapter is built).
+    pub fn with_table_keys(
+        mut self,
+        name: Option<&str>,
+        base_url: Option<&str>,
+        timeout_secs: Option<u64>,
+        concurrency: Option<usize>,
+    ) -> Self {
+        if let Some(name) = name {
+            self = self.name(name);
+        }
+        if let Some(url) = base_url {
+            self = self.base_url(url);
+        }
+        if let Some(t) = timeout_secs {
+            self = self.request_timeout(crate::config_file::request_timeout(t));
+        }
+        if let Some(n) = concurrency {
+            self = self.concurrency(n);
+        }
+        self
+    }
+
     /// Nothing set: every setting takes the adapter's default.
     pub fn new() -> Self {
         ClientOptions::default()
@@ -304,6 +331,22 @@ macro_rules! client_options_setters {
             self
         }
 
+        /// The keys every config table shares (see
+        /// [`ClientOptions::with_table_keys`]($crate::ClientOptions::with_table_keys)); for
+        /// the adapters' `from_config`.
+        pub fn table_keys(
+            mut self,
+            name: Option<&str>,
+            base_url: Option<&str>,
+            timeout_secs: Option<u64>,
+            concurrency: Option<usize>,
+        ) -> Self {
+            self.options = self
+                .options
+                .with_table_keys(name, base_url, timeout_secs, concurrency);
+            self
+        }
+
         /// Share a bound with other providers (overrides `concurrency`). For the bound to span
         /// providers, create it with
         /// [`Concurrency::shared`]($crate::Concurrency::shared).
@@ -330,6 +373,29 @@ mod tests {
         let e = o.validate(&D).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
         e.to_string()
+    }
+
+    #[test]
+    fn table_keys_override_only_what_the_table_sets() {
+        let base = ClientOptions::new().name("kept").concurrency(3);
+        let v = base
+            .clone()
+            .with_table_keys(None, None, None, None)
+            .validate(&D)
+            .unwrap();
+        assert_eq!((v.name.as_str(), v.concurrency.limit()), ("kept", 3));
+        let v = base
+            .with_table_keys(Some("eu"), Some("http://127.0.0.1:9"), Some(300), Some(5))
+            .validate(&D)
+            .unwrap();
+        assert_eq!(v.name, "eu");
+        assert_eq!(v.http.base_url().as_str(), "http://127.0.0.1:9/");
+        assert_eq!(v.concurrency.limit(), 5);
+        // A zero budget reaches validation (and is refused there), never silently accepted.
+        assert!(
+            err(ClientOptions::new().with_table_keys(None, None, Some(0), None))
+                .contains("timeout")
+        );
     }
 
     #[test]

@@ -13,8 +13,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use connhealth_core::{Outcome, Provider, Secret};
-use connhealth_subtotal::map::{map_connection, MapContext};
-use connhealth_subtotal::{ConnectionResponse, ConnectionStatus, Subtotal};
+use connhealth_subtotal::{
+    map_connection, ConnectionResponse, ConnectionStatus, MapContext, Subtotal,
+};
 use connhealth_testkit::subtotal::LIST_CONNECTIONS;
 use connhealth_testkit::{Fault, SubtotalSim};
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -65,20 +65,14 @@ impl SubtotalBuilder {
         if let Some(var) = &config.webhook_secret_env {
             b = b.webhook_secret(env::secret(env, "webhook_secret_env", var)?);
         }
-        if let Some(name) = &config.name {
-            b = b.name(name.clone());
-        }
-        if let Some(url) = &config.base_url {
-            b = b.base_url(url.clone());
-        }
+        b = b.table_keys(
+            config.name.as_deref(),
+            config.base_url.as_deref(),
+            config.timeout_secs,
+            config.concurrency,
+        );
         if let Some(url) = &config.link_url {
             b = b.link_url(url.clone());
-        }
-        if let Some(t) = config.timeout_secs {
-            b = b.request_timeout(env::request_timeout(t));
-        }
-        if let Some(n) = config.concurrency {
-            b = b.concurrency(n);
         }
         Ok(b)
     }

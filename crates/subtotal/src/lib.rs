@@ -5,7 +5,7 @@
 //! - **Health** ([`Provider`]): `GET /connections?customer_id=…` for every configured customer
 //!   (Subtotal cannot list customers), concurrently under a bound, one batch per customer; plus
 //!   `GET /retailers` once per poll to show retailer names as platforms (optional; its failure
-//!   never fails a poll). Statuses are mapped as described in [`map`].
+//!   never fails a poll). Statuses are mapped as described in "How an answer maps" below.
 //! - **Actions** ([`SubtotalClient`], from [`Subtotal::client`]): get, create, update and
 //!   disconnect connections; the connection token the update needs is minted and cached for you.
 //!
@@ -20,7 +20,7 @@
 //! - The token endpoint's answer is read from `connection_token`, `token` or `access_token`;
 //!   its lifetime from the JWT `exp` claim, else `expires_in`, else the token is kept until
 //!   refused (a 401 re-mints it once).
-//! - `is_simulated: true` becomes a healthy `simulated` check (see [`map`]).
+//! - `is_simulated: true` becomes a healthy `simulated` check (see "How an answer maps" below).
 //!
 //! ```
 //! use connhealth_core::{Provider, Secret, Status};
@@ -58,14 +58,52 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## How an answer maps
+//!
+//! [`map_connection`] is a pure function (no I/O, no clock): the caller passes the provider
+//! name, the observation time and the options.
+//!
+//! | `status` | normalized | problem | remediation |
+//! | --- | --- | --- | --- |
+//! | `active` | `healthy` | — | — |
+//! | `initialized` | `pending` | `connection_initialized` | `complete_setup {step: "link"}`; the message names the Link URL when one is configured |
+//! | `unauthenticated` | `action_required` | `reauthentication_required` | `reauthenticate {url}` |
+//! | `disconnected` | `disconnected` | `connection_disconnected` | `reconnect {url}` |
+//! | anything else (another spelling too, e.g. `ACTIVE`) | `unknown` | `unrecognized_value` (field `status`) | — |
+//! | missing / `null` | `unknown` | `unrecognized_value` ("no status reported") | — |
+//!
+//! `url` is the configured Link URL with `connection_id=<id>` added to its query (an existing
+//! `connection_id` parameter is replaced, other parameters are kept), or `None` when no Link
+//! URL is configured; the problem message then says how to get one.
+//!
+//! Other fields:
+//! - `id` = `"{provider}:{connection_id}"`; `provider_connection_id` = `connection_id`; items
+//!   without a `connection_id` are not mapped (`None`).
+//! - `role` = `account`; `provider_status` = the raw `status` (`""` when missing).
+//! - `platform` = the retailer: the slug of its name (lowercased, apostrophes dropped, other
+//!   runs of non-alphanumerics one `_`: `"Sam's Club"` → `sams_club`) when the name is known (from
+//!   `GET /retailers`), else the lowercased `retailer_id`, else `"unknown"`. The platform can
+//!   therefore change between polls when `/retailers` fails; the connection `id` does not.
+//! - `customer` = `{id: customer_id, email}`; `email` only with `include_personal_data`.
+//!   The mobile number is never copied.
+//! - `accounts` = one account `{id: retailer_id, name: retailer name}` (Subtotal exposes no
+//!   per-customer account id at the retailer, so the retailer itself is the account; this keeps
+//!   the raw `retailer_id` and the display name next to the platform slug), or none when the
+//!   item has no `retailer_id`.
+//! - `is_simulated: true` adds a `healthy` check `simulated` ("simulated connection
+//!   (is_simulated)"), so dashboards can tell test connections apart; it never changes the status.
+//! - `connected_at`, `sync`, `data_as_of`: `null` (Subtotal reports none of them).
 #![forbid(unsafe_code)]
 
 mod client;
 mod config;
 pub use config::SubtotalConfig;
-pub mod map;
+mod map;
+#[cfg(test)]
+mod mapping_tests;
 pub mod webhook;
-pub mod wire;
+mod wire;
 
 pub use webhook::verify_webhook;
 
@@ -85,7 +123,8 @@ use connhealth_core::{
 use url::Url;
 
 pub use client::SubtotalClient;
-pub use map::MapContext;
+/// The pure mapping of one decoded connection (no I/O, no clock), for offline use and benchmarks.
+pub use map::{map_connection, MapContext};
 pub use wire::{
     ConnectionResponse, ConnectionStatus, CreateConnection, Retailer, UpdateConnection,
 };

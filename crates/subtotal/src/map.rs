@@ -1,37 +1,7 @@
 //! Subtotal → connhealth mapping: the only place that knows Subtotal's vocabulary.
 //!
-//! [`map_connection`] is a pure function (no I/O, no clock): the caller passes the provider
-//! name, the observation time and the options.
-//!
-//! | `status` | normalized | problem | remediation |
-//! | --- | --- | --- | --- |
-//! | `active` | `healthy` | — | — |
-//! | `initialized` | `pending` | `connection_initialized` | `complete_setup {step: "link"}`; the message names the Link URL when one is configured |
-//! | `unauthenticated` | `action_required` | `reauthentication_required` | `reauthenticate {url}` |
-//! | `disconnected` | `disconnected` | `connection_disconnected` | `reconnect {url}` |
-//! | anything else (another spelling too, e.g. `ACTIVE`) | `unknown` | `unrecognized_value` (field `status`) | — |
-//! | missing / `null` | `unknown` | `unrecognized_value` ("no status reported") | — |
-//!
-//! `url` is the configured Link URL with `connection_id=<id>` added to its query (an existing
-//! `connection_id` parameter is replaced, other parameters are kept), or `None` when no Link
-//! URL is configured; the problem message then says how to get one.
-//!
-//! Other fields:
-//! - `id` = `"{provider}:{connection_id}"`; `provider_connection_id` = `connection_id`; items
-//!   without a `connection_id` are not mapped (`None`).
-//! - `role` = `account`; `provider_status` = the raw `status` (`""` when missing).
-//! - `platform` = the retailer: [`platform_slug`] of its name when the name is known (from
-//!   `GET /retailers`), else the lowercased `retailer_id`, else `"unknown"`. The platform can
-//!   therefore change between polls when `/retailers` fails; the connection `id` does not.
-//! - `customer` = `{id: customer_id, email}`; `email` only with `include_personal_data`.
-//!   The mobile number is never copied.
-//! - `accounts` = one account `{id: retailer_id, name: retailer name}` (Subtotal exposes no
-//!   per-customer account id at the retailer, so the retailer itself is the account; this keeps
-//!   the raw `retailer_id` and the display name next to the platform slug), or none when the
-//!   item has no `retailer_id`.
-//! - `is_simulated: true` adds a `healthy` check `simulated` ("simulated connection
-//!   (is_simulated)"), so dashboards can tell test connections apart; it never changes the status.
-//! - `connected_at`, `sync`, `data_as_of`: `null` (Subtotal reports none of them).
+//! The rules are written once, in the crate documentation ("How an answer maps"); the
+//! code here follows them.
 
 use std::collections::HashMap;
 
@@ -219,7 +189,7 @@ fn how_to_get_link(connection_id: &str) -> String {
 
 /// The Link URL for one connection: `base` with `connection_id=<id>` in its query. Other query
 /// parameters (e.g. `redirect_url`) are kept; an existing `connection_id` is replaced.
-pub fn link_for(base: &Url, connection_id: &str) -> String {
+pub(crate) fn link_for(base: &Url, connection_id: &str) -> String {
     let mut url = base.clone();
     let kept: Vec<(String, String)> = base
         .query_pairs()
@@ -239,7 +209,7 @@ pub fn link_for(base: &Url, connection_id: &str) -> String {
 /// characters that are not letters or digits becomes one `_`; no leading or trailing `_`.
 /// `"Walmart"` → `walmart`, `"Best Buy"` → `best_buy`, `"Sam's Club"` → `sams_club`,
 /// `"Bed Bath & Beyond"` → `bed_bath_beyond`.
-pub fn platform_slug(name: &str) -> String {
+pub(crate) fn platform_slug(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     let mut pending_sep = false;
     for ch in name.chars() {

@@ -16,72 +16,28 @@
 use std::fmt;
 
 use connhealth_core::lenient::{LenientList, Skipped};
+use connhealth_core::lenient_enum;
 use serde::de::{self, Deserializer};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A connection's status (`ConnectionResponse.status`).
-///
-/// The documented values are `active`, `initialized`, `unauthenticated` and `disconnected`
-/// (matched exactly, as the API's FastAPI enum sends them); anything else, including another
-/// spelling such as `ACTIVE`, is kept verbatim in [`ConnectionStatus::Other`], so the raw value
-/// always round-trips through [`ConnectionStatus::as_str`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ConnectionStatus {
-    /// `active`: the customer linked their retailer account.
-    Active,
-    /// `initialized`: the customer began linking but has not finished.
-    Initialized,
-    /// `unauthenticated`: was active; the customer must sign in again.
-    Unauthenticated,
-    /// `disconnected`: the customer (or the integrator, via PATCH) disconnected it.
-    Disconnected,
-    /// A value this crate does not know, verbatim (a non-string JSON value as its JSON text).
-    Other(String),
-}
-
-impl ConnectionStatus {
-    /// Classify a raw status string (exact match).
-    pub fn parse(raw: &str) -> Self {
-        match raw {
-            "active" => ConnectionStatus::Active,
-            "initialized" => ConnectionStatus::Initialized,
-            "unauthenticated" => ConnectionStatus::Unauthenticated,
-            "disconnected" => ConnectionStatus::Disconnected,
-            _ => ConnectionStatus::Other(raw.to_owned()),
-        }
-    }
-
-    /// The wire value (`"active"`, …, or the unknown value verbatim).
-    pub fn as_str(&self) -> &str {
-        match self {
-            ConnectionStatus::Active => "active",
-            ConnectionStatus::Initialized => "initialized",
-            ConnectionStatus::Unauthenticated => "unauthenticated",
-            ConnectionStatus::Disconnected => "disconnected",
-            ConnectionStatus::Other(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for ConnectionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for ConnectionStatus {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for ConnectionStatus {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match Value::deserialize(d)? {
-            Value::String(s) => ConnectionStatus::parse(&s),
-            other => ConnectionStatus::Other(other.to_string()),
-        })
+lenient_enum! {
+    /// A connection's status (`ConnectionResponse.status`).
+    ///
+    /// The documented values are `active`, `initialized`, `unauthenticated` and `disconnected`
+    /// (matched exactly, as the API's FastAPI enum sends them); anything else, including another
+    /// spelling such as `ACTIVE`, is kept verbatim in [`ConnectionStatus::Other`], so the raw
+    /// value always round-trips through [`ConnectionStatus::as_str`]. A non-string value is kept
+    /// as its JSON text (an object or array as `{…}` / `[…]`); see core's `lenient_enum!`.
+    pub enum ConnectionStatus {
+        /// `active`: the customer linked their retailer account.
+        Active = "active",
+        /// `initialized`: the customer began linking but has not finished.
+        Initialized = "initialized",
+        /// `unauthenticated`: was active; the customer must sign in again.
+        Unauthenticated = "unauthenticated",
+        /// `disconnected`: the customer (or the integrator, via PATCH) disconnected it.
+        Disconnected = "disconnected",
     }
 }
 
@@ -133,7 +89,7 @@ impl fmt::Debug for ConnectionResponse {
 ///
 /// Also accepts a bare array. Items that are not JSON objects are skipped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListConnectionsResponse {
+pub(crate) struct ListConnectionsResponse {
     /// The customer's connections.
     pub connections: Vec<ConnectionResponse>,
     /// The items that could not be decoded (not objects, or a field of the wrong type).
@@ -212,7 +168,7 @@ impl Retailer {
 
 /// `GET /retailers`: `{"retailers": [ConfiguredRetailer…]}` (also accepts a bare array).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GetRetailersResponse {
+pub(crate) struct GetRetailersResponse {
     /// The configured retailers.
     pub retailers: Vec<Retailer>,
 }
@@ -446,6 +402,10 @@ mod tests {
         assert_eq!(c.status, Some(ConnectionStatus::Other("7".into())));
         let c: ConnectionResponse = serde_json::from_str(r#"{"status": "paused"}"#).unwrap();
         assert_eq!(c.status, Some(ConnectionStatus::Other("paused".into())));
+        // An object is kept as `{…}`, never with its content (which could be personal data).
+        let c: ConnectionResponse =
+            serde_json::from_str(r#"{"status": {"email": "a@b.example"}}"#).unwrap();
+        assert_eq!(c.status, Some(ConnectionStatus::Other("{…}".into())));
         let c: ConnectionResponse = serde_json::from_str(r#"{"status": null}"#).unwrap();
         assert_eq!(c.status, None);
         let c: ConnectionResponse = serde_json::from_str("{}").unwrap();

@@ -9,16 +9,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use connhealth_core::http::{HeaderName, HttpClient, Request, Response};
-use connhealth_core::lenient::{Losses, Mapped, Skipped};
-use connhealth_core::{jwt, Concurrency, Connection, Error, ErrorKind, Result, Secret};
-use futures::stream::{BoxStream, StreamExt};
+use connhealth_core::{jwt, Concurrency, Error, ErrorKind, Result, Secret};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-
-use crate::map::{map_item, MapContext};
-use crate::wire;
 
 const APP_ID_HEADER: HeaderName = HeaderName::from_static("x-violet-app-id");
 const APP_SECRET_HEADER: HeaderName = HeaderName::from_static("x-violet-app-secret");
@@ -30,13 +25,10 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// The documented access-token lifetime, assumed when the token's `exp` cannot be read.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Bodies at least this large are decoded and mapped on the blocking pool.
-const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
-
 const LOGIN: &str = "POST /login";
 const REFRESH: &str = "GET /auth/token";
-const REPORT: &str = "GET /operations/connection_health";
-const MERCHANT: &str = "GET /operations/connection_health/{merchant_id}";
+pub(crate) const REPORT: &str = "GET /operations/connection_health";
+pub(crate) const MERCHANT: &str = "GET /operations/connection_health/{merchant_id}";
 
 /// Counters of the client's authentication traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -179,18 +171,10 @@ impl VioletClient {
         self.token().await.map(|_| ())
     }
 
-    /// `GET /operations/connection_health?app_id=…&exclude_public=…`: every merchant's report,
-    /// mapped, one [`Connection`] per merchant (Violet serves this report from a cache that is
-    /// recomputed about every 24 h). Entries without a readable merchant id are left out (the
-    /// provider's stream reports them as a `decode` error); a report whose every entry is left
-    /// out is that error.
-    pub async fn connection_health(&self) -> Result<Vec<Connection>> {
-        self.connection_health_mapped().await?.into_result()
-    }
-
-    /// [`VioletClient::connection_health`], with the error naming what was left out.
-    pub(crate) async fn connection_health_mapped(&self) -> Result<Mapped> {
-        let observed_at = Utc::now();
+    /// `GET /operations/connection_health?app_id=…&exclude_public=…`: the raw answer (Violet
+    /// serves this report from a cache recomputed about every 24 h). Decoding and mapping are
+    /// `map.rs`'s (see [`VioletClient::connection_health`]).
+    pub(crate) async fn report(&self) -> Result<Response> {
         let exclude = if self.inner.s.exclude_public {
             "true"
         } else {
@@ -201,96 +185,40 @@ impl VioletClient {
             .s
             .http
             .url(&["operations", "connection_health"])?;
-        let resp = self
-            .send_authed(None, |c, token| {
-                c.api_request(REPORT, url.clone(), token).query(&[
-                    ("app_id", c.inner.app_id.as_str()),
-                    ("exclude_public", exclude),
-                ])
-            })
-            .await?;
-        let body = resp.body().clone();
-        let status = resp.status();
-        let name = self.inner.s.name.clone();
-        let personal = self.inner.s.include_personal_data;
-        let job = move || decode_report(&name, &body, observed_at, personal);
-        let result = if resp.body().len() >= BLOCKING_DECODE_BYTES {
-            tokio::task::spawn_blocking(job).await.map_err(|e| {
-                Error::new(
-                    self.name(),
-                    REPORT,
-                    if e.is_panic() {
-                        ErrorKind::Panicked
-                    } else {
-                        ErrorKind::Decode
-                    },
-                    "decoding the report did not finish",
-                )
-            })?
-        } else {
-            job()
-        };
-        result.map_err(|e| e.with_status(status))
+        self.send_authed(None, |c, token| {
+            c.api_request(REPORT, url.clone(), token).query(&[
+                ("app_id", c.inner.app_id.as_str()),
+                ("exclude_public", exclude),
+            ])
+        })
+        .await
     }
 
-    /// `GET /operations/connection_health/{merchant_id}`: one merchant's cached report, mapped.
-    pub async fn merchant_health(&self, merchant_id: &str) -> Result<Connection> {
-        self.merchant(merchant_id, false).await
-    }
-
-    /// `GET /operations/connection_health/{merchant_id}?refresh=true`: has Violet recompute one
-    /// merchant's report now (which also updates what the list shows) and returns it, mapped.
-    ///
-    /// Violet calls this heavy (it may use the merchant's platform rate limits): call it when
-    /// a change is suspected, never on a schedule. Polls never call it.
-    pub async fn refresh_merchant(&self, merchant_id: &str) -> Result<Connection> {
-        self.merchant(merchant_id, true).await
-    }
-
-    /// [`VioletClient::merchant_health`] for many merchants, at most `concurrency` requests in
-    /// flight, yielding results as they complete (each error names its merchant).
-    pub fn merchants_health<'a, I>(&'a self, merchant_ids: I) -> BoxStream<'a, Result<Connection>>
-    where
-        I: IntoIterator<Item = String> + 'a,
-        I::IntoIter: Send + 'a,
-    {
-        self.inner
-            .s
-            .concurrency
-            .fan_out(merchant_ids, move |id| async move {
-                self.merchant_health(&id).await
-            })
-            .boxed()
-    }
-
-    async fn merchant(&self, merchant_id: &str, refresh: bool) -> Result<Connection> {
-        let observed_at = Utc::now();
+    /// `GET /operations/connection_health/{merchant_id}` (with `refresh=true` when `refresh`):
+    /// the raw answer about one merchant (errors name the merchant).
+    pub(crate) async fn merchant(&self, merchant_id: &str, refresh: bool) -> Result<Response> {
         let url = self
             .inner
             .s
             .http
             .url(&["operations", "connection_health", merchant_id])
             .map_err(|e| e.with_customer(merchant_id))?;
-        let resp = self
-            .send_authed(Some(merchant_id), |c, token| {
-                let req = c
-                    .api_request(MERCHANT, url.clone(), token)
-                    .for_customer(merchant_id);
-                if refresh {
-                    req.query(&[("refresh", "true"), ("app_id", c.inner.app_id.as_str())])
-                } else {
-                    req.query(&[("app_id", c.inner.app_id.as_str())])
-                }
-            })
-            .await?;
-        decode_merchant(
-            &self.inner.s.name,
-            resp.body(),
-            merchant_id,
-            observed_at,
-            self.inner.s.include_personal_data,
-        )
-        .map_err(|e| e.with_status(resp.status()).with_customer(merchant_id))
+        self.send_authed(Some(merchant_id), |c, token| {
+            let req = c
+                .api_request(MERCHANT, url.clone(), token)
+                .for_customer(merchant_id);
+            if refresh {
+                req.query(&[("refresh", "true"), ("app_id", c.inner.app_id.as_str())])
+            } else {
+                req.query(&[("app_id", c.inner.app_id.as_str())])
+            }
+        })
+        .await
+    }
+
+    /// The provider name and the personal-data opt-in, for mapping.
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.inner.s
     }
 
     fn api_request(&self, endpoint: &str, url: url::Url, token: &Secret) -> Request {
@@ -403,19 +331,7 @@ impl VioletClient {
             Ok(resp) => resp.json()?,
             Err(e) => return Err(self.login_error(e)),
         };
-        let access = answer
-            .token
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| {
-                Error::new(
-                    &s.name,
-                    LOGIN,
-                    ErrorKind::Decode,
-                    "the login answer has no token",
-                )
-            })?;
-        self.install(st, access, answer.refresh_token);
-        Ok(())
+        self.install(st, LOGIN, "login", answer)
     }
 
     async fn refresh_locked(&self, st: &mut TokenState) -> Result<()> {
@@ -438,22 +354,27 @@ impl VioletClient {
             .secret_header(APP_SECRET_HEADER, "", &s.app_secret)
             .secret_header(TOKEN_HEADER, "", &refresh);
         let answer: TokenAnswer = s.http.send_json(req).await?;
-        let access = answer
-            .token
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| {
-                Error::new(
-                    &s.name,
-                    REFRESH,
-                    ErrorKind::Decode,
-                    "the refresh answer has no token",
-                )
-            })?;
-        self.install(st, access, answer.refresh_token);
-        Ok(())
+        self.install(st, REFRESH, "refresh", answer)
     }
 
-    fn install(&self, st: &mut TokenState, access: String, refresh: Option<String>) {
+    /// Takes the tokens of a login or refresh `answer` (from `endpoint`); an answer without an
+    /// access token is a `decode` error (`the {what} answer has no token`).
+    fn install(
+        &self,
+        st: &mut TokenState,
+        endpoint: &str,
+        what: &str,
+        answer: TokenAnswer,
+    ) -> Result<()> {
+        let Some(access) = answer.token.filter(|t| !t.trim().is_empty()) else {
+            return Err(Error::new(
+                &self.inner.s.name,
+                endpoint,
+                ErrorKind::Decode,
+                format!("the {what} answer has no token"),
+            ));
+        };
+        let refresh = answer.refresh_token;
         let lifetime = token_lifetime(&access, Utc::now());
         let now = Instant::now();
         // A token claiming a lifetime past the clock's range is simply long-lived.
@@ -466,6 +387,7 @@ impl VioletClient {
             st.refresh = Some(Secret::new(r));
         }
         st.generation += 1;
+        Ok(())
     }
 
     /// The login failure as an error that names `POST /login`, never the credentials.
@@ -531,64 +453,6 @@ pub(crate) fn token_lifetime(token: &str, now: DateTime<Utc>) -> Duration {
         }
         None => DEFAULT_TOKEN_LIFETIME,
     }
-}
-
-/// Decode and map a report body (see [`crate::decode_report`]): the connections, and the
-/// `decode` error naming the entries left out.
-pub(crate) fn decode_report(
-    name: &str,
-    body: &[u8],
-    observed_at: DateTime<Utc>,
-    include_personal_data: bool,
-) -> Result<Mapped> {
-    let items = wire::decode_report(body)
-        .map_err(|e| Error::new(name, REPORT, ErrorKind::Decode, e.message))?;
-    let ctx = MapContext {
-        provider: name,
-        observed_at,
-        include_personal_data,
-    };
-    let mut out = Vec::with_capacity(items.len());
-    let mut losses = Losses::default();
-    for (index, item) in items.enumerate() {
-        match map_item(&item, &ctx, None) {
-            Some(c) => out.push(c),
-            None => losses.skipped.push(Skipped {
-                index,
-                id: None,
-                reason: "the entry names no readable merchant_id".to_owned(),
-            }),
-        }
-    }
-    Ok(Mapped {
-        connections: out,
-        lost: losses.to_error(name, REPORT, None, "report entries"),
-    })
-}
-
-/// Decode and map a one-merchant body; `merchant_id` stands in when the body has none.
-pub(crate) fn decode_merchant(
-    name: &str,
-    body: &[u8],
-    merchant_id: &str,
-    observed_at: DateTime<Utc>,
-    include_personal_data: bool,
-) -> Result<Connection> {
-    let item = wire::decode_merchant(body)
-        .map_err(|e| Error::new(name, MERCHANT, ErrorKind::Decode, e.message))?;
-    let ctx = MapContext {
-        provider: name,
-        observed_at,
-        include_personal_data,
-    };
-    map_item(&item, &ctx, Some(merchant_id)).ok_or_else(|| {
-        Error::new(
-            name,
-            MERCHANT,
-            ErrorKind::Decode,
-            "the answer names no merchant",
-        )
-    })
 }
 
 #[cfg(test)]

@@ -437,5 +437,5 @@ pub fn decode_report(
     observed_at: DateTime<Utc>,
     include_personal_data: bool,
 ) -> Result<Vec<Connection>> {
-    client::decode_report(name, body, observed_at, include_personal_data)?.into_result()
+    map::decode_report(name, body, observed_at, include_personal_data)?.into_result()
 }

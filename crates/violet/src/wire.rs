@@ -21,270 +21,16 @@
 //! key given twice) only affects that merchant ([`Item::Malformed`]).
 
 use std::fmt;
-use std::marker::PhantomData;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use connhealth_core::lenient::scrub_values;
+pub(crate) use connhealth_core::lenient::{FromJson, Ignored, Lenient};
+use connhealth_core::{lenient_enum, object_from_json};
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-// ---------------------------------------------------------------------------------------------
-// Lenient fields
-// ---------------------------------------------------------------------------------------------
-
-/// A field that never fails to decode.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) enum Lenient<T> {
-    /// Missing or `null`.
-    #[default]
-    Absent,
-    /// A usable value.
-    Present(T),
-    /// A value of a type that does not fit; the JSON type it had (`"number"`, `"object"`…).
-    Invalid(&'static str),
-}
-
-impl<T> Lenient<T> {
-    /// The value, if usable.
-    pub(crate) fn get(&self) -> Option<&T> {
-        match self {
-            Lenient::Present(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    /// Whether the field was missing or null.
-    pub(crate) fn is_absent(&self) -> bool {
-        matches!(self, Lenient::Absent)
-    }
-}
-
-/// How a JSON value of each type converts into `Self`; `None` means "does not fit".
-///
-/// Compound values that do not fit are skipped without being materialized.
-pub(crate) trait FromJson: Sized {
-    fn from_bool(_v: bool) -> Option<Self> {
-        None
-    }
-    fn from_i64(_v: i64) -> Option<Self> {
-        None
-    }
-    fn from_u64(_v: u64) -> Option<Self> {
-        None
-    }
-    fn from_f64(_v: f64) -> Option<Self> {
-        None
-    }
-    fn from_str(_v: &str) -> Option<Self> {
-        None
-    }
-    fn from_string(v: String) -> Option<Self> {
-        Self::from_str(&v)
-    }
-    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-}
-
-impl<'de, T: FromJson> Deserialize<'de> for Lenient<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(LenientVisitor(PhantomData))
-    }
-}
-
-struct LenientVisitor<T>(PhantomData<T>);
-
-fn wrap<T>(v: Option<T>, kind: &'static str) -> Lenient<T> {
-    match v {
-        Some(v) => Lenient::Present(v),
-        None => Lenient::Invalid(kind),
-    }
-}
-
-impl<'de, T: FromJson> Visitor<'de> for LenientVisitor<T> {
-    type Value = Lenient<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Lenient::Absent)
-    }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Lenient::Absent)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(wrap(T::from_bool(v), "boolean"))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(wrap(T::from_i64(v), "number"))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(wrap(T::from_u64(v), "number"))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(wrap(T::from_f64(v), "number"))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(wrap(T::from_str(v), "string"))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(wrap(T::from_string(v), "string"))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Ok(wrap(T::from_map(map)?, "object"))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        Ok(wrap(T::from_seq(seq)?, "array"))
-    }
-}
-
-/// Implements [`FromJson`] for a struct with a derived `Deserialize`: an object decodes through
-/// the derive, anything else does not fit.
-macro_rules! object_from_json {
-    ($($t:ty),* $(,)?) => {$(
-        impl FromJson for $t {
-            fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
-                <$t>::deserialize(MapAccessDeserializer::new(map)).map(Some)
-            }
-        }
-    )*};
-}
-
-impl FromJson for String {
-    fn from_bool(v: bool) -> Option<Self> {
-        Some(v.to_string())
-    }
-    fn from_i64(v: i64) -> Option<Self> {
-        Some(v.to_string())
-    }
-    fn from_u64(v: u64) -> Option<Self> {
-        Some(v.to_string())
-    }
-    fn from_f64(v: f64) -> Option<Self> {
-        Some(v.to_string())
-    }
-    fn from_str(v: &str) -> Option<Self> {
-        Some(v.to_owned())
-    }
-    fn from_string(v: String) -> Option<Self> {
-        Some(v)
-    }
-}
-
-impl FromJson for bool {
-    fn from_bool(v: bool) -> Option<Self> {
-        Some(v)
-    }
-    fn from_u64(v: u64) -> Option<Self> {
-        match v {
-            0 => Some(false),
-            1 => Some(true),
-            _ => None,
-        }
-    }
-    fn from_i64(v: i64) -> Option<Self> {
-        u64::try_from(v).ok().and_then(Self::from_u64)
-    }
-    fn from_str(v: &str) -> Option<Self> {
-        let v = v.trim();
-        if v.eq_ignore_ascii_case("true") {
-            Some(true)
-        } else if v.eq_ignore_ascii_case("false") {
-            Some(false)
-        } else {
-            None
-        }
-    }
-}
-
-impl FromJson for u64 {
-    fn from_u64(v: u64) -> Option<Self> {
-        Some(v)
-    }
-    fn from_i64(v: i64) -> Option<Self> {
-        u64::try_from(v).ok()
-    }
-    fn from_f64(v: f64) -> Option<Self> {
-        (v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 1.8e19).then_some(v as u64)
-    }
-    fn from_str(v: &str) -> Option<Self> {
-        let v = v.trim();
-        v.parse::<u64>()
-            .ok()
-            .or_else(|| v.parse::<f64>().ok().and_then(Self::from_f64))
-    }
-}
-
-impl FromJson for DateTime<Utc> {
-    fn from_str(v: &str) -> Option<Self> {
-        // RFC 3339; zone-less timestamps are taken as UTC (core's one time parser).
-        connhealth_core::lenient::parse_time(v)
-    }
-    fn from_i64(v: i64) -> Option<Self> {
-        // Epoch milliseconds (Violet's `timestamp` style) or seconds.
-        if v.abs() >= 100_000_000_000 {
-            Utc.timestamp_millis_opt(v).single()
-        } else {
-            Utc.timestamp_opt(v, 0).single()
-        }
-    }
-    fn from_u64(v: u64) -> Option<Self> {
-        i64::try_from(v).ok().and_then(Self::from_i64)
-    }
-}
-
-impl<T: FromJson> FromJson for Vec<T> {
-    /// Items that do not fit are dropped; the rest are kept.
-    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element::<Lenient<T>>()? {
-            if let Lenient::Present(v) = item {
-                out.push(v);
-            }
-        }
-        Ok(Some(out))
-    }
-}
-
-/// A value that is accepted whatever it is and not kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Ignored;
-
-impl FromJson for Ignored {
-    fn from_bool(_: bool) -> Option<Self> {
-        Some(Ignored)
-    }
-    fn from_i64(_: i64) -> Option<Self> {
-        Some(Ignored)
-    }
-    fn from_u64(_: u64) -> Option<Self> {
-        Some(Ignored)
-    }
-    fn from_f64(_: f64) -> Option<Self> {
-        Some(Ignored)
-    }
-    fn from_str(_: &str) -> Option<Self> {
-        Some(Ignored)
-    }
-    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Some(Ignored))
-    }
-    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Some(Ignored))
-    }
-}
+// Lenient fields: connhealth_core::lenient (Lenient, FromJson, Ignored).
 
 /// An identifier that may be a JSON number or a string (`123`, `"123"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,46 +53,12 @@ impl FromJson for Id {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Enums: matched ignoring case, unknown values kept
+// Enums: matched ignoring case, unknown values kept (core's one enum macro)
 // ---------------------------------------------------------------------------------------------
 
-macro_rules! wire_enum {
-    (
-        $(#[$meta:meta])*
-        $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub(crate) enum $name {
-            $($(#[$vmeta])* $variant,)*
-            /// A value not in the documented list, kept as sent.
-            Other(String),
-        }
-
-        impl $name {
-            /// Every documented value, as documented.
-            #[allow(dead_code)]
-            pub(crate) const DOCUMENTED: &'static [&'static str] = &[$($text),*];
-
-            /// Parse a value, ignoring ASCII case and surrounding blanks.
-            pub(crate) fn parse(raw: &str) -> Self {
-                let v = raw.trim();
-                $(if v.eq_ignore_ascii_case($text) { return $name::$variant; })*
-                $name::Other(raw.to_owned())
-            }
-        }
-
-        impl FromJson for $name {
-            fn from_str(v: &str) -> Option<Self> {
-                Some($name::parse(v))
-            }
-        }
-    };
-}
-
-wire_enum! {
+lenient_enum! {
     /// The per-section `status` of the report.
-    CheckStatus {
+    pub(crate) enum CheckStatus ignoring case {
         Complete = "COMPLETE",
         Incomplete = "INCOMPLETE",
         NeedsAttention = "NEEDS_ATTENTION",
@@ -355,9 +67,9 @@ wire_enum! {
     }
 }
 
-wire_enum! {
+lenient_enum! {
     /// The top-level `merchant_status`.
-    MerchantStatus {
+    pub(crate) enum MerchantStatus ignoring case {
         Inactive = "INACTIVE",
         Active = "ACTIVE",
         Disabled = "DISABLED",
@@ -371,9 +83,9 @@ wire_enum! {
     }
 }
 
-wire_enum! {
+lenient_enum! {
     /// `sync_status.results.status`.
-    SyncState {
+    pub(crate) enum SyncState ignoring case {
         NotStarted = "NOT_STARTED",
         Pending = "PENDING",
         InProgress = "IN_PROGRESS",
@@ -382,9 +94,9 @@ wire_enum! {
     }
 }
 
-wire_enum! {
+lenient_enum! {
     /// `migration.results` (a plain string in the documented report).
-    MigrationState {
+    pub(crate) enum MigrationState ignoring case {
         MigrationRequired = "MIGRATION_REQUIRED",
         MigrationInProgress = "MIGRATION_IN_PROGRESS",
         Migrated = "MIGRATED",
@@ -858,8 +570,8 @@ mod tests {
             CheckStatus::parse("WOBBLY"),
             CheckStatus::Other("WOBBLY".into())
         );
-        assert_eq!(MerchantStatus::DOCUMENTED.len(), 10);
-        assert_eq!(SyncState::DOCUMENTED.len(), 5);
+        assert_eq!(MerchantStatus::KNOWN.len(), 10);
+        assert_eq!(SyncState::KNOWN.len(), 5);
     }
 
     #[test]

@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 
+use crate::map::{link_for, map_connection, platform_slug, MapContext};
+use crate::wire::{GetRetailersResponse, ListConnectionsResponse};
+use crate::ConnectionResponse;
 use chrono::{DateTime, Utc};
 use connhealth_core::http::decode_json;
 use connhealth_core::{Connection, ErrorKind, Remediation, Role};
-use connhealth_subtotal::map::{link_for, map_connection, platform_slug, MapContext};
-use connhealth_subtotal::wire::{GetRetailersResponse, ListConnectionsResponse};
-use connhealth_subtotal::ConnectionResponse;
 use connhealth_testkit::assert_well_formed;
 use connhealth_testkit::fuzz::{self, Vocabulary};
 use proptest::prelude::*;

@@ -1,8 +1,8 @@
 //! Pure mapping tests: the documented example (snapshot) and the rule table.
 
+use crate::map::{map_connection, map_connections};
+use crate::wire::{PartnerConnection, PartnerConnectionsResponse, PlatformSlug};
 use chrono::{DateTime, TimeZone, Utc};
-use connhealth_channel3::map::{map_connection, map_connections};
-use connhealth_channel3::wire::{PartnerConnection, PartnerConnectionsResponse, PlatformSlug};
 use connhealth_core::{Connection, Customer, Remediation, Role, Status};
 use serde_json::json;
 
@@ -31,12 +31,12 @@ fn codes(c: &Connection) -> Vec<&str> {
 
 #[test]
 fn doc_example_snapshot() {
-    let body = include_str!("fixtures/list_connections_doc_example.json");
+    let body = include_str!("../../tests/fixtures/list_connections_doc_example.json");
     let resp: PartnerConnectionsResponse = serde_json::from_str(body).unwrap();
     let mapped = map_connections("channel3", &customer(), &resp, now());
-    assert!(mapped.skipped.is_empty());
+    assert!(mapped.losses.skipped.is_empty());
     assert_eq!(mapped.connections.len(), 3);
-    insta::with_settings!({ snapshot_path => "../../../snapshots", prepend_module_to_snapshot => false }, {
+    insta::with_settings!({ snapshot_path => "../../../../snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_json_snapshot!("channel3__doc_example", mapped.connections, {
             ".observed_at" => "[observed_at]",
             "[].observed_at" => "[observed_at]"
@@ -386,7 +386,7 @@ fn bad_entries_are_skipped_not_fatal() {
     .unwrap();
     let m = map_connections("channel3", &customer(), &resp, now());
     assert_eq!(m.connections.len(), 2);
-    assert_eq!(m.skipped.len(), 2);
+    assert_eq!(m.losses.skipped.len(), 2);
     assert_eq!(m.connections[0].status, Status::Healthy);
     // Missing category / display_name: still mapped, unknown with a missing_value problem.
     assert_eq!(m.connections[1].status, Status::Unknown);
