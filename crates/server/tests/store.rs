@@ -4,6 +4,10 @@
 //! and publishes the events it kept, in order, once it can write again.
 
 mod common;
+/// The store crate's fixtures (real SQLite files, and the PostgreSQL cluster the tests start),
+/// used from there rather than copied.
+#[path = "../../store/tests/common/mod.rs"]
+mod pg;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,15 +82,23 @@ async fn wait_for(mut ok: impl AsyncFnMut() -> bool, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_on_the_same_store_keeps_since_history_and_uptime_and_announces_nothing_twice() {
+async fn a_restart_on_the_same_sqlite_store_keeps_since_history_and_uptime_and_announces_nothing_twice(
+) {
+    restart_keeps_everything(&mut pg::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_the_same_postgres_store_keeps_since_history_and_uptime_and_announces_nothing_twice(
+) {
+    // `None` (with a printed notice) only when CONNHEALTH_SKIP_POSTGRES=1.
+    if let Some(mut f) = pg::postgres().await {
+        restart_keeps_everything(&mut f).await;
+    }
+}
+
+async fn restart_keeps_everything(f: &mut pg::Fixture) {
     let fleet = Fleet::start(3, 41).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("connhealth.db");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&path, &OpenOptions::default())
-            .await
-            .unwrap(),
-    );
+    let store = f.store();
     let server = start(&fleet, store.clone(), Duration::from_millis(200)).await;
     let report = get_json(&server, "/v1/report").await;
     let n = report["connections"].as_array().unwrap().len();
@@ -129,12 +141,9 @@ async fn a_restart_on_the_same_store_keeps_since_history_and_uptime_and_announce
     server.stop().await.unwrap();
     drop(store);
 
-    // Restart on the same file.
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&path, &OpenOptions::default())
-            .await
-            .unwrap(),
-    );
+    // Restart on the same store (closed, opened again).
+    f.reopen().await;
+    let store = f.store();
     let server = start(&fleet, store.clone(), Duration::from_millis(200)).await;
     // A few polls later, nothing was announced again.
     tokio::time::sleep(Duration::from_millis(700)).await;
