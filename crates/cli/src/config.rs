@@ -47,8 +47,75 @@ fn config_error(file: &Path, message: impl std::fmt::Display) -> CliError {
 struct RawTop {
     timeout_secs: Option<u64>,
     concurrency: Option<usize>,
+    store: Option<String>,
+    store_password_env: Option<String>,
+    retention_days: Option<u32>,
     #[serde(default)]
     provider: Vec<toml::Value>,
+}
+
+/// The top-level store keys only (for `history` and `uptime`, which need no provider).
+#[derive(Debug, Deserialize)]
+struct RawStoreKeys {
+    store: Option<String>,
+    store_password_env: Option<String>,
+    retention_days: Option<u32>,
+}
+
+/// The store keys of a config file: `store` (a URL; a relative SQLite path is taken from the
+/// config file's folder), `store_password_env` and `retention_days` (default 90).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// `store`, as written.
+    pub url: Option<String>,
+    /// `store_password_env`: the variable holding the PostgreSQL password.
+    pub password_env: Option<String>,
+    /// `retention_days`.
+    pub retention_days: Option<u32>,
+    /// The config file's folder (what a relative `store` path is taken from).
+    pub dir: PathBuf,
+}
+
+impl StoreSettings {
+    fn from_raw(
+        path: &Path,
+        store: Option<String>,
+        password_env: Option<String>,
+        retention_days: Option<u32>,
+    ) -> Result<StoreSettings, CliError> {
+        if retention_days == Some(0) {
+            return Err(config_error(path, "retention_days: must be at least 1"));
+        }
+        if let Some(url) = &store {
+            connhealth_store::StoreUrl::parse(url)
+                .map_err(|e| config_error(path, format!("store: {e}")))?;
+        }
+        Ok(StoreSettings {
+            url: store,
+            password_env,
+            retention_days,
+            dir: path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_owned(),
+        })
+    }
+
+    /// Read only the store keys of a config file (providers are not resolved, so their
+    /// environment variables need not be set).
+    pub fn load(path: &Path) -> Result<StoreSettings, CliError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::NoInput(format!(
+                "{}: cannot read config file: {}",
+                path.display(),
+                io_reason(&e)
+            ))
+        })?;
+        let raw: RawStoreKeys = serde_path_to_error::deserialize(toml::Deserializer::new(&text))
+            .map_err(|e| config_error(path, located(&text, &e)))?;
+        StoreSettings::from_raw(path, raw.store, raw.store_password_env, raw.retention_days)
+    }
 }
 
 /// The keys every `[[provider]]` table has, read after the adapter accepted the table.
@@ -77,6 +144,8 @@ pub struct Config {
     pub path: PathBuf,
     /// The providers, in file order.
     pub providers: Vec<ProviderEntry>,
+    /// The store keys.
+    pub store: StoreSettings,
 }
 
 /// Why one `[[provider]]` table was refused (before the file and table are named).
@@ -159,6 +228,8 @@ impl Config {
                 "no [[provider]] table; add one per provider (see `connhealth config example`)",
             ));
         }
+        let store =
+            StoreSettings::from_raw(path, raw.store, raw.store_password_env, raw.retention_days)?;
         let default_timeout =
             positive(path, "timeout_secs", raw.timeout_secs)?.unwrap_or(DEFAULT_TIMEOUT_SECS);
         let default_conc =
@@ -271,6 +342,7 @@ impl Config {
         Ok(Config {
             path: path.to_owned(),
             providers,
+            store,
         })
     }
 }
@@ -350,6 +422,10 @@ pub const EXAMPLE: &str = r#"# connhealth configuration.
 
 timeout_secs = 30            # per provider, whole fetch (default 30)
 concurrency = 32             # per provider fan-out bound, 1 to 10000 (default 32)
+# store = "sqlite://connhealth.db"   # history, uptime, since; relative to this file's folder
+#                                    # (serve's default); or "postgres://user@host:5432/db"
+# store_password_env = "CONNHEALTH_STORE_PASSWORD"   # else PGPASSWORD
+# retention_days = 90                # raw events kept (hourly uptime roll-ups: 400 days)
 
 [[provider]]
 kind = "channel3"

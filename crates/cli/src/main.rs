@@ -19,6 +19,7 @@ mod error;
 mod output;
 mod providers;
 mod serve;
+mod store;
 mod watch;
 
 use std::io::{IsTerminal, Write};
@@ -102,9 +103,14 @@ enum Command {
         /// Time between polls (e.g. 30s, 5m, 1h).
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         interval: Duration,
-        /// Remember the last state in this JSON file across restarts.
-        #[arg(long)]
+        /// Remember only the last state, in this JSON file, instead of a store (no history,
+        /// uptime or /v1/connections then).
+        #[arg(long, conflicts_with = "store")]
         state: Option<PathBuf>,
+        /// The store (sqlite://FILE or postgres://user@host:5432/db). Default: the config's
+        /// `store`, else sqlite://connhealth.db next to the config file (unless --state).
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
         /// Polls in a row a worse status must be seen before it is announced.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         trip: u32,
@@ -142,8 +148,12 @@ enum Command {
         interval: Duration,
         /// Remember the last state in this JSON file (written atomically), so a restart does
         /// not re-announce everything.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "store")]
         state: Option<PathBuf>,
+        /// Remember in this store (sqlite://FILE or postgres://…; default: the config's
+        /// `store`, if any): events then carry `id` and `source`, and history and uptime are kept.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
         /// Polls in a row a worse status must be seen before it is announced.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         trip: u32,
@@ -156,6 +166,47 @@ enum Command {
         /// Only these providers (by name); repeatable.
         #[arg(long = "provider", value_name = "NAME")]
         providers: Vec<String>,
+    },
+    /// One connection's change events from the store, newest first.
+    History {
+        /// The connection id (as in the report).
+        connection_id: String,
+        /// The store; default: the config's `store`, else sqlite://connhealth.db next to it.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// The config file whose `store` to read (providers are not asked).
+        #[arg(long, short, default_value = "connhealth.toml")]
+        config: PathBuf,
+        /// At most this many events.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+        /// Output format.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+    /// Uptime over a window from the store, by provider, customer or connection.
+    Uptime {
+        /// 24h, 7d, 30d or 90d.
+        #[arg(long, default_value = "7d", value_parser = ["24h", "7d", "30d", "90d"])]
+        window: String,
+        /// Grouped by.
+        #[arg(long, default_value = "provider", value_parser = ["provider", "customer", "connection"])]
+        by: String,
+        /// Only these providers; repeatable.
+        #[arg(long = "provider", value_name = "NAME")]
+        providers: Vec<String>,
+        /// Only these customers (id or provider:id); repeatable.
+        #[arg(long = "customer", value_name = "ID")]
+        customers: Vec<String>,
+        /// The store; default: the config's `store`, else sqlite://connhealth.db next to it.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// The config file whose `store` to read (providers are not asked).
+        #[arg(long, short, default_value = "connhealth.toml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
     },
     /// Configuration helpers.
     Config {
@@ -299,6 +350,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             config,
             interval,
             state,
+            store,
             trip,
             clear,
             once,
@@ -308,7 +360,56 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             let settings = watch_settings(interval, trip, clear);
             let mut watcher = providers::watcher(&cfg, &only, settings)?;
             let configured = configured_names(&cfg);
-            watch::run(&mut watcher, state.as_deref(), once, &configured).await
+            // --state wins over the config's `store` (cron users keep their state files).
+            let chosen = match state {
+                Some(_) => None,
+                None => store::choose(store.as_deref(), &cfg.store, None)?,
+            };
+            match chosen {
+                Some(choice) => watch::run_with_store(&mut watcher, &choice, once).await,
+                None => watch::run(&mut watcher, state.as_deref(), once, &configured).await,
+            }
+        }
+        Command::History {
+            connection_id,
+            store,
+            config,
+            limit,
+            format,
+        } => {
+            let choice = store::choose_for_reading(store.as_deref(), &config)?;
+            let text = store::history(
+                &choice,
+                &connection_id,
+                usize::try_from(limit).unwrap_or(1000),
+                format == "json",
+            )
+            .await?;
+            print_text(&text);
+            Ok(0)
+        }
+        Command::Uptime {
+            window,
+            by,
+            providers,
+            customers,
+            store,
+            config,
+            format,
+        } => {
+            let choice = store::choose_for_reading(store.as_deref(), &config)?;
+            let window = window
+                .parse()
+                .map_err(|e: connhealth_store::StoreError| CliError::Usage(e.to_string()))?;
+            let by = match by.as_str() {
+                "customer" => connhealth_store::GroupBy::Customer,
+                "connection" => connhealth_store::GroupBy::Connection,
+                _ => connhealth_store::GroupBy::Provider,
+            };
+            let text =
+                store::uptime(&choice, window, by, providers, customers, format == "json").await?;
+            print_text(&text);
+            Ok(0)
         }
         Command::Serve {
             config,
@@ -316,6 +417,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             token,
             interval,
             state,
+            store,
             trip,
             clear,
             header_read_timeout,
@@ -329,11 +431,19 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             // in `ps`.
             let token_from_flag =
                 token.is_some() && std::env::var("CONNHEALTH_TOKEN").ok() != token;
+            // Without --state, serve remembers in a store: --store, the config's, or
+            // sqlite://connhealth.db next to the config file.
+            let store = match state {
+                Some(_) => None,
+                None => store::choose(store.as_deref(), &cfg.store, Some(store::DEFAULT_STORE))?,
+            };
             let opts = serve::ServeOptions {
                 listen,
                 token: token.map(Secret::new),
                 token_from_flag,
                 state,
+                store,
+                _store_dir: None,
                 configured: configured_names(&cfg),
                 header_read_timeout,
                 idle_timeout,
@@ -358,6 +468,12 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 watcher.add(p, None);
             }
             let churn = tokio::spawn(demo_churn(fleet, seed));
+            // A temporary store, removed when the demo ends.
+            let dir = tempfile::tempdir()
+                .map_err(|e| CliError::Io(format!("cannot make a temporary store: {e}")))?;
+            let url =
+                connhealth_store::StoreUrl::parse_relative_to(store::DEFAULT_STORE, dir.path())
+                    .map_err(|e| CliError::Internal(e.to_string()))?;
             let code = serve::run(
                 watcher,
                 serve::ServeOptions {
@@ -365,6 +481,12 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                     token: None,
                     token_from_flag: false,
                     state: None,
+                    store: Some(store::StoreChoice {
+                        url,
+                        password: None,
+                        retention_days: 90,
+                    }),
+                    _store_dir: Some(dir),
                     configured: Vec::new(),
                     header_read_timeout: connhealth_server::DEFAULT_HEADER_READ_TIMEOUT,
                     idle_timeout: connhealth_server::DEFAULT_IDLE_TIMEOUT,
@@ -458,6 +580,13 @@ async fn aggregate_with_progress(agg: &Aggregator, output: &OutputArgs) -> Healt
     }
     let _ = output; // the progress line never goes to stdout, whatever the format
     Aggregator::assemble(results)
+}
+
+/// Print text to stdout (a closed pipe is not an error).
+fn print_text(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
 }
 
 fn print_report(report: &HealthReport, output: &OutputArgs) {

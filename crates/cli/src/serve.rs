@@ -23,6 +23,10 @@ pub struct ServeOptions {
     pub token_from_flag: bool,
     /// Persist the watcher's memory here after every poll.
     pub state: Option<PathBuf>,
+    /// Remember in this store instead (history, uptime, since, stored event ids).
+    pub store: Option<crate::store::StoreChoice>,
+    /// Keeps a temporary store's folder until serving ends (`demo --serve`).
+    pub _store_dir: Option<tempfile::TempDir>,
     /// Every provider name the config declares (to tell a state file of another config).
     pub configured: Vec<String>,
     /// See [`ServerConfig::header_read_timeout`].
@@ -44,6 +48,14 @@ pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliErr
             }
             Err(e) => return Err(e),
         },
+        None => None,
+    };
+    let journal = match &opts.store {
+        Some(choice) => {
+            let (journal, loaded) = crate::store::open_journal(choice).await?;
+            watcher.set_state(loaded);
+            Some(journal)
+        }
         None => None,
     };
     let config = ServerConfig {
@@ -70,6 +82,26 @@ pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliErr
         eprintln!(
             "connhealth: warning: --token is visible to every user of this machine (ps, /proc); prefer the CONNHEALTH_TOKEN environment variable"
         );
+    }
+    if let Some(journal) = journal {
+        let name = escape(journal.store().name()).into_owned();
+        // Said on stderr once per failure streak, and again when writes work again; every
+        // failure is in /metrics and /readyz.
+        server = server.with_store(journal, move |w| {
+            if let (true, Some(e)) = (w.failure_began, &w.error) {
+                eprintln!(
+                    "connhealth: cannot write the store: {} (serving goes on; {} polls kept in memory and written when it works; said again only once it does)",
+                    escape(&e.to_string()),
+                    w.pending_polls
+                );
+            }
+            if w.recovered {
+                eprintln!("connhealth: store {name} written again");
+            }
+            if let Some(Err(e)) = &w.pruned {
+                eprintln!("connhealth: pruning the store failed: {}", escape(&e.to_string()));
+            }
+        });
     }
     if let Some(file) = state_file {
         // Said on stderr once per failure streak (and again when saves work again); every

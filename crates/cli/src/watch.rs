@@ -103,3 +103,66 @@ pub async fn run(
         }
     }
 }
+
+/// [`run`] with a store instead of a state file: the watcher starts from the stored state,
+/// every poll is committed in one transaction and its stored events (with `id` and `source`)
+/// are printed once committed. A store that cannot be written is said on stderr once per
+/// streak; the polls are kept in memory and written (and printed) when it works again. With
+/// `--once` nothing can wait: a failed write is exit 74 (nothing printed; the next run
+/// announces those changes).
+pub async fn run_with_store(
+    watcher: &mut Watcher,
+    choice: &crate::store::StoreChoice,
+    once: bool,
+) -> Result<i32, CliError> {
+    let (mut journal, loaded) = crate::store::open_journal(choice).await?;
+    watcher.set_state(loaded);
+    loop {
+        let poll = watcher.poll().await;
+        let written = journal
+            .record(
+                poll.report.generated_at,
+                watcher.state(),
+                poll.report.providers.clone(),
+                poll.changes,
+                connhealth_store::Source::Poll,
+            )
+            .await;
+        let printed = (|| -> std::io::Result<()> {
+            let mut out = std::io::stdout().lock();
+            for e in &written.events {
+                let line = serde_json::to_string(e).map_err(std::io::Error::other)?;
+                writeln!(out, "{line}")?;
+            }
+            out.flush()
+        })();
+        if let Some(e) = &written.error {
+            if once {
+                return Err(CliError::Io(format!(
+                    "cannot write the store: {}",
+                    escape(&e.to_string())
+                )));
+            }
+            if written.failure_began {
+                eprintln!(
+                    "connhealth: cannot write the store: {} (polling goes on; the changes are kept in memory and printed once written; said again only once it works)",
+                    escape(&e.to_string())
+                );
+            }
+        } else if written.recovered {
+            eprintln!("connhealth: the store is written again");
+        }
+        match printed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            Err(e) => return Err(CliError::Io(format!("cannot write events: {e}"))),
+        }
+        if once {
+            return Ok(0);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(watcher.next_delay()) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        }
+    }
+}

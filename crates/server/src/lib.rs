@@ -9,6 +9,7 @@
 //! | `GET /v1/report` | the current [`HealthReport`](connhealth_core::HealthReport) (the JSON of ARCHITECTURE.md), strong `ETag`, `If-None-Match` → 304, filters `provider`, `status`, `customer` |
 //! | `GET /v1/connections/{id}` | one [`Connection`](connhealth_core::Connection) (the id percent-encoded as one path segment) |
 //! | `GET /v1/events` | Server-Sent Events: every [`Change`](connhealth_core::Change), `Last-Event-ID` resume |
+//! | `GET /v1/connections`, `GET /v1/connections/{id}/history`, `GET /v1/uptime`, `GET /v1/events?after=` | from the store, with [`Server::with_store`] (paged connections with `since`, history, uptime, stored events); 503 `no_store` without one |
 //! | `GET /metrics` | Prometheus text exposition 0.0.4 |
 //! | `GET /healthz`, `GET /readyz` | liveness (always 200) and readiness (200 once the first poll finished) |
 //! | `GET /openapi.json` | an OpenAPI 3.1 document of all of the above |
@@ -73,6 +74,7 @@ mod metrics;
 pub mod routes;
 mod sse;
 mod state;
+mod stored;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,6 +84,7 @@ use std::time::Duration;
 use connhealth_core::http::HttpStats;
 use connhealth_core::watch::{Poll, WatchState, Watcher};
 use connhealth_core::Secret;
+use connhealth_store::{Journal, Source, Written};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -177,6 +180,7 @@ pub enum ServerError {
 }
 
 type PollHook = Box<dyn FnMut(&Poll, &WatchState) + Send + 'static>;
+type StoreHook = Box<dyn FnMut(&Written) + Send + 'static>;
 type PersistHook = Box<dyn FnMut(&WatchState) -> Result<(), String> + Send + 'static>;
 
 /// A configured server, not yet listening. See the [crate docs](crate) for an example.
@@ -186,6 +190,7 @@ pub struct Server {
     state: AppState,
     hook: Option<PollHook>,
     persist: Option<PersistHook>,
+    journal: Option<(Journal, Option<StoreHook>)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -195,6 +200,10 @@ impl std::fmt::Debug for Server {
             .field("watcher", &self.watcher)
             .field("poll_hook", &self.hook.is_some())
             .field("persist", &self.persist.is_some())
+            .field(
+                "store",
+                &self.journal.as_ref().map(|(j, _)| j.store().name()),
+            )
             .finish()
     }
 }
@@ -256,6 +265,7 @@ impl Server {
             state,
             hook: None,
             persist: None,
+            journal: None,
         })
     }
 
@@ -288,6 +298,27 @@ impl Server {
         self
     }
 
+    /// Remember through a store: after every poll the journal commits the poll in one
+    /// transaction ([`Journal::record`]); its events are published only once stored, with the
+    /// store's ids as SSE ids (instead of this server's numbering), `Last-Event-ID` resumes from
+    /// the store, and the store-backed routes (`/v1/connections`, `/v1/connections/{id}/history`,
+    /// `/v1/uptime`, `/v1/events?after=`) are served. The watcher should start from the state
+    /// [`Journal::load`] returned.
+    ///
+    /// A failed write never stops serving (the poll's report is served at once): it shows in
+    /// `/metrics` and `/readyz` (see [`AppState::record_written`]) and the poll is written
+    /// with the next one that works. `on_write` sees every [`Written`] (e.g. to say failures
+    /// on stderr once per streak); it runs on the poller task.
+    pub fn with_store(
+        mut self,
+        journal: Journal,
+        on_write: impl FnMut(&Written) + Send + 'static,
+    ) -> Self {
+        self.state.set_store(journal.store().clone());
+        self.journal = Some((journal, Some(Box::new(on_write))));
+        self
+    }
+
     /// The shared state the routes serve from.
     pub fn state(&self) -> &AppState {
         &self.state
@@ -309,6 +340,7 @@ impl Server {
             state: self.state,
             hook: self.hook,
             persist: self.persist,
+            journal: self.journal,
             limits: conn::Limits {
                 header_read_timeout: self.config.header_read_timeout,
                 idle_timeout: self.config.idle_timeout,
@@ -334,6 +366,7 @@ pub struct Bound {
     state: AppState,
     hook: Option<PollHook>,
     persist: Option<PersistHook>,
+    journal: Option<(Journal, Option<StoreHook>)>,
     limits: conn::Limits,
 }
 
@@ -376,10 +409,11 @@ impl Bound {
             state,
             hook,
             persist,
+            journal,
             limits,
         } = self;
         tracing::info!(addr = %local_addr, "serving");
-        let poller = tokio::spawn(run_poller(watcher, state.clone(), hook, persist));
+        let poller = tokio::spawn(run_poller(watcher, state.clone(), hook, persist, journal));
         let stopping = state.clone();
         conn::serve(
             listener,
@@ -421,6 +455,7 @@ async fn run_poller(
     state: AppState,
     mut hook: Option<PollHook>,
     mut persist: Option<PersistHook>,
+    mut journal: Option<(Journal, Option<StoreHook>)>,
 ) {
     let mut stop = state.stop_signal();
     loop {
@@ -430,7 +465,29 @@ async fn run_poller(
             _ = stop.wait_for(|s| *s) => break,
         };
         let elapsed = started.elapsed();
-        state.record_poll(&poll, elapsed);
+        match journal.as_mut() {
+            None => state.record_poll(&poll, elapsed),
+            Some((journal, on_write)) => {
+                // The report is served at once; the events once stored.
+                state.record_report(&poll, elapsed);
+                let written = journal
+                    .record(
+                        poll.report.generated_at,
+                        watcher.state(),
+                        poll.report.providers.clone(),
+                        poll.changes.clone(),
+                        Source::Poll,
+                    )
+                    .await;
+                state.record_written(&written);
+                if let Some(Err(e)) = &written.pruned {
+                    tracing::warn!(error = %e, "pruning the store failed");
+                }
+                if let Some(h) = on_write.as_mut() {
+                    h(&written);
+                }
+            }
+        }
         if let Some(h) = hook.as_mut() {
             h(&poll, watcher.state());
         }

@@ -227,6 +227,46 @@ pub(crate) fn render(state: &AppState) -> String {
         );
     }
 
+    let st = state.store_stats();
+    if st.configured {
+        let rows: [(&str, &str, &str, String); 5] = [
+            (
+                "connhealth_store_write_failures_total",
+                "counter",
+                "Attempts to write polls to the store that failed.",
+                st.failures.to_string(),
+            ),
+            (
+                "connhealth_store_write_failing",
+                "gauge",
+                "1 while the last write to the store failed.",
+                u8::from(st.failing).to_string(),
+            ),
+            (
+                "connhealth_store_pending_polls",
+                "gauge",
+                "Polls kept in memory because the store could not be written.",
+                st.pending_polls.to_string(),
+            ),
+            (
+                "connhealth_store_pending_events",
+                "gauge",
+                "Change events kept in memory because the store could not be written.",
+                st.pending_events.to_string(),
+            ),
+            (
+                "connhealth_store_dropped_events_total",
+                "counter",
+                "Change events never stored: the store was unwritable past the in-memory bound.",
+                st.dropped_events.to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            header(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
+
     let (open, over_cap) = state.connection_counts();
     header(
         &mut out,

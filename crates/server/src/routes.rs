@@ -36,12 +36,28 @@
 //!   `/v1/report`, then carry on with the live events that follow. A subscriber too slow to
 //!   keep up also gets a `reset`. A `: keep-alive` comment every 15 s. Streams end when the
 //!   server shuts down.
+//! - **With a store** ([`crate::Server::with_store`]), the `/v1/events` stream's ids are the
+//!   store's event ids (increasing in commit order, kept across restarts), its `data` is the
+//!   stored event (the change plus `id` and `source`), events are published once stored, and
+//!   `Last-Event-ID` resumes from the store (at most 10,000 events, else `reset`).
+//! - **Store routes** (a store is needed; without one: 503 `no_store`; a store that cannot be
+//!   read: 503 `store_unavailable`; `limit` is 1–1000, default 100, else 400):
+//!   `GET /v1/connections?status=&provider=&customer=&q=&limit=&cursor=` (one page, worst
+//!   first then id: `{items, next_cursor, total}`; an item is the stored connection plus
+//!   `since` and `actions` — always `[]` until actions are built; a cursor not issued here is
+//!   400), `GET /v1/connections/{id}/history?limit=&before=` (newest first: `{items,
+//!   next_before}`), `GET /v1/uptime?window=24h|7d|30d|90d&by=provider|customer|connection`
+//!   (+ `provider`, `customer`; `{window, from, to, items}`), and `GET /v1/events?after=&limit=`
+//!   (also with `Accept: application/json`): `{items, next_after}`, oldest first. With a store,
+//!   `GET /v1/connections/{id}` also carries `since`.
 //! - **`GET /metrics`** — Prometheus text format 0.0.4: `connhealth_ready`,
 //!   `connhealth_connections{provider,status}` (all eight statuses of every provider, zeros
 //!   included), `connhealth_provider_up{provider}` (1 when the last outcome was `ok` or
 //!   `partial`), `connhealth_last_poll_duration_seconds`, `connhealth_last_poll_timestamp_seconds`,
 //!   `connhealth_polls_total`, `connhealth_poll_errors_total{provider,kind}`,
-//!   `connhealth_events_total{event}` and, for providers whose HTTP counters were registered
+//!   `connhealth_events_total{event}`, with a store `connhealth_store_write_failures_total`,
+//!   `connhealth_store_write_failing`, `connhealth_store_pending_polls`,
+//!   `connhealth_store_pending_events`, `connhealth_store_dropped_events_total`, and, for providers whose HTTP counters were registered
 //!   with [`crate::Server::with_http_stats`], `connhealth_http_retries_total{provider}`.
 //!   Poll errors are counted from the providers' outcome entries; an entry identical to the
 //!   previous poll's is taken to be carried over (a provider skipped because it is rate
@@ -49,7 +65,8 @@
 //! - **`GET /healthz`** — 200 `{"status":"ok"}`, always, without a token.
 //! - **`GET /readyz`** — 200 `{"status":"ready","warnings":[{code, message}]}` once the first
 //!   poll finished, else 503 `not_ready`. A warning (`state_save_failed`: the `--state` file
-//!   cannot be written) never makes it a 503, which would empty a load balancer.
+//!   cannot be written; `store_write_failed`: the store cannot be written, polls are kept in
+//!   memory; `store_events_dropped`: past that bound, events were never stored) never makes it a 503, which would empty a load balancer.
 //! - **At the connection cap** (see [`crate::ServerConfig::max_connections`]) the overflow
 //!   connections answer `/healthz` as usual and every other route 503 `busy` with
 //!   `Retry-After: 1`.
@@ -89,7 +106,7 @@ use connhealth_core::{HealthReport, Status, Summary};
 
 use crate::http::{self as h, JSON};
 use crate::state::AppState;
-use crate::{metrics, sse};
+use crate::{metrics, sse, stored};
 
 /// The dashboard page.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -101,7 +118,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/v1/report", get(report))
+        .route("/v1/connections", get(stored::connections))
         .route("/v1/connections/{id}", get(connection))
+        .route("/v1/connections/{id}/history", get(stored::history))
+        .route("/v1/uptime", get(stored::uptime))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics_route))
         .route("/healthz", get(healthz))
@@ -380,7 +400,19 @@ async fn connection(
             format!("no connection {id:?} in the current report"),
         );
     };
-    match serde_json::to_vec(conn) {
+    /// The connection with, from the store, when its current status began.
+    #[derive(serde::Serialize)]
+    struct WithSince<'a> {
+        #[serde(flatten)]
+        connection: &'a connhealth_core::Connection,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    }
+    let value = WithSince {
+        connection: conn,
+        since: stored::since_of(&state, &id).await,
+    };
+    match serde_json::to_vec(&value) {
         Ok(body) => {
             let etag = h::etag_of(&body);
             h::json_with_etag(&headers, Bytes::from(body), &etag)
@@ -393,8 +425,22 @@ async fn connection(
     }
 }
 
-async fn events(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    sse::response(&state, &headers)
+async fn events(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let wants_json = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json"));
+    let has_after = url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+        .any(|(k, _)| k == "after");
+    if wants_json || has_after {
+        return stored::events_page(&state, query.as_deref()).await;
+    }
+    sse::response(&state, &headers).await
 }
 
 async fn metrics_route(State(state): State<AppState>) -> Response {

@@ -7,8 +7,9 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use connhealth_store::Store;
 use futures::stream::{self, Stream, StreamExt};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 
 use crate::state::{AppState, SeqEvent};
@@ -60,9 +61,19 @@ fn events(
         first.push(change_event(e));
         sent = e.id;
     }
-    let stop = state.stop_signal();
-    let live = stream::unfold(
-        (sub.live, stop, sent),
+    let live = live(sub.live, state.stop_signal(), sent);
+    stream::iter(first).chain(live).map(Ok)
+}
+
+/// Live events with an id above `sent`, until the server shuts down; a `reset` when this
+/// subscriber lags.
+fn live(
+    rx: broadcast::Receiver<Arc<SeqEvent>>,
+    stop: watch::Receiver<bool>,
+    sent: u64,
+) -> impl Stream<Item = Event> + Send + 'static {
+    stream::unfold(
+        (rx, stop, sent),
         |(mut rx, mut stop, mut sent): (_, watch::Receiver<bool>, u64)| async move {
             loop {
                 let next: Result<Arc<SeqEvent>, RecvError> = tokio::select! {
@@ -86,13 +97,82 @@ fn events(
                 }
             }
         },
-    );
-    stream::iter(first).chain(live).map(Ok)
+    )
+}
+
+/// At most this many stored events are replayed to one resuming subscriber; past it, `reset`.
+pub(crate) const MAX_REPLAY: usize = 10_000;
+
+/// With a store: the stored events after `last` (at most [`MAX_REPLAY`], else a `reset`),
+/// then live ones. Subscribed before reading, so nothing committed in between is missed;
+/// what is both read and received live is sent once (ids only increase).
+async fn from_store(
+    state: &AppState,
+    store: &Arc<dyn Store>,
+    last: u64,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let rx = state.subscribe_live();
+    let mut first = Vec::new();
+    let mut sent = last;
+    let mut after = i64::try_from(last).unwrap_or(i64::MAX);
+    loop {
+        match store.events_after(after, 1000).await {
+            Ok(page) => {
+                if page.items.is_empty() {
+                    break;
+                }
+                if first.len() + page.items.len() > MAX_REPLAY {
+                    let latest = page.items.last().map_or(sent, |e| e.id as u64);
+                    first.clear();
+                    first.push(reset_event(
+                        &format!("more than {MAX_REPLAY} events after {last}; re-read /v1/report or page /v1/events?after="),
+                        Some(last),
+                        latest,
+                    ));
+                    sent = latest;
+                    // Skip to the newest stored: what follows is live.
+                    while let Ok(p) = store.events_after(sent as i64, 1000).await {
+                        match p.items.last() {
+                            Some(e) => sent = e.id as u64,
+                            None => break,
+                        }
+                    }
+                    break;
+                }
+                for e in &page.items {
+                    if let Ok(data) = serde_json::to_string(e) {
+                        first.push(change_event(&SeqEvent {
+                            id: e.id as u64,
+                            name: e.change.kind.name(),
+                            data,
+                        }));
+                    }
+                    sent = e.id as u64;
+                }
+                after = page.next.unwrap_or(after);
+            }
+            Err(e) => {
+                first.push(reset_event(
+                    &format!("cannot read the store to resume: {e}"),
+                    Some(last),
+                    sent,
+                ));
+                break;
+            }
+        }
+    }
+    stream::iter(first)
+        .chain(live(rx, state.stop_signal(), sent))
+        .map(Ok)
 }
 
 /// The SSE response for a request with these headers.
-pub(crate) fn response(state: &AppState, headers: &HeaderMap) -> Response {
-    let stream = events(state, last_event_id(headers));
+pub(crate) async fn response(state: &AppState, headers: &HeaderMap) -> Response {
+    let last = last_event_id(headers);
+    let stream = match (state.store(), last) {
+        (Some(store), Some(last)) => from_store(state, store, last).await.boxed(),
+        _ => events(state, last).boxed(),
+    };
     let mut resp = Sse::new(stream)
         .keep_alive(
             KeepAlive::new()

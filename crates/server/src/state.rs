@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use connhealth_core::http::HttpStats;
 use connhealth_core::watch::Poll;
 use connhealth_core::{HealthReport, ProviderOutcome, Secret};
+use connhealth_store::{Store, Written};
 use tokio::sync::{broadcast, watch};
 
 use crate::http::etag_of;
@@ -87,6 +88,19 @@ pub(crate) struct SaveStats {
     pub(crate) failing: bool,
 }
 
+/// Store-write bookkeeping for `/metrics` and `/readyz`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct StoreStats {
+    /// Whether a store is configured (the metrics are left out otherwise).
+    pub(crate) configured: bool,
+    /// Polls whose write failed (each attempt counts).
+    pub(crate) failures: u64,
+    pub(crate) failing: bool,
+    pub(crate) pending_polls: usize,
+    pub(crate) pending_events: usize,
+    pub(crate) dropped_events: u64,
+}
+
 /// Connection counts for `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct ConnStats {
@@ -108,6 +122,8 @@ struct Inner {
     token: Option<Secret>,
     warnings: Mutex<BTreeMap<String, String>>,
     save: Mutex<SaveStats>,
+    store: OnceLock<Arc<dyn Store>>,
+    store_stats: Mutex<StoreStats>,
     conns: ConnStats,
     keep_alive: Mutex<Duration>,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
@@ -162,6 +178,8 @@ impl AppState {
                 token,
                 warnings: Mutex::new(BTreeMap::new()),
                 save: Mutex::new(SaveStats::default()),
+                store: OnceLock::new(),
+                store_stats: Mutex::new(StoreStats::default()),
                 conns: ConnStats::default(),
                 keep_alive: Mutex::new(crate::sse::KEEP_ALIVE),
                 snapshot: RwLock::new(None),
@@ -234,6 +252,100 @@ impl AppState {
         *lock(&self.inner.save)
     }
 
+    /// Serve the store-backed routes (`/v1/connections`, history, uptime, `/v1/events?after=`)
+    /// from `store`, and resume event streams from it. Event ids are then the store's: publish
+    /// with [`AppState::record_written`] instead of letting [`AppState::record_poll`] number
+    /// them. Only the first call counts.
+    pub fn set_store(&self, store: Arc<dyn Store>) {
+        let _ = self.inner.store.set(store);
+        lock(&self.inner.store_stats).configured = true;
+    }
+
+    /// The store, when one is configured.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.inner.store.get()
+    }
+
+    pub(crate) fn store_stats(&self) -> StoreStats {
+        *lock(&self.inner.store_stats)
+    }
+
+    /// Take in what a [`connhealth_store::Journal`] wrote: its events are published with
+    /// their store ids, and a failure shows in `/metrics` and as the `/readyz` warnings
+    /// `store_write_failed` (while writes fail) and `store_events_dropped` (once events were
+    /// dropped past the journal's bound).
+    pub fn record_written(&self, w: &Written) {
+        {
+            let mut s = lock(&self.inner.store_stats);
+            s.configured = true;
+            s.failing = w.error.is_some();
+            if s.failing {
+                s.failures += 1;
+            }
+            s.pending_polls = w.pending_polls;
+            s.pending_events = w.pending_events;
+            s.dropped_events = w.dropped_events;
+        }
+        match &w.error {
+            Some(e) => {
+                if w.failure_began {
+                    tracing::error!(error = %e, "cannot write the store; polls are kept in memory");
+                }
+                self.set_warning(
+                    "store_write_failed",
+                    format!(
+                        "cannot write the store ({} polls, {} events kept in memory until it works): {e}",
+                        w.pending_polls, w.pending_events
+                    ),
+                );
+            }
+            None => {
+                if w.recovered {
+                    tracing::info!("the store is written again");
+                }
+                self.clear_warning("store_write_failed");
+            }
+        }
+        if w.dropped_events > 0 {
+            self.set_warning(
+                "store_events_dropped",
+                format!(
+                    "{} change events were never stored: the store could not be written for longer than the in-memory bound (their state changes were stored)",
+                    w.dropped_events
+                ),
+            );
+        }
+        let mut log = lock(&self.inner.events);
+        for e in &w.events {
+            let data = match serde_json::to_string(e) {
+                Ok(d) => d,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot serialize a change event");
+                    continue;
+                }
+            };
+            let id = u64::try_from(e.id).unwrap_or(0);
+            log.next_id = log.next_id.max(id + 1);
+            self.push_event(
+                &mut log,
+                Arc::new(SeqEvent {
+                    id,
+                    name: e.change.kind.name(),
+                    data,
+                }),
+            );
+        }
+    }
+
+    fn push_event(&self, log: &mut EventLog, event: Arc<SeqEvent>) {
+        if log.ring.len() == log.capacity {
+            log.ring.pop_front();
+        }
+        log.ring.push_back(event.clone());
+        // No subscriber is not an error.
+        let _ = self.inner.tx.send(event);
+    }
+
     /// Count one open connection until the guard is dropped.
     pub(crate) fn connection_opened(&self) -> OpenGuard {
         self.inner.conns.open.fetch_add(1, Ordering::Relaxed);
@@ -264,8 +376,32 @@ impl AppState {
 
     /// Take in one poll that took `elapsed`: the report becomes the one served, then its
     /// changes are published to event-stream subscribers (in that order, so a subscriber that
-    /// re-fetches the report on an event sees the new state).
+    /// re-fetches the report on an event sees the new state), numbered by this server.
     pub fn record_poll(&self, poll: &Poll, elapsed: Duration) {
+        self.record_report(poll, elapsed);
+        let mut log = lock(&self.inner.events);
+        for change in &poll.changes {
+            let data = match serde_json::to_string(change) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot serialize a change event");
+                    continue;
+                }
+            };
+            let event = Arc::new(SeqEvent {
+                id: log.next_id,
+                name: change.kind.name(),
+                data,
+            });
+            log.next_id += 1;
+            self.push_event(&mut log, event);
+        }
+    }
+
+    /// The report part of [`AppState::record_poll`]: serve the poll's report and count it,
+    /// publishing no event (with a store, events are published once stored, by
+    /// [`AppState::record_written`]).
+    pub fn record_report(&self, poll: &Poll, elapsed: Duration) {
         let body = match serde_json::to_vec(&poll.report) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
@@ -307,29 +443,6 @@ impl AppState {
                 *c.events.entry(change.kind.name()).or_default() += 1;
             }
         }
-
-        let mut log = lock(&self.inner.events);
-        for change in &poll.changes {
-            let data = match serde_json::to_string(change) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot serialize a change event");
-                    continue;
-                }
-            };
-            let event = Arc::new(SeqEvent {
-                id: log.next_id,
-                name: change.kind.name(),
-                data,
-            });
-            log.next_id += 1;
-            if log.ring.len() == log.capacity {
-                log.ring.pop_front();
-            }
-            log.ring.push_back(event.clone());
-            // No subscriber is not an error.
-            let _ = self.inner.tx.send(event);
-        }
     }
 
     /// Register one provider's HTTP counters for `connhealth_http_retries_total` (replacing
@@ -368,6 +481,12 @@ impl AppState {
 
     pub(crate) fn http_stats(&self) -> Vec<(String, Arc<HttpStats>)> {
         lock(&self.inner.http_stats).clone()
+    }
+
+    /// Subscribe to what is published from now on.
+    pub(crate) fn subscribe_live(&self) -> broadcast::Receiver<Arc<SeqEvent>> {
+        let _log = lock(&self.inner.events);
+        self.inner.tx.subscribe()
     }
 
     /// Subscribe to events after `last_event_id` (None: only new ones).

@@ -120,6 +120,162 @@ impl Doc {
     }
 }
 
+/// The store-backed routes on a server over a real SQLite store: 200s and 400s as documented.
+async fn store_routes(doc: &mut Doc, fleet: &Fleet) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = connhealth_store::StoreUrl::parse_relative_to("sqlite://connhealth.db", dir.path())
+        .unwrap();
+    let store = connhealth_store::open(&url, Default::default())
+        .await
+        .unwrap();
+    let (journal, loaded) = connhealth_store::Journal::load(store.clone(), Default::default())
+        .await
+        .unwrap();
+    let w = fleet_watcher(fleet, Duration::from_secs(300)).with_state(loaded);
+    let server =
+        Running::start_with(w, Options::default(), |s| s.with_store(journal, |_| {})).await;
+    server.ready(false).await;
+    // The first poll's events are stored once it is ready? Wait for them.
+    let mut page = json!(null);
+    for _ in 0..100 {
+        let (status, body) = doc
+            .check(
+                "/v1/events",
+                server.get("/v1/events?after=0&limit=1000").await,
+            )
+            .await;
+        assert_eq!(status, 200);
+        page = serde_json::from_str(&body).unwrap();
+        if !page["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored = page["items"].as_array().unwrap().clone();
+    assert!(!stored.is_empty());
+    let resp = server
+        .client
+        .get(server.url("/v1/events"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = doc.check("/v1/events", resp).await;
+    assert_eq!(status, 200);
+    let first: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        first["items"].as_array().unwrap().len(),
+        stored.len().min(100)
+    );
+    // SSE resumes from the store: the same events, ids and bodies.
+    let event_schema = doc.doc["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"]["x-event-data"]
+        .clone();
+    let mut sse = SseReader::connect(&server, Some(0)).await;
+    for e in stored.iter().take(20) {
+        let got = sse.expect(Duration::from_secs(5)).await;
+        assert_eq!(got.id, e["id"].as_u64());
+        doc.validate(
+            &doc.component("StoredEvent"),
+            &got.json(),
+            "stored SSE event",
+        );
+        doc.validate(&event_schema, &got.json(), "stored SSE event");
+        assert_eq!(&got.json(), e);
+    }
+
+    let (status, body) = doc
+        .check(
+            "/v1/connections",
+            server.get("/v1/connections?limit=5").await,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let p: Value = serde_json::from_str(&body).unwrap();
+    let cursor = p["next_cursor"].as_str().unwrap().to_owned();
+    let id = p["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = doc
+        .check(
+            "/v1/connections",
+            server
+                .get(&format!("/v1/connections?limit=5&cursor={cursor}&status=healthy,degraded&provider=violet&provider=subtotal&q=a"))
+                .await,
+        )
+        .await;
+    assert_eq!(status, 200);
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "cursor=bogus",
+        "status=fine",
+        "colour=red",
+    ] {
+        let (status, _) = doc
+            .check(
+                "/v1/connections",
+                server.get(&format!("/v1/connections?{bad}")).await,
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let (status, body) = doc
+        .check(
+            "/v1/connections/{id}",
+            server.get(&format!("/v1/connections/{id}")).await,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let one: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        one["since"], p["items"][0]["since"],
+        "since comes from the store"
+    );
+    let (status, body) = doc
+        .check(
+            "/v1/connections/{id}/history",
+            server
+                .get(&format!("/v1/connections/{id}/history?limit=1"))
+                .await,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let h: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["items"][0]["connection_id"], id.as_str());
+    for bad in ["before=x", "limit=0"] {
+        let (status, _) = doc
+            .check(
+                "/v1/connections/{id}/history",
+                server
+                    .get(&format!("/v1/connections/{id}/history?{bad}"))
+                    .await,
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    for q in [
+        "",
+        "?window=7d&by=customer&provider=violet",
+        "?window=90d&by=connection",
+    ] {
+        let (status, _) = doc
+            .check("/v1/uptime", server.get(&format!("/v1/uptime{q}")).await)
+            .await;
+        assert_eq!(status, 200, "{q}");
+    }
+    for bad in ["window=1y", "by=planet"] {
+        let (status, _) = doc
+            .check("/v1/uptime", server.get(&format!("/v1/uptime?{bad}")).await)
+            .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let (status, _) = doc
+        .check("/v1/events", server.get("/v1/events?after=-1").await)
+        .await;
+    assert_eq!(status, 400);
+    server.stop().await.unwrap();
+}
+
 /// Validate one event's data and note its kind.
 fn record(doc: &Doc, event_schema: &Value, kinds: &mut BTreeSet<String>, e: SseEvent) {
     let data = e.json();
@@ -342,6 +498,21 @@ async fn the_openapi_document_is_valid_and_every_route_answers_as_documented() {
         assert_eq!(status, 200, "{path}");
     }
 
+    // Without a store the store-backed routes are a documented 503 (`no_store`).
+    for (template, path) in [
+        ("/v1/connections", "/v1/connections"),
+        (
+            "/v1/connections/{id}/history",
+            "/v1/connections/a:b/history",
+        ),
+        ("/v1/uptime", "/v1/uptime"),
+        ("/v1/events", "/v1/events?after=0"),
+    ] {
+        let (status, body) = doc.check(template, server.get(path).await).await;
+        assert_eq!(status, 503, "{path}");
+        assert!(body.contains("no_store"), "{body}");
+    }
+
     // Events: every data line is a documented Change (or Reset), its `event` the SSE name.
     let event_schema = doc.doc["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]
         ["text/event-stream"]["x-event-data"]
@@ -525,6 +696,8 @@ async fn the_openapi_document_is_valid_and_every_route_answers_as_documented() {
         doc.validate(&doc.component("Error"), &v, "405/413 body");
     }
     server.stop().await.unwrap();
+
+    store_routes(&mut doc, &fleet).await;
 
     // 503s: a server whose first poll is held back.
     let (gated, open) = Scripted::gated("gated", vec![]);

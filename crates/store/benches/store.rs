@@ -43,6 +43,41 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v[i.min(v.len() - 1)]
 }
 
+/// The next state with 1 % of the connections (every 100th from `round`) flipped between
+/// degraded and healthy, their changes and ids; every connection observed again at `at`.
+fn one_percent_changed(
+    prev: &WatchState,
+    round: usize,
+    at: chrono::DateTime<Utc>,
+) -> (WatchState, Vec<Change>, Vec<String>) {
+    let mut next = prev.clone();
+    let mut changes = Vec::new();
+    let ids: Vec<String> = next
+        .connections
+        .keys()
+        .skip(round)
+        .step_by(100)
+        .cloned()
+        .collect();
+    for id in &ids {
+        let t = next.connections.get_mut(id).unwrap();
+        let old = t.connection.clone();
+        t.connection.status = if old.status == Status::Degraded {
+            Status::Healthy
+        } else {
+            Status::Degraded
+        };
+        t.connection.observed_at = at;
+        changes.extend(connection_changes(&old, &t.connection, at, Some(t.since)));
+        t.since = at;
+    }
+    // Every other connection was observed again (observed_at moves every poll).
+    for t in next.connections.values_mut() {
+        t.connection.observed_at = at;
+    }
+    (next, changes, ids)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -132,31 +167,7 @@ async fn run() {
     let mut commit_cpus = Vec::new();
     for round in 0..5 {
         let at = Utc::now();
-        let mut next = prev.clone();
-        let mut changes = Vec::new();
-        let ids: Vec<String> = next
-            .connections
-            .keys()
-            .skip(round)
-            .step_by(100)
-            .cloned()
-            .collect();
-        for id in &ids {
-            let t = next.connections.get_mut(id).unwrap();
-            let old = t.connection.clone();
-            t.connection.status = if old.status == Status::Degraded {
-                Status::Healthy
-            } else {
-                Status::Degraded
-            };
-            t.connection.observed_at = at;
-            changes.extend(connection_changes(&old, &t.connection, at, Some(t.since)));
-            t.since = at;
-        }
-        // Every other connection was observed again (observed_at moves every poll).
-        for t in next.connections.values_mut() {
-            t.connection.observed_at = at;
-        }
+        let (next, changes, ids) = one_percent_changed(&prev, round, at);
         let t = Instant::now();
         let rec = PollRecord::between(at, &prev, &next, vec![], changes, Source::Poll);
         let record = t.elapsed();
@@ -182,6 +193,37 @@ async fn run() {
         ms(steady_commit),
         steady_commit_cpu.map(ms).unwrap_or(f64::NAN),
         100.0 * steady_cost.as_secs_f64() / steady_wall.as_secs_f64()
+    );
+    // 3. The same steady rounds through the Journal (the watcher integration of serve and
+    //    watch: PollRecord::between against its own copy, the copy updated, the commit).
+    let store = Arc::new(store);
+    let (mut journal, loaded) = Journal::load(store.clone(), JournalOptions::default())
+        .await
+        .unwrap();
+    let mut prev = loaded;
+    let mut journal_costs = Vec::new();
+    for round in 10..15 {
+        let at = Utc::now();
+        let (next, changes, _) = one_percent_changed(&prev, round, at);
+        let t = Instant::now();
+        let w = journal
+            .record(at, &next, vec![], changes, Source::Poll)
+            .await;
+        journal_costs.push(t.elapsed());
+        assert!(w.error.is_none(), "{:?}", w.error);
+        prev = next;
+    }
+    let journal_cost = percentile(journal_costs, 0.5);
+    println!(
+        "steady poll through the Journal (watcher integration), 1 % changed: {:.0} ms = {:.1} % of the poll's {:.0} ms (target ≤ 10 %: ratio {:.2})",
+        ms(journal_cost),
+        100.0 * journal_cost.as_secs_f64() / steady_wall.as_secs_f64(),
+        ms(steady_wall),
+        journal_cost.as_secs_f64() / steady_wall.as_secs_f64() / 0.10
+    );
+    out.insert(
+        "steady_1pct_journal_ms".into(),
+        serde_json::json!(ms(journal_cost)),
     );
     drop(sims);
     out.insert(

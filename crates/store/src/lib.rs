@@ -58,6 +58,7 @@ use futures::future::BoxFuture;
 
 mod db;
 mod error;
+mod journal;
 mod logic;
 mod postgres;
 mod schema;
@@ -66,6 +67,7 @@ mod types;
 mod url;
 
 pub use error::{Result, StoreError};
+pub use journal::{Journal, JournalOptions, Written};
 pub use postgres::PgStore;
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
@@ -137,6 +139,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<ConnectionPage>;
+
+    /// One stored connection (as last materially changed) with `since`, by its exact id.
+    async fn connection(&self, id: &str) -> Result<Option<ConnectionItem>>;
 
     /// Uptime over a window, from the hourly roll-ups.
     async fn uptime(&self, query: &UptimeQuery) -> Result<UptimeReport>;
@@ -293,6 +298,10 @@ impl<B: Run> Store for B {
     ) -> Result<ConnectionPage> {
         let (f, c) = (filter.clone(), cursor.map(str::to_owned));
         read!(self, |tx| logic::connections(tx, &f, c.as_deref(), limit))
+    }
+    async fn connection(&self, id: &str) -> Result<Option<ConnectionItem>> {
+        let id = id.to_owned();
+        read!(self, |tx| logic::connection(tx, &id))
     }
     async fn uptime(&self, query: &UptimeQuery) -> Result<UptimeReport> {
         let q = query.clone();

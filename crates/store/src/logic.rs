@@ -597,6 +597,25 @@ fn connection_where(f: &ConnectionFilter) -> (Vec<String>, Vec<V>) {
     (conds, params)
 }
 
+/// One stored connection by its exact id.
+pub(crate) async fn connection(tx: &mut dyn Tx, id: &str) -> Result<Option<ConnectionItem>> {
+    let Some(r) = query_one(
+        tx,
+        "SELECT body, since FROM connections WHERE id = $1",
+        &[id.into()],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let connection: Connection = serde_json::from_str(r[0].text().unwrap_or_default())
+        .map_err(|e| bad_row(tx, "connection", e))?;
+    Ok(Some(ConnectionItem {
+        connection,
+        since: time(r[1].int().unwrap_or_default()),
+    }))
+}
+
 /// Cursor: `{severity}~{id}` of the last item.
 fn parse_cursor(c: &str) -> Result<(i64, String)> {
     let bad = || StoreError::Invalid(format!("cursor {c:?} is not one this store issued"));

@@ -1,0 +1,270 @@
+//! The routes served from the store: `/v1/connections`, `/v1/connections/{id}/history`,
+//! `/v1/uptime` and `/v1/events?after=` (see the [routes](crate::routes) docs).
+// A rejected request's answer is the `Err`: built once per request, so boxing gains nothing.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use connhealth_core::Status;
+use connhealth_store::{ConnectionFilter, GroupBy, Store, StoreError, UptimeQuery, Window};
+
+use crate::http as h;
+use crate::state::AppState;
+
+/// The default and the largest `limit`.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// 503 `no_store`: the route needs a store and none is configured.
+pub(crate) fn no_store() -> Response {
+    h::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_store",
+        "no store configured: this route is served from the store (serve --store URL, or serve without --state)",
+    )
+}
+
+/// A store failure: 400 for a bad argument (a cursor not ours), else 503 `store_unavailable`.
+fn store_error(e: &StoreError) -> Response {
+    match e {
+        StoreError::Invalid(m) => h::error(StatusCode::BAD_REQUEST, "bad_request", m.clone()),
+        other => h::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            other.to_string(),
+        ),
+    }
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    h::error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+/// A query string as (key, values) pairs: values of a key repeat or are comma-separated;
+/// a key not in `allowed` is an error. `access_token`/`token` are the auth rule's, skipped.
+pub(crate) struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    pub(crate) fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Query, Response> {
+        let mut pairs = Vec::new();
+        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            if k == "access_token" || k == "token" {
+                continue;
+            }
+            if !allowed.contains(&k.as_ref()) {
+                return Err(bad(format!(
+                    "unknown query parameter {k:?}; this route takes {}",
+                    allowed.join(", ")
+                )));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Query { pairs })
+    }
+
+    /// Every value of `key`, split on commas, blanks left out.
+    fn list(&self, key: &str) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .flat_map(|(_, v)| v.split(',').map(str::trim).map(str::to_owned))
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    /// The one value of `key` (the last if repeated), blank as absent.
+    pub(crate) fn one(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, v)| k == key && !v.trim().is_empty())
+            .map(|(_, v)| v.trim())
+    }
+
+    /// `limit`: 1–1000, default 100.
+    fn limit(&self) -> Result<usize, Response> {
+        match self.one("limit") {
+            None => Ok(DEFAULT_LIMIT),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+                _ => Err(bad(format!(
+                    "limit {v:?}: expected a whole number from 1 to {MAX_LIMIT}"
+                ))),
+            },
+        }
+    }
+
+    /// An event id parameter (`after`, `before`): a non-negative integer.
+    fn id(&self, key: &str) -> Result<Option<i64>, Response> {
+        match self.one(key) {
+            None => Ok(None),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(Some(n)),
+                _ => Err(bad(format!(
+                    "{key} {v:?}: expected an event id (0 or more)"
+                ))),
+            },
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_value(value) {
+        Ok(v) => h::json_value(StatusCode::OK, &v),
+        Err(e) => h::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot serialize: {e}"),
+        ),
+    }
+}
+
+fn store_of(state: &AppState) -> Result<Arc<dyn Store>, Response> {
+    state.store().cloned().ok_or_else(no_store)
+}
+
+/// `GET /v1/connections`.
+pub(crate) async fn connections(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let run = async {
+        let q = Query::parse(
+            raw.as_deref(),
+            &["status", "provider", "customer", "q", "limit", "cursor"],
+        )?;
+        let mut status = Vec::new();
+        for v in q.list("status") {
+            status.push(
+                v.parse::<Status>()
+                    .map_err(|e| bad(format!("status: {e}")))?,
+            );
+        }
+        let filter = ConnectionFilter {
+            status,
+            provider: q.list("provider"),
+            customer: q.list("customer"),
+            q: q.one("q").map(str::to_owned),
+        };
+        let limit = q.limit()?;
+        let store = store_of(&state)?;
+        let page = store
+            .connections(&filter, q.one("cursor"), limit)
+            .await
+            .map_err(|e| store_error(&e))?;
+        let items: Vec<serde_json::Value> = page
+            .items
+            .iter()
+            .map(|item| {
+                let mut v = serde_json::to_value(item).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    // Actions come with a later issue: none yet.
+                    o.insert("actions".into(), serde_json::json!([]));
+                }
+                v
+            })
+            .collect();
+        Ok::<_, Response>(h::json_value(
+            StatusCode::OK,
+            &serde_json::json!({
+                "items": items,
+                "next_cursor": page.next_cursor,
+                "total": page.total,
+            }),
+        ))
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+/// `GET /v1/connections/{id}/history`.
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let run = async {
+        let Path(id) = id.map_err(|e| bad(e.body_text()))?;
+        let q = Query::parse(raw.as_deref(), &["limit", "before"])?;
+        let limit = q.limit()?;
+        let before = q.id("before")?;
+        let store = store_of(&state)?;
+        let page = store
+            .history(&id, before, limit)
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok::<_, Response>(h::json_value(
+            StatusCode::OK,
+            &serde_json::json!({ "items": page.items, "next_before": page.next }),
+        ))
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+/// `GET /v1/uptime`.
+pub(crate) async fn uptime(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let run = async {
+        let q = Query::parse(raw.as_deref(), &["window", "by", "provider", "customer"])?;
+        let window: Window = q
+            .one("window")
+            .unwrap_or("24h")
+            .parse()
+            .map_err(|e: StoreError| bad(e.to_string()))?;
+        let by = match q.one("by").unwrap_or("provider") {
+            "provider" => GroupBy::Provider,
+            "customer" => GroupBy::Customer,
+            "connection" => GroupBy::Connection,
+            other => {
+                return Err(bad(format!(
+                    "by {other:?}: expected provider, customer or connection"
+                )))
+            }
+        };
+        let query = UptimeQuery {
+            window,
+            by,
+            provider: q.list("provider"),
+            customer: q.list("customer"),
+        };
+        let store = store_of(&state)?;
+        let report = store.uptime(&query).await.map_err(|e| store_error(&e))?;
+        Ok::<_, Response>(json(&report))
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+/// `GET /v1/events` as JSON: `{items, next_after}`, oldest first.
+pub(crate) async fn events_page(state: &AppState, raw: Option<&str>) -> Response {
+    let run = async {
+        let q = Query::parse(raw, &["after", "limit"])?;
+        let after = q.id("after")?.unwrap_or(0);
+        let limit = q.limit()?;
+        let store = store_of(state)?;
+        let page = store
+            .events_after(after, limit)
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok::<_, Response>(h::json_value(
+            StatusCode::OK,
+            &serde_json::json!({ "items": page.items, "next_after": page.next }),
+        ))
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+/// `since` of one connection, when a store knows it.
+pub(crate) async fn since_of(state: &AppState, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let store = state.store()?;
+    match store.connection(id).await {
+        Ok(found) => found.map(|c| c.since),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a connection's since from the store");
+            None
+        }
+    }
+}

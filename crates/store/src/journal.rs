@@ -1,0 +1,248 @@
+//! [`Journal`]: a watcher's polls into a store, one transaction per poll, through outages.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use connhealth_core::watch::WatchState;
+use connhealth_core::{Change, ProviderOutcome};
+
+use crate::error::{Result, StoreError};
+use crate::types::{PollRecord, PruneStats, Retention, Source, StoredEvent};
+use crate::Store;
+
+/// Bounds and schedules of a [`Journal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalOptions {
+    /// At most this many polls are kept in memory while the store cannot be written
+    /// (default 1,000). Past it, the oldest are folded into the next (see [`Journal`]).
+    pub max_pending_polls: usize,
+    /// At most this many change events are kept in memory while the store cannot be written
+    /// (default 200,000: the first poll of a 185,000-connection fleet fits).
+    pub max_pending_events: usize,
+    /// What [`Store::prune`] keeps.
+    pub retention: Retention,
+    /// How often [`Store::prune`] runs (default one hour), at a poll that was written.
+    pub prune_every: chrono::Duration,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            max_pending_polls: 1000,
+            max_pending_events: 200_000,
+            retention: Retention::default(),
+            prune_every: chrono::Duration::hours(1),
+        }
+    }
+}
+
+/// What one [`Journal::record`] (or [`Journal::flush`]) did.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// The events committed now (this poll's and any kept from before), in id order. Only
+    /// these may be announced: an event is announced once, after it is stored.
+    pub events: Vec<StoredEvent>,
+    /// Why the store could not be written (nothing after the failed poll was tried).
+    pub error: Option<StoreError>,
+    /// `error` is the first of a failure streak (say it once).
+    pub failure_began: bool,
+    /// Writes work again after a failure streak, and nothing is pending any more.
+    pub recovered: bool,
+    /// Polls kept in memory, not yet written.
+    pub pending_polls: usize,
+    /// Events kept in memory, not yet written.
+    pub pending_events: usize,
+    /// Events dropped since the journal was made, because the pending bound was passed.
+    pub dropped_events: u64,
+    /// The scheduled prune, when it ran at this call.
+    pub pruned: Option<Result<PruneStats>>,
+}
+
+/// Feeds a watcher's polls into a [`Store`], keeping the store's memory equal to the
+/// watcher's:
+///
+/// - [`Journal::load`] gives the state the watcher starts from ([`Store::load_state`]).
+/// - [`Journal::record`] turns each poll into a [`PollRecord`] (only the connections that
+///   changed) and commits it in one transaction; the ids assigned come back as
+///   [`StoredEvent`]s, in commit order.
+/// - When the store cannot be written (disk full, read-only, PostgreSQL down) the poll is kept
+///   in memory and every later call first writes what is pending, oldest first, so nothing is
+///   written twice or out of order. Past [`JournalOptions`]' bounds the oldest pending poll is
+///   folded into the next: its state changes are kept (the store ends up right), its events
+///   and outcomes are dropped and counted in [`Written::dropped_events`].
+/// - Every [`JournalOptions::prune_every`], [`Store::prune`] runs with the retention.
+///
+/// If the process dies, what is pending is lost; the restarted watcher compares the
+/// providers' answers with the stored state, so those changes are emitted (once) again.
+///
+/// ```
+/// use connhealth_store::{open, Journal, JournalOptions, OpenOptions, Source, StoreUrl};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let url = StoreUrl::parse_relative_to("sqlite://connhealth.db", dir.path())?;
+/// let store = open(&url, OpenOptions::default()).await?;
+/// let (mut journal, state) = Journal::load(store, JournalOptions::default()).await?;
+/// assert!(state.connections.is_empty());
+/// let written = journal.record(chrono::Utc::now(), &state, vec![], vec![], Source::Poll).await;
+/// assert!(written.error.is_none() && written.events.is_empty());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Journal {
+    store: Arc<dyn Store>,
+    opts: JournalOptions,
+    /// The state after the last recorded poll (written or pending); `observed_at` of
+    /// unchanged connections may be stale, which [`PollRecord::between`] ignores.
+    last: WatchState,
+    pending: VecDeque<PollRecord>,
+    pending_events: usize,
+    dropped_events: u64,
+    failing: bool,
+    last_prune: Option<DateTime<Utc>>,
+}
+
+impl Journal {
+    /// A journal over `store`, and the state a watcher must start from.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        opts: JournalOptions,
+    ) -> Result<(Journal, WatchState)> {
+        let state = store.load_state().await?;
+        let journal = Journal {
+            store,
+            opts,
+            last: state.clone(),
+            pending: VecDeque::new(),
+            pending_events: 0,
+            dropped_events: 0,
+            failing: false,
+            last_prune: None,
+        };
+        Ok((journal, state))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whether the last write failed.
+    pub fn is_failing(&self) -> bool {
+        self.failing
+    }
+
+    /// Polls kept in memory, not yet written.
+    pub fn pending_polls(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Record one poll that took the watcher to `next` (its outcomes and changes), then write
+    /// everything pending. `at` is the poll's time (the report's `generated_at`).
+    pub async fn record(
+        &mut self,
+        at: DateTime<Utc>,
+        next: &WatchState,
+        outcomes: Vec<ProviderOutcome>,
+        changes: Vec<Change>,
+        source: Source,
+    ) -> Written {
+        let rec = PollRecord::between(at, &self.last, next, outcomes, changes, source);
+        for t in &rec.upserts {
+            self.last
+                .connections
+                .insert(t.connection.id.clone(), t.clone());
+        }
+        for id in &rec.removed {
+            self.last.connections.remove(id);
+        }
+        for (name, p) in &rec.providers {
+            self.last.providers.insert(name.clone(), p.clone());
+        }
+        self.pending_events += rec.events.len();
+        self.pending.push_back(rec);
+        self.bound();
+        let mut w = self.flush().await;
+        if w.error.is_none() {
+            let due = self
+                .last_prune
+                .is_none_or(|p| at - p >= self.opts.prune_every);
+            if due {
+                self.last_prune = Some(at);
+                w.pruned = Some(self.store.prune(self.opts.retention, at).await);
+            }
+        }
+        w
+    }
+
+    /// Write what is pending, oldest first, stopping at the first failure.
+    pub async fn flush(&mut self) -> Written {
+        let was_failing = self.failing;
+        let mut w = Written::default();
+        while let Some(front) = self.pending.front() {
+            match self.store.commit_poll(front.clone()).await {
+                Ok(ids) => {
+                    let rec = self.pending.pop_front().expect("the front exists");
+                    self.pending_events -= rec.events.len();
+                    w.events
+                        .extend(rec.events.into_iter().zip(ids).map(|(e, id)| StoredEvent {
+                            id,
+                            source: e.source,
+                            change: e.change,
+                        }));
+                }
+                Err(e) => {
+                    w.error = Some(e);
+                    break;
+                }
+            }
+        }
+        self.failing = w.error.is_some();
+        w.failure_began = self.failing && !was_failing;
+        w.recovered = was_failing && !self.failing;
+        w.pending_polls = self.pending.len();
+        w.pending_events = self.pending_events;
+        w.dropped_events = self.dropped_events;
+        w
+    }
+
+    /// Fold the oldest pending polls into the next while a bound is passed.
+    fn bound(&mut self) {
+        while self.pending.len() > 1
+            && (self.pending.len() > self.opts.max_pending_polls
+                || self.pending_events > self.opts.max_pending_events)
+        {
+            let older = self.pending.pop_front().expect("two pending");
+            let newer = self.pending.front_mut().expect("two pending");
+            self.pending_events -= older.events.len();
+            self.dropped_events += older.events.len() as u64;
+            fold(older, newer);
+        }
+    }
+}
+
+/// Make `newer` also carry `older`'s state changes (newer ones win); `older`'s events and
+/// outcomes are dropped.
+fn fold(older: PollRecord, newer: &mut PollRecord) {
+    let touched: HashSet<String> = newer
+        .upserts
+        .iter()
+        .map(|t| t.connection.id.clone())
+        .chain(newer.removed.iter().cloned())
+        .collect();
+    newer.upserts.extend(
+        older
+            .upserts
+            .into_iter()
+            .filter(|t| !touched.contains(&t.connection.id)),
+    );
+    newer
+        .removed
+        .extend(older.removed.into_iter().filter(|id| !touched.contains(id)));
+    for (name, p) in older.providers {
+        if !newer.providers.iter().any(|(n, _)| *n == name) {
+            newer.providers.push((name, p));
+        }
+    }
+}
