@@ -19,6 +19,12 @@
 //! - **Providers not polled.** A provider this watcher was not given (`watch --provider`, or
 //!   a state file written for another config) is left alone: its connections are neither
 //!   `disappeared` nor dropped from the state, and they are not in [`Poll::report`].
+//! - **Targeted refreshes.** [`Watcher::apply_refresh`] takes what a webhook's confirming
+//!   pull or `POST /v1/refresh` read for one provider × customer and returns the changes
+//!   against what was announced. It is applied **at once**, without the anti-flap streaks:
+//!   the streaks guard against a poll that happens to catch a passing blip, while a targeted
+//!   read is the provider's answer to "is this connection really so now?" (a webhook said
+//!   it changed). Any streak of a refreshed connection is reset.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -523,6 +529,74 @@ impl Watcher {
                     at,
                     Some(t.since),
                 ));
+            }
+        }
+        Poll {
+            report: self.view(at),
+            changes,
+        }
+    }
+
+    /// Take the result of a targeted refresh of `customer_id` at `provider` (a webhook's
+    /// confirming pull, `POST /v1/refresh`) and return the changes against what was
+    /// announced, with the view after it (see the module docs: applied at once, no anti-flap).
+    ///
+    /// With `whole_customer` (a [`RefreshHint::Customer`](crate::RefreshHint) read) the
+    /// result replaces that customer's connections of that provider: one remembered but not
+    /// in `connections` is `disappeared`. Without it (a read of one connection), only the
+    /// connections given are updated. Connections of another provider or customer in
+    /// `connections` are ignored: a targeted read speaks only for its target.
+    pub fn apply_refresh(
+        &mut self,
+        provider: &str,
+        customer_id: &str,
+        connections: &[Connection],
+        whole_customer: bool,
+        at: DateTime<Utc>,
+    ) -> Poll {
+        let mut changes = Vec::new();
+        let mut seen = BTreeSet::new();
+        for c in connections
+            .iter()
+            .filter(|c| c.provider == provider && c.customer.id == customer_id)
+        {
+            seen.insert(c.id.clone());
+            match self.state.connections.get_mut(&c.id) {
+                Some(t) => {
+                    let status_changed = t.connection.status != c.status;
+                    changes.extend(connection_changes(&t.connection, c, at, Some(t.since)));
+                    t.connection = c.clone();
+                    if status_changed {
+                        t.since = at;
+                    }
+                    t.streak = 0;
+                }
+                None => self.observe(c, at, &mut changes),
+            }
+        }
+        if whole_customer {
+            let gone: Vec<String> = self
+                .state
+                .connections
+                .iter()
+                .filter(|(id, t)| {
+                    t.connection.provider == provider
+                        && t.connection.customer.id == customer_id
+                        && !seen.contains(*id)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                if let Some(t) = self.state.connections.remove(&id) {
+                    changes.push(Change::about(
+                        &t.connection,
+                        ChangeKind::Disappeared {
+                            last_status: t.connection.status,
+                        },
+                        at,
+                        Some(t.since),
+                    ));
+                }
             }
         }
         Poll {

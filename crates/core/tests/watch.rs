@@ -394,3 +394,84 @@ fn a_state_file_is_locked_and_stale_temp_files_are_removed() {
     let again = StateFile::open(&path).expect("the lock is released with the file");
     assert_eq!(again.load().unwrap(), state);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_targeted_refresh_applies_at_once_despite_the_trip_threshold() {
+    let p = Scripted::new("p");
+    let mut w = watcher(&p, 3, 3);
+    p.statuses(&[("a", Status::Healthy), ("b", Status::Healthy)]);
+    assert_eq!(names(&w.poll().await), ["appeared", "appeared"]);
+    // One poll showing `a` worse is below trip = 3: a streak of 1, nothing said.
+    p.statuses(&[("a", Status::Degraded), ("b", Status::Healthy)]);
+    assert!(w.poll().await.changes.is_empty());
+    assert_eq!(w.state().connections["p:a"].streak, 1);
+
+    let at = Utc::now();
+    let read = [conn("p", "a", "cus_1", Status::ActionRequired)];
+    let refreshed = w.apply_refresh("p", "cus_1", &read, false, at);
+    assert_eq!(refreshed.changes[0].kind.name(), "status_changed");
+    assert_eq!(
+        refreshed.changes[0].kind,
+        ChangeKind::StatusChanged {
+            from: Status::Healthy,
+            to: Status::ActionRequired
+        }
+    );
+    assert_eq!(refreshed.changes[0].at, at);
+    let tracked = &w.state().connections["p:a"];
+    assert_eq!(tracked.connection.status, Status::ActionRequired);
+    assert_eq!(tracked.streak, 0);
+    assert_eq!(tracked.since, at);
+    let in_view = refreshed
+        .report
+        .connections
+        .iter()
+        .find(|c| c.id == "p:a")
+        .expect("p:a in the view");
+    assert_eq!(in_view.status, Status::ActionRequired);
+    // Not a whole-customer read: `b` is untouched.
+    assert!(w.state().connections.contains_key("p:b"));
+    // The same read again says nothing.
+    assert!(w
+        .apply_refresh("p", "cus_1", &read, false, Utc::now())
+        .changes
+        .is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_customer_refresh_replaces_only_that_customers_connections() {
+    let p = Scripted::new("p");
+    let mut w = watcher(&p, 1, 1);
+    p.answer(vec![Batch2::Ok(vec![
+        ("a", "cus_1", Status::Healthy),
+        ("b", "cus_1", Status::Healthy),
+        ("c", "cus_2", Status::Healthy),
+    ])]);
+    assert_eq!(w.poll().await.changes.len(), 3);
+
+    let read = [
+        conn("p", "a", "cus_1", Status::Healthy),
+        conn("p", "n", "cus_1", Status::Degraded),
+        // Another customer's and another provider's rows: ignored.
+        conn("p", "c", "cus_2", Status::Disconnected),
+        conn("q", "z", "cus_1", Status::Disconnected),
+    ];
+    let refreshed = w.apply_refresh("p", "cus_1", &read, true, Utc::now());
+    let mut got: Vec<(String, &str)> = refreshed
+        .changes
+        .iter()
+        .map(|c| (c.connection_id.clone().unwrap(), c.kind.name()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("p:b".to_owned(), "disappeared"),
+            ("p:n".to_owned(), "appeared")
+        ]
+    );
+    let s = w.state();
+    assert_eq!(s.connections["p:c"].connection.status, Status::Healthy);
+    assert!(!s.connections.contains_key("q:z"));
+    assert!(!s.connections.contains_key("p:b"));
+}
