@@ -75,6 +75,7 @@ pub mod routes;
 mod sse;
 mod state;
 mod stored;
+mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -91,6 +92,7 @@ use tokio::time::Instant;
 pub use conn::overflow_connections;
 pub use routes::router;
 pub use state::{AppState, Warning};
+pub use webhook::DEFAULT_QUEUE_BOUND;
 
 /// The default size of the event ring buffer that `Last-Event-ID` resumes from.
 pub const DEFAULT_EVENT_BUFFER: usize = 1024;
@@ -127,6 +129,10 @@ pub struct ServerConfig {
     /// [`overflow_connections`]`(max_connections)` more answer `/healthz` only (503 `busy`
     /// elsewhere); past that, a connection is closed at once. Hitting the cap is logged.
     pub max_connections: usize,
+    /// At most this many targeted refreshes (from webhooks) wait in the store's queue
+    /// (default [`DEFAULT_QUEUE_BOUND`]; at least 1); past it a webhook that needs one is
+    /// answered 429 with `Retry-After` and nothing is recorded.
+    pub queue_bound: usize,
 }
 
 impl ServerConfig {
@@ -139,6 +145,7 @@ impl ServerConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            queue_bound: DEFAULT_QUEUE_BOUND,
         }
     }
 }
@@ -247,6 +254,10 @@ impl Server {
         config.event_buffer = config.event_buffer.max(1);
         config.max_connections = config.max_connections.max(1);
         let state = AppState::new(config.token.clone(), config.event_buffer);
+        state
+            .intake()
+            .set_providers(watcher.providers().cloned().collect());
+        state.intake().set_bound(config.queue_bound);
         for p in watcher.providers() {
             if let Some(stats) = p.http_stats() {
                 state.add_http_stats(p.name().to_owned(), stats);
@@ -413,7 +424,18 @@ impl Bound {
             limits,
         } = self;
         tracing::info!(addr = %local_addr, "serving");
-        let poller = tokio::spawn(run_poller(watcher, state.clone(), hook, persist, journal));
+        let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(64);
+        let worker = journal
+            .is_some()
+            .then(|| tokio::spawn(webhook::run_worker(state.clone(), applied_tx)));
+        let poller = tokio::spawn(run_poller(
+            watcher,
+            state.clone(),
+            hook,
+            persist,
+            journal,
+            applied_rx,
+        ));
         let stopping = state.clone();
         conn::serve(
             listener,
@@ -428,6 +450,9 @@ impl Bound {
         )
         .await;
         state.shutdown();
+        if let Some(w) = worker {
+            let _ = w.await;
+        }
         let polled = poller.await;
         match polled {
             Ok(()) => Ok(()),
@@ -449,6 +474,44 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// Resolves once the state is shut down (holding no borrow of the flag afterwards).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Feed one targeted refresh (from the webhook worker) to the watcher, serve the view after
+/// it and record its changes with their source; they are published once stored.
+async fn apply_refresh(
+    applied: webhook::Applied,
+    watcher: &mut Watcher,
+    state: &AppState,
+    journal: &mut Option<(Journal, Option<StoreHook>)>,
+) {
+    let source = applied.source();
+    let poll = applied.apply(watcher);
+    state.set_report(&poll, Duration::ZERO);
+    if let Some((journal, on_write)) = journal.as_mut() {
+        let written = journal
+            .record(
+                poll.report.generated_at,
+                watcher.state(),
+                Vec::new(),
+                poll.changes.clone(),
+                source,
+            )
+            .await;
+        state.record_written(&written);
+        if let Some(h) = on_write.as_mut() {
+            h(&written);
+        }
+    }
+    tracing::debug!(
+        changes = poll.changes.len(),
+        source = source.as_str(),
+        "refresh applied"
+    );
+}
+
 /// Poll at once, then after every [`Watcher::next_delay`], until the state is shut down.
 async fn run_poller(
     mut watcher: Watcher,
@@ -456,6 +519,7 @@ async fn run_poller(
     mut hook: Option<PollHook>,
     mut persist: Option<PersistHook>,
     mut journal: Option<(Journal, Option<StoreHook>)>,
+    mut applied: tokio::sync::mpsc::Receiver<webhook::Applied>,
 ) {
     let mut stop = state.stop_signal();
     loop {
@@ -500,9 +564,19 @@ async fn run_poller(
             "poll finished"
         );
         let delay: Duration = watcher.next_delay();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.wait_for(|s| *s) => break,
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                Some(a) = applied.recv() => {
+                    apply_refresh(a, &mut watcher, &state, &mut journal).await;
+                    if let Some(save) = persist.as_mut() {
+                        state.record_save(save(watcher.state()));
+                    }
+                }
+                _ = stopped(&mut stop) => return,
+            }
         }
     }
     tracing::debug!("poller stopped");

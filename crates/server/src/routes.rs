@@ -99,7 +99,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use connhealth_core::{HealthReport, Status, Summary};
@@ -129,7 +129,14 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+        .with_state(state.clone())
+        // Webhooks are POSTed by providers without the bearer token: outside the guard (the
+        // signature is their authentication; see crate::webhook).
+        .merge(
+            Router::new()
+                .route("/v1/webhooks/{name}", post(crate::webhook::receive))
+                .with_state(state),
+        )
 }
 
 /// What an overflow connection (past the connection cap) serves: `/healthz` as usual, every

@@ -132,6 +132,7 @@ struct Inner {
     counters: Mutex<Counters>,
     http_stats: Mutex<Vec<(String, Arc<HttpStats>)>>,
     stop: watch::Sender<bool>,
+    intake: crate::webhook::Intake,
 }
 
 /// The state the routes serve from, shared (cheap to clone) between the poller and the
@@ -192,6 +193,7 @@ impl AppState {
                 counters: Mutex::new(Counters::default()),
                 http_stats: Mutex::new(Vec::new()),
                 stop,
+                intake: crate::webhook::Intake::default(),
             }),
         }
     }
@@ -402,12 +404,21 @@ impl AppState {
     /// publishing no event (with a store, events are published once stored, by
     /// [`AppState::record_written`]).
     pub fn record_report(&self, poll: &Poll, elapsed: Duration) {
+        if !self.set_report(poll, elapsed) {
+            return;
+        }
+        self.count_poll(poll);
+    }
+
+    /// Serve the poll's report (also after a targeted refresh, which is not counted as a
+    /// poll). `false` if it could not be serialized (the previous report is kept).
+    pub(crate) fn set_report(&self, poll: &Poll, elapsed: Duration) -> bool {
         let body = match serde_json::to_vec(&poll.report) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 // Cannot happen for the model's types; keep serving the previous report.
                 tracing::error!(error = %e, "cannot serialize the report");
-                return;
+                return false;
             }
         };
         let snapshot = Snapshot {
@@ -422,7 +433,10 @@ impl AppState {
             .snapshot
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(snapshot));
+        true
+    }
 
+    fn count_poll(&self, poll: &Poll) {
         {
             let mut c = lock(&self.inner.counters);
             c.polls += 1;
@@ -461,6 +475,11 @@ impl AppState {
 
     pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
         self.inner.stop.subscribe()
+    }
+
+    /// The webhook intake: the providers webhooks are verified with, and the queue's count.
+    pub(crate) fn intake(&self) -> &crate::webhook::Intake {
+        &self.inner.intake
     }
 
     pub(crate) fn token(&self) -> Option<&Secret> {

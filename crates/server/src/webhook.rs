@@ -1,0 +1,457 @@
+//! `POST /v1/webhooks/{name}`: verified webhooks in, a stored queue of targeted refreshes,
+//! one bounded worker draining it (see the [routes](crate::routes) docs).
+//!
+//! The handler answers in DESIGN.md's order: 404 (no such provider, or no webhooks
+//! configured for it) → 503 `no_store` → 413 (above [`MAX_WEBHOOK_BODY_BYTES`], read through
+//! a length limit so a huge body is never buffered whole) → 401 (missing or wrong signature,
+//! stale timestamp) → 400 (malformed) → 429 with `Retry-After` (queue full, nothing
+//! recorded) → 200 `{duplicate: true}` (event id seen before) → 202 `{accepted: true}`. The
+//! event id and its queued work are stored in one transaction
+//! ([`Store::accept_webhook`](connhealth_store::Store::accept_webhook)). Bodies are never
+//! logged.
+// A rejected request's answer is the `Err`: built once per request, so boxing gains nothing.
+#![allow(clippy::result_large_err)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use chrono::Utc;
+use connhealth_core::webhook::MAX_WEBHOOK_BODY_BYTES;
+use connhealth_core::{Connection, Provider, RefreshHint, Status};
+use connhealth_store::{NewWork, Source, WebhookAccept, WorkItem};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Notify};
+
+use crate::http as h;
+use crate::state::AppState;
+
+/// The default bound of the refresh queue: past it, webhooks that need a refresh get 429.
+pub const DEFAULT_QUEUE_BOUND: usize = 256;
+/// What a 429 asks the sender to wait, in seconds.
+const RETRY_AFTER_SECS: &str = "5";
+/// How often the worker looks for work besides being woken (work left by a restart, work
+/// released after a transient failure).
+const SWEEP: Duration = Duration::from_secs(5);
+/// How long a claim holds an item.
+const LEASE_SECS: i64 = 120;
+/// Attempts after which a refresh that keeps failing transiently is given up.
+const MAX_ATTEMPTS: i64 = 5;
+/// The queued work's kind.
+const REFRESH: &str = "refresh";
+
+/// The webhook intake shared by the handler and the worker.
+#[derive(Debug)]
+pub(crate) struct Intake {
+    providers: Mutex<Vec<Arc<dyn Provider>>>,
+    queued: AtomicUsize,
+    bound: AtomicUsize,
+    wake: Notify,
+}
+
+impl Default for Intake {
+    fn default() -> Self {
+        Intake {
+            providers: Mutex::new(Vec::new()),
+            queued: AtomicUsize::new(0),
+            bound: AtomicUsize::new(DEFAULT_QUEUE_BOUND),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl Intake {
+    pub(crate) fn set_providers(&self, providers: Vec<Arc<dyn Provider>>) {
+        *self.providers.lock().unwrap_or_else(|e| e.into_inner()) = providers;
+    }
+
+    pub(crate) fn set_bound(&self, bound: usize) {
+        self.bound.store(bound.max(1), Ordering::Relaxed);
+    }
+
+    fn provider(&self, name: &str) -> Option<Arc<dyn Provider>> {
+        self.providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|p| p.name() == name)
+            .cloned()
+    }
+
+    fn is_full(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) >= self.bound.load(Ordering::Relaxed)
+    }
+
+    fn queued_one(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    fn finished_one(&self) {
+        // Work left by a previous process was never counted here: never below zero.
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+}
+
+/// The arguments of a queued refresh (ids and a status only: no secrets, no bodies).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RefreshWork {
+    pub(crate) customer_id: String,
+    /// The provider's connection id to read (a one-connection refresh), if any.
+    #[serde(default)]
+    pub(crate) connection_id: Option<String>,
+    /// A status to apply at once, before the confirming read (Subtotal's event status).
+    #[serde(default)]
+    pub(crate) status: Option<Status>,
+    #[serde(default)]
+    pub(crate) provider_status: Option<String>,
+    pub(crate) source: Source,
+}
+
+impl RefreshWork {
+    pub(crate) fn into_work(self, provider: &str) -> NewWork {
+        NewWork {
+            kind: REFRESH.into(),
+            provider: provider.to_owned(),
+            payload: serde_json::to_value(&self).unwrap_or_default(),
+        }
+    }
+}
+
+/// What the worker hands the poller (which owns the watcher and the journal).
+#[derive(Debug)]
+pub(crate) enum Applied {
+    /// Apply a status to a remembered connection at once.
+    Status {
+        provider: String,
+        customer_id: String,
+        connection_id: String,
+        status: Status,
+        provider_status: Option<String>,
+        source: Source,
+    },
+    /// A targeted read's result.
+    Read {
+        provider: String,
+        customer_id: String,
+        connections: Vec<Connection>,
+        whole_customer: bool,
+        source: Source,
+    },
+}
+
+impl Applied {
+    pub(crate) fn source(&self) -> Source {
+        match self {
+            Applied::Status { source, .. } | Applied::Read { source, .. } => *source,
+        }
+    }
+
+    /// Feed it to the watcher ([`Watcher::apply_refresh`](connhealth_core::watch::Watcher::apply_refresh)).
+    pub(crate) fn apply(
+        self,
+        watcher: &mut connhealth_core::watch::Watcher,
+    ) -> connhealth_core::watch::Poll {
+        let at = Utc::now();
+        match self {
+            Applied::Status {
+                provider,
+                customer_id,
+                connection_id,
+                status,
+                provider_status,
+                ..
+            } => {
+                let known: Vec<Connection> = watcher
+                    .state()
+                    .connections
+                    .values()
+                    .filter(|t| {
+                        t.connection.provider == provider
+                            && t.connection.customer.id == customer_id
+                            && (t.connection.provider_connection_id.as_deref()
+                                == Some(connection_id.as_str())
+                                || t.connection.id == connection_id)
+                    })
+                    .map(|t| {
+                        let mut c = t.connection.clone();
+                        c.status = status;
+                        if let Some(s) = &provider_status {
+                            c.provider_status = s.clone();
+                        }
+                        c
+                    })
+                    .collect();
+                watcher.apply_refresh(&provider, &customer_id, &known, false, at)
+            }
+            Applied::Read {
+                provider,
+                customer_id,
+                connections,
+                whole_customer,
+                ..
+            } => watcher.apply_refresh(&provider, &customer_id, &connections, whole_customer, at),
+        }
+    }
+}
+
+fn not_found(name: &str) -> Response {
+    h::error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no provider {name:?} with webhooks configured (set webhook_secret_env in its config)"
+        ),
+    )
+}
+
+/// 429 with `Retry-After`.
+pub(crate) fn queue_full() -> Response {
+    let mut r = h::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "queue_full",
+        "the refresh queue is full; retry later (nothing was recorded)",
+    );
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECS),
+    );
+    r
+}
+
+fn store_unavailable(e: &connhealth_store::StoreError) -> Response {
+    h::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        e.to_string(),
+    )
+}
+
+/// `POST /v1/webhooks/{name}`.
+pub(crate) async fn receive(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let run = async {
+        let provider = state
+            .intake()
+            .provider(&name)
+            .ok_or_else(|| not_found(&name))?;
+        // `None` = no webhooks configured for it: the check needs no body.
+        if provider
+            .verify_webhook(&Default::default(), b"", Utc::now())
+            .is_none()
+        {
+            return Err(not_found(&name));
+        }
+        let store = state.store().cloned().ok_or_else(crate::stored::no_store)?;
+        let (parts, body) = req.into_parts();
+        let too_large = || {
+            h::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("webhook bodies are at most {MAX_WEBHOOK_BODY_BYTES} bytes"),
+            )
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_WEBHOOK_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        // A length limit while reading: a body without a (true) length is never buffered past it.
+        let bytes = axum::body::to_bytes(body, MAX_WEBHOOK_BODY_BYTES)
+            .await
+            .map_err(|_| too_large())?;
+        let now = Utc::now();
+        let event = match provider.verify_webhook(&parts.headers, &bytes, now) {
+            None => return Err(not_found(&name)),
+            Some(Err(e)) => {
+                let status =
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+                let code = match status {
+                    StatusCode::UNAUTHORIZED => "unauthorized",
+                    StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+                    _ => "bad_request",
+                };
+                tracing::info!(provider = %name, error = %e, "webhook rejected");
+                return Err(h::error(status, code, e.to_string()));
+            }
+            Some(Ok(event)) => event,
+        };
+        let work = event.refresh_target().map(|customer_id| {
+            RefreshWork {
+                customer_id: customer_id.to_owned(),
+                connection_id: event.connection_id.clone(),
+                status: event.status,
+                provider_status: event.provider_status.clone(),
+                source: Source::Webhook,
+            }
+            .into_work(&name)
+        });
+        if work.is_some() && state.intake().is_full() {
+            return Err(queue_full());
+        }
+        let queued = work.is_some();
+        match store
+            .accept_webhook(&name, &event.event_id, work, now)
+            .await
+            .map_err(|e| store_unavailable(&e))?
+        {
+            WebhookAccept::Duplicate => {
+                tracing::info!(provider = %name, event_id = %event.event_id, "webhook replayed; nothing recorded");
+                Ok(h::json_value(
+                    StatusCode::OK,
+                    &serde_json::json!({ "duplicate": true }),
+                ))
+            }
+            WebhookAccept::Accepted { work_id } => {
+                tracing::info!(provider = %name, event_id = %event.event_id, event_type = %event.event_type.as_str(), queued, "webhook accepted");
+                if work_id.is_some() {
+                    state.intake().queued_one();
+                }
+                Ok(h::json_value(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({ "accepted": true }),
+                ))
+            }
+        }
+    };
+    let mut resp = run.await.unwrap_or_else(|r| r);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Drain the queue one item at a time until the state is shut down, handing results to the
+/// poller through `tx`.
+pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
+    let Some(store) = state.store().cloned() else {
+        return;
+    };
+    let holder = format!("serve-{}", std::process::id());
+    let mut stop = state.stop_signal();
+    loop {
+        loop {
+            let claimed = store
+                .claim_work(
+                    &holder,
+                    1,
+                    Utc::now(),
+                    chrono::Duration::seconds(LEASE_SECS),
+                )
+                .await;
+            let items = match claimed {
+                Ok(items) if items.is_empty() => break,
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim queued work");
+                    break;
+                }
+            };
+            let mut released = false;
+            for item in items {
+                let error = tokio::select! {
+                    r = handle(&state, &item, &tx) => r,
+                    _ = crate::stopped(&mut stop) => return,
+                };
+                let finish = match error {
+                    Some(e) if item.attempts < MAX_ATTEMPTS => {
+                        released = true;
+                        Some(e)
+                    }
+                    Some(e) => {
+                        tracing::warn!(provider = %item.work.provider, error = %e, attempts = item.attempts, "giving up a refresh");
+                        None
+                    }
+                    None => None,
+                };
+                let done = finish.is_none();
+                if let Err(e) = store.finish_work(item.id, finish, Utc::now()).await {
+                    tracing::warn!(error = %e, "cannot finish queued work");
+                } else if done {
+                    state.intake().finished_one();
+                }
+            }
+            if released {
+                break;
+            }
+        }
+        tokio::select! {
+            _ = state.intake().wake.notified() => {}
+            _ = tokio::time::sleep(SWEEP) => {}
+            _ = crate::stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Do one item; `Some(error)` to release it for a retry (a transient failure).
+async fn handle(state: &AppState, item: &WorkItem, tx: &mpsc::Sender<Applied>) -> Option<String> {
+    if item.work.kind != REFRESH {
+        tracing::warn!(kind = %item.work.kind, "unknown queued work; dropped");
+        return None;
+    }
+    let work: RefreshWork = match serde_json::from_value(item.work.payload.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable queued refresh; dropped");
+            return None;
+        }
+    };
+    let name = item.work.provider.clone();
+    let Some(provider) = state.intake().provider(&name) else {
+        tracing::info!(provider = %name, "queued refresh for a provider not configured; dropped");
+        return None;
+    };
+    if let (Some(status), Some(connection_id)) = (work.status, work.connection_id.clone()) {
+        let _ = tx
+            .send(Applied::Status {
+                provider: name.clone(),
+                customer_id: work.customer_id.clone(),
+                connection_id,
+                status,
+                provider_status: work.provider_status.clone(),
+                source: work.source,
+            })
+            .await;
+    }
+    let hint = match &work.connection_id {
+        Some(id) => RefreshHint::Connection(id.clone()),
+        None => RefreshHint::Customer,
+    };
+    let whole_customer = matches!(hint, RefreshHint::Customer);
+    match provider.refresh(&work.customer_id, hint).await {
+        Ok(connections) => {
+            let _ = tx
+                .send(Applied::Read {
+                    provider: name,
+                    customer_id: work.customer_id,
+                    connections,
+                    whole_customer,
+                    source: work.source,
+                })
+                .await;
+            None
+        }
+        Err(e) if e.is_transient() => Some(e.to_string()),
+        Err(e) => {
+            // E.g. a customer this config does not have: recorded, nothing else.
+            tracing::info!(provider = %name, error = %e, "targeted refresh not possible; the next poll shows any change");
+            None
+        }
+    }
+}

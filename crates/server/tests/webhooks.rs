@@ -1,0 +1,293 @@
+//! `POST /v1/webhooks/{name}` over real HTTP, on a real SQLite store, with the simulators'
+//! signed emitters: a verified webhook becomes a history event of source `webhook`; every
+//! rejected request changes nothing.
+
+mod common;
+#[path = "../../store/tests/common/mod.rs"]
+mod pg;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use connhealth::simulators;
+use connhealth_core::watch::{WatchConfig, Watcher};
+use connhealth_core::Secret;
+use connhealth_store::{Journal, JournalOptions, Store};
+use connhealth_testkit::webhooks::hmac_sha256;
+use connhealth_testkit::Fleet;
+use serde_json::Value;
+
+const SECRET: &str = "whsec-subtotal-test-4f1e9a";
+
+/// A watcher over the fleet whose Subtotal provider verifies webhooks with [`SECRET`] and
+/// polls only once (an hour apart): later changes can only come from webhooks.
+fn watcher(fleet: &Fleet) -> Watcher {
+    let mut w = Watcher::new(WatchConfig {
+        interval: Duration::from_secs(3600),
+        jitter: 0.0,
+        trip: 1,
+        clear: 1,
+        timeout: Duration::from_secs(10),
+    });
+    let c3 = simulators::channel3(&fleet.channel3)
+        .customers(fleet.channel3.customer_ids())
+        .build()
+        .unwrap();
+    let subtotal = simulators::subtotal(&fleet.subtotal)
+        .link_url("https://link.subtotal.example/reconnect")
+        .webhook_secret(Secret::new(SECRET))
+        .build()
+        .unwrap();
+    w.add(Arc::new(c3), None);
+    w.add(Arc::new(subtotal), None);
+    w
+}
+
+async fn start(fleet: &Fleet, store: Arc<dyn Store>) -> Running {
+    let (journal, loaded) = Journal::load(store, JournalOptions::default())
+        .await
+        .unwrap();
+    let w = watcher(fleet).with_state(loaded);
+    let server =
+        Running::start_with(w, Options::default(), |s| s.with_store(journal, |_| {})).await;
+    server.ready(false).await;
+    // Ready once the first report is served; its events are stored just after.
+    let n = get_json(&server, "/v1/report").await["connections"]
+        .as_array()
+        .unwrap()
+        .len();
+    wait_for(
+        async || all_events(&server).await.len() >= n,
+        "the first poll's events",
+    )
+    .await;
+    server
+}
+
+async fn get_json(server: &Running, path: &str) -> Value {
+    let resp = server.get(path).await;
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
+async fn all_events(server: &Running) -> Vec<Value> {
+    get_json(server, "/v1/events?after=0&limit=1000").await["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Wait until `ok` holds; a failure guard only (30 s), never a timing assertion.
+async fn wait_for(mut ok: impl AsyncFnMut() -> bool, what: &str) {
+    for _ in 0..1500 {
+        if ok().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what} never happened");
+}
+
+/// A Subtotal webhook body about `connection_id`, and its signature headers for `ts`.
+fn subtotal_body(event_id: &str, event_type: &str, connection: &Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "type": event_type,
+        "id": event_id,
+        "payload": { "connection": connection },
+    }))
+    .unwrap()
+}
+
+fn sign(secret: &str, ts: i64, body: &[u8]) -> (String, String) {
+    let ts = ts.to_string();
+    let sig: String = hmac_sha256(secret, &[ts.as_bytes(), b".", body])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (ts, format!("v1={sig}"))
+}
+
+async fn post(
+    server: &Running,
+    path: &str,
+    headers: Option<(String, String)>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut req = server
+        .client
+        .post(server.url(path))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some((ts, sig)) = headers {
+        req = req
+            .header("X-Subtotal-Timestamp", ts)
+            .header("X-Subtotal-Signature", sig);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_subtotal_unauthenticated_webhook_turns_the_connection_action_required() {
+    let fleet = Fleet::start(3, 41).await.unwrap();
+    let f = pg::sqlite().await;
+    let server = start(&fleet, f.store()).await;
+    let id = format!("subtotal:{DOC_CONNECTION}");
+    let before = get_json(&server, &format!("/v1/connections/{id}")).await;
+    assert_ne!(before["status"], "action_required");
+
+    let emitter = fleet
+        .subtotal
+        .emit_webhooks_to(&server.url("/v1/webhooks/subtotal"), SECRET);
+    assert!(fleet.subtotal.set_status(DOC_CONNECTION, "unauthenticated"));
+    emitter.flush().await;
+    let deliveries = emitter.deliveries();
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert_eq!(deliveries[0].status, Some(202));
+
+    // The poll is an hour away: only the webhook can bring this. The status is applied at
+    // once (status_changed); the confirming read brings the problem the adapter maps
+    // (problem_raised), so both mean the worker is done with this webhook.
+    wait_for(
+        async || {
+            let history = get_json(&server, &format!("/v1/connections/{id}/history")).await;
+            let items = history["items"].as_array().unwrap();
+            let of = |name: &str| {
+                items
+                    .iter()
+                    .any(|e| e["event"] == name && e["source"] == "webhook")
+            };
+            of("status_changed") && of("problem_raised")
+        },
+        "status_changed and problem_raised events of source webhook",
+    )
+    .await;
+    let now = get_json(&server, &format!("/v1/connections/{id}")).await;
+    assert_eq!(now["status"], "action_required");
+    let events = all_events(&server).await;
+    let hooked: Vec<&Value> = events.iter().filter(|e| e["source"] == "webhook").collect();
+    assert!(!hooked.is_empty());
+    assert!(hooked.iter().all(|e| e["connection_id"] == id.as_str()));
+
+    // A replay of the same delivery: 200 duplicate, nothing new.
+    let c = fleet.subtotal.connection(DOC_CONNECTION).unwrap();
+    let conn = serde_json::json!({
+        "connection_id": c.connection_id, "customer_id": c.customer_id,
+        "retailer_id": c.retailer_id, "status": c.status, "email": null, "mobile": null,
+    });
+    let body = subtotal_body(&deliveries[0].event_id, "connection.unauthenticated", &conn);
+    let headers = sign(SECRET, chrono::Utc::now().timestamp(), &body);
+    let resp = post(&server, "/v1/webhooks/subtotal", Some(headers), body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        serde_json::json!({ "duplicate": true })
+    );
+    assert_eq!(all_events(&server).await, events);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_webhooks_change_nothing() {
+    let fleet = Fleet::start(3, 41).await.unwrap();
+    let f = pg::sqlite().await;
+    let server = start(&fleet, f.store()).await;
+    let events = all_events(&server).await;
+    let connections = get_json(&server, "/v1/connections?limit=1000").await;
+    let c = fleet.subtotal.connection(DOC_CONNECTION).unwrap();
+    let conn = serde_json::json!({
+        "connection_id": c.connection_id, "customer_id": c.customer_id,
+        "retailer_id": c.retailer_id, "status": "unauthenticated", "email": null, "mobile": null,
+    });
+    let now = chrono::Utc::now().timestamp();
+    let body = subtotal_body(
+        "01EVTREJECTED0000000000001",
+        "connection.unauthenticated",
+        &conn,
+    );
+    let path = "/v1/webhooks/subtotal";
+
+    // Forged: signed with another secret.
+    let r = post(
+        &server,
+        path,
+        Some(sign("not-the-secret", now, &body)),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    // A true signature, but of another body.
+    let other = subtotal_body("01EVTREJECTED0000000000002", "connection.activated", &conn);
+    let r = post(&server, path, Some(sign(SECRET, now, &other)), body.clone()).await;
+    assert_eq!(r.status(), 401);
+    // No signature at all.
+    let r = post(&server, path, None, body.clone()).await;
+    assert_eq!(r.status(), 401);
+    // A stale timestamp (an hour old), correctly signed.
+    let r = post(
+        &server,
+        path,
+        Some(sign(SECRET, now - 3600, &body)),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    // Above 1 MiB.
+    let huge = vec![b' '; 1024 * 1024 + 1];
+    let r = post(&server, path, Some(sign(SECRET, now, &huge)), huge).await;
+    assert_eq!(r.status(), 413);
+    // Signed, but not JSON; signed JSON of the wrong shape.
+    let junk = b"this is not json".to_vec();
+    let r = post(&server, path, Some(sign(SECRET, now, &junk)), junk).await;
+    assert_eq!(r.status(), 400);
+    let shape = br#"{"type": 7, "payload": []}"#.to_vec();
+    let r = post(&server, path, Some(sign(SECRET, now, &shape)), shape).await;
+    assert_eq!(r.status(), 400);
+    // No such provider; a provider without webhooks configured.
+    let r = post(
+        &server,
+        "/v1/webhooks/nosuch",
+        Some(sign(SECRET, now, &body)),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    let r = post(
+        &server,
+        "/v1/webhooks/channel3",
+        Some(sign(SECRET, now, &body)),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+
+    assert_eq!(all_events(&server).await, events);
+    assert_eq!(
+        get_json(&server, "/v1/connections?limit=1000").await,
+        connections
+    );
+
+    // An unknown event type, correctly signed: 202, recorded, nothing else.
+    let unknown = subtotal_body("01EVTUNKNOWN00000000000001", "connection.teleported", &conn);
+    let r = post(
+        &server,
+        path,
+        Some(sign(SECRET, now, &unknown)),
+        unknown.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({ "accepted": true })
+    );
+    // Recorded: its replay is a duplicate.
+    let r = post(&server, path, Some(sign(SECRET, now, &unknown)), unknown).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(all_events(&server).await, events);
+    assert_eq!(
+        get_json(&server, "/v1/connections?limit=1000").await,
+        connections
+    );
+    server.stop().await.unwrap();
+}
