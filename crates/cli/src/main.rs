@@ -100,6 +100,10 @@ enum Command {
         /// Bearer token every request must carry (required off loopback).
         #[arg(long, env = "CONNHEALTH_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Admin token (at least 16 bytes) for POST /v1/refresh, on loopback too; it also
+        /// opens every GET. Without one, those routes answer 403.
+        #[arg(long, env = "CONNHEALTH_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
         /// Time between polls (e.g. 30s, 5m, 1h).
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         interval: Duration,
@@ -415,6 +419,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             config,
             listen,
             token,
+            admin_token,
             interval,
             state,
             store,
@@ -448,6 +453,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 header_read_timeout,
                 idle_timeout,
                 max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+                admin_token: admin_token.map(Secret::new),
             };
             serve::run(watcher, opts).await
         }
@@ -491,6 +497,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                     header_read_timeout: connhealth_server::DEFAULT_HEADER_READ_TIMEOUT,
                     idle_timeout: connhealth_server::DEFAULT_IDLE_TIMEOUT,
                     max_connections: connhealth_server::DEFAULT_MAX_CONNECTIONS,
+                    admin_token: None,
                 },
             )
             .await;

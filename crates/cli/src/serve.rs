@@ -21,6 +21,8 @@ pub struct ServeOptions {
     pub token: Option<Secret>,
     /// Whether the token came from `--token` (visible in `ps`) rather than the environment.
     pub token_from_flag: bool,
+    /// The admin token (`--admin-token` / `CONNHEALTH_ADMIN_TOKEN`) for `POST /v1/refresh`.
+    pub admin_token: Option<Secret>,
     /// Persist the watcher's memory here after every poll.
     pub state: Option<PathBuf>,
     /// Remember in this store instead (history, uptime, since, stored event ids).
@@ -63,6 +65,7 @@ pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliErr
         header_read_timeout: opts.header_read_timeout,
         idle_timeout: opts.idle_timeout,
         max_connections: opts.max_connections,
+        admin_token: opts.admin_token,
         ..ServerConfig::new(opts.listen)
     };
     let mut server = match Server::new(config, watcher) {
@@ -74,6 +77,11 @@ pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliErr
         ) => {
             return Err(CliError::Usage(format!(
                 "{e} (--token or CONNHEALTH_TOKEN)"
+            )))
+        }
+        Err(e @ ServerError::AdminTokenTooShort) => {
+            return Err(CliError::Usage(format!(
+                "{e} (--admin-token or CONNHEALTH_ADMIN_TOKEN)"
             )))
         }
         Err(e) => return Err(CliError::Internal(e.to_string())),

@@ -133,6 +133,10 @@ pub struct ServerConfig {
     /// (default [`DEFAULT_QUEUE_BOUND`]; at least 1); past it a webhook that needs one is
     /// answered 429 with `Retry-After` and nothing is recorded.
     pub queue_bound: usize,
+    /// The admin token: `POST /v1/refresh` needs it (`Authorization: Bearer`), on loopback
+    /// too (none: those routes answer 403); it also opens every `GET`. At least
+    /// [`MIN_TOKEN_BYTES`].
+    pub admin_token: Option<Secret>,
 }
 
 impl ServerConfig {
@@ -146,6 +150,7 @@ impl ServerConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             queue_bound: DEFAULT_QUEUE_BOUND,
+            admin_token: None,
         }
     }
 }
@@ -166,6 +171,10 @@ pub enum ServerError {
     /// Off loopback, the token is shorter than [`MIN_TOKEN_BYTES`].
     #[error("the bearer token is too short to serve off loopback: use at least {min} random bytes", min = MIN_TOKEN_BYTES)]
     TokenTooShort,
+    /// The admin token is shorter than [`MIN_TOKEN_BYTES`] (it guards state-changing routes,
+    /// on loopback too).
+    #[error("the admin token is too short: use at least {min} random bytes", min = MIN_TOKEN_BYTES)]
+    AdminTokenTooShort,
     /// A timeout is zero.
     #[error("{0} must be positive")]
     ZeroTimeout(&'static str),
@@ -245,6 +254,13 @@ impl Server {
         {
             return Err(ServerError::TokenTooShort);
         }
+        if config
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().len() < MIN_TOKEN_BYTES)
+        {
+            return Err(ServerError::AdminTokenTooShort);
+        }
         if config.header_read_timeout.is_zero() {
             return Err(ServerError::ZeroTimeout("header_read_timeout"));
         }
@@ -258,6 +274,9 @@ impl Server {
             .intake()
             .set_providers(watcher.providers().cloned().collect());
         state.intake().set_bound(config.queue_bound);
+        if let Some(admin) = &config.admin_token {
+            state.set_admin_token(admin.clone());
+        }
         for p in watcher.providers() {
             if let Some(stats) = p.http_stats() {
                 state.add_http_stats(p.name().to_owned(), stats);

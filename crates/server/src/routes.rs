@@ -73,21 +73,33 @@
 //! - **`GET /openapi.json`** — the OpenAPI 3.1 document of these routes, with component
 //!   schemas for `HealthReport`, `Connection`, `Change` and `Error`.
 //! - **`GET /`** — the dashboard (one HTML page, inline CSS and JS, no external resource).
+//! - **`POST /v1/webhooks/{name}`** — a provider's signed webhook (no token: the signature
+//!   is its authentication), in DESIGN.md's order: 404, 503 `no_store`, 413, 401,
+//!   400, 429 with `Retry-After`, 200 `{"duplicate":true}`, 202 `{"accepted":true}`.
+//! - **`POST /v1/refresh`** `{"provider", "customer_id"}` — queue a targeted refresh of one
+//!   customer (e.g. after a Channel3 connect flow): 202 `{"accepted":true}`; its changes are
+//!   stored and published with `source: "refresh"`. A bad body is 400, an unknown provider
+//!   404, a full queue 429 with `Retry-After`, no store 503 `no_store`.
 //! - Anything else: 404 `not_found`.
 //!
 //! # Rules for every request
 //!
-//! 1. Only `GET` and `HEAD`: any other method is 405 `method_not_allowed` with `Allow: GET,
+//! 1. Only `GET` and `HEAD`, but for `POST /v1/refresh` (and the webhook route, which is
+//!    outside these rules): any other method is 405 `method_not_allowed` with `Allow: GET,
 //!    HEAD` (so CORS preflights fail too).
-//! 2. No request body: a `Content-Length` above 0 or any `Transfer-Encoding` is 413
-//!    `body_not_accepted`.
-//! 3. With a token configured, every route but `/healthz` needs `Authorization: Bearer
+//! 2. No request body (but for `POST /v1/refresh`): a `Content-Length` above 0 or any
+//!    `Transfer-Encoding` is 413 `body_not_accepted`.
+//! 3. `POST /v1/refresh` needs the **admin token** ([`crate::ServerConfig::admin_token`],
+//!    `Authorization: Bearer`), on loopback too: none configured is 403 `forbidden`, a
+//!    missing or wrong one 401 `unauthorized`. The admin token also opens every `GET`.
+//!    No cookie is ever read, so a cross-site page cannot forge a request.
+//! 4. With a token configured, every route but `/healthz` needs `Authorization: Bearer
 //!    <token>` (compared in constant time), else 401 `unauthorized` with
 //!    `WWW-Authenticate: Bearer`. Browsers cannot set that header on a page load or on an
 //!    `EventSource`, so `/` and `/v1/events` (only those) also take the token as the query
 //!    parameter `access_token` (alias `token`); the dashboard opened as `/?token=…` passes it
 //!    on. Mind that a token in a URL can end up in browser history and proxy logs.
-//! 4. Every response has `X-Content-Type-Options: nosniff`, `Cache-Control: no-store`,
+//! 5. Every response has `X-Content-Type-Options: nosniff`, `Cache-Control: no-store`,
 //!    `Referrer-Policy: no-referrer` and, unless the route sets its own, the
 //!    Content-Security-Policy `default-src 'none'; frame-ancestors 'none'`. The dashboard's CSP
 //!    allows only its own inline script and style, by SHA-256 hash, and fetches to its own
@@ -127,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .route("/v1/refresh", post(crate::webhook::refresh))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state.clone())
@@ -170,13 +183,10 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-fn authorized(state: &AppState, req: &Request) -> bool {
-    let Some(token) = state.token() else {
-        return true;
-    };
+/// Whether an `Authorization: Bearer` header of `req` carries `token`.
+fn bearer_matches(req: &Request, token: &connhealth_core::Secret) -> bool {
     let expected = token.expose().as_bytes();
-    let from_header = req
-        .headers()
+    req.headers()
         .get_all(header::AUTHORIZATION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -186,10 +196,17 @@ fn authorized(state: &AppState, req: &Request) -> bool {
                 .eq_ignore_ascii_case("bearer")
                 .then(|| rest.trim().to_owned())
         })
-        .any(|given| h::constant_time_eq(given.as_bytes(), expected));
-    if from_header {
+        .any(|given| h::constant_time_eq(given.as_bytes(), expected))
+}
+
+fn authorized(state: &AppState, req: &Request) -> bool {
+    let Some(token) = state.token() else {
+        return true;
+    };
+    if bearer_matches(req, token) || state.admin_token().is_some_and(|a| bearer_matches(req, a)) {
         return true;
     }
+    let expected = token.expose().as_bytes();
     takes_query_token(req.uri().path())
         && query_token(req.uri().query())
             .is_some_and(|given| h::constant_time_eq(given.as_bytes(), expected))
@@ -207,7 +224,29 @@ fn has_body(headers: &HeaderMap) -> bool {
 
 /// Method, body and token rules, then the security headers on the way out.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let mut resp = if req.method() != Method::GET && req.method() != Method::HEAD {
+    let admin_route = req.method() == Method::POST && req.uri().path() == "/v1/refresh";
+    let mut resp = if admin_route {
+        match state.admin_token() {
+            None => h::error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "no admin token configured (--admin-token or CONNHEALTH_ADMIN_TOKEN): this route is off",
+            ),
+            Some(admin) if !bearer_matches(&req, admin) => {
+                let mut r = h::error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong admin token (Authorization: Bearer <admin token>)",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"connhealth-admin\""),
+                );
+                r
+            }
+            Some(_) => next.run(req).await,
+        }
+    } else if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = h::error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

@@ -133,6 +133,7 @@ struct Inner {
     http_stats: Mutex<Vec<(String, Arc<HttpStats>)>>,
     stop: watch::Sender<bool>,
     intake: crate::webhook::Intake,
+    admin: OnceLock<Secret>,
 }
 
 /// The state the routes serve from, shared (cheap to clone) between the poller and the
@@ -194,6 +195,7 @@ impl AppState {
                 http_stats: Mutex::new(Vec::new()),
                 stop,
                 intake: crate::webhook::Intake::default(),
+                admin: OnceLock::new(),
             }),
         }
     }
@@ -480,6 +482,16 @@ impl AppState {
     /// The webhook intake: the providers webhooks are verified with, and the queue's count.
     pub(crate) fn intake(&self) -> &crate::webhook::Intake {
         &self.inner.intake
+    }
+
+    /// Set the admin token (`POST` routes; it also opens every `GET`). Only the first call
+    /// counts.
+    pub fn set_admin_token(&self, token: Secret) {
+        let _ = self.inner.admin.set(token);
+    }
+
+    pub(crate) fn admin_token(&self) -> Option<&Secret> {
+        self.inner.admin.get()
     }
 
     pub(crate) fn token(&self) -> Option<&Secret> {

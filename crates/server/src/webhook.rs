@@ -226,6 +226,20 @@ pub(crate) fn queue_full() -> Response {
     r
 }
 
+/// Queue `work` unless the queue is full (then 429, nothing recorded).
+pub(crate) async fn enqueue(state: &AppState, work: NewWork) -> Result<(), Response> {
+    let store = state.store().cloned().ok_or_else(crate::stored::no_store)?;
+    if state.intake().is_full() {
+        return Err(queue_full());
+    }
+    store
+        .enqueue_work(work, Utc::now())
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    state.intake().queued_one();
+    Ok(())
+}
+
 fn store_unavailable(e: &connhealth_store::StoreError) -> Response {
     h::error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -335,6 +349,57 @@ pub(crate) async fn receive(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// The body of `POST /v1/refresh`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    provider: String,
+    customer_id: String,
+}
+
+/// `POST /v1/refresh` (behind the admin token, checked by the guard).
+pub(crate) async fn refresh(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let run = async {
+        let asked: RefreshRequest = serde_json::from_slice(&body).map_err(|e| {
+            h::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("POST /v1/refresh: expected {{\"provider\": \"…\", \"customer_id\": \"…\"}}: {e}"),
+            )
+        })?;
+        let customer_id = asked.customer_id.trim();
+        if customer_id.is_empty() {
+            return Err(h::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "POST /v1/refresh: customer_id is empty",
+            ));
+        }
+        if state.intake().provider(&asked.provider).is_none() {
+            return Err(h::error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no provider {:?} configured", asked.provider),
+            ));
+        }
+        let work = RefreshWork {
+            customer_id: customer_id.to_owned(),
+            connection_id: None,
+            status: None,
+            provider_status: None,
+            source: Source::Refresh,
+        }
+        .into_work(&asked.provider);
+        enqueue(&state, work).await?;
+        tracing::info!(provider = %asked.provider, caller = "admin", "refresh queued");
+        Ok(h::json_value(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "accepted": true }),
+        ))
+    };
+    run.await.unwrap_or_else(|r| r)
 }
 
 /// Drain the queue one item at a time until the state is shut down, handing results to the

@@ -291,3 +291,160 @@ async fn rejected_webhooks_change_nothing() {
     );
     server.stop().await.unwrap();
 }
+
+const ADMIN: &str = "admin-token-for-tests-91c2e7";
+
+async fn post_refresh(server: &Running, auth: Option<&str>, body: &str) -> reqwest::Response {
+    let mut req = server
+        .client
+        .post(server.url("/v1/refresh"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(a) = auth {
+        req = req.bearer_auth(a);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_needs_the_admin_token_and_records_its_changes_with_source_refresh() {
+    let fleet = Fleet::start(3, 41).await.unwrap();
+    let c = fleet.subtotal.connection(DOC_CONNECTION).unwrap();
+    let good =
+        serde_json::json!({ "provider": "subtotal", "customer_id": c.customer_id }).to_string();
+
+    // No admin token configured: 403, even on loopback and with the read token.
+    let f = pg::sqlite().await;
+    let open = start(&fleet, f.store()).await;
+    let r = post_refresh(&open, Some(ADMIN), &good).await;
+    assert_eq!(r.status(), 403);
+    open.stop().await.unwrap();
+
+    let f = pg::sqlite().await;
+    let (journal, loaded) = Journal::load(f.store(), JournalOptions::default())
+        .await
+        .unwrap();
+    let w = watcher(&fleet).with_state(loaded);
+    let server = Running::start_with(
+        w,
+        Options {
+            token: Some(TOKEN),
+            ..Options::default()
+        },
+        |s| {
+            s.state().set_admin_token(Secret::new(ADMIN));
+            s.with_store(journal, |_| {})
+        },
+    )
+    .await;
+    server.ready(true).await;
+    // The admin token opens every GET too; no token opens none.
+    let r = server
+        .client
+        .get(server.url("/v1/report"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(server.get("/v1/report").await.status(), 401);
+    let events = async || -> Vec<Value> {
+        server
+            .get_auth("/v1/events?after=0&limit=1000")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let n = server
+        .get_auth("/v1/report")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["connections"]
+        .as_array()
+        .unwrap()
+        .len();
+    wait_for(
+        async || events().await.len() >= n,
+        "the first poll's events",
+    )
+    .await;
+    let before = events().await;
+
+    // The simulator changes; only a refresh can tell (the next poll is an hour away).
+    assert!(fleet.subtotal.set_status(DOC_CONNECTION, "disconnected"));
+    // Missing, wrong (the read token is not the admin token): 401, nothing queued.
+    assert_eq!(post_refresh(&server, None, &good).await.status(), 401);
+    assert_eq!(
+        post_refresh(&server, Some(TOKEN), &good).await.status(),
+        401
+    );
+    assert_eq!(
+        post_refresh(&server, Some("wrong-admin-token-000000"), &good)
+            .await
+            .status(),
+        401
+    );
+    // Bad bodies: 400; an unknown provider: 404.
+    assert_eq!(
+        post_refresh(&server, Some(ADMIN), "not json")
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        post_refresh(&server, Some(ADMIN), r#"{"provider":"subtotal"}"#)
+            .await
+            .status(),
+        400
+    );
+    let unknown = serde_json::json!({ "provider": "nosuch", "customer_id": "x" }).to_string();
+    assert_eq!(
+        post_refresh(&server, Some(ADMIN), &unknown).await.status(),
+        404
+    );
+    assert_eq!(events().await, before, "a rejected request changed nothing");
+
+    let r = post_refresh(&server, Some(ADMIN), &good).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({ "accepted": true })
+    );
+    let id = format!("subtotal:{DOC_CONNECTION}");
+    wait_for(
+        async || {
+            events().await.iter().any(|e| {
+                e["event"] == "status_changed"
+                    && e["source"] == "refresh"
+                    && e["connection_id"] == id.as_str()
+            })
+        },
+        "a status_changed event of source refresh",
+    )
+    .await;
+    let now: Value = server
+        .get_auth(&format!("/v1/connections/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(now["status"], "disconnected");
+    server.stop().await.unwrap();
+}
+
+#[test]
+fn a_short_admin_token_is_refused() {
+    let mut config = connhealth_server::ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.admin_token = Some(Secret::new("short"));
+    let err =
+        connhealth_server::Server::new(config, Watcher::new(WatchConfig::default())).unwrap_err();
+    assert!(matches!(
+        err,
+        connhealth_server::ServerError::AdminTokenTooShort
+    ));
+}
