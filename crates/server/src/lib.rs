@@ -349,6 +349,12 @@ impl Server {
         self
     }
 
+    /// Set [`ServerConfig::queue_bound`] after construction (at least 1).
+    pub fn with_queue_bound(self, bound: usize) -> Self {
+        self.state.intake().set_bound(bound);
+        self
+    }
+
     /// The shared state the routes serve from.
     pub fn state(&self) -> &AppState {
         &self.state

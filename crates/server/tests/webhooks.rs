@@ -19,8 +19,10 @@ use connhealth_testkit::Fleet;
 use serde_json::Value;
 
 const SECRET: &str = "whsec-subtotal-test-4f1e9a";
+const VIOLET_SECRET: &str = "violet-app-secret-test-8d2b";
 
-/// A watcher over the fleet whose Subtotal provider verifies webhooks with [`SECRET`] and
+/// A watcher over the fleet whose Subtotal provider verifies webhooks with [`SECRET`] (Violet
+/// with [`VIOLET_SECRET`]) and
 /// polls only once (an hour apart): later changes can only come from webhooks.
 fn watcher(fleet: &Fleet) -> Watcher {
     let mut w = Watcher::new(WatchConfig {
@@ -39,7 +41,12 @@ fn watcher(fleet: &Fleet) -> Watcher {
         .webhook_secret(Secret::new(SECRET))
         .build()
         .unwrap();
+    let violet = simulators::violet(&fleet.violet)
+        .webhook_secret(Secret::new(VIOLET_SECRET))
+        .build()
+        .unwrap();
     w.add(Arc::new(c3), None);
+    w.add(Arc::new(violet), None);
     w.add(Arc::new(subtotal), None);
     w
 }
@@ -447,4 +454,110 @@ fn a_short_admin_token_is_refused() {
         err,
         connhealth_server::ServerError::AdminTokenTooShort
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_beyond_the_queue_bound_is_429_with_retry_after_and_serve_keeps_answering() {
+    let fleet = Fleet::start(3, 41).await.unwrap();
+    let f = pg::sqlite().await;
+    let (journal, loaded) = Journal::load(f.store(), JournalOptions::default())
+        .await
+        .unwrap();
+    let w = watcher(&fleet).with_state(loaded);
+    let server = Running::start_with(w, Options::default(), |s| {
+        s.with_queue_bound(1).with_store(journal, |_| {})
+    })
+    .await;
+    server.ready(false).await;
+    // Refreshes now hang: the first queued one holds the only place in the queue.
+    fleet
+        .subtotal
+        .faults()
+        .on_all(connhealth_testkit::Fault::Hang);
+    let c = fleet.subtotal.connection(DOC_CONNECTION).unwrap();
+    let conn = serde_json::json!({
+        "connection_id": c.connection_id, "customer_id": c.customer_id,
+        "retailer_id": c.retailer_id, "status": "unauthenticated", "email": null, "mobile": null,
+    });
+    let now = chrono::Utc::now().timestamp();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let body = subtotal_body(
+            &format!("01EVTFLOOD{i:016}"),
+            "connection.unauthenticated",
+            &conn,
+        );
+        let r = post(
+            &server,
+            "/v1/webhooks/subtotal",
+            Some(sign(SECRET, now, &body)),
+            body,
+        )
+        .await;
+        if r.status() == 429 {
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .expect("Retry-After on a 429");
+            assert!(retry.to_str().unwrap().parse::<u64>().unwrap() >= 1);
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses[0], 202, "{statuses:?}");
+    assert!(statuses[1..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The rest of serve answers.
+    assert_eq!(server.get("/healthz").await.status(), 200);
+    assert_eq!(server.get("/v1/report").await.status(), 200);
+    assert_eq!(server.get("/v1/connections").await.status(), 200);
+    fleet.subtotal.faults().clear();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_violet_merchant_disconnected_webhook_triggers_one_targeted_pull_of_that_merchant() {
+    let fleet = Fleet::start(3, 41).await.unwrap();
+    let f = pg::sqlite().await;
+    let server = start(&fleet, f.store()).await;
+    let merchant = fleet.violet.merchant_ids()[0];
+    let stats = fleet.violet.stats();
+    let by_route = stats.requests_by_route();
+    let paths = stats.raw_paths().len();
+    let emitter = fleet
+        .violet
+        .emit_webhooks_to(&server.url("/v1/webhooks/violet"), VIOLET_SECRET);
+    fleet
+        .violet
+        .emit_webhook("MERCHANT_DISCONNECTED", merchant)
+        .expect("webhooks are on");
+    emitter.flush().await;
+    let deliveries = emitter.deliveries();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].status, Some(202));
+    let targeted = format!("/connection_health/{merchant}");
+    wait_for(
+        async || {
+            stats.raw_paths()[paths..]
+                .iter()
+                .any(|p| p.contains(&targeted))
+        },
+        "the targeted pull of the merchant",
+    )
+    .await;
+    let new: Vec<String> = stats.raw_paths()[paths..].to_vec();
+    let pulls: Vec<&String> = new
+        .iter()
+        .filter(|p| p.contains("/operations/connection_health"))
+        .collect();
+    assert_eq!(pulls.len(), 1, "{new:?}");
+    assert!(pulls[0].contains(&targeted), "{new:?}");
+    // No full listing was asked for.
+    let after = stats.requests_by_route();
+    let list_route = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .filter(|(k, _)| k.ends_with("/operations/connection_health"))
+            .map(|(_, v)| *v)
+            .sum::<u64>()
+    };
+    assert_eq!(list_route(&after), list_route(&by_route));
+    server.stop().await.unwrap();
 }
