@@ -362,6 +362,8 @@ struct RefreshRequest {
 /// `POST /v1/refresh` (behind the admin token, checked by the guard).
 pub(crate) async fn refresh(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
     let run = async {
+        // Like the other store routes: without a store nothing can be queued.
+        state.store().ok_or_else(crate::stored::no_store)?;
         let asked: RefreshRequest = serde_json::from_slice(&body).map_err(|e| {
             h::error(
                 StatusCode::BAD_REQUEST,

@@ -75,13 +75,22 @@ impl Doc {
 
     /// Check one real response against the document; returns its status and body text.
     async fn check(&mut self, template: &str, resp: reqwest::Response) -> (u16, String) {
+        self.check_op("get", template, resp).await
+    }
+
+    async fn check_op(
+        &mut self,
+        method: &str,
+        template: &str,
+        resp: reqwest::Response,
+    ) -> (u16, String) {
         let status = resp.status().as_u16();
         let ct = resp
             .headers()
             .get("content-type")
             .map(|v| v.to_str().unwrap().to_owned());
-        let what = format!("GET {template} → {status}");
-        let op = self.doc["paths"][template]["get"].clone();
+        let what = format!("{} {template} → {status}", method.to_uppercase());
+        let op = self.doc["paths"][template][method].clone();
         assert!(op.is_object(), "{template} is not in the document");
         let documented = op["responses"][status.to_string()].clone();
         assert!(documented.is_object(), "{what} is not documented");
@@ -732,6 +741,8 @@ async fn the_openapi_document_is_valid_and_every_route_answers_as_documented() {
     assert_eq!(status, 304);
     server.stop().await.unwrap();
 
+    post_routes(&mut doc, &fleet).await;
+
     // 401s: a server with a token.
     let server = Running::start(
         Watcher::new(WatchConfig::default()),
@@ -748,6 +759,9 @@ async fn the_openapi_document_is_valid_and_every_route_answers_as_documented() {
         .cloned()
         .collect();
     for template in &templates {
+        if !doc.doc["paths"][template]["get"].is_object() {
+            continue; // POST-only routes: see post_routes.
+        }
         let path = template.replace("{id}", "a:b");
         let resp = server.get(&path).await;
         let (status, _) = doc.check(template, resp).await;
@@ -759,11 +773,13 @@ async fn the_openapi_document_is_valid_and_every_route_answers_as_documented() {
     // Every documented response was seen.
     let mut missing = Vec::new();
     for template in &templates {
-        for code in doc.doc["paths"][template]["get"]["responses"]
-            .as_object()
-            .unwrap()
-            .keys()
-        {
+        let item = doc.doc["paths"][template].as_object().unwrap().clone();
+        let codes: Vec<String> = item
+            .values()
+            .filter_map(|op| op["responses"].as_object())
+            .flat_map(|r| r.keys().cloned())
+            .collect();
+        for code in &codes {
             let code: u16 = code.parse().unwrap();
             if !doc.seen.contains(&(template.clone(), code)) {
                 missing.push(format!("{template} {code}"));
@@ -774,4 +790,182 @@ async fn the_openapi_document_is_valid_and_every_route_answers_as_documented() {
         missing.is_empty(),
         "documented but never exercised: {missing:?}"
     );
+}
+
+/// The POST routes (`/v1/webhooks/{name}`, `/v1/refresh`): every documented status, for real.
+async fn post_routes(doc: &mut Doc, fleet: &Fleet) {
+    const SECRET: &str = "whsec-openapi-test-5a7c";
+    const ADMIN: &str = "admin-token-openapi-test-3e9f";
+    let watcher = || {
+        let mut w = Watcher::new(WatchConfig {
+            interval: Duration::from_secs(3600),
+            jitter: 0.0,
+            trip: 1,
+            clear: 1,
+            timeout: Duration::from_secs(10),
+        });
+        let subtotal = connhealth::simulators::subtotal(&fleet.subtotal)
+            .webhook_secret(connhealth_core::Secret::new(SECRET))
+            .build()
+            .unwrap();
+        w.add(Arc::new(subtotal), None);
+        w
+    };
+    let sign = |body: &[u8]| {
+        let ts = Utc::now().timestamp().to_string();
+        let sig: String =
+            connhealth_testkit::webhooks::hmac_sha256(SECRET, &[ts.as_bytes(), b".", body])
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+        (ts, format!("v1={sig}"))
+    };
+    let first = fleet.subtotal.connection_ids()[0].clone();
+    let c = fleet.subtotal.connection(&first).unwrap();
+    let event = |id: &str, kind: &str| {
+        serde_json::to_vec(&json!({
+            "type": kind, "id": id,
+            "payload": {"connection": {
+                "connection_id": c.connection_id, "customer_id": c.customer_id,
+                "retailer_id": c.retailer_id, "status": "unauthenticated",
+                "email": null, "mobile": null,
+            }},
+        }))
+        .unwrap()
+    };
+    async fn webhook(
+        server: &Running,
+        name: &str,
+        body: Vec<u8>,
+        signed: Option<(String, String)>,
+    ) -> reqwest::Response {
+        let mut req = server
+            .client
+            .post(server.url(&format!("/v1/webhooks/{name}")))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some((ts, sig)) = signed {
+            req = req
+                .header("X-Subtotal-Timestamp", ts)
+                .header("X-Subtotal-Signature", sig);
+        }
+        req.send().await.unwrap()
+    }
+    async fn refresh(server: &Running, auth: Option<&str>, body: &str) -> reqwest::Response {
+        let mut req = server
+            .client
+            .post(server.url("/v1/refresh"))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(a) = auth {
+            req = req.bearer_auth(a);
+        }
+        req.send().await.unwrap()
+    }
+    let w_t = "/v1/webhooks/{name}";
+    let r_t = "/v1/refresh";
+    let good = json!({"provider": "subtotal", "customer_id": c.customer_id}).to_string();
+
+    // No store: 503 for both (the admin token set).
+    let bare = Running::start_with(watcher(), Options::default(), |s| {
+        s.state()
+            .set_admin_token(connhealth_core::Secret::new(ADMIN));
+        s
+    })
+    .await;
+    bare.ready(false).await;
+    let body = event("01EVTOPENAPI0000000000000A", "connection.unauthenticated");
+    let r = webhook(&bare, "subtotal", body.clone(), Some(sign(&body))).await;
+    assert_eq!(doc.check_op("post", w_t, r).await.0, 503);
+    let r = refresh(&bare, Some(ADMIN), &good).await;
+    assert_eq!(doc.check_op("post", r_t, r).await.0, 503);
+    bare.stop().await.unwrap();
+
+    // No admin token configured: 403.
+    let dir = tempfile::tempdir().unwrap();
+    let url = connhealth_store::StoreUrl::parse_relative_to("sqlite://connhealth.db", dir.path())
+        .unwrap();
+    let store = connhealth_store::open(&url, Default::default())
+        .await
+        .unwrap();
+    let (journal, loaded) = connhealth_store::Journal::load(store.clone(), Default::default())
+        .await
+        .unwrap();
+    let closed = Running::start_with(watcher().with_state(loaded), Options::default(), |s| {
+        s.with_store(journal, |_| {})
+    })
+    .await;
+    closed.ready(false).await;
+    let r = refresh(&closed, Some(ADMIN), &good).await;
+    assert_eq!(doc.check_op("post", r_t, r).await.0, 403);
+    closed.stop().await.unwrap();
+
+    // A store, the admin token, a queue of 2, refreshes that hang (so the queue stays full).
+    let (journal, loaded) = connhealth_store::Journal::load(store, Default::default())
+        .await
+        .unwrap();
+    let server = Running::start_with(watcher().with_state(loaded), Options::default(), |s| {
+        s.state()
+            .set_admin_token(connhealth_core::Secret::new(ADMIN));
+        s.with_queue_bound(2).with_store(journal, |_| {})
+    })
+    .await;
+    server.ready(false).await;
+    fleet.subtotal.faults().on_all(Fault::Hang);
+    let expect = [
+        (webhook(&server, "subtotal", body.clone(), None).await, 401),
+        (
+            webhook(&server, "nosuch", body.clone(), Some(sign(&body))).await,
+            404,
+        ),
+        (
+            {
+                let huge = vec![b' '; 1024 * 1024 + 1];
+                let s = sign(&huge);
+                webhook(&server, "subtotal", huge, Some(s)).await
+            },
+            413,
+        ),
+        (
+            webhook(
+                &server,
+                "subtotal",
+                b"not json".to_vec(),
+                Some(sign(b"not json")),
+            )
+            .await,
+            400,
+        ),
+    ];
+    for (r, code) in expect {
+        assert_eq!(doc.check_op("post", w_t, r).await.0, code);
+    }
+    let unknown = event("01EVTOPENAPI0000000000000U", "connection.teleported");
+    for code in [202, 200] {
+        let r = webhook(&server, "subtotal", unknown.clone(), Some(sign(&unknown))).await;
+        assert_eq!(doc.check_op("post", w_t, r).await.0, code);
+    }
+    for (auth, body, code) in [
+        (None, good.as_str(), 401),
+        (Some(ADMIN), "not json", 400),
+        (
+            Some(ADMIN),
+            r#"{"provider":"nosuch","customer_id":"x"}"#,
+            404,
+        ),
+        (Some(ADMIN), good.as_str(), 202),
+    ] {
+        let r = refresh(&server, auth, body).await;
+        assert_eq!(doc.check_op("post", r_t, r).await.0, code, "{body}");
+    }
+    // The queue: the refresh above (hanging) and this webhook's fill it.
+    let r = webhook(&server, "subtotal", body.clone(), Some(sign(&body))).await;
+    assert_eq!(doc.check_op("post", w_t, r).await.0, 202);
+    let next = event("01EVTOPENAPI0000000000000B", "connection.unauthenticated");
+    let r = webhook(&server, "subtotal", next.clone(), Some(sign(&next))).await;
+    assert_eq!(doc.check_op("post", w_t, r).await.0, 429);
+    let r = refresh(&server, Some(ADMIN), &good).await;
+    assert_eq!(doc.check_op("post", r_t, r).await.0, 429);
+    fleet.subtotal.faults().clear();
+    server.stop().await.unwrap();
 }
