@@ -561,3 +561,83 @@ async fn a_violet_merchant_disconnected_webhook_triggers_one_targeted_pull_of_th
     assert_eq!(list_route(&after), list_route(&by_route));
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_for_a_customer_not_configured_is_recorded_and_changes_nothing() {
+    let fleet = Fleet::start(3, 41).await.unwrap();
+    let f = pg::sqlite().await;
+    let server = start(&fleet, f.store()).await;
+    let before = all_events(&server).await;
+    let connections = get_json(&server, "/v1/connections?limit=1000").await;
+    let c = fleet.subtotal.connection(DOC_CONNECTION).unwrap();
+    let stranger = serde_json::json!({
+        "connection_id": "01JNOTCONFIGURED0000000000", "customer_id": "not-a-configured-customer",
+        "retailer_id": c.retailer_id, "status": "unauthenticated", "email": null, "mobile": null,
+    });
+    let now = chrono::Utc::now().timestamp();
+    let body = subtotal_body(
+        "01EVTSTRANGER0000000000001",
+        "connection.unauthenticated",
+        &stranger,
+    );
+    let r = post(
+        &server,
+        "/v1/webhooks/subtotal",
+        Some(sign(SECRET, now, &body)),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    // Recorded: a replay is a duplicate.
+    let r = post(
+        &server,
+        "/v1/webhooks/subtotal",
+        Some(sign(SECRET, now, &body)),
+        body,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // The worker is sequential: once a later, known webhook's event is stored, the stranger's
+    // refresh has been handled.
+    let known = serde_json::json!({
+        "connection_id": c.connection_id, "customer_id": c.customer_id,
+        "retailer_id": c.retailer_id, "status": "unauthenticated", "email": null, "mobile": null,
+    });
+    assert!(fleet.subtotal.set_status(DOC_CONNECTION, "unauthenticated"));
+    let body = subtotal_body(
+        "01EVTKNOWN000000000000001",
+        "connection.unauthenticated",
+        &known,
+    );
+    let r = post(
+        &server,
+        "/v1/webhooks/subtotal",
+        Some(sign(SECRET, now, &body)),
+        body,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let id = format!("subtotal:{DOC_CONNECTION}");
+    wait_for(
+        async || {
+            all_events(&server)
+                .await
+                .iter()
+                .any(|e| e["source"] == "webhook")
+        },
+        "the known webhook's event",
+    )
+    .await;
+    let after = all_events(&server).await;
+    let new: Vec<&Value> = after[before.len()..].iter().collect();
+    assert!(
+        new.iter().all(|e| e["connection_id"] == id.as_str()),
+        "{new:?}"
+    );
+    let now_conns = get_json(&server, "/v1/connections?limit=1000").await;
+    assert_eq!(
+        now_conns["total"], connections["total"],
+        "no connection of the stranger appeared"
+    );
+    server.stop().await.unwrap();
+}
