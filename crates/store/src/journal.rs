@@ -92,6 +92,7 @@ pub struct Written {
 #[derive(Debug)]
 pub struct Journal {
     store: Arc<dyn Store>,
+    router: Option<Router>,
     opts: JournalOptions,
     /// The state after the last recorded poll (written or pending); `observed_at` of
     /// unchanged connections may be stale, which [`PollRecord::between`] ignores.
@@ -112,6 +113,7 @@ impl Journal {
         let state = store.load_state().await?;
         let journal = Journal {
             store,
+            router: None,
             opts,
             last: state.clone(),
             pending: VecDeque::new(),
@@ -121,6 +123,13 @@ impl Journal {
             last_prune: None,
         };
         Ok((journal, state))
+    }
+
+    /// Name the notification sinks of every event from now on: `route(change)` becomes the
+    /// event's [`crate::NewEvent::notify`], so its outbox rows are written in the event's
+    /// transaction (e.g. `connhealth_notify::Notifier::route`).
+    pub fn set_router(&mut self, route: impl Fn(&Change) -> Vec<String> + Send + Sync + 'static) {
+        self.router = Some(Router(Arc::new(route)));
     }
 
     /// The store.
@@ -148,7 +157,12 @@ impl Journal {
         changes: Vec<Change>,
         source: Source,
     ) -> Written {
-        let rec = PollRecord::between(at, &self.last, next, outcomes, changes, source);
+        let mut rec = PollRecord::between(at, &self.last, next, outcomes, changes, source);
+        if let Some(Router(route)) = &self.router {
+            for e in &mut rec.events {
+                e.notify = route(&e.change);
+            }
+        }
         for t in &rec.upserts {
             self.last
                 .connections
@@ -244,5 +258,17 @@ fn fold(older: PollRecord, newer: &mut PollRecord) {
         if !newer.providers.iter().any(|(n, _)| *n == name) {
             newer.providers.push((name, p));
         }
+    }
+}
+
+/// A [`Journal::set_router`] function.
+#[derive(Clone)]
+struct Router(RouteFn);
+
+type RouteFn = Arc<dyn Fn(&Change) -> Vec<String> + Send + Sync>;
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Router")
     }
 }

@@ -234,6 +234,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Who holds the lease at `now`.
     async fn lease_holder(&self, name: &str, now: DateTime<Utc>) -> Result<Option<String>>;
+
+    /// Store a mute (`POST /v1/mutes`); its id.
+    async fn add_mute(&self, mute: NewMute, now: DateTime<Utc>) -> Result<i64>;
+
+    /// The stored mutes still in force at `now`, oldest first.
+    async fn mutes(&self, now: DateTime<Utc>) -> Result<Vec<StoredMute>>;
+
+    /// Remove a stored mute; `false` when there is none with that id.
+    async fn delete_mute(&self, id: i64) -> Result<bool>;
+
+    /// Record that a sink is disabled (a 410 Gone), with its configuration's fingerprint.
+    async fn disable_sink(&self, disabled: DisabledSink) -> Result<()>;
+
+    /// The sinks recorded as disabled.
+    async fn disabled_sinks(&self) -> Result<Vec<DisabledSink>>;
+
+    /// Re-enable a sink; `false` when it was not disabled.
+    async fn enable_sink(&self, sink: &str) -> Result<bool>;
 }
 
 /// A unit of work run in one transaction on a backend.
@@ -402,5 +420,24 @@ impl<B: Run> Store for B {
     async fn lease_holder(&self, name: &str, now: DateTime<Utc>) -> Result<Option<String>> {
         let n = name.to_owned();
         read!(self, |tx| logic::lease_holder(tx, &n, now))
+    }
+    async fn add_mute(&self, mute: NewMute, now: DateTime<Utc>) -> Result<i64> {
+        write!(self, |tx| logic::add_mute(tx, mute, now))
+    }
+    async fn mutes(&self, now: DateTime<Utc>) -> Result<Vec<StoredMute>> {
+        read!(self, |tx| logic::mutes(tx, now))
+    }
+    async fn delete_mute(&self, id: i64) -> Result<bool> {
+        write!(self, |tx| logic::delete_mute(tx, id))
+    }
+    async fn disable_sink(&self, disabled: DisabledSink) -> Result<()> {
+        write!(self, |tx| logic::disable_sink(tx, disabled))
+    }
+    async fn disabled_sinks(&self) -> Result<Vec<DisabledSink>> {
+        read!(self, |tx| logic::disabled_sinks(tx))
+    }
+    async fn enable_sink(&self, sink: &str) -> Result<bool> {
+        let s = sink.to_owned();
+        write!(self, |tx| logic::enable_sink(tx, &s))
     }
 }

@@ -1151,3 +1151,94 @@ pub(crate) async fn lease_holder(
     .await?
     .and_then(|r| r[0].text().map(str::to_owned)))
 }
+
+pub(crate) async fn add_mute(tx: &mut dyn Tx, m: NewMute, now: DateTime<Utc>) -> Result<i64> {
+    query_one(
+        tx,
+        "INSERT INTO mutes (provider, customer, connection_id, until_ms, reason, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        &[
+            m.provider.into(),
+            m.customer.into(),
+            m.connection.into(),
+            ms(m.until).into(),
+            m.reason.into(),
+            ms(now).into(),
+        ],
+    )
+    .await?
+    .and_then(|r| r[0].int())
+    .ok_or_else(|| bad_row(tx, "mute", "no id returned"))
+}
+
+pub(crate) async fn mutes(tx: &mut dyn Tx, now: DateTime<Utc>) -> Result<Vec<StoredMute>> {
+    let rows = tx
+        .query(
+            "SELECT id, provider, customer, connection_id, until_ms, reason, created_ms \
+             FROM mutes WHERE until_ms > $1 ORDER BY id",
+            &[ms(now).into()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredMute {
+            id: r[0].int().unwrap_or_default(),
+            mute: NewMute {
+                provider: r[1].text().map(str::to_owned),
+                customer: r[2].text().map(str::to_owned),
+                connection: r[3].text().map(str::to_owned),
+                until: time(r[4].int().unwrap_or_default()),
+                reason: r[5].text().unwrap_or_default().to_owned(),
+            },
+            created_at: time(r[6].int().unwrap_or_default()),
+        })
+        .collect())
+}
+
+pub(crate) async fn delete_mute(tx: &mut dyn Tx, id: i64) -> Result<bool> {
+    Ok(tx
+        .exec("DELETE FROM mutes WHERE id = $1", &[id.into()])
+        .await?
+        > 0)
+}
+
+pub(crate) async fn disable_sink(tx: &mut dyn Tx, d: DisabledSink) -> Result<()> {
+    tx.exec(
+        "INSERT INTO disabled_sinks (sink, fingerprint, disabled_ms, reason) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (sink) DO UPDATE SET fingerprint = excluded.fingerprint, \
+         disabled_ms = excluded.disabled_ms, reason = excluded.reason",
+        &[
+            d.sink.into(),
+            d.fingerprint.into(),
+            ms(d.disabled_at).into(),
+            d.reason.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn disabled_sinks(tx: &mut dyn Tx) -> Result<Vec<DisabledSink>> {
+    let rows = tx
+        .query(
+            "SELECT sink, fingerprint, disabled_ms, reason FROM disabled_sinks ORDER BY sink",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DisabledSink {
+            sink: r[0].text().unwrap_or_default().to_owned(),
+            fingerprint: r[1].text().unwrap_or_default().to_owned(),
+            disabled_at: time(r[2].int().unwrap_or_default()),
+            reason: r[3].text().unwrap_or_default().to_owned(),
+        })
+        .collect())
+}
+
+pub(crate) async fn enable_sink(tx: &mut dyn Tx, sink: &str) -> Result<bool> {
+    Ok(tx
+        .exec("DELETE FROM disabled_sinks WHERE sink = $1", &[sink.into()])
+        .await?
+        > 0)
+}

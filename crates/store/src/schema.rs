@@ -8,10 +8,11 @@ use crate::db::{query_one, Dialect, Tx, V};
 use crate::error::{Result, StoreError};
 
 /// The newest schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// Migration N (1-based) is `MIGRATIONS[N - 1]`. `{pk}` is the auto-increment key column type.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE connections (
     id TEXT PRIMARY KEY,
     provider TEXT NOT NULL,
@@ -136,7 +137,25 @@ CREATE TABLE leases (
     holder TEXT NOT NULL,
     until_ms BIGINT NOT NULL
 )
-"#];
+"#,
+    r#"
+CREATE TABLE mutes (
+    id {pk},
+    provider TEXT,
+    customer TEXT,
+    connection_id TEXT,
+    until_ms BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE TABLE disabled_sinks (
+    sink TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    disabled_ms BIGINT NOT NULL,
+    reason TEXT NOT NULL
+)
+"#,
+];
 
 fn pk(d: Dialect) -> &'static str {
     match d {
@@ -242,6 +261,8 @@ pub(crate) const TABLES: &[&str] = &[
     "outbox",
     "audit",
     "leases",
+    "mutes",
+    "disabled_sinks",
 ];
 
 /// The stored version on PostgreSQL without creating anything.

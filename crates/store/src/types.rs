@@ -539,3 +539,46 @@ pub struct AuditPage {
     /// The `before` of the next page; `None` at the end.
     pub next_before: Option<i64>,
 }
+
+/// A mute to store (`POST /v1/mutes`): matching events are stored, their deliveries become
+/// `muted`, until `until`. Every field given must match; at least one is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMute {
+    /// A provider name.
+    pub provider: Option<String>,
+    /// A `customer_id` or `{provider}:{customer_id}`.
+    pub customer: Option<String>,
+    /// A connection id.
+    pub connection: Option<String>,
+    /// Until when.
+    pub until: DateTime<Utc>,
+    /// Why.
+    pub reason: String,
+}
+
+/// A stored mute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredMute {
+    /// Its id (for `DELETE /v1/mutes/{id}`).
+    pub id: i64,
+    /// What and until when.
+    #[serde(flatten)]
+    pub mute: NewMute,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A sink disabled by a 410 Gone, durably: it stays disabled across restarts while its
+/// configuration keeps the same `fingerprint`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DisabledSink {
+    /// The sink's name.
+    pub sink: String,
+    /// A digest of the sink's configuration when it was disabled (never the URL itself).
+    #[serde(skip)]
+    pub fingerprint: String,
+    /// When.
+    pub disabled_at: DateTime<Utc>,
+    /// Why (e.g. "the sink answered 410 Gone").
+    pub reason: String,
+}

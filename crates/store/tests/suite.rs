@@ -46,6 +46,7 @@ suite!(
     update_deliveries_is_one_transaction,
     audit_log_pages_newest_first,
     leader_lease,
+    mutes_and_disabled_sinks_are_durable,
     prune_keeps_what_retention_says,
     integrity_check_passes,
 );
@@ -931,6 +932,63 @@ async fn leader_lease(f: Fixture) {
     assert!(!s.release_lease("leader", "a").await.unwrap());
     assert!(s.release_lease("leader", "b").await.unwrap());
     assert_eq!(s.lease_holder("leader", at(1)).await.unwrap(), None);
+}
+
+async fn mutes_and_disabled_sinks_are_durable(mut f: Fixture) {
+    let s = f.store();
+    let m = NewMute {
+        provider: Some("violet".into()),
+        customer: None,
+        connection: Some("violet:7".into()),
+        until: at(2),
+        reason: "maintenance".into(),
+    };
+    let id = s.add_mute(m.clone(), at(0)).await.unwrap();
+    let expired = s
+        .add_mute(
+            NewMute {
+                until: at(1),
+                ..m.clone()
+            },
+            at(0),
+        )
+        .await
+        .unwrap();
+    assert_ne!(id, expired);
+    s.disable_sink(DisabledSink {
+        sink: "ops".into(),
+        fingerprint: "f1".into(),
+        disabled_at: at(0),
+        reason: "410 Gone".into(),
+    })
+    .await
+    .unwrap();
+    // A new handle (a restart) sees both.
+    drop(s);
+    f.reopen().await;
+    let s = f.store();
+    let live = s.mutes(at(1)).await.unwrap();
+    assert_eq!(live.len(), 1, "the expired mute is not in force: {live:?}");
+    assert_eq!(live[0].id, id);
+    assert_eq!(live[0].mute, m);
+    assert_eq!(live[0].created_at, at(0));
+    assert_eq!(s.mutes(at(0)).await.unwrap().len(), 2);
+    let d = s.disabled_sinks().await.unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        (
+            d[0].sink.as_str(),
+            d[0].fingerprint.as_str(),
+            d[0].disabled_at
+        ),
+        ("ops", "f1", at(0))
+    );
+    assert!(s.delete_mute(id).await.unwrap());
+    assert!(!s.delete_mute(id).await.unwrap());
+    assert!(s.mutes(at(1)).await.unwrap().is_empty());
+    assert!(s.enable_sink("ops").await.unwrap());
+    assert!(!s.enable_sink("ops").await.unwrap());
+    assert!(s.disabled_sinks().await.unwrap().is_empty());
 }
 
 async fn prune_keeps_what_retention_says(f: Fixture) {
