@@ -103,8 +103,7 @@ pub struct SinkConfig {
     /// More than 10 unsent events within this window of the oldest: one digest.
     #[serde(default)]
     pub digest_secs: Option<u64>,
-    /// Re-notify a connection still bad after this long. Parsed and validated; reminders
-    /// are NOT sent yet (the worker logs a warning at start when it is set).
+    /// Re-notify a connection still bad after this long (a `connhealth.reminder`).
     #[serde(default)]
     pub remind_after: Option<DurationSpec>,
     /// Overrides the retry schedule (`["5s", "5m", …]`).
@@ -139,6 +138,32 @@ pub struct Sink {
     pub allow_private: bool,
     /// Per-attempt timeout.
     pub timeout: Duration,
+    /// A digest of what the sink is (kind, URL, secret): a sink disabled by a 410 stays
+    /// disabled across restarts while this is unchanged; a changed config re-enables it.
+    pub(crate) fingerprint: String,
+}
+
+impl Sink {
+    /// See the field: hex SHA-256 of the kind, the URL and the secret's variable and value
+    /// (the URL and the secret are never stored themselves).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+fn fingerprint(kind: SinkKind, url: &str, secret: Option<(&str, &str)>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("{kind:?}").as_bytes());
+    h.update([0]);
+    h.update(url.as_bytes());
+    if let Some((var, value)) = secret {
+        h.update([0]);
+        h.update(var.as_bytes());
+        h.update([0]);
+        h.update(value.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl std::fmt::Debug for Sink {
@@ -247,6 +272,20 @@ pub struct Mute {
     pub reason: String,
 }
 
+impl From<&connhealth_store::StoredMute> for Mute {
+    fn from(m: &connhealth_store::StoredMute) -> Mute {
+        Mute {
+            matches: MuteMatch {
+                provider: m.mute.provider.clone(),
+                customer: m.mute.customer.clone(),
+                connection: m.mute.connection.clone(),
+            },
+            until: m.mute.until,
+            reason: m.mute.reason.clone(),
+        }
+    }
+}
+
 impl Mute {
     /// Check it at start: a mute matching everything is refused.
     pub fn validate(&self) -> Result<(), NotifyError> {
@@ -348,14 +387,22 @@ impl SinkConfig {
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(err("url must not carry credentials".into()));
         }
+        let mut secret_text = None;
         let signer = match (self.kind, &self.secret_env) {
             (SinkKind::Webhook, None) => return Err(err("secret_env is required".into())),
             (_, Some(var)) => {
                 let s = Secret::new(read(var, "secret_env")?);
-                Some(Signer::new(&s).map_err(|e| err(format!("secret_env {var}: {e}")))?)
+                let signer = Signer::new(&s).map_err(|e| err(format!("secret_env {var}: {e}")))?;
+                secret_text = Some((var.as_str(), s));
+                Some(signer)
             }
             (SinkKind::Slack, None) => None,
         };
+        let fingerprint = fingerprint(
+            self.kind,
+            &url,
+            secret_text.as_ref().map(|(v, s)| (*v, s.expose())),
+        );
         if let Some(ev) = &self.events {
             for e in ev {
                 if !EVENT_NAMES.contains(&e.as_str()) {
@@ -400,6 +447,7 @@ impl SinkConfig {
             retry_schedule,
             allow_private: self.allow_private,
             timeout,
+            fingerprint,
         })
     }
 }

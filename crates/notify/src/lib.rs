@@ -54,7 +54,7 @@ pub use guard::{is_private, PrivateAddress, SystemResolver};
 pub use sign::Signer;
 pub use worker::{
     parse_retry_after, Attempt, Clock, MetricOutcome, MetricRow, Metrics, Notifier,
-    NotifierOptions, SystemClock, TickReport, TokioClock, DIGEST_THRESHOLD,
+    NotifierOptions, SystemClock, TickReport, TokioClock, DIGEST_THRESHOLD, LEASE,
 };
 
 use connhealth_core::Change;

@@ -312,12 +312,6 @@ impl Notifier {
     ) -> Result<Notifier, NotifyError> {
         let mut rts = Vec::new();
         for sink in sinks {
-            if sink.remind_after.is_some() {
-                tracing::warn!(
-                    sink = %sink.name,
-                    "notify: remind_after is accepted but reminders are not sent yet"
-                );
-            }
             let client = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
@@ -380,7 +374,52 @@ impl Notifier {
             .any(|s| s.sink.name == sink && s.disabled.load(Ordering::Relaxed))
     }
 
-    /// Replace the mutes (e.g. after `POST /v1/mutes`).
+    /// Read which sinks the store says a 410 disabled: a sink whose configuration is unchanged
+    /// (same [`Sink::fingerprint`]) stays disabled; one whose configuration changed is
+    /// re-enabled (that is the only way back). Call it once at start, before delivering; both
+    /// outcomes are logged. Returns the names that stay disabled.
+    pub async fn restore(&self) -> Result<Vec<String>, NotifyError> {
+        let mut still = Vec::new();
+        for d in self.store.disabled_sinks().await? {
+            let Some(rt) = self.rt(&d.sink) else {
+                continue;
+            };
+            if rt.sink.fingerprint == d.fingerprint {
+                rt.disabled.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    sink = %d.sink,
+                    since = %d.disabled_at.to_rfc3339(),
+                    "notify: the sink stays disabled (it answered 410 Gone); change its url or secret to re-enable it"
+                );
+                still.push(d.sink);
+            } else {
+                self.store.enable_sink(&d.sink).await?;
+                tracing::warn!(
+                    sink = %d.sink,
+                    "notify: the sink was disabled by a 410 Gone; its configuration changed, so it is enabled again"
+                );
+            }
+        }
+        Ok(still)
+    }
+
+    /// The Prometheus text of [`Notifier::metrics`] plus `connhealth_notify_sink_disabled{sink}`
+    /// (1 while a 410 keeps the sink disabled) for every configured sink.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = self.metrics.render_prometheus();
+        out.push_str("# TYPE connhealth_notify_sink_disabled gauge\n");
+        for rt in &self.sinks {
+            let sink = rt.sink.name.replace('\\', "\\\\").replace('"', "\\\"");
+            out.push_str(&format!(
+                "connhealth_notify_sink_disabled{{sink=\"{sink}\"}} {}\n",
+                u8::from(rt.disabled.load(Ordering::Relaxed))
+            ));
+        }
+        out
+    }
+
+    /// Replace the mutes from the config (the store's mutes, `POST /v1/mutes`, are read at
+    /// every tick and apply as well).
     pub fn set_mutes(&self, mutes: Vec<Mute>) -> Result<(), NotifyError> {
         for m in &mutes {
             m.validate()?;
@@ -389,7 +428,7 @@ impl Notifier {
         Ok(())
     }
 
-    /// The mutes in force.
+    /// The config's mutes (see [`Notifier::set_mutes`]).
     pub fn mutes(&self) -> Vec<Mute> {
         self.mutes.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -406,6 +445,50 @@ impl Notifier {
             loop {
                 if let Err(e) = self.tick().await {
                     tracing::warn!(error = %e, "notify: a delivery tick failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = self.wake.notified() => {}
+                }
+            }
+        })
+    }
+
+    /// Like [`Notifier::spawn`], but with several replicas on one PostgreSQL store only the
+    /// holder of the store's lease `notify` delivers: each round takes or renews the lease
+    /// for `holder` (for `ttl`) and ticks only when it has it; a holder that dies loses it
+    /// `ttl` later, and another replica takes over.
+    pub fn spawn_leased(
+        self: Arc<Self>,
+        every: Duration,
+        holder: String,
+        ttl: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30));
+        tokio::spawn(async move {
+            let mut leading = false;
+            loop {
+                match self
+                    .store
+                    .try_lease(LEASE, &holder, ttl, self.clock.now())
+                    .await
+                {
+                    Ok(true) => {
+                        if !leading {
+                            tracing::info!(%holder, "notify: this process delivers notifications (it holds the lease)");
+                        }
+                        leading = true;
+                        if let Err(e) = self.tick().await {
+                            tracing::warn!(error = %e, "notify: a delivery tick failed");
+                        }
+                    }
+                    Ok(false) => {
+                        if leading {
+                            tracing::info!(%holder, "notify: another replica delivers notifications now");
+                        }
+                        leading = false;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "notify: cannot take the delivery lease"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
@@ -474,7 +557,10 @@ impl Notifier {
         for row in &due {
             by_sink.entry(row.0.sink.as_str()).or_default().push(row);
         }
-        let mutes = self.mutes();
+        let mut mutes = self.mutes();
+        if !due.is_empty() {
+            mutes.extend(self.store.mutes(now).await?.iter().map(Mute::from));
+        }
         for (name, rows) in by_sink {
             let Some(rt) = self.rt(name) else {
                 let n = self
@@ -676,9 +762,17 @@ impl Notifier {
             }
             Attempt::Gone => {
                 rt.disabled.store(true, Ordering::Relaxed);
+                self.store
+                    .disable_sink(connhealth_store::DisabledSink {
+                        sink: name.to_owned(),
+                        fingerprint: rt.sink.fingerprint.clone(),
+                        disabled_at: now,
+                        reason: GONE.into(),
+                    })
+                    .await?;
                 tracing::error!(
                     sink = name,
-                    "notify: the sink answered 410 Gone; it is disabled until connhealth restarts with it configured"
+                    "notify: the sink answered 410 Gone; it is disabled (kept in the store, across restarts) until its url or secret changes in the config"
                 );
                 let mut n = self
                     .set(
@@ -806,6 +900,9 @@ impl Notifier {
 }
 
 const GONE: &str = "the sink answered 410 Gone and is disabled";
+
+/// The store lease whose holder delivers (see [`Notifier::spawn_leased`]).
+pub const LEASE: &str = "notify";
 
 fn classify_error(e: &reqwest::Error, timeout: Duration) -> Attempt {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);

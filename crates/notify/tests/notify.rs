@@ -811,3 +811,146 @@ fn the_readme_config_parses_and_validates() {
         Some("violet:10042")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_410_disables_the_sink_across_restarts_until_its_config_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start().await;
+    rx.set(Behaviour::Status(410));
+    {
+        let store = store_in(dir.path()).await;
+        let n = notifier(
+            store.clone(),
+            vec![webhook("ops", &rx.url("/"), json!({}))],
+            vec![],
+        );
+        commit(
+            &store,
+            vec![change("c1", Status::Healthy, Status::Degraded)],
+            &["ops"],
+        )
+        .await;
+        n.tick().await.unwrap();
+        assert!(n.is_disabled("ops"));
+        assert!(n
+            .render_prometheus()
+            .contains("connhealth_notify_sink_disabled{sink=\"ops\"} 1\n"));
+    }
+    rx.set(Behaviour::Ok);
+    // Restarted with the same config: still disabled, nothing is sent.
+    let store = store_in(dir.path()).await;
+    let n = notifier(
+        store.clone(),
+        vec![webhook("ops", &rx.url("/"), json!({}))],
+        vec![],
+    );
+    assert_eq!(n.restore().await.unwrap(), vec!["ops".to_owned()]);
+    assert!(n.is_disabled("ops"));
+    commit(
+        &store,
+        vec![change("c2", Status::Healthy, Status::Degraded)],
+        &["ops"],
+    )
+    .await;
+    let r = n.tick().await.unwrap();
+    assert_eq!((r.requests, r.sink_disabled), (0, 1));
+    assert_eq!(rx.got().len(), 1, "only the first 410 attempt");
+    drop(n);
+    // The URL changed (a new endpoint): enabled again, and the store forgets the 410.
+    let n = notifier(
+        store.clone(),
+        vec![webhook("ops", &rx.url("/v2"), json!({}))],
+        vec![],
+    );
+    assert!(n.restore().await.unwrap().is_empty());
+    assert!(!n.is_disabled("ops"));
+    assert!(store.disabled_sinks().await.unwrap().is_empty());
+    assert!(n
+        .render_prometheus()
+        .contains("connhealth_notify_sink_disabled{sink=\"ops\"} 0\n"));
+    commit(
+        &store,
+        vec![change("c3", Status::Healthy, Status::Degraded)],
+        &["ops"],
+    )
+    .await;
+    assert_eq!(n.tick().await.unwrap().delivered, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mutes_in_the_store_apply_at_the_next_tick() {
+    let (_dir, store, rx, n) =
+        setup(|rx| vec![webhook("ops", &rx.url("/"), json!({}))], vec![]).await;
+    store
+        .add_mute(
+            connhealth_store::NewMute {
+                provider: None,
+                customer: Some("violet:c1".into()),
+                connection: None,
+                until: t0() + chrono::Duration::hours(1),
+                reason: "api mute".into(),
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    commit(
+        &store,
+        vec![
+            change("c1", Status::Healthy, Status::Disconnected),
+            change("c2", Status::Healthy, Status::Disconnected),
+        ],
+        &["ops"],
+    )
+    .await;
+    let r = n.tick().await.unwrap();
+    assert_eq!((r.muted, r.delivered), (1, 1));
+    let got = rx.got();
+    assert_eq!(got.len(), 1);
+    assert_eq!(verify(&got[0]).1["data"]["customer_id"], "c2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_lease_holder_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    let rx = Receiver::start().await;
+    let sinks = || vec![webhook("ops", &rx.url("/"), json!({}))];
+    // Another replica holds the lease.
+    assert!(store
+        .try_lease(LEASE, "replica-b", chrono::Duration::seconds(30), t0())
+        .await
+        .unwrap());
+    let n = Arc::new(notifier(store.clone(), sinks(), vec![]));
+    commit(
+        &store,
+        vec![change("c1", Status::Healthy, Status::Degraded)],
+        &["ops"],
+    )
+    .await;
+    let task = n.clone().spawn_leased(
+        Duration::from_secs(1),
+        "replica-a".into(),
+        Duration::from_secs(30),
+    );
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(rx.got().is_empty(), "the follower sends nothing");
+    // replica-b died: its lease runs out and replica-a takes over.
+    let mut rounds = 0;
+    while rx.got().is_empty() && rounds < 60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rounds += 1;
+    }
+    assert_eq!(rx.got().len(), 1);
+    assert_eq!(
+        store
+            .lease_holder(LEASE, t0() + chrono::Duration::seconds(45))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("replica-a")
+    );
+    task.abort();
+}
