@@ -71,6 +71,7 @@
 mod conn;
 mod http;
 mod metrics;
+mod notifications;
 pub mod routes;
 mod sse;
 mod state;
@@ -349,6 +350,17 @@ impl Server {
         self
     }
 
+    /// Deliver notifications with `notifier` (over the same store as [`Server::with_store`]):
+    /// at serve start its 410-disabled sinks are restored from the store
+    /// ([`Notifier::restore`](connhealth_notify::Notifier::restore)), then it delivers every
+    /// second and whenever a poll stored events, holding the store's lease `notify` (so with
+    /// PostgreSQL replicas one process delivers). `/v1/notifications`, `/v1/mutes` and the
+    /// `connhealth_notify_*` metrics come from it.
+    pub fn with_notifier(self, notifier: Arc<connhealth_notify::Notifier>) -> Self {
+        self.state.set_notifier(notifier);
+        self
+    }
+
     /// Set [`ServerConfig::queue_bound`] after construction (at least 1).
     pub fn with_queue_bound(self, bound: usize) -> Self {
         self.state.intake().set_bound(bound);
@@ -453,6 +465,26 @@ impl Bound {
         let worker = journal
             .is_some()
             .then(|| tokio::spawn(webhook::run_worker(state.clone(), applied_tx)));
+        let deliverer = match state.notifier().cloned() {
+            Some(n) => {
+                match n.restore().await {
+                    Ok(off) if !off.is_empty() => {
+                        tracing::warn!(sinks = ?off, "notify: sinks disabled by a 410 stay disabled")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notify: cannot read the disabled sinks from the store")
+                    }
+                }
+                let holder = format!(
+                    "pid{}-{}",
+                    std::process::id(),
+                    chrono::Utc::now().timestamp_micros()
+                );
+                Some(n.spawn_leased(NOTIFY_EVERY, holder, NOTIFY_LEASE))
+            }
+            None => None,
+        };
         let poller = tokio::spawn(run_poller(
             watcher,
             state.clone(),
@@ -479,6 +511,9 @@ impl Bound {
             let _ = w.await;
         }
         let polled = poller.await;
+        if let Some(d) = deliverer {
+            d.abort();
+        }
         match polled {
             Ok(()) => Ok(()),
             Err(e) if e.is_panic() => {
@@ -498,6 +533,11 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+/// How often the notifier looks for due deliveries (besides being woken by stored events).
+const NOTIFY_EVERY: Duration = Duration::from_secs(1);
+/// How long the delivery lease lasts without renewal (a dead holder is replaced after it).
+const NOTIFY_LEASE: Duration = Duration::from_secs(30);
 
 /// Resolves once the state is shut down (holding no borrow of the flag afterwards).
 pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {

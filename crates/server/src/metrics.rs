@@ -285,6 +285,10 @@ pub(crate) fn render(state: &AppState) -> String {
         out,
         "connhealth_server_connections_over_cap_total {over_cap}"
     );
+    // Notifications: deliveries by sink and outcome, requests by sink, disabled sinks.
+    if let Some(n) = state.notifier() {
+        out.push_str(&n.render_prometheus());
+    }
     out
 }
 

@@ -80,16 +80,28 @@
 //!   customer (e.g. after a Channel3 connect flow): 202 `{"accepted":true}`; its changes are
 //!   stored and published with `source: "refresh"`. A bad body is 400, an unknown provider
 //!   404, a full queue 429 with `Retry-After`, no store 503 `no_store`.
+//! - **Notifications** ([`crate::Server::with_notifier`]; a store is needed, else 503
+//!   `no_store`): `GET /v1/notifications?sink=&state=&limit=` — the outbox, newest first:
+//!   `{items: [{id, event_id, sink, message_id, state, attempts, next_attempt_at,
+//!   last_error}], sinks: [{name, kind, disabled, disabled_at, disabled_reason}]}` (`state` one
+//!   of `pending`, `delivering`, `delivered`, `failed`, `muted`, `sink_disabled`; another is
+//!   400; `last_error` never carries a URL or a secret). `GET /v1/mutes` — `{items}`: the
+//!   config's `[[mute]]` tables (`source: "config"`, ids `config-N`) then the stored ones
+//!   (`source: "api"`, integer ids). `POST /v1/mutes` `{match: {provider?, customer?,
+//!   connection?}, until, reason}` (admin token) — 201 with the stored mute; a bad body, an
+//!   empty `match` or an `until` not in the future is 400. `DELETE /v1/mutes/{id}` (admin
+//!   token) — 200 `{deleted}`; `config-N` is 409 `conflict` (edit the file), an unknown id 404.
 //! - Anything else: 404 `not_found`.
 //!
 //! # Rules for every request
 //!
-//! 1. Only `GET` and `HEAD`, but for `POST /v1/refresh` (and the webhook route, which is
+//! 1. Only `GET` and `HEAD`, but for `POST /v1/refresh`, `POST /v1/mutes` and `DELETE
+//!    /v1/mutes/{id}` (the admin routes) and the webhook route (which is
 //!    outside these rules): any other method is 405 `method_not_allowed` with `Allow: GET,
 //!    HEAD` (so CORS preflights fail too).
-//! 2. No request body (but for `POST /v1/refresh`): a `Content-Length` above 0 or any
+//! 2. No request body (but for the admin routes): a `Content-Length` above 0 or any
 //!    `Transfer-Encoding` is 413 `body_not_accepted`.
-//! 3. `POST /v1/refresh` needs the **admin token** ([`crate::ServerConfig::admin_token`],
+//! 3. The admin routes (`POST /v1/refresh`, `POST /v1/mutes`, `DELETE /v1/mutes/{id}`) need the **admin token** ([`crate::ServerConfig::admin_token`],
 //!    `Authorization: Bearer`), on loopback too: none configured is 403 `forbidden`, a
 //!    missing or wrong one 401 `unauthorized`. The admin token also opens every `GET`.
 //!    No cookie is ever read, so a cross-site page cannot forge a request.
@@ -140,6 +152,15 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .route("/v1/refresh", post(crate::webhook::refresh))
+        .route("/v1/notifications", get(crate::notifications::list))
+        .route(
+            "/v1/mutes",
+            get(crate::notifications::mutes).post(crate::notifications::add_mute),
+        )
+        .route(
+            "/v1/mutes/{id}",
+            axum::routing::delete(crate::notifications::delete_mute),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state.clone())
@@ -224,7 +245,10 @@ fn has_body(headers: &HeaderMap) -> bool {
 
 /// Method, body and token rules, then the security headers on the way out.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let admin_route = req.method() == Method::POST && req.uri().path() == "/v1/refresh";
+    let path = req.uri().path();
+    let admin_route = (req.method() == Method::POST
+        && (path == "/v1/refresh" || path == "/v1/mutes"))
+        || (req.method() == Method::DELETE && path.starts_with("/v1/mutes/"));
     let mut resp = if admin_route {
         match state.admin_token() {
             None => h::error(

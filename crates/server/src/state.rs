@@ -134,6 +134,7 @@ struct Inner {
     stop: watch::Sender<bool>,
     intake: crate::webhook::Intake,
     admin: OnceLock<Secret>,
+    notifier: OnceLock<Arc<connhealth_notify::Notifier>>,
 }
 
 /// The state the routes serve from, shared (cheap to clone) between the poller and the
@@ -196,6 +197,7 @@ impl AppState {
                 stop,
                 intake: crate::webhook::Intake::default(),
                 admin: OnceLock::new(),
+                notifier: OnceLock::new(),
             }),
         }
     }
@@ -279,6 +281,12 @@ impl AppState {
     /// `store_write_failed` (while writes fail) and `store_events_dropped` (once events were
     /// dropped past the journal's bound).
     pub fn record_written(&self, w: &Written) {
+        if !w.events.is_empty() {
+            // Their outbox rows were written with them.
+            if let Some(n) = self.notifier() {
+                n.wake();
+            }
+        }
         {
             let mut s = lock(&self.inner.store_stats);
             s.configured = true;
@@ -488,6 +496,18 @@ impl AppState {
     /// counts.
     pub fn set_admin_token(&self, token: Secret) {
         let _ = self.inner.admin.set(token);
+    }
+
+    /// Deliver notifications with `notifier`: `/v1/notifications` lists its sinks, `/v1/mutes`
+    /// its config mutes, `/metrics` its counters, and every stored event wakes it. Only the
+    /// first call counts.
+    pub fn set_notifier(&self, notifier: Arc<connhealth_notify::Notifier>) {
+        let _ = self.inner.notifier.set(notifier);
+    }
+
+    /// The notifier, when one is set.
+    pub fn notifier(&self) -> Option<&Arc<connhealth_notify::Notifier>> {
+        self.inner.notifier.get()
     }
 
     pub(crate) fn admin_token(&self) -> Option<&Secret> {

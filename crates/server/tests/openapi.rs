@@ -742,6 +742,7 @@ async fn the_openapi_document_is_valid_and_every_route_answers_as_documented() {
     server.stop().await.unwrap();
 
     post_routes(&mut doc, &fleet).await;
+    notify_routes(&mut doc, &fleet).await;
 
     // 401s: a server with a token.
     let server = Running::start(
@@ -967,5 +968,208 @@ async fn post_routes(doc: &mut Doc, fleet: &Fleet) {
     let r = refresh(&server, Some(ADMIN), &good).await;
     assert_eq!(doc.check_op("post", r_t, r).await.0, 429);
     fleet.subtotal.faults().clear();
+    server.stop().await.unwrap();
+}
+
+/// `/v1/notifications` and `/v1/mutes`: every documented status, for real, over a real store
+/// and a real notifier.
+async fn notify_routes(doc: &mut Doc, fleet: &Fleet) {
+    const ADMIN: &str = "admin-token-openapi-notify-77c1";
+    let watcher = || fleet_watcher(fleet, Duration::from_secs(3600));
+    async fn send(
+        server: &Running,
+        method: reqwest::Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<String>,
+    ) -> reqwest::Response {
+        let mut req = server.client.request(method, server.url(path));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        if let Some(a) = auth {
+            req = req.bearer_auth(a);
+        }
+        req.send().await.unwrap()
+    }
+    use reqwest::Method;
+    let (n_t, m_t, d_t) = ("/v1/notifications", "/v1/mutes", "/v1/mutes/{id}");
+    let until = (Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let good = json!({"match": {"provider": "violet", "customer": "violet:c9"}, "until": until, "reason": "maintenance"}).to_string();
+
+    // No store: 503 everywhere (the admin token set).
+    let bare = Running::start_with(watcher(), Options::default(), |s| {
+        s.state()
+            .set_admin_token(connhealth_core::Secret::new(ADMIN));
+        s
+    })
+    .await;
+    for (method, template, path, body) in [
+        (Method::GET, n_t, n_t, None),
+        (Method::GET, m_t, m_t, None),
+        (Method::POST, m_t, m_t, Some(good.clone())),
+        (Method::DELETE, d_t, "/v1/mutes/1", None),
+    ] {
+        let op = method.as_str().to_lowercase();
+        let r = send(&bare, method, path, Some(ADMIN), body).await;
+        assert_eq!(doc.check_op(&op, template, r).await.0, 503, "{path}");
+    }
+    bare.stop().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = connhealth_store::StoreUrl::parse_relative_to("sqlite://connhealth.db", dir.path())
+        .unwrap();
+    let store = connhealth_store::open(&url, Default::default())
+        .await
+        .unwrap();
+    // No admin token configured: 403 for the writes.
+    let (journal, loaded) = connhealth_store::Journal::load(store.clone(), Default::default())
+        .await
+        .unwrap();
+    let closed = Running::start_with(watcher().with_state(loaded), Options::default(), |s| {
+        s.with_store(journal, |_| {})
+    })
+    .await;
+    let r = send(&closed, Method::POST, m_t, Some(ADMIN), Some(good.clone())).await;
+    assert_eq!(doc.check_op("post", m_t, r).await.0, 403);
+    let r = send(&closed, Method::DELETE, "/v1/mutes/1", Some(ADMIN), None).await;
+    assert_eq!(doc.check_op("delete", d_t, r).await.0, 403);
+    closed.stop().await.unwrap();
+
+    // A store, the admin token, a notifier with one sink (nothing listens there: its rows
+    // stay pending) and a config mute.
+    let sink: connhealth_notify::SinkConfig = serde_json::from_value(json!({
+        "name": "ops", "kind": "webhook", "url": "http://127.0.0.1:9/hook",
+        "secret_env": "OPENAPI_NOTIFY_SECRET", "retry_schedule": ["1h"],
+    }))
+    .unwrap();
+    let sink = sink
+        .validate_with(|_| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()))
+        .unwrap();
+    let config_mute: connhealth_notify::Mute = serde_json::from_value(json!({
+        "match": {"connection": "violet:c1:shopify"}, "until": until, "reason": "from the file",
+    }))
+    .unwrap();
+    let notifier = Arc::new(
+        connhealth_notify::Notifier::new(
+            store.clone(),
+            vec![sink],
+            vec![config_mute],
+            Default::default(),
+        )
+        .unwrap(),
+    );
+    let change: Change = serde_json::from_value(json!({
+        "event": "status_changed", "from": "healthy", "to": "disconnected",
+        "connection_id": "violet:c2:shopify", "provider": "violet", "customer_id": "c2",
+        "platform": "shopify", "at": Utc::now(), "since": null,
+    }))
+    .unwrap();
+    store
+        .commit_poll(connhealth_store::PollRecord {
+            at: Utc::now(),
+            events: vec![connhealth_store::NewEvent {
+                change,
+                source: connhealth_store::Source::Poll,
+                notify: vec!["ops".into()],
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (journal, loaded) = connhealth_store::Journal::load(store.clone(), Default::default())
+        .await
+        .unwrap();
+    let server = Running::start_with(watcher().with_state(loaded), Options::default(), |s| {
+        s.state()
+            .set_admin_token(connhealth_core::Secret::new(ADMIN));
+        s.with_store(journal, |_| {}).with_notifier(notifier)
+    })
+    .await;
+    let r = send(&server, Method::GET, n_t, None, None).await;
+    let (code, body) = doc.check(n_t, r).await;
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["sinks"][0]["name"], "ops");
+    assert!(!body.contains("127.0.0.1:9"), "no sink URL: {body}");
+    for q in ["?state=lost", "?limit=0", "?colour=red"] {
+        let r = send(&server, Method::GET, &format!("{n_t}{q}"), None, None).await;
+        assert_eq!(doc.check(n_t, r).await.0, 400, "{q}");
+    }
+    let r = send(
+        &server,
+        Method::GET,
+        &format!("{n_t}?state=delivered&sink=ops"),
+        None,
+        None,
+    )
+    .await;
+    let (_, body) = doc.check(n_t, r).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["items"],
+        json!([])
+    );
+
+    for (auth, body, code) in [
+        (None, good.clone(), 401),
+        (Some("wrong-admin-token-xxxxxxxx"), good.clone(), 401),
+        (Some(ADMIN), "not json".to_owned(), 400),
+        (
+            Some(ADMIN),
+            json!({"match": {}, "until": until}).to_string(),
+            400,
+        ),
+        (
+            Some(ADMIN),
+            json!({"match": {"provider": "violet"}, "until": "2001-01-01T00:00:00Z"}).to_string(),
+            400,
+        ),
+        (
+            Some(ADMIN),
+            json!({"match": {"provider": "violet"}, "until": until, "colour": 1}).to_string(),
+            400,
+        ),
+        (Some(ADMIN), good.clone(), 201),
+    ] {
+        let r = send(&server, Method::POST, m_t, auth, Some(body.clone())).await;
+        assert_eq!(doc.check_op("post", m_t, r).await.0, code, "{body}");
+    }
+    let r = send(&server, Method::GET, m_t, None, None).await;
+    let (code, body) = doc.check(m_t, r).await;
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{v}");
+    assert_eq!(
+        (items[0]["id"].clone(), items[0]["source"].clone()),
+        (json!("config-1"), json!("config"))
+    );
+    assert_eq!(items[1]["source"], "api");
+    assert_eq!(
+        items[1]["match"],
+        json!({"provider": "violet", "customer": "violet:c9"})
+    );
+    let api_id = items[1]["id"].as_i64().unwrap();
+
+    for (auth, path, code) in [
+        (None, format!("/v1/mutes/{api_id}"), 401),
+        (Some(ADMIN), "/v1/mutes/config-1".to_owned(), 409),
+        (Some(ADMIN), "/v1/mutes/999".to_owned(), 404),
+        (Some(ADMIN), "/v1/mutes/nope".to_owned(), 404),
+        (Some(ADMIN), format!("/v1/mutes/{api_id}"), 200),
+        (Some(ADMIN), format!("/v1/mutes/{api_id}"), 404),
+    ] {
+        let r = send(&server, Method::DELETE, &path, auth, None).await;
+        assert_eq!(doc.check_op("delete", d_t, r).await.0, code, "{path}");
+    }
+    let left = store.mutes(Utc::now()).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    // The counters are in /metrics.
+    let metrics = server.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("connhealth_notify_sink_disabled{sink=\"ops\"} 0"),
+        "{metrics}"
+    );
     server.stop().await.unwrap();
 }
