@@ -52,6 +52,12 @@ struct RawTop {
     retention_days: Option<u32>,
     #[serde(default)]
     provider: Vec<toml::Value>,
+    /// `[[notify]]` sinks (connhealth-notify validates them).
+    #[serde(default)]
+    notify: Vec<connhealth_notify::SinkConfig>,
+    /// `[[mute]]` tables (`until` a TOML date-time or an RFC 3339 string).
+    #[serde(default)]
+    mute: Vec<toml::Value>,
 }
 
 /// The top-level store keys only (for `history` and `uptime`, which need no provider).
@@ -146,6 +152,10 @@ pub struct Config {
     pub providers: Vec<ProviderEntry>,
     /// The store keys.
     pub store: StoreSettings,
+    /// The `[[notify]]` sinks, validated (their env vars read, their URLs checked).
+    pub sinks: Vec<connhealth_notify::Sink>,
+    /// The `[[mute]]` tables.
+    pub mutes: Vec<connhealth_notify::Mute>,
 }
 
 /// Why one `[[provider]]` table was refused (before the file and table are named).
@@ -339,12 +349,72 @@ impl Config {
                 provider,
             });
         }
+        let (sinks, mutes) = notify_from_raw(path, &raw.notify, raw.mute, env)?;
         Ok(Config {
             path: path.to_owned(),
             providers,
             store,
+            sinks,
+            mutes,
         })
     }
+}
+
+/// The `[[notify]]` and `[[mute]]` keys only (for `notify test`, which asks no provider).
+#[derive(Debug, Deserialize)]
+struct RawNotifyKeys {
+    #[serde(default)]
+    notify: Vec<connhealth_notify::SinkConfig>,
+    #[serde(default)]
+    mute: Vec<toml::Value>,
+}
+
+/// Read and validate only the `[[notify]]` and `[[mute]]` tables of a config file.
+pub fn load_notify(
+    path: &Path,
+    env: Lookup<'_>,
+) -> Result<(Vec<connhealth_notify::Sink>, Vec<connhealth_notify::Mute>), CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::NoInput(format!(
+            "{}: cannot read config file: {}",
+            path.display(),
+            io_reason(&e)
+        ))
+    })?;
+    let raw: RawNotifyKeys = serde_path_to_error::deserialize(toml::Deserializer::new(&text))
+        .map_err(|e| config_error(path, located(&text, &e)))?;
+    notify_from_raw(path, &raw.notify, raw.mute, env)
+}
+
+/// Validate the sinks against `env` (one line naming the file and the sink) and read the
+/// mutes (`until` a TOML date-time or an RFC 3339 string).
+fn notify_from_raw(
+    path: &Path,
+    notify: &[connhealth_notify::SinkConfig],
+    mute: Vec<toml::Value>,
+    env: Lookup<'_>,
+) -> Result<(Vec<connhealth_notify::Sink>, Vec<connhealth_notify::Mute>), CliError> {
+    let mut mutes = Vec::new();
+    for (i, mut m) in mute.into_iter().enumerate() {
+        // A bare TOML date-time is handed on as its RFC 3339 text.
+        if let Some(t) = m.as_table_mut() {
+            if let Some(toml::Value::Datetime(d)) = t.get("until") {
+                let text = d.to_string();
+                t.insert("until".into(), toml::Value::String(text));
+            }
+        }
+        let parsed: connhealth_notify::Mute = serde_path_to_error::deserialize(m).map_err(|e| {
+            let key = e.path().to_string();
+            config_error(
+                path,
+                format!("mute[{i}].{key}: {}", toml_message(e.inner())),
+            )
+        })?;
+        mutes.push(parsed);
+    }
+    let sinks =
+        connhealth_notify::validate_all(notify, &mutes, env).map_err(|e| config_error(path, e))?;
+    Ok((sinks, mutes))
 }
 
 fn clamp_i64(v: u64) -> i64 {

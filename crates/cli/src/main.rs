@@ -16,6 +16,7 @@
 
 mod config;
 mod error;
+mod notify;
 mod output;
 mod providers;
 mod serve;
@@ -212,10 +213,51 @@ enum Command {
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
     },
+    /// The notification outbox from the store: each delivery's state, attempts and last error,
+    /// newest first (and the sinks a 410 disabled).
+    Notifications {
+        /// Only this sink's deliveries.
+        #[arg(long, value_name = "NAME")]
+        sink: Option<String>,
+        /// Only deliveries in this state.
+        #[arg(long, value_parser = notify::STATES)]
+        state: Option<String>,
+        /// The store; default: the config's `store`, else sqlite://connhealth.db next to it.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// The config file whose `store` to read (providers are not asked).
+        #[arg(long, short, default_value = "connhealth.toml")]
+        config: PathBuf,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10000))]
+        limit: u64,
+        /// Output format.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+    /// Notification helpers.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyCommand {
+    /// Send one signed test event to a `[[notify]]` sink now and print the outcome (exit 0
+    /// when it was delivered, 69 when not).
+    Test {
+        /// The sink's name.
+        #[arg(long, value_name = "NAME")]
+        sink: String,
+        /// The config file (only its `[[notify]]` tables are read).
+        #[arg(long, short, default_value = "connhealth.toml")]
+        config: PathBuf,
     },
 }
 
@@ -370,7 +412,19 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 None => store::choose(store.as_deref(), &cfg.store, None)?,
             };
             match chosen {
-                Some(choice) => watch::run_with_store(&mut watcher, &choice, once).await,
+                Some(choice) => {
+                    watch::run_with_store(
+                        &mut watcher,
+                        &choice,
+                        once,
+                        cfg.sinks.clone(),
+                        cfg.mutes.clone(),
+                    )
+                    .await
+                }
+                None if !cfg.sinks.is_empty() => Err(CliError::Usage(
+                    "[[notify]] needs a store (the outbox lives there): give --store or the config's `store`".into(),
+                )),
                 None => watch::run(&mut watcher, state.as_deref(), once, &configured).await,
             }
         }
@@ -391,6 +445,33 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             .await?;
             print_text(&text);
             Ok(0)
+        }
+        Command::Notifications {
+            sink,
+            state,
+            store,
+            config,
+            limit,
+            format,
+        } => {
+            let choice = store::choose_for_reading(store.as_deref(), &config)?;
+            let text = notify::notifications(
+                &choice,
+                sink.as_deref(),
+                state.as_deref(),
+                usize::try_from(limit).unwrap_or(10000),
+                format == "json",
+            )
+            .await?;
+            print_text(&text);
+            Ok(0)
+        }
+        Command::Notify {
+            command: NotifyCommand::Test { sink, config },
+        } => {
+            let (text, code) = notify::test(&config, &sink).await?;
+            print_text(&text);
+            Ok(code)
         }
         Command::Uptime {
             window,
@@ -454,6 +535,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 idle_timeout,
                 max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
                 admin_token: admin_token.map(Secret::new),
+                sinks: cfg.sinks.clone(),
+                mutes: cfg.mutes.clone(),
             };
             serve::run(watcher, opts).await
         }
@@ -498,6 +581,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                     idle_timeout: connhealth_server::DEFAULT_IDLE_TIMEOUT,
                     max_connections: connhealth_server::DEFAULT_MAX_CONNECTIONS,
                     admin_token: None,
+                    sinks: Vec::new(),
+                    mutes: Vec::new(),
                 },
             )
             .await;

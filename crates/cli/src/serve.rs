@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use connhealth_core::watch::Watcher;
@@ -37,6 +38,35 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// See [`ServerConfig::max_connections`].
     pub max_connections: usize,
+    /// The config's `[[notify]]` sinks (delivered from the store's outbox).
+    pub sinks: Vec<connhealth_notify::Sink>,
+    /// The config's `[[mute]]` tables.
+    pub mutes: Vec<connhealth_notify::Mute>,
+}
+
+/// The notifier of `sinks` over the journal's store (none without sinks), with the journal
+/// naming each event's sinks so its outbox rows are written in the event's transaction.
+pub fn notifier_for(
+    journal: &mut connhealth_store::Journal,
+    sinks: Vec<connhealth_notify::Sink>,
+    mutes: Vec<connhealth_notify::Mute>,
+) -> Result<Option<Arc<connhealth_notify::Notifier>>, CliError> {
+    if sinks.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
+    let n = connhealth_notify::Notifier::new(
+        journal.store().clone(),
+        sinks,
+        mutes,
+        connhealth_notify::NotifierOptions::default(),
+    )
+    .map_err(|e| CliError::Config(e.to_string()))?;
+    let n = Arc::new(n);
+    let router = n.clone();
+    journal.set_router(move |c| router.route(c));
+    eprintln!("connhealth: notifying {}", escape(&names.join(", ")));
+    Ok(Some(n))
 }
 
 /// Serves until Ctrl-C (then `Ok(0)`). The providers' HTTP counters reach `/metrics` through
@@ -52,11 +82,20 @@ pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliErr
         },
         None => None,
     };
-    let journal = match &opts.store {
+    let mut journal = match &opts.store {
         Some(choice) => {
             let (journal, loaded) = crate::store::open_journal(choice).await?;
             watcher.set_state(loaded);
             Some(journal)
+        }
+        None => None,
+    };
+    let notifier = match journal.as_mut() {
+        Some(journal) => notifier_for(journal, opts.sinks, opts.mutes)?,
+        None if !opts.sinks.is_empty() => {
+            return Err(CliError::Usage(
+                "[[notify]] needs a store (the outbox lives there): serve without --state".into(),
+            ))
         }
         None => None,
     };
@@ -90,6 +129,9 @@ pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliErr
         eprintln!(
             "connhealth: warning: --token is visible to every user of this machine (ps, /proc); prefer the CONNHEALTH_TOKEN environment variable"
         );
+    }
+    if let Some(n) = notifier {
+        server = server.with_notifier(n);
     }
     if let Some(journal) = journal {
         let name = escape(journal.store().name()).into_owned();

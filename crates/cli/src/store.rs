@@ -146,7 +146,7 @@ fn detail(e: &StoredEvent) -> String {
 }
 
 /// Lay out rows under a header, each column as wide as its widest cell.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

@@ -114,9 +114,30 @@ pub async fn run_with_store(
     watcher: &mut Watcher,
     choice: &crate::store::StoreChoice,
     once: bool,
+    sinks: Vec<connhealth_notify::Sink>,
+    mutes: Vec<connhealth_notify::Mute>,
 ) -> Result<i32, CliError> {
     let (mut journal, loaded) = crate::store::open_journal(choice).await?;
     watcher.set_state(loaded);
+    // With `[[notify]]`, events get their outbox rows and this process delivers them (while
+    // it holds the store's delivery lease; `--once` delivers what is due once, after writing).
+    let notifier = crate::serve::notifier_for(&mut journal, sinks, mutes)?;
+    if let Some(n) = &notifier {
+        if let Err(e) = n.restore().await {
+            eprintln!(
+                "connhealth: cannot read the disabled sinks: {}",
+                escape(&e.to_string())
+            );
+        }
+    }
+    let _deliverer = match (&notifier, once) {
+        (Some(n), false) => Some(AbortOnDrop(n.clone().spawn_leased(
+            std::time::Duration::from_secs(1),
+            format!("watch-pid{}", std::process::id()),
+            std::time::Duration::from_secs(30),
+        ))),
+        _ => None,
+    };
     loop {
         let poll = watcher.poll().await;
         let written = journal
@@ -157,12 +178,32 @@ pub async fn run_with_store(
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
             Err(e) => return Err(CliError::Io(format!("cannot write events: {e}"))),
         }
+        if let (Some(n), false) = (&notifier, written.events.is_empty()) {
+            n.wake();
+        }
         if once {
+            if let Some(n) = &notifier {
+                if let Err(e) = n.tick().await {
+                    eprintln!(
+                        "connhealth: delivering notifications failed: {}",
+                        escape(&e.to_string())
+                    );
+                }
+            }
             return Ok(0);
         }
         tokio::select! {
             _ = tokio::time::sleep(watcher.next_delay()) => {}
             _ = tokio::signal::ctrl_c() => return Ok(0),
         }
+    }
+}
+
+/// Aborts a task when dropped (the delivery worker ends with the command).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -53,7 +53,7 @@ pub use config::{
 pub use guard::{is_private, PrivateAddress, SystemResolver};
 pub use sign::Signer;
 pub use worker::{
-    parse_retry_after, Attempt, Clock, MetricOutcome, MetricRow, Metrics, Notifier,
+    parse_retry_after, send_test, Attempt, Clock, MetricOutcome, MetricRow, Metrics, Notifier,
     NotifierOptions, SystemClock, TickReport, TokioClock, DIGEST_THRESHOLD, LEASE,
 };
 

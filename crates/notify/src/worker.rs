@@ -312,24 +312,7 @@ impl Notifier {
     ) -> Result<Notifier, NotifyError> {
         let mut rts = Vec::new();
         for sink in sinks {
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .timeout(sink.timeout)
-                .connect_timeout(sink.timeout)
-                .user_agent(concat!("connhealth-notify/", env!("CARGO_PKG_VERSION")))
-                .dns_resolver(Arc::new(Guard {
-                    inner: opts.resolver.clone(),
-                    allow_private: sink.allow_private,
-                }))
-                .build()
-                .map_err(|e| {
-                    NotifyError::Config(format!(
-                        "notify {:?}: HTTP client: {}",
-                        sink.name,
-                        e.without_url()
-                    ))
-                })?;
+            let client = client_for(&sink, &opts)?;
             rts.push(SinkRt {
                 sink,
                 client,
@@ -822,55 +805,7 @@ impl Notifier {
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Attempt {
-        let ts = now.timestamp();
-        let mut req = rt
-            .client
-            .post(rt.sink.url.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec());
-        if let Some(signer) = &rt.sink.signer {
-            req = req
-                .header("webhook-id", message_id)
-                .header("webhook-timestamp", ts.to_string())
-                .header("webhook-signature", signer.sign(message_id, ts, body));
-        }
-        let mut resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => return classify_error(&e, rt.sink.timeout),
-        };
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now));
-        // Read (capped) and ignore the body: it is never logged or stored.
-        let mut read = 0usize;
-        while read < self.body_cap {
-            match resp.chunk().await {
-                Ok(Some(c)) => read += c.len(),
-                _ => break,
-            }
-        }
-        drop(resp);
-        let code = status.as_u16();
-        if status.is_success() {
-            Attempt::Delivered(code)
-        } else if code == 410 {
-            Attempt::Gone
-        } else if status.is_redirection() {
-            Attempt::Retry {
-                error: format!("HTTP {code}: a redirect (not followed)"),
-                retry_after: None,
-            }
-        } else if code == 429 || status.is_server_error() {
-            Attempt::Retry {
-                error: format!("HTTP {code}"),
-                retry_after,
-            }
-        } else {
-            Attempt::Fail(format!("HTTP {code}"))
-        }
+        attempt(rt, self.body_cap, message_id, body, now).await
     }
 
     /// Send one signed test event to a sink now (`connhealth notify test --sink NAME`),
@@ -879,23 +814,125 @@ impl Notifier {
         let rt = self
             .rt(sink)
             .ok_or_else(|| NotifyError::Config(format!("no sink named {sink:?}")))?;
-        let now = self.clock.now();
-        let id = format!("msg_test_{}", now.timestamp_micros());
-        let body = match rt.sink.kind {
-            SinkKind::Webhook => serde_json::json!({
-                "type": "connhealth.test",
-                "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "data": {"message": "a test notification from connhealth", "sink": sink},
-            }),
-            SinkKind::Slack => serde_json::json!({
-                "text": format!("connhealth: a test notification for sink {}", message::slack_escape(sink)),
-            }),
-        };
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| NotifyError::Internal(format!("encoding a message: {e}")))?;
-        let a = self.attempt(rt, &id, &body, now).await;
+        let a = test_attempt(rt, sink, self.body_cap, self.clock.now()).await?;
         self.metrics.add(sink, MetricOutcome::Request, 1);
         Ok(a)
+    }
+}
+
+/// One sink's HTTP client: no redirects, no proxy, its timeout, the SSRF guard.
+fn client_for(sink: &Sink, opts: &NotifierOptions) -> Result<reqwest::Client, NotifyError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(sink.timeout)
+        .connect_timeout(sink.timeout)
+        .user_agent(concat!("connhealth-notify/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(Guard {
+            inner: opts.resolver.clone(),
+            allow_private: sink.allow_private,
+        }))
+        .build()
+        .map_err(|e| {
+            NotifyError::Config(format!(
+                "notify {:?}: HTTP client: {}",
+                sink.name,
+                e.without_url()
+            ))
+        })
+}
+
+/// Send one signed test event to `sink` now (`connhealth notify test --sink NAME`), without a
+/// store: the same client, signature and classification as a real delivery.
+pub async fn send_test(sink: Sink, opts: NotifierOptions) -> Result<Attempt, NotifyError> {
+    let name = sink.name.clone();
+    let client = client_for(&sink, &opts)?;
+    let rt = SinkRt {
+        sink,
+        client,
+        disabled: AtomicBool::new(false),
+    };
+    test_attempt(&rt, &name, opts.body_cap, opts.clock.now()).await
+}
+
+async fn test_attempt(
+    rt: &SinkRt,
+    sink: &str,
+    body_cap: usize,
+    now: DateTime<Utc>,
+) -> Result<Attempt, NotifyError> {
+    let id = format!("msg_test_{}", now.timestamp_micros());
+    let body = match rt.sink.kind {
+        SinkKind::Webhook => serde_json::json!({
+            "type": "connhealth.test",
+            "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "data": {"message": "a test notification from connhealth", "sink": sink},
+        }),
+        SinkKind::Slack => serde_json::json!({
+            "text": format!("connhealth: a test notification for sink {}", message::slack_escape(sink)),
+        }),
+    };
+    let body = serde_json::to_vec(&body)
+        .map_err(|e| NotifyError::Internal(format!("encoding a message: {e}")))?;
+    Ok(attempt(rt, body_cap, &id, &body, now).await)
+}
+
+/// Send one message (signed for a webhook sink) and classify the answer.
+async fn attempt(
+    rt: &SinkRt,
+    body_cap: usize,
+    message_id: &str,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Attempt {
+    let ts = now.timestamp();
+    let mut req = rt
+        .client
+        .post(rt.sink.url.expose())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_vec());
+    if let Some(signer) = &rt.sink.signer {
+        req = req
+            .header("webhook-id", message_id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", signer.sign(message_id, ts, body));
+    }
+    let mut resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return classify_error(&e, rt.sink.timeout),
+    };
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now));
+    // Read (capped) and ignore the body: it is never logged or stored.
+    let mut read = 0usize;
+    while read < body_cap {
+        match resp.chunk().await {
+            Ok(Some(c)) => read += c.len(),
+            _ => break,
+        }
+    }
+    drop(resp);
+    let code = status.as_u16();
+    if status.is_success() {
+        Attempt::Delivered(code)
+    } else if code == 410 {
+        Attempt::Gone
+    } else if status.is_redirection() {
+        Attempt::Retry {
+            error: format!("HTTP {code}: a redirect (not followed)"),
+            retry_after: None,
+        }
+    } else if code == 429 || status.is_server_error() {
+        Attempt::Retry {
+            error: format!("HTTP {code}"),
+            retry_after,
+        }
+    } else {
+        Attempt::Fail(format!("HTTP {code}"))
     }
 }
 
