@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use connhealth_core::{ChangeKind, Remediation};
-use connhealth_store::StoredEvent;
+use connhealth_store::{ConnectionItem, StoredEvent};
 use serde_json::{json, Value};
 
 /// At most this many events are listed in a digest's `events`.
@@ -156,6 +156,59 @@ pub fn slack_digest(events: &[&StoredEvent]) -> Value {
         text.push_str(&format!("\n… and {} more", events.len() - DIGEST_EVENTS));
     }
     // Slack cuts a section's text at 3000 characters; the plain `text` carries it all.
+    let short: String = text.chars().take(2900).collect();
+    json!({
+        "text": text,
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": short}}],
+    })
+}
+
+fn reminder_item(i: &ConnectionItem, now: DateTime<Utc>) -> Value {
+    let c = &i.connection;
+    json!({
+        "connection_id": c.id,
+        "provider": c.provider,
+        "customer_id": c.customer.id,
+        "platform": c.platform,
+        "status": c.status,
+        "since": i.since,
+        "bad_for_seconds": (now - i.since).num_seconds().max(0),
+        "problems": c.problems,
+    })
+}
+
+/// The body of a reminder (`remind_after`): `{type: "connhealth.reminder", timestamp, data:
+/// {count, connections}}`, `connections` the first [`DIGEST_EVENTS`] of those still bad, each
+/// `{connection_id, provider, customer_id, platform, status, since, bad_for_seconds,
+/// problems}` (`since`: when the current status began).
+pub fn reminder_body(items: &[&ConnectionItem], now: DateTime<Utc>) -> Value {
+    json!({
+        "type": "connhealth.reminder",
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "data": {
+            "count": items.len(),
+            "connections": items.iter().take(DIGEST_EVENTS).map(|i| reminder_item(i, now)).collect::<Vec<_>>(),
+        },
+    })
+}
+
+/// A Slack message for a reminder.
+pub fn slack_reminder(items: &[&ConnectionItem], now: DateTime<Utc>) -> Value {
+    let mut text = format!("*connhealth: {} connections still bad*", items.len());
+    for i in items.iter().take(DIGEST_EVENTS) {
+        let c = &i.connection;
+        let hours = (now - i.since).num_minutes() as f64 / 60.0;
+        text.push_str(&format!(
+            "\n*{}* · customer {} · {}: *{}* for {hours:.1} h",
+            slack_escape(&c.provider),
+            slack_escape(&c.customer.id),
+            slack_escape(&c.platform),
+            c.status.as_str()
+        ));
+    }
+    if items.len() > DIGEST_EVENTS {
+        text.push_str(&format!("\n… and {} more", items.len() - DIGEST_EVENTS));
+    }
     let short: String = text.chars().take(2900).collect();
     json!({
         "text": text,

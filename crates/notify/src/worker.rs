@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use connhealth_core::{Change, ChangeKind, Status};
-use connhealth_store::{Delivery, DeliveryState, DeliveryUpdate, Store, StoredEvent};
+use connhealth_store::{
+    ConnectionFilter, ConnectionItem, Delivery, DeliveryState, DeliveryUpdate, ReminderMark, Store,
+    StoredEvent,
+};
 use reqwest::dns::Resolve;
 use serde::Serialize;
 
@@ -110,6 +113,8 @@ pub enum MetricOutcome {
     SinkDisabled,
     /// One HTTP request sent (whatever its outcome).
     Request,
+    /// A still-bad connection announced in a `connhealth.reminder` (`remind_after`).
+    Reminded,
 }
 
 impl MetricOutcome {
@@ -122,6 +127,7 @@ impl MetricOutcome {
             MetricOutcome::Muted => "muted",
             MetricOutcome::SinkDisabled => "sink_disabled",
             MetricOutcome::Request => "request",
+            MetricOutcome::Reminded => "reminded",
         }
     }
 }
@@ -210,6 +216,8 @@ pub struct TickReport {
     pub sink_disabled: usize,
     /// Rows held for their digest window.
     pub held: usize,
+    /// Connections announced in a `connhealth.reminder`.
+    pub reminded: usize,
 }
 
 /// The result of one HTTP attempt.
@@ -541,7 +549,8 @@ impl Notifier {
             by_sink.entry(row.0.sink.as_str()).or_default().push(row);
         }
         let mut mutes = self.mutes();
-        if !due.is_empty() {
+        let reminds = self.sinks.iter().any(|s| s.sink.remind_after.is_some());
+        if !due.is_empty() || reminds {
             mutes.extend(self.store.mutes(now).await?.iter().map(Mute::from));
         }
         for (name, rows) in by_sink {
@@ -659,6 +668,9 @@ impl Notifier {
                 self.send_unit(rt, &unit, now, &mut report).await?;
             }
         }
+        if reminds {
+            self.remind(&mutes, now, &mut report).await?;
+        }
         Ok(report)
     }
 
@@ -744,19 +756,6 @@ impl Notifier {
                     .await?;
             }
             Attempt::Gone => {
-                rt.disabled.store(true, Ordering::Relaxed);
-                self.store
-                    .disable_sink(connhealth_store::DisabledSink {
-                        sink: name.to_owned(),
-                        fingerprint: rt.sink.fingerprint.clone(),
-                        disabled_at: now,
-                        reason: GONE.into(),
-                    })
-                    .await?;
-                tracing::error!(
-                    sink = name,
-                    "notify: the sink answered 410 Gone; it is disabled (kept in the store, across restarts) until its url or secret changes in the config"
-                );
                 let mut n = self
                     .set(
                         unit.rows(),
@@ -766,35 +765,207 @@ impl Notifier {
                         now,
                     )
                     .await?;
-                // Its other pending rows (retries not yet due) are settled too.
-                loop {
-                    let pending = self
-                        .store
-                        .deliveries(Some(name), Some(DeliveryState::Pending), 10_000)
-                        .await?;
-                    if pending.is_empty() {
-                        break;
-                    }
-                    let ids: Vec<i64> = pending.iter().map(|d| d.id).collect();
-                    n += ids.len();
-                    self.store
-                        .update_deliveries(
-                            ids,
-                            DeliveryUpdate {
-                                state: DeliveryState::SinkDisabled,
-                                next_attempt_at: now,
-                                last_error: Some(GONE.into()),
-                            },
-                            now,
-                        )
-                        .await?;
-                }
+                n += self.disable_on_gone(rt, now).await?;
                 self.metrics
                     .add(name, MetricOutcome::SinkDisabled, n as u64);
                 report.sink_disabled += n;
             }
         }
         Ok(())
+    }
+
+    /// A 410: the sink is disabled, durably (in the store, with its fingerprint), said in
+    /// the log, and its other pending rows are settled `sink_disabled`; how many.
+    async fn disable_on_gone(&self, rt: &SinkRt, now: DateTime<Utc>) -> Result<usize, NotifyError> {
+        let name = rt.sink.name.as_str();
+        rt.disabled.store(true, Ordering::Relaxed);
+        self.store
+            .disable_sink(connhealth_store::DisabledSink {
+                sink: name.to_owned(),
+                fingerprint: rt.sink.fingerprint.clone(),
+                disabled_at: now,
+                reason: GONE.into(),
+            })
+            .await?;
+        tracing::error!(
+            sink = name,
+            "notify: the sink answered 410 Gone; it is disabled (kept in the store, across restarts) until its url or secret changes in the config"
+        );
+        let mut n = 0;
+        // Its other pending rows (retries not yet due) are settled too.
+        loop {
+            let pending = self
+                .store
+                .deliveries(Some(name), Some(DeliveryState::Pending), 10_000)
+                .await?;
+            if pending.is_empty() {
+                break;
+            }
+            let ids: Vec<i64> = pending.iter().map(|d| d.id).collect();
+            n += ids.len();
+            self.store
+                .update_deliveries(
+                    ids,
+                    DeliveryUpdate {
+                        state: DeliveryState::SinkDisabled,
+                        next_attempt_at: now,
+                        last_error: Some(GONE.into()),
+                    },
+                    now,
+                )
+                .await?;
+        }
+        Ok(n)
+    }
+
+    /// `remind_after`: one `connhealth.reminder` per sink listing the connections still bad
+    /// (degraded, disconnected, action_required) for another `remind_after` since their status
+    /// began, through the sink's filters and the mutes. What was sent is kept in the store per
+    /// (sink, connection, status start), so a reminder goes once per `remind_after` across
+    /// restarts; a failed attempt is tried again after the schedule's first step.
+    async fn remind(
+        &self,
+        mutes: &[Mute],
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), NotifyError> {
+        let mut bad: Option<Vec<ConnectionItem>> = None;
+        for rt in &self.sinks {
+            let Some(every) = rt.sink.remind_after.filter(|d| !d.is_zero()) else {
+                continue;
+            };
+            if rt.disabled.load(Ordering::Relaxed) {
+                continue;
+            }
+            let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+            if bad.is_none() {
+                bad = Some(self.bad_connections().await?);
+            }
+            let items = bad.as_deref().unwrap_or_default();
+            if items.is_empty() {
+                continue;
+            }
+            let name = rt.sink.name.as_str();
+            let marks: BTreeMap<String, ReminderMark> = self
+                .store
+                .reminder_marks(name)
+                .await?
+                .into_iter()
+                .map(|m| (m.connection_id.clone(), m))
+                .collect();
+            let mut due: Vec<(&ConnectionItem, i64, i64)> = Vec::new();
+            for it in items {
+                let age = now - it.since;
+                if age < every {
+                    continue;
+                }
+                let c = &it.connection;
+                let change = Change {
+                    kind: ChangeKind::StatusChanged {
+                        from: c.status,
+                        to: c.status,
+                    },
+                    connection_id: Some(c.id.clone()),
+                    provider: c.provider.clone(),
+                    customer_id: Some(c.customer.id.clone()),
+                    platform: Some(c.platform.clone()),
+                    at: now,
+                    since: Some(it.since),
+                };
+                if !rt.sink.filter.matches(&change)
+                    || mutes.iter().any(|m| m.silences(&change, now))
+                {
+                    continue;
+                }
+                let k = age.num_milliseconds() / every.num_milliseconds().max(1);
+                let (sent, next) = match marks.get(&c.id) {
+                    Some(m) if m.since == it.since => (m.sent, m.next_at),
+                    _ => (0, it.since),
+                };
+                if sent < k && next <= now {
+                    due.push((it, k, sent));
+                }
+            }
+            if due.is_empty() {
+                continue;
+            }
+            let listed: Vec<&ConnectionItem> = due.iter().map(|(it, _, _)| *it).collect();
+            let body = match rt.sink.kind {
+                SinkKind::Webhook => message::reminder_body(&listed, now),
+                SinkKind::Slack => message::slack_reminder(&listed, now),
+            };
+            let body = serde_json::to_vec(&body)
+                .map_err(|e| NotifyError::Internal(format!("encoding a message: {e}")))?;
+            let id = format!("msg_remind_{}", now.timestamp_millis());
+            let a = attempt(rt, self.body_cap, &id, &body, now).await;
+            report.requests += 1;
+            self.metrics.add(name, MetricOutcome::Request, 1);
+            let n = due.len();
+            let marks_after = |delivered: bool, next: DateTime<Utc>| -> Vec<ReminderMark> {
+                due.iter()
+                    .map(|(it, k, sent)| ReminderMark {
+                        connection_id: it.connection.id.clone(),
+                        since: it.since,
+                        sent: if delivered { *k } else { *sent },
+                        next_at: next,
+                    })
+                    .collect()
+            };
+            match a {
+                Attempt::Delivered(_) => {
+                    self.store
+                        .set_reminder_marks(name, marks_after(true, now))
+                        .await?;
+                    self.metrics.add(name, MetricOutcome::Reminded, n as u64);
+                    report.reminded += n;
+                }
+                Attempt::Retry { error, .. } | Attempt::Fail(error) => {
+                    let step = rt
+                        .sink
+                        .retry_schedule
+                        .first()
+                        .copied()
+                        .unwrap_or(Duration::from_secs(5));
+                    let next = now + chrono::Duration::from_std(step).unwrap_or_default();
+                    tracing::warn!(sink = name, %error, connections = n, "notify: a reminder failed, will try again");
+                    self.store
+                        .set_reminder_marks(name, marks_after(false, next))
+                        .await?;
+                }
+                Attempt::Gone => {
+                    let n = self.disable_on_gone(rt, now).await?;
+                    self.metrics
+                        .add(name, MetricOutcome::SinkDisabled, n as u64);
+                    report.sink_disabled += n;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every stored connection in a bad status.
+    async fn bad_connections(&self) -> Result<Vec<ConnectionItem>, NotifyError> {
+        let filter = ConnectionFilter {
+            status: vec![
+                Status::Degraded,
+                Status::Disconnected,
+                Status::ActionRequired,
+            ],
+            ..ConnectionFilter::default()
+        };
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .connections(&filter, cursor.as_deref(), 1000)
+                .await?;
+            out.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// Send one message to a sink (signed for a webhook sink) and classify the answer.

@@ -954,3 +954,122 @@ async fn only_the_lease_holder_delivers() {
     );
     task.abort();
 }
+
+fn stored_conn(
+    customer: &str,
+    status: Status,
+    since: chrono::DateTime<chrono::Utc>,
+) -> connhealth_core::watch::Tracked {
+    let connection: connhealth_core::Connection = serde_json::from_value(json!({
+        "id": format!("violet:{customer}:shopify"), "provider": "violet",
+        "provider_connection_id": null,
+        "customer": {"id": customer, "name": "Customer", "email": "owner@example.com"},
+        "platform": "shopify", "role": "source", "status": status,
+        "provider_status": status.as_str(), "connected_at": null, "sync": null, "checks": [],
+        "problems": [], "accounts": [], "observed_at": since, "data_as_of": null,
+    }))
+    .unwrap();
+    connhealth_core::watch::Tracked {
+        connection,
+        since,
+        streak: 0,
+        worsening: false,
+    }
+}
+
+async fn upsert(store: &Arc<dyn connhealth_store::Store>, t: Vec<connhealth_core::watch::Tracked>) {
+    store
+        .commit_poll(connhealth_store::PollRecord {
+            at: t0(),
+            upserts: t,
+            ..connhealth_store::PollRecord::default()
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn remind_after_renotifies_a_still_bad_connection_once_per_interval_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    let rx = Receiver::start().await;
+    let mute: Mute = serde_json::from_value(json!({
+        "match": {"customer": "violet:c2"}, "until": t0() + chrono::Duration::days(30),
+    }))
+    .unwrap();
+    let sinks = || {
+        vec![webhook(
+            "ops",
+            &rx.url("/"),
+            json!({"remind_after": "1h", "retry_schedule": ["10m"]}),
+        )]
+    };
+    upsert(
+        &store,
+        vec![
+            stored_conn("c1", Status::Disconnected, t0()),
+            stored_conn("c2", Status::Disconnected, t0()),
+            stored_conn("c3", Status::Healthy, t0()),
+        ],
+    )
+    .await;
+    let n = notifier(store.clone(), sinks(), vec![mute.clone()]);
+    let step = |m: u64| tokio::time::advance(Duration::from_secs(m * 60));
+    assert_eq!(n.tick().await.unwrap().requests, 0);
+    step(59).await;
+    assert_eq!(n.tick().await.unwrap().requests, 0, "not before 1 h");
+    step(1).await;
+    let r = n.tick().await.unwrap();
+    assert_eq!((r.requests, r.reminded), (1, 1));
+    let got = rx.got();
+    let (id, body) = verify(&got[0]);
+    assert!(id.starts_with("msg_remind_"), "{id}");
+    assert_eq!(body["type"], "connhealth.reminder");
+    assert_eq!(body["data"]["count"], 1);
+    let c = &body["data"]["connections"][0];
+    assert_eq!(c["connection_id"], "violet:c1:shopify");
+    assert_eq!(c["status"], "disconnected");
+    assert_eq!(c["bad_for_seconds"], 3600);
+    assert!(
+        !got[0].body.windows(9).any(|w| w == b"example.c"),
+        "no e-mail in a reminder"
+    );
+    step(30).await;
+    assert_eq!(n.tick().await.unwrap().requests, 0, "once per interval");
+    drop(n);
+
+    // A restart at 1 h 30: nothing again until 2 h.
+    let opts = || NotifierOptions {
+        clock: Arc::new(TokioClock::starting_at(
+            t0() + chrono::Duration::minutes(90),
+        )),
+        ..NotifierOptions::default()
+    };
+    let n = Notifier::new(store.clone(), sinks(), vec![mute.clone()], opts()).unwrap();
+    assert_eq!(n.tick().await.unwrap().requests, 0);
+    step(30).await;
+    assert_eq!(
+        n.tick().await.unwrap().reminded,
+        1,
+        "the second reminder at 2 h"
+    );
+    // A sink down at 3 h: tried, then again after the schedule's first step (10 min).
+    rx.set(Behaviour::Status(503));
+    step(60).await;
+    assert_eq!(n.tick().await.unwrap().requests, 1);
+    assert_eq!(n.tick().await.unwrap().requests, 0, "not hammered");
+    rx.set(Behaviour::Ok);
+    step(10).await;
+    assert_eq!(n.tick().await.unwrap().reminded, 1);
+    assert_eq!(n.metrics().get("ops", MetricOutcome::Reminded), 2);
+    // Recovered: no more reminders.
+    upsert(&store, vec![stored_conn("c1", Status::Healthy, t0())]).await;
+    step(600).await;
+    assert_eq!(n.tick().await.unwrap().requests, 0);
+    let got = rx.got();
+    assert_eq!(got.len(), 4);
+    for g in &got {
+        let (_, b) = verify(g);
+        assert_ne!(b["data"]["connections"][0]["customer_id"], "c2", "muted");
+    }
+}

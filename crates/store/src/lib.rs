@@ -252,6 +252,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Re-enable a sink; `false` when it was not disabled.
     async fn enable_sink(&self, sink: &str) -> Result<bool>;
+
+    /// The `remind_after` marks of a sink.
+    async fn reminder_marks(&self, sink: &str) -> Result<Vec<ReminderMark>>;
+
+    /// Write (insert or replace) `remind_after` marks of a sink, in one transaction.
+    async fn set_reminder_marks(&self, sink: &str, marks: Vec<ReminderMark>) -> Result<()>;
 }
 
 /// A unit of work run in one transaction on a backend.
@@ -439,5 +445,13 @@ impl<B: Run> Store for B {
     async fn enable_sink(&self, sink: &str) -> Result<bool> {
         let s = sink.to_owned();
         write!(self, |tx| logic::enable_sink(tx, &s))
+    }
+    async fn reminder_marks(&self, sink: &str) -> Result<Vec<ReminderMark>> {
+        let s = sink.to_owned();
+        read!(self, |tx| logic::reminder_marks(tx, &s))
+    }
+    async fn set_reminder_marks(&self, sink: &str, marks: Vec<ReminderMark>) -> Result<()> {
+        let s = sink.to_owned();
+        write!(self, |tx| logic::set_reminder_marks(tx, &s, marks))
     }
 }

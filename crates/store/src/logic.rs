@@ -1242,3 +1242,44 @@ pub(crate) async fn enable_sink(tx: &mut dyn Tx, sink: &str) -> Result<bool> {
         .await?
         > 0)
 }
+
+pub(crate) async fn reminder_marks(tx: &mut dyn Tx, sink: &str) -> Result<Vec<ReminderMark>> {
+    let rows = tx
+        .query(
+            "SELECT connection_id, since_ms, sent, next_ms FROM reminders WHERE sink = $1",
+            &[sink.into()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ReminderMark {
+            connection_id: r[0].text().unwrap_or_default().to_owned(),
+            since: time(r[1].int().unwrap_or_default()),
+            sent: r[2].int().unwrap_or_default(),
+            next_at: time(r[3].int().unwrap_or_default()),
+        })
+        .collect())
+}
+
+pub(crate) async fn set_reminder_marks(
+    tx: &mut dyn Tx,
+    sink: &str,
+    marks: Vec<ReminderMark>,
+) -> Result<()> {
+    for m in marks {
+        tx.exec(
+            "INSERT INTO reminders (sink, connection_id, since_ms, sent, next_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sink, connection_id) DO UPDATE SET \
+             since_ms = excluded.since_ms, sent = excluded.sent, next_ms = excluded.next_ms",
+            &[
+                sink.into(),
+                m.connection_id.into(),
+                ms(m.since).into(),
+                m.sent.into(),
+                ms(m.next_at).into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}

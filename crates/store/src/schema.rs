@@ -153,6 +153,14 @@ CREATE TABLE disabled_sinks (
     fingerprint TEXT NOT NULL,
     disabled_ms BIGINT NOT NULL,
     reason TEXT NOT NULL
+);
+CREATE TABLE reminders (
+    sink TEXT NOT NULL,
+    connection_id TEXT NOT NULL,
+    since_ms BIGINT NOT NULL,
+    sent BIGINT NOT NULL,
+    next_ms BIGINT NOT NULL,
+    PRIMARY KEY (sink, connection_id)
 )
 "#,
 ];
@@ -263,6 +271,7 @@ pub(crate) const TABLES: &[&str] = &[
     "leases",
     "mutes",
     "disabled_sinks",
+    "reminders",
 ];
 
 /// The stored version on PostgreSQL without creating anything.

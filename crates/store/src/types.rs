@@ -582,3 +582,16 @@ pub struct DisabledSink {
     /// Why (e.g. "the sink answered 410 Gone").
     pub reason: String,
 }
+
+/// How far the `remind_after` reminders of one sink went for one connection that stays bad.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReminderMark {
+    /// The connection.
+    pub connection_id: String,
+    /// When its current (bad) status began: a new status starts counting again.
+    pub since: DateTime<Utc>,
+    /// Reminders delivered for this status.
+    pub sent: i64,
+    /// Not before this time (after a failed attempt).
+    pub next_at: DateTime<Utc>,
+}

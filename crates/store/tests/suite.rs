@@ -989,6 +989,17 @@ async fn mutes_and_disabled_sinks_are_durable(mut f: Fixture) {
     assert!(s.enable_sink("ops").await.unwrap());
     assert!(!s.enable_sink("ops").await.unwrap());
     assert!(s.disabled_sinks().await.unwrap().is_empty());
+    // Reminder marks: written, replaced, per sink.
+    let mark = |sent| ReminderMark {
+        connection_id: "violet:7".into(),
+        since: at(0),
+        sent,
+        next_at: at(3),
+    };
+    s.set_reminder_marks("ops", vec![mark(1)]).await.unwrap();
+    s.set_reminder_marks("ops", vec![mark(2)]).await.unwrap();
+    assert_eq!(s.reminder_marks("ops").await.unwrap(), vec![mark(2)]);
+    assert!(s.reminder_marks("chat").await.unwrap().is_empty());
 }
 
 async fn prune_keeps_what_retention_says(f: Fixture) {
