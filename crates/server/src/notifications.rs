@@ -87,7 +87,10 @@ pub(crate) async fn list(State(state): State<AppState>, RawQuery(q): RawQuery) -
                         json!({
                             "name": s.name,
                             "kind": s.kind,
-                            "disabled": n.is_disabled(&s.name),
+                            // This process's flag, or the store's record for this same config
+                        // (a replica that does not deliver has not restored the flag).
+                        "disabled": n.is_disabled(&s.name)
+                            || d.is_some_and(|d| d.fingerprint == s.fingerprint()),
                             "disabled_at": d.map(|d| d.disabled_at),
                             "disabled_reason": d.map(|d| d.reason.clone()),
                         })

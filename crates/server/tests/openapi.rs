@@ -1036,8 +1036,8 @@ async fn notify_routes(doc: &mut Doc, fleet: &Fleet) {
     assert_eq!(doc.check_op("delete", d_t, r).await.0, 403);
     closed.stop().await.unwrap();
 
-    // A store, the admin token, a notifier with one sink (nothing listens there: its rows
-    // stay pending) and a config mute.
+    // A store, the admin token, a notifier with one sink (nothing listens there; a 410 of an
+    // earlier run disabled it) and a config mute.
     let sink: connhealth_notify::SinkConfig = serde_json::from_value(json!({
         "name": "ops", "kind": "webhook", "url": "http://127.0.0.1:9/hook",
         "secret_env": "OPENAPI_NOTIFY_SECRET", "retry_schedule": ["1h"],
@@ -1045,6 +1045,16 @@ async fn notify_routes(doc: &mut Doc, fleet: &Fleet) {
     .unwrap();
     let sink = sink
         .validate_with(|_| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()))
+        .unwrap();
+    // A 410 seen by an earlier run: the store remembers it for this same config.
+    store
+        .disable_sink(connhealth_store::DisabledSink {
+            sink: "ops".into(),
+            fingerprint: sink.fingerprint().to_owned(),
+            disabled_at: Utc::now(),
+            reason: "the sink answered 410 Gone and is disabled".into(),
+        })
+        .await
         .unwrap();
     let config_mute: connhealth_notify::Mute = serde_json::from_value(json!({
         "match": {"connection": "violet:c1:shopify"}, "until": until, "reason": "from the file",
@@ -1092,6 +1102,14 @@ async fn notify_routes(doc: &mut Doc, fleet: &Fleet) {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["sinks"][0]["name"], "ops");
+    assert_eq!(
+        v["sinks"][0]["disabled"], true,
+        "restored from the store: {v}"
+    );
+    assert_eq!(
+        v["sinks"][0]["disabled_reason"],
+        "the sink answered 410 Gone and is disabled"
+    );
     assert!(!body.contains("127.0.0.1:9"), "no sink URL: {body}");
     for q in ["?state=lost", "?limit=0", "?colour=red"] {
         let r = send(&server, Method::GET, &format!("{n_t}{q}"), None, None).await;
@@ -1168,7 +1186,7 @@ async fn notify_routes(doc: &mut Doc, fleet: &Fleet) {
     // The counters are in /metrics.
     let metrics = server.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics.contains("connhealth_notify_sink_disabled{sink=\"ops\"} 0"),
+        metrics.contains("connhealth_notify_sink_disabled{sink=\"ops\"} 1"),
         "{metrics}"
     );
     server.stop().await.unwrap();
