@@ -8,10 +8,11 @@ use crate::db::{query_one, Dialect, Tx, V};
 use crate::error::{Result, StoreError};
 
 /// The newest schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// Migration N (1-based) is `MIGRATIONS[N - 1]`. `{pk}` is the auto-increment key column type.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE connections (
     id TEXT PRIMARY KEY,
     provider TEXT NOT NULL,
@@ -136,7 +137,12 @@ CREATE TABLE leases (
     holder TEXT NOT NULL,
     until_ms BIGINT NOT NULL
 )
-"#];
+"#,
+    // 2: the audit log's message (what happened, in words), apart from the outcome code.
+    r#"
+ALTER TABLE audit ADD COLUMN message TEXT NOT NULL DEFAULT ''
+"#,
+];
 
 fn pk(d: Dialect) -> &'static str {
     match d {

@@ -877,6 +877,7 @@ async fn audit_log_pages_newest_first(f: Fixture) {
                 connection_id: format!("subtotal:c{i}"),
                 ok: i % 2 == 0,
                 outcome: format!("outcome {i}"),
+                message: format!("message {i}"),
             })
             .await
             .unwrap(),
@@ -888,6 +889,7 @@ async fn audit_log_pages_newest_first(f: Fixture) {
         vec![ids[4], ids[3], ids[2]]
     );
     assert_eq!(p.items[1].record.outcome, "outcome 3");
+    assert_eq!(p.items[1].record.message, "message 3");
     assert!(!p.items[1].record.ok);
     let p2 = s.audit(p.next_before, 3).await.unwrap();
     assert_eq!(
