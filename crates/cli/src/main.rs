@@ -14,6 +14,7 @@
 // A binary has no public API: its modules' `pub` items are crate-internal by construction.
 #![allow(unreachable_pub)]
 
+mod act;
 mod config;
 mod error;
 mod output;
@@ -212,6 +213,23 @@ enum Command {
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
     },
+    /// Perform an action on a connection (connect_link, refresh, reauth_link, disconnect)
+    /// through a running `connhealth serve`; exit code 1 when it was not done.
+    Act {
+        /// The connection id (as in the report).
+        connection_id: String,
+        /// The action kind, as listed in the connection's `actions`.
+        kind: String,
+        /// The running server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The server's admin token.
+        #[arg(long, env = "CONNHEALTH_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Output format.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -373,6 +391,30 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 Some(choice) => watch::run_with_store(&mut watcher, &choice, once).await,
                 None => watch::run(&mut watcher, state.as_deref(), once, &configured).await,
             }
+        }
+        Command::Act {
+            connection_id,
+            kind,
+            url,
+            admin_token,
+            format,
+        } => {
+            let admin_token = admin_token.ok_or_else(|| {
+                CliError::Usage(
+                    "act needs the server's admin token (--admin-token or CONNHEALTH_ADMIN_TOKEN)"
+                        .into(),
+                )
+            })?;
+            let (text, code) = act::act(&act::ActArgs {
+                url: &url,
+                admin_token: &admin_token,
+                connection_id: &connection_id,
+                kind: &kind,
+                json: format == "json",
+            })
+            .await?;
+            print_text(&text);
+            Ok(code)
         }
         Command::History {
             connection_id,
