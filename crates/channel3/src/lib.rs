@@ -11,6 +11,10 @@
 //! overlap: the connections of page 1's merchants are fetched while page 2 is being listed.
 //! Per-customer requests run concurrently under one bound ([`Channel3Builder::concurrency`]).
 //!
+//! Actions (`Provider::actions` / `Provider::act`): `connect_link` for a `not_connected`,
+//! `disconnected` or `action_required` connection when [`Channel3Builder::connect_redirect_uri`]
+//! is set: a connect session for that platform, whose single-use `url` expires after 30 minutes.
+//!
 //! ```
 //! use connhealth_channel3::Channel3;
 //! use connhealth_core::{Outcome, Provider, Secret};

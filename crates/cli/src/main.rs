@@ -101,7 +101,7 @@ enum Command {
         /// Bearer token every request must carry (required off loopback).
         #[arg(long, env = "CONNHEALTH_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// Admin token (at least 16 bytes) for POST /v1/refresh, on loopback too; it also
+        /// Admin token (at least 16 bytes) for POST /v1/refresh and the actions, on loopback too; it also
         /// opens every GET. Without one, those routes answer 403.
         #[arg(long, env = "CONNHEALTH_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,

@@ -8,6 +8,10 @@
 //!   never fails a poll). Statuses are mapped as described in "How an answer maps" below.
 //! - **Actions** ([`SubtotalClient`], from [`Subtotal::client`]): get, create, update and
 //!   disconnect connections; the connection token the update needs is minted and cached for you.
+//! - **Actions** (`Provider::actions` / `Provider::act`, DESIGN.md "Actions"): `reauth_link`
+//!   for an `unauthenticated` or `disconnected` connection when a `link_url` is configured (the
+//!   Link URL with `connection_id`), and `disconnect` (destructive) for one not yet
+//!   `disconnected` ([`SubtotalClient::disconnect_fresh`]: a fresh token, a PATCH never retried).
 //!
 //! Choices where Subtotal's documentation is silent or unconfirmed:
 //! - `customers` must be set (Subtotal has no "list customers"); an explicitly empty list is

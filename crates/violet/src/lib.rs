@@ -41,7 +41,8 @@
 //! the same data). Authentication (login, token refresh ahead of the JWT's expiry, renewal on a
 //! 401, one renewal shared by concurrent callers) is described on [`VioletClient`].
 //! [`VioletClient::refresh_merchant`] recomputes one merchant's report on demand; polls never
-//! call it.
+//! call it. The `refresh` action (`Provider::act`, offered on every connection) does, at most
+//! once per merchant per [`RECOMPUTE_INTERVAL`], a window shared with `Provider::refresh`.
 //!
 //! ## How a report maps
 //!
