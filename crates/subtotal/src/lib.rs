@@ -378,6 +378,14 @@ impl Provider for Subtotal {
                         if resp.customer_id.is_none() {
                             c.customer = connection.customer.clone();
                         }
+                        // The PATCH answer has no retailer name: keep the platform the poll
+                        // resolved while the retailer is the same one.
+                        if c.accounts.first().map(|a| &a.id)
+                            == connection.accounts.first().map(|a| &a.id)
+                        {
+                            c.platform = connection.platform.clone();
+                            c.accounts = connection.accounts.clone();
+                        }
                         out = out.with_connection(c);
                     }
                     Ok(out)

@@ -15,7 +15,6 @@ fn subtotal(sim: &SubtotalSim, customers: Vec<String>, link: bool) -> Subtotal {
         .base_url(sim.base_url())
         .api_key(Secret::new(sim.api_key()))
         .customers(customers)
-        .resolve_retailer_names(false)
         // The action must not retry the PATCH even when the builder allows it for others.
         .retry_patch(true)
         .request_timeout(Duration::from_secs(2));
@@ -86,8 +85,20 @@ async fn reauth_link_is_the_link_url_with_the_connection_id() {
 #[tokio::test]
 async fn disconnect_mints_a_token_then_patches_and_returns_the_disconnected_connection() {
     let sim = SubtotalSim::start_generated(1, 73).await.unwrap();
+    // Retailer names whose slug is not the retailer id, so the poll's platform differs from
+    // what the PATCH answer alone would give.
+    let renamed: Vec<_> = sim
+        .retailers()
+        .into_iter()
+        .map(|mut r| {
+            r.name = format!("{} Outlet", r.name);
+            r
+        })
+        .collect();
+    sim.set_retailers(renamed);
     let s = subtotal(&sim, sim.customer_ids(), true);
     let c = one(&s, &sim, "active").await;
+    assert!(c.platform.ends_with("_outlet"), "{}", c.platform);
     let id = c.provider_connection_id.clone().unwrap();
     let out = s.act(&c, ActionKind::Disconnect).await.unwrap();
     assert!(out.ok, "{}", out.message);
@@ -96,6 +107,9 @@ async fn disconnect_mints_a_token_then_patches_and_returns_the_disconnected_conn
     let got = out.connection.unwrap();
     assert_eq!(got.status, Status::Disconnected);
     assert_eq!(got.id, c.id);
+    // The platform the poll resolved from the retailer's name is kept.
+    assert_eq!(got.platform, c.platform);
+    assert_eq!(got.accounts, c.accounts);
     // A second disconnect mints a fresh token (no cached one is reused).
     sim.set_status(&id, "active");
     s.act(&c, ActionKind::Disconnect).await.unwrap();
