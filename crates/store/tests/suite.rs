@@ -45,6 +45,7 @@ suite!(
     outbox_rows_are_written_with_their_events,
     update_deliveries_is_one_transaction,
     audit_log_pages_newest_first,
+    a_version_1_store_gains_the_audit_message,
     leader_lease,
     prune_keeps_what_retention_says,
     integrity_check_passes,
@@ -897,6 +898,35 @@ async fn audit_log_pages_newest_first(f: Fixture) {
         vec![ids[1], ids[0]]
     );
     assert_eq!(p2.next_before, None);
+}
+
+/// Migration 2 on a store written by version 1 (no `message` column yet): old rows read
+/// with an empty message, new rows keep theirs.
+async fn a_version_1_store_gains_the_audit_message(mut f: Fixture) {
+    let record = |i: i64, message: &str| AuditRecord {
+        at: at(i),
+        actor: "admin".into(),
+        action: "refresh".into(),
+        connection_id: "violet:7".into(),
+        ok: true,
+        outcome: "done".into(),
+        message: message.into(),
+    };
+    f.store().append_audit(record(0, "")).await.unwrap();
+    f.raw(
+        "ALTER TABLE audit DROP COLUMN message; \
+         UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+    );
+    f.reopen().await;
+    let s = f.store();
+    s.append_audit(record(1, "recomputed")).await.unwrap();
+    let page = s.audit(None, 10).await.unwrap();
+    let messages: Vec<&str> = page
+        .items
+        .iter()
+        .map(|e| e.record.message.as_str())
+        .collect();
+    assert_eq!(messages, ["recomputed", ""]);
 }
 
 async fn leader_lease(f: Fixture) {
