@@ -41,6 +41,9 @@ pub struct Channel3Config {
     pub timeout_secs: Option<u64>,
     /// At most this many requests in flight.
     pub concurrency: Option<usize>,
+    /// The `redirect_uri` of connect sessions (the `connect_link` action); without it no
+    /// connection offers that action.
+    pub connect_redirect_uri: Option<String>,
 }
 
 impl Channel3Config {
@@ -64,6 +67,9 @@ impl Channel3Builder {
         );
         if let Some(ids) = &config.customers {
             b = b.customers(ids.iter().cloned());
+        }
+        if let Some(uri) = &config.connect_redirect_uri {
+            b = b.connect_redirect_uri(uri.clone());
         }
         Ok(b)
     }

@@ -11,6 +11,10 @@
 //! overlap: the connections of page 1's merchants are fetched while page 2 is being listed.
 //! Per-customer requests run concurrently under one bound ([`Channel3Builder::concurrency`]).
 //!
+//! Actions (`Provider::actions` / `Provider::act`): `connect_link` for a `not_connected`,
+//! `disconnected` or `action_required` connection when [`Channel3Builder::connect_redirect_uri`]
+//! is set: a connect session for that platform, whose single-use `url` expires after 30 minutes.
+//!
 //! ```
 //! use connhealth_channel3::Channel3;
 //! use connhealth_core::{Outcome, Provider, Secret};
@@ -77,8 +81,9 @@ use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
 use connhealth_core::http::encode_segment;
 use connhealth_core::lenient;
 use connhealth_core::{
-    until_refused, AdapterDefaults, Batch, ClientOptions, Concurrency, Connection, Customer, Error,
-    ErrorKind, Provider, Result, Secret,
+    until_refused, Action, ActionError, ActionKind, ActionOutcome, AdapterDefaults, Batch,
+    ClientOptions, Concurrency, Connection, Customer, Error, ErrorKind, Provider, Result, Secret,
+    Status,
 };
 use tokio_util::task::AbortOnDropHandle;
 
@@ -114,6 +119,7 @@ pub struct Channel3 {
     customers: Option<Vec<String>>,
     concurrency: Concurrency,
     shared: bool,
+    connect_redirect_uri: Option<String>,
 }
 
 impl fmt::Debug for Channel3 {
@@ -123,9 +129,14 @@ impl fmt::Debug for Channel3 {
             .field("client", &self.inner.client)
             .field("customers", &self.customers.as_ref().map(Vec::len))
             .field("concurrency", &self.concurrency)
+            .field("connect_redirect_uri", &self.connect_redirect_uri.is_some())
             .finish()
     }
 }
+
+/// How long a connect session's URL is valid when the answer gives no `expires_at`
+/// (the quickstart: single-use, expires after 30 minutes).
+pub const CONNECT_SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl Channel3 {
     /// A builder with the defaults (see [`Channel3Builder`]).
@@ -249,6 +260,66 @@ impl Provider for Channel3 {
         }
     }
 
+    /// `connect_link` for a connection whose status is `not_connected`, `disconnected` or
+    /// `action_required` (a connect session is Channel3's remedy for all three), and only
+    /// when `connect_redirect_uri` is configured.
+    fn actions(&self, connection: &Connection) -> Vec<Action> {
+        let wants_connect = matches!(
+            connection.status,
+            Status::NotConnected | Status::Disconnected | Status::ActionRequired
+        );
+        if wants_connect && self.connect_redirect_uri.is_some() {
+            vec![Action::new(ActionKind::ConnectLink)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// `connect_link`: Create connect session
+    /// (`POST /v0/partner/merchants/{customer_id}/connections/sessions`) for the connection's
+    /// platform with the configured `connect_redirect_uri`; the outcome's `url` is the
+    /// single-use hosted page (a bearer secret: never log it), the message says when it
+    /// expires (the answer's `expires_at`, else 30 minutes from now). Never retried.
+    async fn act(
+        &self,
+        connection: &Connection,
+        kind: ActionKind,
+    ) -> std::result::Result<ActionOutcome, ActionError> {
+        if !self.actions(connection).iter().any(|a| a.kind == kind) {
+            return Err(ActionError::unsupported(connection, kind));
+        }
+        let redirect = self
+            .connect_redirect_uri
+            .as_deref()
+            .ok_or_else(|| ActionError::unsupported(connection, kind))?;
+        let session = self
+            .inner
+            .client
+            .create_connect_session(
+                &connection.customer.id,
+                redirect,
+                Some(&connection.platform),
+            )
+            .await
+            .map_err(|e| ActionError::at_step("creating the connect session failed", e))?;
+        let expires = match (&session.expires_at, &session.expires_at_raw) {
+            (Some(at), _) => at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            (None, Some(raw)) => format!("{raw:?}"),
+            (None, None) => (Utc::now()
+                + chrono::Duration::from_std(CONNECT_SESSION_LIFETIME).unwrap_or_default())
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        Ok(ActionOutcome::done(
+            kind,
+            format!(
+                "connect session minted for {} of customer {:?}: send the customer to the url; \
+                 it is single-use and expires in 30 minutes (at {expires})",
+                connection.platform, connection.customer.id
+            ),
+        )
+        .with_url(session.url))
+    }
+
     fn http_stats(&self) -> Option<std::sync::Arc<connhealth_core::http::HttpStats>> {
         Some(self.client().http().stats().clone())
     }
@@ -314,6 +385,7 @@ pub struct Channel3Builder {
     api_key: Option<Secret>,
     customers: Option<Vec<String>>,
     page_size: usize,
+    connect_redirect_uri: Option<String>,
 }
 
 impl Default for Channel3Builder {
@@ -323,6 +395,7 @@ impl Default for Channel3Builder {
             api_key: None,
             customers: None,
             page_size: DEFAULT_PAGE_SIZE,
+            connect_redirect_uri: None,
         }
     }
 }
@@ -334,6 +407,7 @@ impl fmt::Debug for Channel3Builder {
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("customers", &self.customers.as_ref().map(Vec::len))
             .field("page_size", &self.page_size)
+            .field("connect_redirect_uri", &self.connect_redirect_uri)
             .finish()
     }
 }
@@ -361,6 +435,14 @@ impl Channel3Builder {
     /// List merchants page size asked for during discovery (default 100; the server may cap it).
     pub fn page_size(mut self, size: usize) -> Self {
         self.page_size = size;
+        self
+    }
+
+    /// Where Channel3's hosted connect flow sends the merchant when done (the `redirect_uri`
+    /// of Create connect session; it must prefix-match a URI on the partner's allowlist).
+    /// Without it, connections offer no `connect_link` action. Must be an `http(s)://` URL.
+    pub fn connect_redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.connect_redirect_uri = Some(uri.into());
         self
     }
 
@@ -407,7 +489,22 @@ impl Channel3Builder {
                 Some(unique)
             }
         };
+        let connect_redirect_uri = match self.connect_redirect_uri {
+            None => None,
+            Some(raw) => match url::Url::parse(raw.trim()) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.has_host() => {
+                    Some(raw.trim().to_owned())
+                }
+                _ => {
+                    return Err(Error::config(
+                        &name,
+                        format!("connect_redirect_uri {raw:?} is not an http(s):// URL"),
+                    ))
+                }
+            },
+        };
         Ok(Channel3 {
+            connect_redirect_uri,
             inner: Arc::new(Inner {
                 client: Channel3Client::new(options.http, api_key, self.page_size),
                 name,

@@ -502,6 +502,7 @@ kind = "channel3"
 # base_url = "https://partners.trychannel3.com"   # the default
 api_key_env = "CHANNEL3_API_KEY"
 # customers = ["cus_123"]                         # default: discover all merchants
+# connect_redirect_uri = "https://app.example.com/channel3/callback"   # enables connect_link
 
 [[provider]]
 kind = "violet"
@@ -517,7 +518,7 @@ kind = "subtotal"
 # base_url = "https://api.subtotal.com"           # the default
 api_key_env = "SUBTOTAL_API_KEY"
 customers = ["8a46e581-48ba-498a-9ad0-2ee72582e1af"]   # Subtotal cannot list customers
-# link_url = "https://link.subtotal.com/abc123"   # re-authentication links in remediations
+# link_url = "https://link.subtotal.com/abc123"   # re-authentication links (and reauth_link)
 # timeout_secs = 60                               # any provider may override the defaults
 # concurrency = 8
 

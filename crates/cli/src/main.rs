@@ -14,6 +14,7 @@
 // A binary has no public API: its modules' `pub` items are crate-internal by construction.
 #![allow(unreachable_pub)]
 
+mod act;
 mod config;
 mod error;
 mod notify;
@@ -101,7 +102,7 @@ enum Command {
         /// Bearer token every request must carry (required off loopback).
         #[arg(long, env = "CONNHEALTH_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// Admin token (at least 16 bytes) for POST /v1/refresh, on loopback too; it also
+        /// Admin token (at least 16 bytes) for POST /v1/refresh and the actions, on loopback too; it also
         /// opens every GET. Without one, those routes answer 403.
         #[arg(long, env = "CONNHEALTH_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
@@ -239,6 +240,23 @@ enum Command {
     Notify {
         #[command(subcommand)]
         command: NotifyCommand,
+    },
+    /// Perform an action on a connection (connect_link, refresh, reauth_link, disconnect)
+    /// through a running `connhealth serve`; exit code 1 when it was not done.
+    Act {
+        /// The connection id (as in the report).
+        connection_id: String,
+        /// The action kind, as listed in the connection's `actions`.
+        kind: String,
+        /// The running server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The server's admin token.
+        #[arg(long, env = "CONNHEALTH_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Output format.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
     },
     /// Configuration helpers.
     Config {
@@ -427,6 +445,30 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 )),
                 None => watch::run(&mut watcher, state.as_deref(), once, &configured).await,
             }
+        }
+        Command::Act {
+            connection_id,
+            kind,
+            url,
+            admin_token,
+            format,
+        } => {
+            let admin_token = admin_token.ok_or_else(|| {
+                CliError::Usage(
+                    "act needs the server's admin token (--admin-token or CONNHEALTH_ADMIN_TOKEN)"
+                        .into(),
+                )
+            })?;
+            let (text, code) = act::act(&act::ActArgs {
+                url: &url,
+                admin_token: &admin_token,
+                connection_id: &connection_id,
+                kind: &kind,
+                json: format == "json",
+            })
+            .await?;
+            print_text(&text);
+            Ok(code)
         }
         Command::History {
             connection_id,

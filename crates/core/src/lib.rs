@@ -43,6 +43,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod action;
 mod aggregator;
 pub mod config_file;
 pub mod diff;
@@ -57,6 +58,7 @@ mod secret;
 pub mod watch;
 pub mod webhook;
 
+pub use action::{Action, ActionError, ActionKind, ActionOutcome};
 pub use aggregator::{Aggregator, ProviderResult};
 pub use diff::{diff, Change, ChangeKind};
 pub use error::{Error, ErrorKind, Result};

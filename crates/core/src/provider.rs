@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::Semaphore;
 
+use crate::action::{Action, ActionError, ActionKind, ActionOutcome};
 use crate::error::{Error, ErrorKind};
 use crate::model::{Connection, Outcome};
 
@@ -74,6 +75,24 @@ pub trait Provider: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The actions `connection` (one of this provider's) supports now, by the adapter's rule
+    /// (DESIGN.md, "Actions"). The default: none.
+    fn actions(&self, connection: &Connection) -> Vec<Action> {
+        let _ = connection;
+        Vec::new()
+    }
+
+    /// Perform the action `kind` on `connection` (one of this provider's, as last seen). A
+    /// kind not in [`Provider::actions`] is [`ActionError::Unsupported`] (nothing is sent).
+    /// The default supports nothing.
+    async fn act(
+        &self,
+        connection: &Connection,
+        kind: ActionKind,
+    ) -> Result<ActionOutcome, ActionError> {
+        Err(ActionError::unsupported(connection, kind))
+    }
+
     /// All connections at once: the stream, collected.
     async fn fetch(&self) -> Fetched {
         let mut fetched = Fetched::default();
@@ -105,6 +124,16 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
     ) -> Result<Vec<Connection>, Error> {
         (**self).refresh(customer_id, hint).await
     }
+    fn actions(&self, connection: &Connection) -> Vec<Action> {
+        (**self).actions(connection)
+    }
+    async fn act(
+        &self,
+        connection: &Connection,
+        kind: ActionKind,
+    ) -> Result<ActionOutcome, ActionError> {
+        (**self).act(connection, kind).await
+    }
     fn stream(&self) -> BoxStream<'_, Batch> {
         (**self).stream()
     }
@@ -132,6 +161,16 @@ impl<P: Provider + ?Sized> Provider for Box<P> {
         hint: RefreshHint,
     ) -> Result<Vec<Connection>, Error> {
         (**self).refresh(customer_id, hint).await
+    }
+    fn actions(&self, connection: &Connection) -> Vec<Action> {
+        (**self).actions(connection)
+    }
+    async fn act(
+        &self,
+        connection: &Connection,
+        kind: ActionKind,
+    ) -> Result<ActionOutcome, ActionError> {
+        (**self).act(connection, kind).await
     }
     fn stream(&self) -> BoxStream<'_, Batch> {
         (**self).stream()

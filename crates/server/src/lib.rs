@@ -68,6 +68,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub(crate) mod action;
 mod conn;
 mod http;
 mod metrics;
@@ -462,6 +463,7 @@ impl Bound {
         } = self;
         tracing::info!(addr = %local_addr, "serving");
         let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(64);
+        state.intake().set_applied(applied_tx.clone());
         let worker = journal
             .is_some()
             .then(|| tokio::spawn(webhook::run_worker(state.clone(), applied_tx)));
@@ -547,12 +549,13 @@ pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 /// Feed one targeted refresh (from the webhook worker) to the watcher, serve the view after
 /// it and record its changes with their source; they are published once stored.
 async fn apply_refresh(
-    applied: webhook::Applied,
+    mut applied: webhook::Applied,
     watcher: &mut Watcher,
     state: &AppState,
     journal: &mut Option<(Journal, Option<StoreHook>)>,
 ) {
     let source = applied.source();
+    let done = applied.take_done();
     let poll = applied.apply(watcher);
     state.set_report(&poll, Duration::ZERO);
     if let Some((journal, on_write)) = journal.as_mut() {
@@ -575,6 +578,9 @@ async fn apply_refresh(
         source = source.as_str(),
         "refresh applied"
     );
+    if let Some(done) = done {
+        let _ = done.send(());
+    }
 }
 
 /// Poll at once, then after every [`Watcher::next_delay`], until the state is shut down.

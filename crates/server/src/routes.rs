@@ -44,12 +44,12 @@
 //!   read: 503 `store_unavailable`; `limit` is 1–1000, default 100, else 400):
 //!   `GET /v1/connections?status=&provider=&customer=&q=&limit=&cursor=` (one page, worst
 //!   first then id: `{items, next_cursor, total}`; an item is the stored connection plus
-//!   `since` and `actions` — always `[]` until actions are built; a cursor not issued here is
-//!   400), `GET /v1/connections/{id}/history?limit=&before=` (newest first: `{items,
+//!   `since` and `actions` — `[{kind, destructive}]`, by its provider's rule
+//!   ([`connhealth_core::Provider::actions`]); a cursor not issued here is 400), `GET /v1/connections/{id}/history?limit=&before=` (newest first: `{items,
 //!   next_before}`), `GET /v1/uptime?window=24h|7d|30d|90d&by=provider|customer|connection`
 //!   (+ `provider`, `customer`; `{window, from, to, items}`), and `GET /v1/events?after=&limit=`
 //!   (also with `Accept: application/json`): `{items, next_after}`, oldest first. With a store,
-//!   `GET /v1/connections/{id}` also carries `since`.
+//!   `GET /v1/connections/{id}` also carries `since`; it always carries `actions`.
 //! - **`GET /metrics`** — Prometheus text format 0.0.4: `connhealth_ready`,
 //!   `connhealth_connections{provider,status}` (all eight statuses of every provider, zeros
 //!   included), `connhealth_provider_up{provider}` (1 when the last outcome was `ok` or
@@ -91,17 +91,26 @@
 //!   connection?}, until, reason}` (admin token) — 201 with the stored mute; a bad body, an
 //!   empty `match` or an `until` not in the future is 400. `DELETE /v1/mutes/{id}` (admin
 //!   token) — 200 `{deleted}`; `config-N` is 409 `conflict` (edit the file), an unknown id 404.
+//! - **`POST /v1/connections/{id}/actions/{kind}`** — perform an action (admin token; a body is
+//!   optional, but must be JSON when present, else 400): 200 `{kind, ok, url?, connection?,
+//!   message}`; 404 for an unknown connection or a kind it does not support; 429 with
+//!   `Retry-After` and `retry_at` when a rate rule forbids it now; 502 `ok: false` when the
+//!   provider failed; 503 `no_store` without a store. Every authenticated attempt is one audit
+//!   row; a changed connection is an event of source `action`, recorded before the answer
+//!   (see [`crate::action`]).
+//! - **`GET /v1/audit?before=&limit=`** — the audit log, newest first: `{items, next_before}`.
 //! - Anything else: 404 `not_found`.
 //!
 //! # Rules for every request
 //!
-//! 1. Only `GET` and `HEAD`, but for `POST /v1/refresh`, `POST /v1/mutes` and `DELETE
-//!    /v1/mutes/{id}` (the admin routes) and the webhook route (which is
-//!    outside these rules): any other method is 405 `method_not_allowed` with `Allow: GET,
-//!    HEAD` (so CORS preflights fail too).
+//! 1. Only `GET` and `HEAD`, but for the admin routes (`POST /v1/refresh`, `POST /v1/mutes`,
+//!    `DELETE /v1/mutes/{id}`, the action route) and the webhook route (which is outside these
+//!    rules): any other method is 405 `method_not_allowed` with `Allow: GET, HEAD` (so CORS
+//!    preflights fail too).
 //! 2. No request body (but for the admin routes): a `Content-Length` above 0 or any
 //!    `Transfer-Encoding` is 413 `body_not_accepted`.
-//! 3. The admin routes (`POST /v1/refresh`, `POST /v1/mutes`, `DELETE /v1/mutes/{id}`) need the **admin token** ([`crate::ServerConfig::admin_token`],
+//! 3. The admin routes (`POST /v1/refresh`, `POST /v1/mutes`, `DELETE /v1/mutes/{id}`,
+//!    `POST /v1/connections/{id}/actions/{kind}`) need the **admin token** ([`crate::ServerConfig::admin_token`],
 //!    `Authorization: Bearer`), on loopback too: none configured is 403 `forbidden`, a
 //!    missing or wrong one 401 `unauthorized`. The admin token also opens every `GET`.
 //!    No cookie is ever read, so a cross-site page cannot forge a request.
@@ -161,6 +170,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/mutes/{id}",
             axum::routing::delete(crate::notifications::delete_mute),
         )
+        .route(
+            "/v1/connections/{id}/actions/{kind}",
+            post(crate::action::perform),
+        )
+        .route("/v1/audit", get(crate::action::audit))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state.clone())
@@ -247,7 +261,7 @@ fn has_body(headers: &HeaderMap) -> bool {
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let admin_route = (req.method() == Method::POST
-        && (path == "/v1/refresh" || path == "/v1/mutes"))
+        && (path == "/v1/refresh" || path == "/v1/mutes" || crate::action::is_action_path(path)))
         || (req.method() == Method::DELETE && path.starts_with("/v1/mutes/"));
     let mut resp = if admin_route {
         match state.admin_token() {
@@ -477,10 +491,12 @@ async fn connection(
         connection: &'a connhealth_core::Connection,
         #[serde(skip_serializing_if = "Option::is_none")]
         since: Option<chrono::DateTime<chrono::Utc>>,
+        actions: Vec<connhealth_core::Action>,
     }
     let value = WithSince {
         connection: conn,
         since: stored::since_of(&state, &id).await,
+        actions: crate::action::actions_of(&state, conn),
     };
     match serde_json::to_vec(&value) {
         Ok(body) => {

@@ -29,7 +29,7 @@ pub(crate) fn no_store() -> Response {
 }
 
 /// A store failure: 400 for a bad argument (a cursor not ours), else 503 `store_unavailable`.
-fn store_error(e: &StoreError) -> Response {
+pub(crate) fn store_error(e: &StoreError) -> Response {
     match e {
         StoreError::Invalid(m) => h::error(StatusCode::BAD_REQUEST, "bad_request", m.clone()),
         other => h::error(
@@ -88,7 +88,7 @@ impl Query {
     }
 
     /// `limit`: 1–1000, default 100.
-    fn limit(&self) -> Result<usize, Response> {
+    pub(crate) fn limit(&self) -> Result<usize, Response> {
         match self.one("limit") {
             None => Ok(DEFAULT_LIMIT),
             Some(v) => match v.parse::<usize>() {
@@ -101,7 +101,7 @@ impl Query {
     }
 
     /// An event id parameter (`after`, `before`): a non-negative integer.
-    fn id(&self, key: &str) -> Result<Option<i64>, Response> {
+    pub(crate) fn id(&self, key: &str) -> Result<Option<i64>, Response> {
         match self.one(key) {
             None => Ok(None),
             Some(v) => match v.parse::<i64>() {
@@ -164,8 +164,10 @@ pub(crate) async fn connections(
             .map(|item| {
                 let mut v = serde_json::to_value(item).unwrap_or_default();
                 if let Some(o) = v.as_object_mut() {
-                    // Actions come with a later issue: none yet.
-                    o.insert("actions".into(), serde_json::json!([]));
+                    o.insert(
+                        "actions".into(),
+                        crate::action::actions_json(&state, &item.connection),
+                    );
                 }
                 v
             })

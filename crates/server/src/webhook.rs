@@ -50,6 +50,8 @@ pub(crate) struct Intake {
     queued: AtomicUsize,
     bound: AtomicUsize,
     wake: Notify,
+    /// The poller's inbox, once serving (actions hand their re-fetched connection to it).
+    applied: Mutex<Option<mpsc::Sender<Applied>>>,
 }
 
 impl Default for Intake {
@@ -59,6 +61,7 @@ impl Default for Intake {
             queued: AtomicUsize::new(0),
             bound: AtomicUsize::new(DEFAULT_QUEUE_BOUND),
             wake: Notify::new(),
+            applied: Mutex::new(None),
         }
     }
 }
@@ -72,7 +75,18 @@ impl Intake {
         self.bound.store(bound.max(1), Ordering::Relaxed);
     }
 
-    fn provider(&self, name: &str) -> Option<Arc<dyn Provider>> {
+    pub(crate) fn set_applied(&self, tx: mpsc::Sender<Applied>) {
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
+    pub(crate) fn applied(&self) -> Option<mpsc::Sender<Applied>> {
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn provider(&self, name: &str) -> Option<Arc<dyn Provider>> {
         self.providers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -144,10 +158,20 @@ pub(crate) enum Applied {
         connections: Vec<Connection>,
         whole_customer: bool,
         source: Source,
+        /// Told once the result is applied and recorded (an action waits for it).
+        done: Option<tokio::sync::oneshot::Sender<()>>,
     },
 }
 
 impl Applied {
+    /// The sender to tell once recorded, taken out.
+    pub(crate) fn take_done(&mut self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        match self {
+            Applied::Read { done, .. } => done.take(),
+            Applied::Status { .. } => None,
+        }
+    }
+
     pub(crate) fn source(&self) -> Source {
         match self {
             Applied::Status { source, .. } | Applied::Read { source, .. } => *source,
@@ -510,6 +534,7 @@ async fn handle(state: &AppState, item: &WorkItem, tx: &mpsc::Sender<Applied>) -
                     connections,
                     whole_customer,
                     source: work.source,
+                    done: None,
                 })
                 .await;
             None

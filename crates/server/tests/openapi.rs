@@ -743,6 +743,7 @@ async fn the_openapi_document_is_valid_and_every_route_answers_as_documented() {
 
     post_routes(&mut doc, &fleet).await;
     notify_routes(&mut doc, &fleet).await;
+    action_routes(&mut doc).await;
 
     // 401s: a server with a token.
     let server = Running::start(
@@ -1189,5 +1190,131 @@ async fn notify_routes(doc: &mut Doc, fleet: &Fleet) {
         metrics.contains("connhealth_notify_sink_disabled{sink=\"ops\"} 1"),
         "{metrics}"
     );
+    server.stop().await.unwrap();
+}
+
+/// `POST /v1/connections/{id}/actions/{kind}` and `GET /v1/audit`: every documented status,
+/// for real (a fleet of its own, so the other routes' simulators are left as they were).
+async fn action_routes(doc: &mut Doc) {
+    const ADMIN: &str = "admin-token-openapi-actions-7c1d";
+    let fleet = Fleet::start(2, 43).await.unwrap();
+    let watcher = || {
+        let mut w = Watcher::new(WatchConfig {
+            interval: Duration::from_secs(3600),
+            jitter: 0.0,
+            trip: 1,
+            clear: 1,
+            timeout: Duration::from_secs(10),
+        });
+        let violet = connhealth::simulators::violet(&fleet.violet)
+            .build()
+            .unwrap();
+        let subtotal = connhealth::simulators::subtotal(&fleet.subtotal)
+            .build()
+            .unwrap();
+        w.add(Arc::new(violet), None);
+        w.add(Arc::new(subtotal), None);
+        w
+    };
+    async fn act(
+        server: &Running,
+        id: &str,
+        kind: &str,
+        auth: Option<&str>,
+        body: &str,
+    ) -> reqwest::Response {
+        let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        let mut req = server
+            .client
+            .post(server.url(&format!("/v1/connections/{id}/actions/{kind}")))
+            .body(body.to_owned());
+        if let Some(a) = auth {
+            req = req.bearer_auth(a);
+        }
+        req.send().await.unwrap()
+    }
+    let t = "/v1/connections/{id}/actions/{kind}";
+    let a_t = "/v1/audit";
+
+    // No store: 503 (the admin token set).
+    let bare = Running::start_with(watcher(), Options::default(), |s| {
+        s.state()
+            .set_admin_token(connhealth_core::Secret::new(ADMIN));
+        s
+    })
+    .await;
+    bare.ready(false).await;
+    let r = act(&bare, "violet:1", "refresh", Some(ADMIN), "").await;
+    assert_eq!(doc.check_op("post", t, r).await.0, 503);
+    let r = bare.get(a_t).await;
+    assert_eq!(doc.check(a_t, r).await.0, 503);
+    bare.stop().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = connhealth_store::StoreUrl::parse_relative_to("sqlite://connhealth.db", dir.path())
+        .unwrap();
+    let store = connhealth_store::open(&url, Default::default())
+        .await
+        .unwrap();
+    // No admin token configured: 403.
+    let (journal, loaded) = connhealth_store::Journal::load(store.clone(), Default::default())
+        .await
+        .unwrap();
+    let closed = Running::start_with(watcher().with_state(loaded), Options::default(), |s| {
+        s.with_store(journal, |_| {})
+    })
+    .await;
+    closed.ready(false).await;
+    let r = act(&closed, "violet:1", "refresh", Some(ADMIN), "").await;
+    assert_eq!(doc.check_op("post", t, r).await.0, 403);
+    closed.stop().await.unwrap();
+
+    let (journal, loaded) = connhealth_store::Journal::load(store, Default::default())
+        .await
+        .unwrap();
+    let server = Running::start_with(watcher().with_state(loaded), Options::default(), |s| {
+        s.state()
+            .set_admin_token(connhealth_core::Secret::new(ADMIN));
+        s.with_store(journal, |_| {})
+    })
+    .await;
+    server.ready(false).await;
+    let report: Value = server.get("/v1/report").await.json().await.unwrap();
+    let of = |p: &str| {
+        report["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["provider"] == p && c["provider_status"] != "disconnected")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (v, s) = (of("violet"), of("subtotal"));
+    fleet.subtotal.faults().push(
+        connhealth_testkit::FaultRule::new(Fault::status(500))
+            .route(connhealth_testkit::subtotal::UPDATE_CONNECTION),
+    );
+    for (id, kind, auth, body, code) in [
+        (v.as_str(), "refresh", None, "", 401),
+        (v.as_str(), "refresh", Some(ADMIN), "not json", 400),
+        ("violet:nosuch", "refresh", Some(ADMIN), "", 404),
+        (v.as_str(), "launch", Some(ADMIN), "", 404),
+        (v.as_str(), "refresh", Some(ADMIN), "{}", 200),
+        (v.as_str(), "refresh", Some(ADMIN), "", 429),
+        (s.as_str(), "disconnect", Some(ADMIN), "", 502),
+    ] {
+        let r = act(&server, id, kind, auth, body).await;
+        assert_eq!(doc.check_op("post", t, r).await.0, code, "{id} {kind}");
+    }
+    let (status, body) = doc.check(a_t, server.get("/v1/audit?limit=2").await).await;
+    assert_eq!(status, 200);
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert!(page["next_before"].is_i64());
+    let r = server.get("/v1/audit?limit=5000").await;
+    assert_eq!(doc.check(a_t, r).await.0, 400);
+    fleet.subtotal.faults().clear();
     server.stop().await.unwrap();
 }

@@ -1060,8 +1060,8 @@ pub(crate) async fn update_delivery(
 pub(crate) async fn append_audit(tx: &mut dyn Tx, a: AuditRecord) -> Result<i64> {
     query_one(
         tx,
-        "INSERT INTO audit (at, actor, action, connection_id, ok, outcome) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO audit (at, actor, action, connection_id, ok, outcome, message) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         &[
             ms(a.at).into(),
             a.actor.into(),
@@ -1069,6 +1069,7 @@ pub(crate) async fn append_audit(tx: &mut dyn Tx, a: AuditRecord) -> Result<i64>
             a.connection_id.into(),
             a.ok.into(),
             a.outcome.into(),
+            a.message.into(),
         ],
     )
     .await?
@@ -1079,7 +1080,7 @@ pub(crate) async fn append_audit(tx: &mut dyn Tx, a: AuditRecord) -> Result<i64>
 pub(crate) async fn audit(tx: &mut dyn Tx, before: Option<i64>, limit: usize) -> Result<AuditPage> {
     let rows = tx
         .query(
-            "SELECT id, at, actor, action, connection_id, ok, outcome FROM audit \
+            "SELECT id, at, actor, action, connection_id, ok, outcome, message FROM audit \
              WHERE id < $1 ORDER BY id DESC LIMIT $2",
             &[before.unwrap_or(i64::MAX).into(), (limit as i64 + 1).into()],
         )
@@ -1097,6 +1098,7 @@ pub(crate) async fn audit(tx: &mut dyn Tx, before: Option<i64>, limit: usize) ->
                 connection_id: r[4].text().unwrap_or_default().to_owned(),
                 ok: r[5].int().unwrap_or_default() != 0,
                 outcome: r[6].text().unwrap_or_default().to_owned(),
+                message: r[7].text().unwrap_or_default().to_owned(),
             },
         })
         .collect();

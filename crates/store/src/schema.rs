@@ -8,7 +8,7 @@ use crate::db::{query_one, Dialect, Tx, V};
 use crate::error::{Result, StoreError};
 
 /// The newest schema version this build writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Migration N (1-based) is `MIGRATIONS[N - 1]`. `{pk}` is the auto-increment key column type.
 const MIGRATIONS: &[&str] = &[
@@ -138,6 +138,7 @@ CREATE TABLE leases (
     until_ms BIGINT NOT NULL
 )
 "#,
+    // 2: durable mutes, sinks a 410 disabled, and the reminders sent.
     r#"
 CREATE TABLE mutes (
     id {pk},
@@ -162,6 +163,10 @@ CREATE TABLE reminders (
     next_ms BIGINT NOT NULL,
     PRIMARY KEY (sink, connection_id)
 )
+"#,
+    // 3: the audit log's message (what happened, in words), apart from the outcome code.
+    r#"
+ALTER TABLE audit ADD COLUMN message TEXT NOT NULL DEFAULT ''
 "#,
 ];
 

@@ -517,8 +517,12 @@ pub struct AuditRecord {
     pub connection_id: String,
     /// Whether it succeeded.
     pub ok: bool,
-    /// What happened, in words (no secrets, no URLs with tokens).
+    /// The outcome as a code (`serve` writes `done`, `failed`, `rate_limited`,
+    /// `unsupported`, `not_found`).
     pub outcome: String,
+    /// What happened, in words (no secrets, no URLs with tokens).
+    #[serde(default)]
+    pub message: String,
 }
 
 /// An audit row as stored.

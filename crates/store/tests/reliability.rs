@@ -122,6 +122,7 @@ async fn a_read_only_handle_reads_and_refuses_writes() {
             connection_id: "x".into(),
             ok: true,
             outcome: "".into(),
+            message: "".into(),
         })
         .await
         .unwrap_err();

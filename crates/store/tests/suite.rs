@@ -45,6 +45,7 @@ suite!(
     outbox_rows_are_written_with_their_events,
     update_deliveries_is_one_transaction,
     audit_log_pages_newest_first,
+    a_version_2_store_gains_the_audit_message,
     leader_lease,
     mutes_and_disabled_sinks_are_durable,
     prune_keeps_what_retention_says,
@@ -878,6 +879,7 @@ async fn audit_log_pages_newest_first(f: Fixture) {
                 connection_id: format!("subtotal:c{i}"),
                 ok: i % 2 == 0,
                 outcome: format!("outcome {i}"),
+                message: format!("message {i}"),
             })
             .await
             .unwrap(),
@@ -889,6 +891,7 @@ async fn audit_log_pages_newest_first(f: Fixture) {
         vec![ids[4], ids[3], ids[2]]
     );
     assert_eq!(p.items[1].record.outcome, "outcome 3");
+    assert_eq!(p.items[1].record.message, "message 3");
     assert!(!p.items[1].record.ok);
     let p2 = s.audit(p.next_before, 3).await.unwrap();
     assert_eq!(
@@ -896,6 +899,35 @@ async fn audit_log_pages_newest_first(f: Fixture) {
         vec![ids[1], ids[0]]
     );
     assert_eq!(p2.next_before, None);
+}
+
+/// Migration 3 on a store written by version 2 (no `message` column yet): old rows read
+/// with an empty message, new rows keep theirs.
+async fn a_version_2_store_gains_the_audit_message(mut f: Fixture) {
+    let record = |i: i64, message: &str| AuditRecord {
+        at: at(i),
+        actor: "admin".into(),
+        action: "refresh".into(),
+        connection_id: "violet:7".into(),
+        ok: true,
+        outcome: "done".into(),
+        message: message.into(),
+    };
+    f.store().append_audit(record(0, "")).await.unwrap();
+    f.raw(
+        "ALTER TABLE audit DROP COLUMN message; \
+         UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+    );
+    f.reopen().await;
+    let s = f.store();
+    s.append_audit(record(1, "recomputed")).await.unwrap();
+    let page = s.audit(None, 10).await.unwrap();
+    let messages: Vec<&str> = page
+        .items
+        .iter()
+        .map(|e| e.record.message.as_str())
+        .collect();
+    assert_eq!(messages, ["recomputed", ""]);
 }
 
 async fn leader_lease(f: Fixture) {

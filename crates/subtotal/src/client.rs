@@ -194,7 +194,7 @@ impl SubtotalClient {
         connection_id: &str,
         update: UpdateConnection,
     ) -> Result<ConnectionResponse> {
-        self.update_inner(connection_id, &update)
+        self.update_inner(connection_id, &update, self.inner.retry_patch)
             .await
             .map_err(|e| with_connection(e, connection_id))
     }
@@ -205,14 +205,35 @@ impl SubtotalClient {
             .await
     }
 
+    /// The `disconnect` action's form of [`SubtotalClient::disconnect`]: a freshly minted
+    /// `access` token (any cached one is dropped first), then the PATCH, which is never
+    /// retried on 5xx/timeouts whatever `retry_patch` says (only a 401 re-mints and repeats it
+    /// once: nothing was applied then). The error's endpoint tells which step failed
+    /// ([`SubtotalClient::TOKEN_ENDPOINT`] or [`SubtotalClient::UPDATE_ENDPOINT`]).
+    pub async fn disconnect_fresh(&self, connection_id: &str) -> Result<ConnectionResponse> {
+        {
+            let slot = self.slot(connection_id);
+            *slot.lock().await = None;
+        }
+        self.update_inner(connection_id, &UpdateConnection::disconnect(), false)
+            .await
+            .map_err(|e| with_connection(e, connection_id))
+    }
+
+    /// The endpoint name errors of the token mint carry.
+    pub const TOKEN_ENDPOINT: &'static str = EP_TOKEN;
+    /// The endpoint name errors of the PATCH carry.
+    pub const UPDATE_ENDPOINT: &'static str = EP_UPDATE;
+
     async fn update_inner(
         &self,
         connection_id: &str,
         update: &UpdateConnection,
+        retry_patch: bool,
     ) -> Result<ConnectionResponse> {
         let url = self.inner.http.url(&["connections", connection_id])?;
         let token = self.access_token(connection_id).await?;
-        match self.patch(url.clone(), update, &token).await {
+        match self.patch(url.clone(), update, &token, retry_patch).await {
             Err(e) if e.kind() == ErrorKind::Authentication => {
                 tracing::debug!(
                     provider = %self.provider(),
@@ -221,7 +242,7 @@ impl SubtotalClient {
                 );
                 self.forget_token(connection_id, &token).await;
                 let token = self.access_token(connection_id).await?;
-                self.patch(url, update, &token).await
+                self.patch(url, update, &token, retry_patch).await
             }
             other => other,
         }
@@ -232,12 +253,13 @@ impl SubtotalClient {
         url: Url,
         update: &UpdateConnection,
         token: &Secret,
+        retry_patch: bool,
     ) -> Result<ConnectionResponse> {
         let mut req = self
             .request(Method::PATCH, EP_UPDATE, url)
             .secret_header(header::AUTHORIZATION, "Bearer ", token)
             .json(update);
-        if self.inner.retry_patch {
+        if retry_patch {
             req = req.retry_unsafe();
         }
         self.inner.http.send_json(req).await

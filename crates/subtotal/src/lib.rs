@@ -8,6 +8,10 @@
 //!   never fails a poll). Statuses are mapped as described in "How an answer maps" below.
 //! - **Actions** ([`SubtotalClient`], from [`Subtotal::client`]): get, create, update and
 //!   disconnect connections; the connection token the update needs is minted and cached for you.
+//! - **Actions** (`Provider::actions` / `Provider::act`, DESIGN.md "Actions"): `reauth_link`
+//!   for an `unauthenticated` or `disconnected` connection when a `link_url` is configured (the
+//!   Link URL with `connection_id`), and `disconnect` (destructive) for one not yet
+//!   `disconnected` ([`SubtotalClient::disconnect_fresh`]: a fresh token, a PATCH never retried).
 //!
 //! Choices where Subtotal's documentation is silent or unconfirmed:
 //! - `customers` must be set (Subtotal has no "list customers"); an explicitly empty list is
@@ -117,8 +121,9 @@ use connhealth_core::futures::future::{self, Either, FutureExt};
 use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
 use connhealth_core::lenient::{self, Losses, Mapped, Skipped};
 use connhealth_core::{
-    until_refused, AdapterDefaults, Batch, ClientOptions, Concurrency, Connection, Error,
-    HeaderMap, Provider, RefreshHint, Result, Secret, WebhookError, WebhookEvent,
+    until_refused, Action, ActionError, ActionKind, ActionOutcome, AdapterDefaults, Batch,
+    ClientOptions, Concurrency, Connection, Error, HeaderMap, Provider, RefreshHint, Result,
+    Secret, WebhookError, WebhookEvent,
 };
 use url::Url;
 
@@ -300,6 +305,101 @@ fn map_list(
 impl Provider for Subtotal {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// By the connection's Subtotal status (`provider_status`), for a connection with a
+    /// `connection_id`:
+    /// - `reauth_link` when it is `unauthenticated` or `disconnected` (status
+    ///   `action_required` / `disconnected`) and a `link_url` is configured;
+    /// - `disconnect` (destructive) unless it is already `disconnected`.
+    fn actions(&self, connection: &Connection) -> Vec<Action> {
+        let Some(_) = connection.provider_connection_id.as_deref() else {
+            return Vec::new();
+        };
+        let already = connection.status == connhealth_core::Status::Disconnected
+            || connection
+                .provider_status
+                .eq_ignore_ascii_case("disconnected");
+        let mut out = Vec::new();
+        let needs_auth = already
+            || connection.status == connhealth_core::Status::ActionRequired
+            || connection
+                .provider_status
+                .eq_ignore_ascii_case("unauthenticated");
+        if needs_auth && self.link_url.is_some() {
+            out.push(Action::new(ActionKind::ReauthLink));
+        }
+        if !already {
+            out.push(Action::new(ActionKind::Disconnect));
+        }
+        out
+    }
+
+    /// `reauth_link`: the configured Link URL with `connection_id` (no request is sent).
+    /// `disconnect`: mint an `access` token (`POST /connections/{id}/token`), then
+    /// `PATCH /connections/{id}` `{"status": "disconnected"}`, never retried blindly; a failure
+    /// names the step (a failed PATCH after a minted token says so).
+    async fn act(
+        &self,
+        connection: &Connection,
+        kind: ActionKind,
+    ) -> std::result::Result<ActionOutcome, ActionError> {
+        if !self.actions(connection).iter().any(|a| a.kind == kind) {
+            return Err(ActionError::unsupported(connection, kind));
+        }
+        let id = connection
+            .provider_connection_id
+            .as_deref()
+            .ok_or_else(|| ActionError::unsupported(connection, kind))?;
+        match kind {
+            ActionKind::ReauthLink => {
+                let base = self
+                    .link_url
+                    .as_ref()
+                    .ok_or_else(|| ActionError::unsupported(connection, kind))?;
+                Ok(ActionOutcome::done(
+                    kind,
+                    format!(
+                        "send customer {:?} to the url to re-authenticate connection {id}",
+                        connection.customer.id
+                    ),
+                )
+                .with_url(map::link_for(base, id)))
+            }
+            ActionKind::Disconnect => match self.client.disconnect_fresh(id).await {
+                Ok(resp) => {
+                    let mut out = ActionOutcome::done(
+                        kind,
+                        format!(
+                            "connection {id} disconnected at Subtotal (PATCH status=disconnected)"
+                        ),
+                    );
+                    if let Some(mut c) = self.map_response(&resp, None) {
+                        if resp.customer_id.is_none() {
+                            c.customer = connection.customer.clone();
+                        }
+                        // The PATCH answer has no retailer name: keep the platform the poll
+                        // resolved while the retailer is the same one.
+                        if c.accounts.first().map(|a| &a.id)
+                            == connection.accounts.first().map(|a| &a.id)
+                        {
+                            c.platform = connection.platform.clone();
+                            c.accounts = connection.accounts.clone();
+                        }
+                        out = out.with_connection(c);
+                    }
+                    Ok(out)
+                }
+                Err(e) if e.endpoint() == SubtotalClient::TOKEN_ENDPOINT => Err(
+                    ActionError::at_step("minting the access token failed; nothing was changed", e),
+                ),
+                Err(e) => Err(ActionError::at_step(
+                    "the access token was minted, then the PATCH failed (not retried)",
+                    e,
+                )),
+            },
+            _ => Err(ActionError::unsupported(connection, kind)),
+        }
     }
 
     /// [`RefreshHint::Connection`]: that one connection (`GET /connections/{id}`), which is

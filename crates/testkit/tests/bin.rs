@@ -92,3 +92,94 @@ fn rejects_a_bad_fault_spec() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown provider"));
 }
+
+/// What the actions need is served too: Channel3's connect session, Subtotal's token mint and
+/// PATCH (here failing by a `--fault`, as the action tests inject).
+#[tokio::test]
+async fn serves_the_action_endpoints_with_faults() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_connhealth-sim"))
+        .args([
+            "--customers",
+            "2",
+            "--fault",
+            "subtotal:update_connection:status:502",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn connhealth-sim");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .expect("join")
+    .expect("read line");
+    let result = async move {
+        let info: Value = serde_json::from_str(&line).expect("one JSON line");
+        let c = reqwest::Client::new();
+        let c3 = info["channel3"]["base_url"].as_str().unwrap().to_owned();
+        let c3_key = info["channel3"]["api_key"].as_str().unwrap().to_owned();
+        let merchants: Value = c
+            .get(format!("{c3}/v0/partner/merchants"))
+            .header("x-api-key", &c3_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let customer = merchants["items"][0]["customer_id"]
+            .as_str()
+            .expect("a merchant")
+            .to_owned();
+        let r = c
+            .post(format!(
+                "{c3}/v0/partner/merchants/{customer}/connections/sessions"
+            ))
+            .header("x-api-key", &c3_key)
+            .json(&serde_json::json!({
+                "redirect_uri": format!("{}done", connhealth_testkit::data::CHANNEL3_REDIRECT_PREFIX),
+                "platform": "shopify",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let session: Value = r.json().await.unwrap();
+        assert!(session["url"].is_string() && session["expires_at"].is_string());
+
+        let st = info["subtotal"]["base_url"].as_str().unwrap().to_owned();
+        let st_key = info["subtotal"]["api_key"].as_str().unwrap().to_owned();
+        let id = "01J51S0JYV6N7K1030CV1ZKSCA"; // the documented example connection
+        let r = c
+            .post(format!("{st}/connections/{id}/token"))
+            .header("x-api-key", &st_key)
+            .json(&serde_json::json!({"scope": "access"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let token: Value = r.json().await.unwrap();
+        let jwt = token["connection_token"]
+            .as_str()
+            .expect("a token")
+            .to_owned();
+        let r = c
+            .patch(format!("{st}/connections/{id}"))
+            .header("x-api-key", &st_key)
+            .bearer_auth(jwt)
+            .json(&serde_json::json!({"status": "disconnected"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 502, "the --fault answers");
+    };
+    let outcome = tokio::spawn(result).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

@@ -41,7 +41,8 @@
 //! the same data). Authentication (login, token refresh ahead of the JWT's expiry, renewal on a
 //! 401, one renewal shared by concurrent callers) is described on [`VioletClient`].
 //! [`VioletClient::refresh_merchant`] recomputes one merchant's report on demand; polls never
-//! call it.
+//! call it. The `refresh` action (`Provider::act`, offered on every connection) does, at most
+//! once per merchant per [`RECOMPUTE_INTERVAL`], a window shared with `Provider::refresh`.
 //!
 //! ## How a report maps
 //!
@@ -113,8 +114,9 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use connhealth_core::{
-    until_refused, AdapterDefaults, Batch, ClientOptions, Connection, Error, HeaderMap, Provider,
-    RefreshHint, Result, Secret, WebhookError, WebhookEvent,
+    until_refused, Action, ActionError, ActionKind, ActionOutcome, AdapterDefaults, Batch,
+    ClientOptions, Connection, Error, HeaderMap, Provider, RefreshHint, Result, Secret,
+    WebhookError, WebhookEvent,
 };
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::time::{Duration, Instant};
@@ -185,18 +187,26 @@ impl Violet {
     /// Whether a recompute of `merchant_id` is allowed now (none within
     /// [`RECOMPUTE_INTERVAL`]); if so it is recorded as done now.
     fn take_recompute(&self, merchant_id: &str) -> bool {
+        self.try_recompute(merchant_id).is_ok()
+    }
+
+    /// Like [`Violet::take_recompute`], but a refusal says how long until it is allowed (one
+    /// lock, so two callers cannot both be allowed).
+    fn try_recompute(&self, merchant_id: &str) -> std::result::Result<(), Duration> {
         let now = Instant::now();
         let mut map = self
             .recomputed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get(merchant_id) {
-            Some(at) if now.duration_since(*at) < RECOMPUTE_INTERVAL => false,
+            Some(at) if now.duration_since(*at) < RECOMPUTE_INTERVAL => {
+                Err(RECOMPUTE_INTERVAL - now.duration_since(*at))
+            }
             _ => {
                 // Forget merchants whose window has passed, so the map stays small.
                 map.retain(|_, at| now.duration_since(*at) < RECOMPUTE_INTERVAL);
                 map.insert(merchant_id.to_owned(), now);
-                true
+                Ok(())
             }
         }
     }
@@ -220,6 +230,52 @@ impl Provider for Violet {
             self.client.merchant_health(customer_id).await?
         };
         Ok(vec![conn])
+    }
+
+    /// `refresh` for every Violet connection (any merchant's report can be recomputed).
+    fn actions(&self, connection: &Connection) -> Vec<Action> {
+        let _ = connection;
+        vec![Action::new(ActionKind::Refresh)]
+    }
+
+    /// `refresh`: that merchant's report recomputed now
+    /// (`GET /operations/connection_health/{merchant_id}?refresh=true`), the outcome carrying
+    /// the connection as it now is. At most once per merchant per [`RECOMPUTE_INTERVAL`],
+    /// sharing the window with [`Provider::refresh`] (webhooks, `POST /v1/refresh`): within
+    /// it, [`ActionError::RateLimited`] says when it is allowed again and nothing is sent.
+    async fn act(
+        &self,
+        connection: &Connection,
+        kind: ActionKind,
+    ) -> std::result::Result<ActionOutcome, ActionError> {
+        if kind != ActionKind::Refresh {
+            return Err(ActionError::unsupported(connection, kind));
+        }
+        let merchant = connection.customer.id.as_str();
+        if let Err(wait) = self.try_recompute(merchant) {
+            // Round up to whole seconds, so `Retry-After` is never early.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(ActionError::RateLimited {
+                provider: self.name.clone(),
+                connection_id: connection.id.clone(),
+                kind,
+                retry_at: Utc::now() + chrono::Duration::seconds(secs as i64),
+                reason: "Violet's report is recomputed at most once per merchant per 15 minutes"
+                    .into(),
+            });
+        }
+        let conn = self
+            .client
+            .refresh_merchant(merchant)
+            .await
+            .map_err(|e| ActionError::at_step("recomputing the merchant's report failed", e))?;
+        Ok(ActionOutcome::done(
+            kind,
+            format!(
+                "merchant {merchant}'s report was recomputed; the next recompute is allowed in 15 minutes"
+            ),
+        )
+        .with_connection(conn))
     }
 
     /// [`verify_webhook`] with this provider's webhook secret, the event carrying this
