@@ -449,6 +449,16 @@ impl Bound {
             limits,
         } = self;
         tracing::info!(addr = %local_addr, "serving");
+        // Before the first request: the queue's count and `last_webhook_at` start from the
+        // store (work a previous process left counts against the bound; the worker drains it).
+        if journal.is_some() {
+            if let Some(store) = state.store() {
+                match store.webhook_overview().await {
+                    Ok(o) => state.intake().restore(&o),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the stored webhook queue"),
+                }
+            }
+        }
         let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(64);
         let worker = journal
             .is_some()
