@@ -459,7 +459,7 @@ impl Bound {
                 }
             }
         }
-        let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(64);
+        let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(APPLY_BATCH);
         let worker = journal
             .is_some()
             .then(|| tokio::spawn(webhook::run_worker(state.clone(), applied_tx)));
@@ -514,37 +514,51 @@ pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Feed one targeted refresh (from the webhook worker) to the watcher, serve the view after
-/// it and record its changes with their source; they are published once stored.
-async fn apply_refresh(
-    applied: webhook::Applied,
+/// The most targeted refreshes applied together (one report, one store write per source).
+const APPLY_BATCH: usize = 256;
+
+/// Feed targeted refreshes (from the webhook worker, in their order) to the watcher, serve
+/// the view after them and record their changes with their source — one store write per run
+/// of one source, so a burst of webhooks is not one transaction each; the changes are
+/// published once stored.
+async fn apply_refreshes(
+    batch: Vec<webhook::Applied>,
     watcher: &mut Watcher,
     state: &AppState,
     journal: &mut Option<(Journal, Option<StoreHook>)>,
 ) {
-    let source = applied.source();
-    let poll = applied.apply(watcher);
-    state.set_report(&poll, Duration::ZERO);
-    if let Some((journal, on_write)) = journal.as_mut() {
-        let written = journal
-            .record(
-                poll.report.generated_at,
-                watcher.state(),
-                Vec::new(),
-                poll.changes.clone(),
-                source,
-            )
-            .await;
-        state.record_written(&written);
-        if let Some(h) = on_write.as_mut() {
-            h(&written);
+    let mut batch = batch.into_iter().peekable();
+    while let Some(first) = batch.next() {
+        let source = first.source();
+        let mut poll = first.apply(watcher);
+        let mut changes = std::mem::take(&mut poll.changes);
+        while let Some(next) = batch.next_if(|a| a.source() == source) {
+            poll = next.apply(watcher);
+            changes.append(&mut poll.changes);
         }
+        poll.changes = changes;
+        state.set_report(&poll, Duration::ZERO);
+        if let Some((journal, on_write)) = journal.as_mut() {
+            let written = journal
+                .record(
+                    poll.report.generated_at,
+                    watcher.state(),
+                    Vec::new(),
+                    poll.changes.clone(),
+                    source,
+                )
+                .await;
+            state.record_written(&written);
+            if let Some(h) = on_write.as_mut() {
+                h(&written);
+            }
+        }
+        tracing::debug!(
+            changes = poll.changes.len(),
+            source = source.as_str(),
+            "refresh applied"
+        );
     }
-    tracing::debug!(
-        changes = poll.changes.len(),
-        source = source.as_str(),
-        "refresh applied"
-    );
 }
 
 /// Poll at once, then after every [`Watcher::next_delay`], until the state is shut down.
@@ -605,7 +619,14 @@ async fn run_poller(
             tokio::select! {
                 _ = &mut sleep => break,
                 Some(a) = applied.recv() => {
-                    apply_refresh(a, &mut watcher, &state, &mut journal).await;
+                    let mut batch = vec![a];
+                    while batch.len() < APPLY_BATCH {
+                        match applied.try_recv() {
+                            Ok(a) => batch.push(a),
+                            Err(_) => break,
+                        }
+                    }
+                    apply_refreshes(batch, &mut watcher, &state, &mut journal).await;
                     if let Some(save) = persist.as_mut() {
                         state.record_save(save(watcher.state()));
                     }

@@ -608,9 +608,24 @@ pub(crate) async fn refresh(State(state): State<AppState>, body: axum::body::Byt
     run.await.unwrap_or_else(|r| r)
 }
 
-/// Drain the queue one item at a time until the state is shut down, handing results to the
-/// poller through `tx`. An item in progress at shutdown is released (not finished), so the
-/// next process takes it up at once.
+/// Items claimed at once. Items about different customers run concurrently; those about one
+/// customer run in their queue order.
+const WORKER_BATCH: usize = 32;
+
+/// The customer a queued item is about (its group in a batch).
+fn group_key(item: &WorkItem) -> (String, String) {
+    let customer = item
+        .work
+        .payload
+        .get("customer_id")
+        .and_then(|c| c.as_str())
+        .unwrap_or_default();
+    (item.work.provider.clone(), customer.to_owned())
+}
+
+/// Drain the queue until the state is shut down, handing results to the poller through
+/// `tx`. Items in progress at shutdown are released (not finished), so the next process
+/// takes them up at once.
 pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
     let Some(store) = state.store().cloned() else {
         return;
@@ -623,7 +638,7 @@ pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
             let claimed = store
                 .claim_work(
                     &holder,
-                    1,
+                    WORKER_BATCH,
                     Utc::now(),
                     chrono::Duration::seconds(LEASE_SECS),
                 )
@@ -636,40 +651,62 @@ pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
                     break;
                 }
             };
-            let mut released = false;
-            for item in items {
-                let (source, outcome) = tokio::select! {
-                    r = handle(&state, &item, &tx) => r,
-                    _ = crate::stopped(&mut stop) => {
+            let mut groups: Vec<((String, String), Vec<&WorkItem>)> = Vec::new();
+            for item in &items {
+                let key = group_key(item);
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, g)) => g.push(item),
+                    None => groups.push((key, vec![item])),
+                }
+            }
+            let finished = Mutex::new(std::collections::HashSet::new());
+            let released = std::sync::atomic::AtomicBool::new(false);
+            let (state, tx, store) = (&state, &tx, &store);
+            let (finished_ref, released_ref) = (&finished, &released);
+            let run = futures::future::join_all(groups.iter().map(|(_, group)| async move {
+                for item in group {
+                    let (source, outcome) = handle(state, item, tx).await;
+                    let (finish, result) = match outcome {
+                        Err(e) if item.attempts < MAX_ATTEMPTS => {
+                            released_ref.store(true, Ordering::Relaxed);
+                            (Some(e), Refreshed::Retried)
+                        }
+                        Err(e) => {
+                            tracing::warn!(provider = %item.work.provider, error = %e, attempts = item.attempts, "giving up a refresh");
+                            (None, Refreshed::Failed)
+                        }
+                        Ok(result) => (None, result),
+                    };
+                    let done = finish.is_none();
+                    let wrote = store.finish_work(item.id, finish, Utc::now()).await;
+                    finished_ref
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(item.id);
+                    if let Err(e) = wrote {
+                        tracing::warn!(error = %e, "cannot finish queued work");
+                        continue;
+                    }
+                    intake.count_refresh(&item.work.provider, source, result);
+                    if done {
+                        intake.release();
+                    }
+                }
+            }));
+            tokio::select! {
+                _ = run => {}
+                _ = crate::stopped(&mut stop) => {
+                    let finished = finished.into_inner().unwrap_or_else(|e| e.into_inner());
+                    for item in items.iter().filter(|i| !finished.contains(&i.id)) {
                         let why = Some("serve stopped before finishing it".to_owned());
                         if let Err(e) = store.finish_work(item.id, why, Utc::now()).await {
                             tracing::warn!(error = %e, "cannot release queued work at shutdown");
                         }
-                        return;
                     }
-                };
-                let (finish, result) = match outcome {
-                    Err(e) if item.attempts < MAX_ATTEMPTS => {
-                        released = true;
-                        (Some(e), Refreshed::Retried)
-                    }
-                    Err(e) => {
-                        tracing::warn!(provider = %item.work.provider, error = %e, attempts = item.attempts, "giving up a refresh");
-                        (None, Refreshed::Failed)
-                    }
-                    Ok(result) => (None, result),
-                };
-                let done = finish.is_none();
-                if let Err(e) = store.finish_work(item.id, finish, Utc::now()).await {
-                    tracing::warn!(error = %e, "cannot finish queued work");
-                    continue;
-                }
-                intake.count_refresh(&item.work.provider, source, result);
-                if done {
-                    intake.release();
+                    return;
                 }
             }
-            if released {
+            if released.into_inner() {
                 break;
             }
         }

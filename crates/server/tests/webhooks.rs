@@ -969,3 +969,175 @@ async fn a_webhook_for_a_customer_not_configured_is_recorded_and_changes_nothing
     );
     world.stop().await;
 }
+
+/// The flood of the issue: 10,000 signed Subtotal events in a few seconds from many
+/// concurrent clients over real HTTP, against the default queue bound. The targeted read is
+/// slowed (50 ms) while the flood lasts, so the worker cannot keep up and the bound must
+/// hold (at most one thousand plus twenty a second get in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_ten_thousand_webhooks_is_bounded_loses_nothing_accepted_and_serve_keeps_answering(
+) {
+    const N: usize = 10_000;
+    const CLIENTS: usize = 32;
+    let world = World::sqlite(Setup::default()).await;
+    let (fleet, server) = (&world.fleet, world.server());
+    let c = fleet.subtotal.connection(DOC_CONNECTION).unwrap();
+    // Events that restate the connection's status: processing them changes nothing, so every
+    // accepted one is one finished refresh and no event.
+    let kind = match c.status.as_str() {
+        "active" => "connection.activated",
+        "unauthenticated" => "connection.unauthenticated",
+        "disconnected" => "connection.disconnected",
+        other => panic!("unexpected status {other}"),
+    };
+    let conn = world.doc_connection(&c.status);
+    let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
+        (0..N)
+            .map(|i| {
+                let id = format!("01EVTFLOOD{i:016}");
+                let body = subtotal_body(&id, kind, &conn);
+                (id, body)
+            })
+            .collect(),
+    );
+    let events_before = all_events(server).await;
+    fleet.subtotal.faults().push(
+        connhealth_testkit::FaultRule::new(connhealth_testkit::Fault::Latency(
+            Duration::from_millis(50),
+        ))
+        .route(connhealth_testkit::subtotal::GET_CONNECTION),
+    );
+    let url = server.url("/v1/webhooks/subtotal");
+
+    // While the flood lasts, the rest of serve is asked, over its own connections.
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let prober = {
+        let flooding = flooding.clone();
+        let (health, report) = (server.url("/healthz"), server.url("/v1/report"));
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut answered = (0u32, 0u32);
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                if client
+                    .get(&health)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+                {
+                    answered.0 += 1;
+                }
+                if client
+                    .get(&report)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+                {
+                    answered.1 += 1;
+                }
+            }
+            answered
+        })
+    };
+    let send = |indices: Vec<usize>| {
+        let (bodies, url) = (bodies.clone(), url.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut out = Vec::with_capacity(indices.len());
+            for i in indices {
+                let (_, body) = &bodies[i];
+                let (ts, sig) = sign(SECRET, chrono::Utc::now().timestamp(), body);
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("X-Subtotal-Timestamp", ts)
+                    .header("X-Subtotal-Signature", sig)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                out.push((i, r.status().as_u16(), retry_after));
+            }
+            out
+        })
+    };
+    let mut tasks = Vec::new();
+    for k in 0..CLIENTS {
+        tasks.push(send((k..N).step_by(CLIENTS).collect()));
+    }
+    let mut answers = Vec::with_capacity(N);
+    for t in tasks {
+        answers.extend(t.await.unwrap());
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (health_ok, report_ok) = prober.await.unwrap();
+    assert!(health_ok >= 1 && report_ok >= 1, "{health_ok} {report_ok}");
+    fleet.subtotal.faults().clear();
+
+    let accepted: Vec<usize> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0).collect();
+    let pushed_back: Vec<usize> = answers.iter().filter(|a| a.1 == 429).map(|a| a.0).collect();
+    assert_eq!(accepted.len() + pushed_back.len(), N, "only 202 and 429");
+    assert!(!pushed_back.is_empty(), "the flood exceeded the bound");
+    assert!(
+        accepted.len() >= 1000,
+        "the queue took its bound: {}",
+        accepted.len()
+    );
+    assert!(answers
+        .iter()
+        .filter(|a| a.1 == 429)
+        .all(|a| a.2.is_some_and(|s| s >= 1)));
+
+    // Every accepted one is processed; none pushed back was recorded.
+    let store = world.db.store();
+    wait_for(
+        async || store.webhook_overview().await.unwrap().pending_work == 0,
+        "the queue drained",
+    )
+    .await;
+    let done =
+        "connhealth_refreshes_total{provider=\"subtotal\",source=\"webhook\",result=\"done\"}";
+    let m = world.metrics().await;
+    assert_eq!(metric(&m, done), accepted.len() as f64, "{m}");
+    assert_eq!(metric(&m, "connhealth_webhook_queue_depth"), 0.0, "{m}");
+    assert_eq!(
+        all_events(server).await,
+        events_before,
+        "no change, no event"
+    );
+    for &i in pushed_back.iter().step_by(97) {
+        assert!(!store.webhook_seen("subtotal", &bodies[i].0).await.unwrap());
+    }
+    for &i in accepted.iter().step_by(97) {
+        assert!(store.webhook_seen("subtotal", &bodies[i].0).await.unwrap());
+    }
+
+    // Re-sent (the senders' retry) into the drained queue, at most a bound's worth at a
+    // time, the pushed-back ones are all accepted: 202, never 200 (none was recorded).
+    let bound = metric(&m, "connhealth_webhook_queue_bound") as usize;
+    assert_eq!(bound, connhealth_server::DEFAULT_QUEUE_BOUND);
+    for chunk in pushed_back.chunks(bound) {
+        let mut tasks = Vec::new();
+        for k in 0..CLIENTS {
+            tasks.push(send(
+                chunk.iter().copied().skip(k).step_by(CLIENTS).collect(),
+            ));
+        }
+        for t in tasks {
+            let again = t.await.unwrap();
+            assert!(again.iter().all(|a| a.1 == 202), "{again:?}");
+        }
+        wait_for(
+            async || store.webhook_overview().await.unwrap().pending_work == 0,
+            "the queue drained",
+        )
+        .await;
+    }
+    let m = world.metrics().await;
+    assert_eq!(metric(&m, done), N as f64, "{m}");
+    assert_eq!(all_events(server).await, events_before);
+    world.stop().await;
+}
