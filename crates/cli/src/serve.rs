@@ -37,6 +37,10 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// See [`ServerConfig::max_connections`].
     pub max_connections: usize,
+    /// See [`ServerConfig::queue_bound`] (`--webhook-queue-bound`).
+    pub queue_bound: usize,
+    /// Told the address once bound (`demo --serve` points the simulators' webhooks at it).
+    pub bound_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 }
 
 /// Serves until Ctrl-C (then `Ok(0)`). The providers' HTTP counters reach `/metrics` through
@@ -66,6 +70,7 @@ pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliErr
         idle_timeout: opts.idle_timeout,
         max_connections: opts.max_connections,
         admin_token: opts.admin_token,
+        queue_bound: opts.queue_bound,
         ..ServerConfig::new(opts.listen)
     };
     let mut server = match Server::new(config, watcher) {
@@ -144,6 +149,9 @@ pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliErr
         Err(e) => return Err(CliError::Unavailable(e.to_string())),
     };
     let addr = bound.local_addr();
+    if let Some(tx) = opts.bound_tx {
+        let _ = tx.send(addr);
+    }
     eprintln!("connhealth: dashboard on http://{addr}/  (report: /v1/report, events: /v1/events, metrics: /metrics; Ctrl-C stops)");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

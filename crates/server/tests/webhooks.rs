@@ -1017,23 +1017,16 @@ async fn a_flood_of_ten_thousand_webhooks_is_bounded_loses_nothing_accepted_and_
         tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut answered = (0u32, 0u32);
+            let ok = async |url: &str| {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            };
             while flooding.load(std::sync::atomic::Ordering::Relaxed) {
-                if client
-                    .get(&health)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-                {
-                    answered.0 += 1;
-                }
-                if client
-                    .get(&report)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-                {
-                    answered.1 += 1;
-                }
+                answered.0 += u32::from(ok(&health).await);
+                answered.1 += u32::from(ok(&report).await);
             }
             answered
         })
