@@ -925,8 +925,8 @@ async fn a_webhook_for_a_customer_not_configured_is_recorded_and_changes_nothing
     )
     .await;
     assert_eq!(r.status(), 200);
-    // The worker is sequential: once a later, known webhook's event is stored, the stranger's
-    // refresh has been handled.
+    // Then a known webhook; both refreshes are awaited through /metrics (the worker runs
+    // different customers' refreshes concurrently, so one finishing says nothing of the other).
     let known = serde_json::json!({
         "connection_id": c.connection_id, "customer_id": c.customer_id,
         "retailer_id": c.retailer_id, "status": "unauthenticated", "email": null, "mobile": null,
@@ -954,6 +954,20 @@ async fn a_webhook_for_a_customer_not_configured_is_recorded_and_changes_nothing
                 .any(|e| e["source"] == "webhook")
         },
         "the known webhook's event",
+    )
+    .await;
+    wait_for(
+        async || {
+            let m = world.metrics().await;
+            let finished = |result: &str| {
+                metric(
+                    &m,
+                    &format!("connhealth_refreshes_total{{provider=\"subtotal\",source=\"webhook\",result=\"{result}\"}}"),
+                )
+            };
+            finished("done") + finished("failed") == 2.0
+        },
+        "both refreshes finished",
     )
     .await;
     let after = all_events(server).await;
