@@ -50,6 +50,7 @@ pub mod procfs;
 mod report;
 pub mod scale;
 pub mod sims;
+pub mod webhooks;
 
 use std::path::PathBuf;
 

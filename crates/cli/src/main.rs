@@ -106,6 +106,11 @@ enum Command {
         /// opens every GET. Without one, those routes answer 403.
         #[arg(long, env = "CONNHEALTH_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// Targeted refreshes queued (from webhooks and POST /v1/refresh) past which a webhook
+        /// that needs one is answered 429 with Retry-After.
+        #[arg(long, default_value_t = connhealth_server::DEFAULT_QUEUE_BOUND as u32,
+              value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        webhook_queue_bound: u32,
         /// Time between polls (e.g. 30s, 5m, 1h).
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         interval: Duration,
@@ -543,6 +548,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             listen,
             token,
             admin_token,
+            webhook_queue_bound,
             interval,
             state,
             store,
@@ -579,6 +585,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 admin_token: admin_token.map(Secret::new),
                 sinks: cfg.sinks.clone(),
                 mutes: cfg.mutes.clone(),
+                queue_bound: webhook_queue_bound as usize,
+                bound_tx: None,
             };
             serve::run(watcher, opts).await
         }
@@ -595,10 +603,32 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 jitter: 0.0,
                 ..WatchConfig::default()
             });
-            for p in providers::demo_providers(&fleet)? {
+            // Violet and Subtotal push signed webhooks to this serve as their data changes
+            // (secrets made up per run; loopback only).
+            let secret = |who: &str| {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write(who.as_bytes());
+                format!("demo-{who}-{:016x}", h.finish())
+            };
+            let (violet_secret, subtotal_secret) = (secret("violet"), secret("subtotal"));
+            for p in
+                providers::demo_providers_with_webhooks(&fleet, &violet_secret, &subtotal_secret)?
+            {
                 watcher.add(p, None);
             }
-            let churn = tokio::spawn(demo_churn(fleet, seed));
+            let (bound_tx, bound_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+            let churn = tokio::spawn(async move {
+                let Ok(addr) = bound_rx.await else { return };
+                let hook = |name: &str| format!("http://{addr}/v1/webhooks/{name}");
+                let _violet = fleet
+                    .violet
+                    .emit_webhooks_to(&hook("violet"), &violet_secret);
+                let _subtotal = fleet
+                    .subtotal
+                    .emit_webhooks_to(&hook("subtotal"), &subtotal_secret);
+                demo_churn(&fleet, seed).await;
+            });
             // A temporary store, removed when the demo ends.
             let dir = tempfile::tempdir()
                 .map_err(|e| CliError::Io(format!("cannot make a temporary store: {e}")))?;
@@ -625,6 +655,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                     admin_token: None,
                     sinks: Vec::new(),
                     mutes: Vec::new(),
+                    queue_bound: connhealth_server::DEFAULT_QUEUE_BOUND,
+                    bound_tx: Some(bound_tx),
                 },
             )
             .await;
@@ -658,14 +690,16 @@ fn configured_names(cfg: &Config) -> Vec<String> {
 }
 
 /// Every 10 s, flips one simulated Subtotal connection between `active` and `unauthenticated`,
-/// so a demo dashboard shows live changes.
-async fn demo_churn(fleet: Fleet, seed: u64) {
+/// and every 20 s one Violet merchant between `ACTIVE` and `DISABLED`, so a demo dashboard
+/// shows live changes (with webhooks on, pushed at once; the 5 s poll would find them too).
+async fn demo_churn(fleet: &Fleet, seed: u64) {
     let ids = fleet.subtotal.connection_ids();
+    let merchants = fleet.violet.merchant_ids();
     if ids.is_empty() {
         return;
     }
     let mut rng = seed;
-    loop {
+    for tick in 0u64.. {
         tokio::time::sleep(Duration::from_secs(10)).await;
         rng = rng
             .wrapping_mul(6364136223846793005)
@@ -676,6 +710,14 @@ async fn demo_churn(fleet: Fleet, seed: u64) {
             _ => "active",
         };
         fleet.subtotal.set_status(id, next);
+        if tick % 2 == 1 && !merchants.is_empty() {
+            let m = merchants[(rng >> 17) as usize % merchants.len()];
+            let status = match fleet.violet.merchant(m) {
+                Some(v) if v["merchant_status"] == "ACTIVE" => "DISABLED",
+                _ => "ACTIVE",
+            };
+            fleet.violet.set_merchant_status(m, status);
+        }
     }
 }
 

@@ -61,6 +61,33 @@ pub fn demo_providers(fleet: &Fleet) -> Result<Vec<Arc<dyn Provider>>, CliError>
     simulators::providers(fleet).map_err(|e| CliError::Internal(e.to_string()))
 }
 
+/// The demo's providers for `demo --serve`: as [`demo_providers`], with Violet and Subtotal
+/// verifying webhooks with these secrets (the simulators sign theirs with the same).
+pub fn demo_providers_with_webhooks(
+    fleet: &Fleet,
+    violet_secret: &str,
+    subtotal_secret: &str,
+) -> Result<Vec<Arc<dyn Provider>>, CliError> {
+    let e = |e: connhealth::Error| CliError::Internal(e.to_string());
+    Ok(vec![
+        Arc::new(simulators::channel3(&fleet.channel3).build().map_err(e)?),
+        Arc::new(
+            simulators::violet(&fleet.violet)
+                .exclude_public(false)
+                .webhook_secret(connhealth::Secret::new(violet_secret))
+                .build()
+                .map_err(e)?,
+        ),
+        Arc::new(
+            simulators::subtotal(&fleet.subtotal)
+                .link_url(simulators::SUBTOTAL_LINK_URL)
+                .webhook_secret(connhealth::Secret::new(subtotal_secret))
+                .build()
+                .map_err(e)?,
+        ),
+    ])
+}
+
 /// An aggregator over the three built-in simulators.
 pub fn demo_aggregator(fleet: &Fleet) -> Result<Aggregator, CliError> {
     let mut agg = Aggregator::new().with_timeout(Duration::from_secs(60));

@@ -42,6 +42,10 @@ pub struct ServeOptions {
     pub sinks: Vec<connhealth_notify::Sink>,
     /// The config's `[[mute]]` tables.
     pub mutes: Vec<connhealth_notify::Mute>,
+    /// See [`ServerConfig::queue_bound`] (`--webhook-queue-bound`).
+    pub queue_bound: usize,
+    /// Told the address once bound (`demo --serve` points the simulators' webhooks at it).
+    pub bound_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 }
 
 /// The notifier of `sinks` over the journal's store (none without sinks), with the journal
@@ -105,6 +109,7 @@ pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliErr
         idle_timeout: opts.idle_timeout,
         max_connections: opts.max_connections,
         admin_token: opts.admin_token,
+        queue_bound: opts.queue_bound,
         ..ServerConfig::new(opts.listen)
     };
     let mut server = match Server::new(config, watcher) {
@@ -186,6 +191,9 @@ pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliErr
         Err(e) => return Err(CliError::Unavailable(e.to_string())),
     };
     let addr = bound.local_addr();
+    if let Some(tx) = opts.bound_tx {
+        let _ = tx.send(addr);
+    }
     eprintln!("connhealth: dashboard on http://{addr}/  (report: /v1/report, events: /v1/events, metrics: /metrics; Ctrl-C stops)");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -466,6 +466,73 @@ async fn demo_serve_serves_the_report_and_the_dashboard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_shows_the_simulators_pushes_as_webhook_events() {
+    let (mut child, url) = start_server(
+        &[
+            "demo",
+            "--serve",
+            "--customers",
+            "10",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    // The churn changes a simulated connection every 10 s and the simulator pushes a signed
+    // webhook to this serve: a change with source "webhook" shows up (a failure guard of 600
+    // reads, never a timing assertion).
+    let mut pushed = None;
+    for _ in 0..600 {
+        if let Ok(r) = http
+            .get(format!("{url}/v1/events?after=0&limit=1000"))
+            .send()
+            .await
+        {
+            if let Ok(page) = r.json::<serde_json::Value>().await {
+                pushed = page["items"]
+                    .as_array()
+                    .and_then(|items| items.iter().find(|e| e["source"] == "webhook").cloned());
+                if pushed.is_some() {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let pushed = pushed.expect("a webhook-sourced event");
+    let id = pushed["connection_id"].as_str().unwrap();
+    assert!(
+        id.starts_with("subtotal:") || id.starts_with("violet:"),
+        "{pushed}"
+    );
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sum = |outcome: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("connhealth_webhooks_received_total{")
+                    && l.contains(&format!("outcome=\"{outcome}\"}}"))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(sum("accepted") >= 1.0, "{metrics}");
+    // The simulators sign with serve's own secrets.
+    assert_eq!(sum("rejected_signature"), 0.0, "{metrics}");
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_requires_a_token_off_loopback_and_enforces_it() {
     let sim = SubtotalSim::start_generated(3, 1).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -408,3 +408,46 @@ async fn kill_9_of_watch_with_a_store_loses_nothing_and_repeats_nothing() {
         "a restarted watcher printed an event again: {printed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_the_webhook_queue_bound_from_its_flag_and_refuses_zero() {
+    let sim = SubtotalSim::start_generated(2, 1).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &sim, &sim.customer_ids(), "");
+    let env = [("T_SUBTOTAL_KEY", sim.api_key())];
+    let out = run(
+        &[
+            "serve",
+            "--config",
+            cfg.as_str(),
+            "--webhook-queue-bound",
+            "0",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--webhook-queue-bound"));
+    let args = [
+        "serve",
+        "--config",
+        cfg.as_str(),
+        "--listen",
+        "127.0.0.1:0",
+        "--webhook-queue-bound",
+        "7",
+    ];
+    let (mut child, base, _, _) = common::start_server(&args, &env).await;
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nconnhealth_webhook_queue_bound 7\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nconnhealth_webhook_queue_depth 0\n"));
+    interrupt(&mut child).await;
+}

@@ -462,7 +462,17 @@ impl Bound {
             limits,
         } = self;
         tracing::info!(addr = %local_addr, "serving");
-        let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(64);
+        // Before the first request: the queue's count and `last_webhook_at` start from the
+        // store (work a previous process left counts against the bound; the worker drains it).
+        if journal.is_some() {
+            if let Some(store) = state.store() {
+                match store.webhook_overview().await {
+                    Ok(o) => state.intake().restore(&o),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the stored webhook queue"),
+                }
+            }
+        }
+        let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(APPLY_BATCH);
         state.intake().set_applied(applied_tx.clone());
         let worker = journal
             .is_some()
@@ -546,40 +556,57 @@ pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Feed one targeted refresh (from the webhook worker) to the watcher, serve the view after
-/// it and record its changes with their source; they are published once stored.
-async fn apply_refresh(
-    mut applied: webhook::Applied,
+/// The most targeted refreshes applied together (one report, one store write per source).
+const APPLY_BATCH: usize = 256;
+
+/// Feed targeted refreshes (from the webhook worker, in their order) to the watcher, serve
+/// the view after them and record their changes with their source — one store write per run
+/// of one source, so a burst of webhooks is not one transaction each; the changes are
+/// published once stored.
+async fn apply_refreshes(
+    batch: Vec<webhook::Applied>,
     watcher: &mut Watcher,
     state: &AppState,
     journal: &mut Option<(Journal, Option<StoreHook>)>,
 ) {
-    let source = applied.source();
-    let done = applied.take_done();
-    let poll = applied.apply(watcher);
-    state.set_report(&poll, Duration::ZERO);
-    if let Some((journal, on_write)) = journal.as_mut() {
-        let written = journal
-            .record(
-                poll.report.generated_at,
-                watcher.state(),
-                Vec::new(),
-                poll.changes.clone(),
-                source,
-            )
-            .await;
-        state.record_written(&written);
-        if let Some(h) = on_write.as_mut() {
-            h(&written);
+    let mut batch = batch.into_iter().peekable();
+    while let Some(first) = batch.next() {
+        let mut first = first;
+        let source = first.source();
+        // Actions wait for their change to be recorded: answered after the store write.
+        let mut done: Vec<_> = first.take_done().into_iter().collect();
+        let mut poll = first.apply(watcher);
+        let mut changes = std::mem::take(&mut poll.changes);
+        while let Some(mut next) = batch.next_if(|a| a.source() == source) {
+            done.extend(next.take_done());
+            poll = next.apply(watcher);
+            changes.append(&mut poll.changes);
         }
-    }
-    tracing::debug!(
-        changes = poll.changes.len(),
-        source = source.as_str(),
-        "refresh applied"
-    );
-    if let Some(done) = done {
-        let _ = done.send(());
+        poll.changes = changes;
+        state.set_report(&poll, Duration::ZERO);
+        if let Some((journal, on_write)) = journal.as_mut() {
+            let written = journal
+                .record(
+                    poll.report.generated_at,
+                    watcher.state(),
+                    Vec::new(),
+                    poll.changes.clone(),
+                    source,
+                )
+                .await;
+            state.record_written(&written);
+            if let Some(h) = on_write.as_mut() {
+                h(&written);
+            }
+        }
+        tracing::debug!(
+            changes = poll.changes.len(),
+            source = source.as_str(),
+            "refresh applied"
+        );
+        for d in done {
+            let _ = d.send(());
+        }
     }
 }
 
@@ -641,7 +668,14 @@ async fn run_poller(
             tokio::select! {
                 _ = &mut sleep => break,
                 Some(a) = applied.recv() => {
-                    apply_refresh(a, &mut watcher, &state, &mut journal).await;
+                    let mut batch = vec![a];
+                    while batch.len() < APPLY_BATCH {
+                        match applied.try_recv() {
+                            Ok(a) => batch.push(a),
+                            Err(_) => break,
+                        }
+                    }
+                    apply_refreshes(batch, &mut watcher, &state, &mut journal).await;
                     if let Some(save) = persist.as_mut() {
                         state.record_save(save(watcher.state()));
                     }

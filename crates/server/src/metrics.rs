@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use connhealth_core::{Outcome, Status};
 
 use crate::state::AppState;
+use crate::webhook::Received;
 
 /// The content type of the exposition.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -267,6 +268,8 @@ pub(crate) fn render(state: &AppState) -> String {
         }
     }
 
+    render_webhooks(&mut out, state);
+
     let (open, over_cap) = state.connection_counts();
     header(
         &mut out,
@@ -290,6 +293,79 @@ pub(crate) fn render(state: &AppState) -> String {
         out.push_str(&n.render_prometheus());
     }
     out
+}
+
+/// The webhook intake's series: only with a store (without one, `serve` takes no webhooks).
+fn render_webhooks(out: &mut String, state: &AppState) {
+    if state.store().is_none() {
+        return;
+    }
+    let intake = state.intake();
+    let stats = intake.stats();
+    header(
+        out,
+        "connhealth_webhooks_received_total",
+        "counter",
+        "Webhooks received, by provider (\"unknown\" for a name not configured) and outcome.",
+    );
+    // Every outcome of every provider that has webhooks configured starts at zero.
+    let mut received = stats.received.clone();
+    for provider in intake.webhook_providers() {
+        for outcome in Received::ALL {
+            received.entry((provider.clone(), outcome)).or_default();
+        }
+    }
+    for ((provider, outcome), n) in &received {
+        let _ = writeln!(
+            out,
+            "connhealth_webhooks_received_total{{provider=\"{}\",outcome=\"{}\"}} {n}",
+            escape_label(provider),
+            outcome.as_str()
+        );
+    }
+    header(
+        out,
+        "connhealth_webhook_queue_depth",
+        "gauge",
+        "Targeted refreshes queued and not yet finished.",
+    );
+    let _ = writeln!(out, "connhealth_webhook_queue_depth {}", intake.depth());
+    header(
+        out,
+        "connhealth_webhook_queue_bound",
+        "gauge",
+        "The queue's bound: past it, webhooks and refresh requests get 429.",
+    );
+    let _ = writeln!(out, "connhealth_webhook_queue_bound {}", intake.bound());
+    header(
+        out,
+        "connhealth_refreshes_total",
+        "counter",
+        "Targeted refreshes finished, by provider, source (webhook, refresh) and result (done, failed, retried).",
+    );
+    for ((provider, source, result), n) in &stats.refreshes {
+        let _ = writeln!(
+            out,
+            "connhealth_refreshes_total{{provider=\"{}\",source=\"{}\",result=\"{}\"}} {n}",
+            escape_label(provider),
+            escape_label(source),
+            result.as_str()
+        );
+    }
+    header(
+        out,
+        "connhealth_webhook_last_received_timestamp_seconds",
+        "gauge",
+        "When the provider's last accepted webhook arrived, in seconds since the Unix epoch.",
+    );
+    for (provider, at) in &stats.last_webhook {
+        let _ = writeln!(
+            out,
+            "connhealth_webhook_last_received_timestamp_seconds{{provider=\"{}\"}} {}",
+            escape_label(provider),
+            float(at.timestamp_millis() as f64 / 1000.0)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -492,6 +492,14 @@ impl AppState {
         &self.inner.intake
     }
 
+    /// When the last webhook `provider` sent that `serve` accepted (a 202) arrived: accepted
+    /// by this process, or — with a store — the latest stored event id's arrival when `serve`
+    /// started (ids older than the store's retention are gone). `None` if none is known.
+    /// Replays (200), rejections and 429s do not count.
+    pub fn last_webhook_at(&self, provider: &str) -> Option<chrono::DateTime<Utc>> {
+        self.inner.intake.last_webhook_at(provider)
+    }
+
     /// Set the admin token (`POST` routes; it also opens every `GET`). Only the first call
     /// counts.
     pub fn set_admin_token(&self, token: Secret) {

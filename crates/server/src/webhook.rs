@@ -4,14 +4,23 @@
 //! The handler answers in DESIGN.md's order: 404 (no such provider, or no webhooks
 //! configured for it) → 503 `no_store` → 413 (above [`MAX_WEBHOOK_BODY_BYTES`], read through
 //! a length limit so a huge body is never buffered whole) → 401 (missing or wrong signature,
-//! stale timestamp) → 400 (malformed) → 429 with `Retry-After` (queue full, nothing
-//! recorded) → 200 `{duplicate: true}` (event id seen before) → 202 `{accepted: true}`. The
-//! event id and its queued work are stored in one transaction
-//! ([`Store::accept_webhook`](connhealth_store::Store::accept_webhook)). Bodies are never
-//! logged.
+//! stale timestamp) → 400 (malformed) → 200 `{duplicate: true}` (event id seen before: a
+//! read-only lookup, so a replay is recognised even while the queue is full) → 429 with
+//! `Retry-After` (queue full, nothing recorded) → 202 `{accepted: true}`. The event id and its
+//! queued work are stored in one transaction
+//! ([`Store::accept_webhook`](connhealth_store::Store::accept_webhook)); two deliveries of one
+//! id racing past the lookup are told apart there by the unique key (the loser gets the 200).
+//! Bodies are never logged.
+//!
+//! The queue's count is a slot reserved before the insert (so concurrent deliveries never
+//! overshoot the bound) and released when the worker finishes the item; a restarted `serve`
+//! starts it from the stored queue ([`Store::webhook_overview`](connhealth_store::Store::webhook_overview)),
+//! and its worker drains what a previous process left. An item in progress when `serve`
+//! stops is released at once, so the next process takes it up without waiting for its lease.
 // A rejected request's answer is the `Err`: built once per request, so boxing gains nothing.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,18 +28,21 @@ use std::time::Duration;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use connhealth_core::webhook::MAX_WEBHOOK_BODY_BYTES;
 use connhealth_core::{Connection, Provider, RefreshHint, Status};
-use connhealth_store::{NewWork, Source, WebhookAccept, WorkItem};
+use connhealth_store::{NewWork, Source, WebhookAccept, WebhookOverview, WorkItem};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
 use crate::http as h;
 use crate::state::AppState;
 
-/// The default bound of the refresh queue: past it, webhooks that need a refresh get 429.
-pub const DEFAULT_QUEUE_BOUND: usize = 256;
+/// The default bound of the refresh queue (`ServerConfig::queue_bound`): past it, webhooks
+/// that need a refresh get 429 + `Retry-After`. 1,000 queued refreshes is about two seconds of
+/// the worker's work at the benchmark's rate, well inside the 5 s `Retry-After`; a burst
+/// larger than that is pushed back to the senders, who retry.
+pub const DEFAULT_QUEUE_BOUND: usize = 1000;
 /// What a 429 asks the sender to wait, in seconds.
 const RETRY_AFTER_SECS: &str = "5";
 /// How often the worker looks for work besides being woken (work left by a restart, work
@@ -43,6 +55,82 @@ const MAX_ATTEMPTS: i64 = 5;
 /// The queued work's kind.
 const REFRESH: &str = "refresh";
 
+/// The answer a webhook got, as `/metrics` labels it (`outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Received {
+    Accepted,
+    Duplicate,
+    RejectedSignature,
+    RejectedBody,
+    TooLarge,
+    QueueFull,
+    UnknownProvider,
+    NoStore,
+    StoreUnavailable,
+}
+
+impl Received {
+    /// Every outcome, so each series starts at zero.
+    pub(crate) const ALL: [Received; 9] = [
+        Received::Accepted,
+        Received::Duplicate,
+        Received::RejectedSignature,
+        Received::RejectedBody,
+        Received::TooLarge,
+        Received::QueueFull,
+        Received::UnknownProvider,
+        Received::NoStore,
+        Received::StoreUnavailable,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Received::Accepted => "accepted",
+            Received::Duplicate => "duplicate",
+            Received::RejectedSignature => "rejected_signature",
+            Received::RejectedBody => "rejected_body",
+            Received::TooLarge => "too_large",
+            Received::QueueFull => "queue_full",
+            Received::UnknownProvider => "unknown_provider",
+            Received::NoStore => "no_store",
+            Received::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+/// How a queued refresh ended, as `/metrics` labels it (`result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Refreshed {
+    /// Read and applied.
+    Done,
+    /// Not possible (e.g. a customer not configured), unreadable, or given up after retries.
+    Failed,
+    /// A transient failure: released for another attempt.
+    Retried,
+}
+
+impl Refreshed {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Refreshed::Done => "done",
+            Refreshed::Failed => "failed",
+            Refreshed::Retried => "retried",
+        }
+    }
+}
+
+/// The intake's counters for `/metrics` (labels are configured provider names only: a name a
+/// sender made up is counted as `unknown`).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct IntakeStats {
+    /// Webhooks by (provider, outcome).
+    pub(crate) received: BTreeMap<(String, Received), u64>,
+    /// Finished refreshes by (provider, source, result).
+    pub(crate) refreshes: BTreeMap<(String, &'static str, Refreshed), u64>,
+    /// When the last accepted webhook arrived, per provider.
+    pub(crate) last_webhook: BTreeMap<String, DateTime<Utc>>,
+}
+
 /// The webhook intake shared by the handler and the worker.
 #[derive(Debug)]
 pub(crate) struct Intake {
@@ -52,6 +140,7 @@ pub(crate) struct Intake {
     wake: Notify,
     /// The poller's inbox, once serving (actions hand their re-fetched connection to it).
     applied: Mutex<Option<mpsc::Sender<Applied>>>,
+    stats: Mutex<IntakeStats>,
 }
 
 impl Default for Intake {
@@ -62,6 +151,7 @@ impl Default for Intake {
             bound: AtomicUsize::new(DEFAULT_QUEUE_BOUND),
             wake: Notify::new(),
             applied: Mutex::new(None),
+            stats: Mutex::new(IntakeStats::default()),
         }
     }
 }
@@ -95,22 +185,98 @@ impl Intake {
             .cloned()
     }
 
-    fn is_full(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) >= self.bound.load(Ordering::Relaxed)
+    /// The configured providers that have webhooks configured.
+    pub(crate) fn webhook_providers(&self) -> Vec<String> {
+        self.providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|p| {
+                p.verify_webhook(&Default::default(), b"", Utc::now())
+                    .is_some()
+            })
+            .map(|p| p.name().to_owned())
+            .collect()
     }
 
-    fn queued_one(&self) {
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        self.wake.notify_one();
+    /// Take a place in the queue; `false` when it is full.
+    fn try_reserve(&self) -> bool {
+        let bound = self.bound.load(Ordering::Relaxed);
+        self.queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < bound).then_some(n + 1)
+            })
+            .is_ok()
     }
 
-    fn finished_one(&self) {
-        // Work left by a previous process was never counted here: never below zero.
+    /// Give a place back: its work was not queued (a duplicate, a failed write) or is done.
+    fn release(&self) {
         let _ = self
             .queued
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 Some(n.saturating_sub(1))
             });
+    }
+
+    fn wake_worker(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Queued refreshes now (the `/metrics` queue depth).
+    pub(crate) fn depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The queue's bound.
+    pub(crate) fn bound(&self) -> usize {
+        self.bound.load(Ordering::Relaxed)
+    }
+
+    /// Start from what the store holds (at `serve` start, before any request): the work a
+    /// previous process left counts against the bound, and `last_webhook_at` survives.
+    pub(crate) fn restore(&self, overview: &WebhookOverview) {
+        self.queued.store(
+            usize::try_from(overview.pending_work).unwrap_or(usize::MAX),
+            Ordering::Relaxed,
+        );
+        let mut stats = self.lock_stats();
+        for (provider, at) in &overview.last_received {
+            let e = stats.last_webhook.entry(provider.clone()).or_insert(*at);
+            *e = (*e).max(*at);
+        }
+    }
+
+    fn lock_stats(&self) -> std::sync::MutexGuard<'_, IntakeStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn stats(&self) -> IntakeStats {
+        self.lock_stats().clone()
+    }
+
+    fn count_received(&self, provider: &str, outcome: Received, at: DateTime<Utc>) {
+        let mut stats = self.lock_stats();
+        *stats
+            .received
+            .entry((provider.to_owned(), outcome))
+            .or_default() += 1;
+        if outcome == Received::Accepted {
+            stats.last_webhook.insert(provider.to_owned(), at);
+        }
+    }
+
+    fn count_refresh(&self, provider: &str, source: &'static str, result: Refreshed) {
+        *self
+            .lock_stats()
+            .refreshes
+            .entry((provider.to_owned(), source, result))
+            .or_default() += 1;
+    }
+
+    /// When the last accepted webhook of `provider` arrived (this process, or the store's
+    /// record of earlier ones).
+    pub(crate) fn last_webhook_at(&self, provider: &str) -> Option<DateTime<Utc>> {
+        self.lock_stats().last_webhook.get(provider).copied()
     }
 }
 
@@ -253,14 +419,15 @@ pub(crate) fn queue_full() -> Response {
 /// Queue `work` unless the queue is full (then 429, nothing recorded).
 pub(crate) async fn enqueue(state: &AppState, work: NewWork) -> Result<(), Response> {
     let store = state.store().cloned().ok_or_else(crate::stored::no_store)?;
-    if state.intake().is_full() {
+    let intake = state.intake();
+    if !intake.try_reserve() {
         return Err(queue_full());
     }
-    store
-        .enqueue_work(work, Utc::now())
-        .await
-        .map_err(|e| store_unavailable(&e))?;
-    state.intake().queued_one();
+    if let Err(e) = store.enqueue_work(work, Utc::now()).await {
+        intake.release();
+        return Err(store_unavailable(&e));
+    }
+    intake.wake_worker();
     Ok(())
 }
 
@@ -278,25 +445,34 @@ pub(crate) async fn receive(
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
+    let intake = state.intake();
+    // A configured provider's name labels the counters; a name the sender made up does not.
+    let mut label = "unknown".to_owned();
     let run = async {
-        let provider = state
-            .intake()
+        let provider = intake
             .provider(&name)
-            .ok_or_else(|| not_found(&name))?;
+            .ok_or_else(|| (Received::UnknownProvider, not_found(&name)))?;
+        label = name.clone();
         // `None` = no webhooks configured for it: the check needs no body.
         if provider
             .verify_webhook(&Default::default(), b"", Utc::now())
             .is_none()
         {
-            return Err(not_found(&name));
+            return Err((Received::UnknownProvider, not_found(&name)));
         }
-        let store = state.store().cloned().ok_or_else(crate::stored::no_store)?;
+        let store = state
+            .store()
+            .cloned()
+            .ok_or_else(|| (Received::NoStore, crate::stored::no_store()))?;
         let (parts, body) = req.into_parts();
         let too_large = || {
-            h::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("webhook bodies are at most {MAX_WEBHOOK_BODY_BYTES} bytes"),
+            (
+                Received::TooLarge,
+                h::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("webhook bodies are at most {MAX_WEBHOOK_BODY_BYTES} bytes"),
+                ),
             )
         };
         let declared = parts
@@ -313,20 +489,37 @@ pub(crate) async fn receive(
             .map_err(|_| too_large())?;
         let now = Utc::now();
         let event = match provider.verify_webhook(&parts.headers, &bytes, now) {
-            None => return Err(not_found(&name)),
+            None => return Err((Received::UnknownProvider, not_found(&name))),
             Some(Err(e)) => {
                 let status =
                     StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-                let code = match status {
-                    StatusCode::UNAUTHORIZED => "unauthorized",
-                    StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-                    _ => "bad_request",
+                let (outcome, code) = match status {
+                    StatusCode::UNAUTHORIZED => (Received::RejectedSignature, "unauthorized"),
+                    StatusCode::PAYLOAD_TOO_LARGE => (Received::TooLarge, "payload_too_large"),
+                    _ => (Received::RejectedBody, "bad_request"),
                 };
                 tracing::info!(provider = %name, error = %e, "webhook rejected");
-                return Err(h::error(status, code, e.to_string()));
+                return Err((outcome, h::error(status, code, e.to_string())));
             }
             Some(Ok(event)) => event,
         };
+        let duplicate = || {
+            tracing::info!(provider = %name, event_id = %event.event_id, "webhook replayed; nothing recorded");
+            (
+                Received::Duplicate,
+                h::json_value(StatusCode::OK, &serde_json::json!({ "duplicate": true })),
+            )
+        };
+        let unavailable =
+            |e: connhealth_store::StoreError| (Received::StoreUnavailable, store_unavailable(&e));
+        // A replay is told so even while the queue is full (a read: nothing written).
+        if store
+            .webhook_seen(&name, &event.event_id)
+            .await
+            .map_err(unavailable)?
+        {
+            return Ok(duplicate());
+        }
         let work = event.refresh_target().map(|customer_id| {
             RefreshWork {
                 customer_id: customer_id.to_owned(),
@@ -337,35 +530,46 @@ pub(crate) async fn receive(
             }
             .into_work(&name)
         });
-        if work.is_some() && state.intake().is_full() {
-            return Err(queue_full());
-        }
         let queued = work.is_some();
-        match store
+        if queued && !intake.try_reserve() {
+            return Err((Received::QueueFull, queue_full()));
+        }
+        let accepted = store
             .accept_webhook(&name, &event.event_id, work, now)
-            .await
-            .map_err(|e| store_unavailable(&e))?
-        {
-            WebhookAccept::Duplicate => {
-                tracing::info!(provider = %name, event_id = %event.event_id, "webhook replayed; nothing recorded");
-                Ok(h::json_value(
-                    StatusCode::OK,
-                    &serde_json::json!({ "duplicate": true }),
+            .await;
+        match accepted {
+            // Lost a race with a concurrent delivery of the same id.
+            Ok(WebhookAccept::Duplicate) => {
+                if queued {
+                    intake.release();
+                }
+                Ok(duplicate())
+            }
+            Ok(WebhookAccept::Accepted { work_id }) => {
+                tracing::info!(provider = %name, event_id = %event.event_id, event_type = %event.event_type.as_str(), queued, "webhook accepted");
+                match (queued, work_id.is_some()) {
+                    (true, true) => intake.wake_worker(),
+                    (true, false) => intake.release(),
+                    _ => {}
+                }
+                Ok((
+                    Received::Accepted,
+                    h::json_value(
+                        StatusCode::ACCEPTED,
+                        &serde_json::json!({ "accepted": true }),
+                    ),
                 ))
             }
-            WebhookAccept::Accepted { work_id } => {
-                tracing::info!(provider = %name, event_id = %event.event_id, event_type = %event.event_type.as_str(), queued, "webhook accepted");
-                if work_id.is_some() {
-                    state.intake().queued_one();
+            Err(e) => {
+                if queued {
+                    intake.release();
                 }
-                Ok(h::json_value(
-                    StatusCode::ACCEPTED,
-                    &serde_json::json!({ "accepted": true }),
-                ))
+                Err(unavailable(e))
             }
         }
     };
-    let mut resp = run.await.unwrap_or_else(|r| r);
+    let (outcome, mut resp) = run.await.unwrap_or_else(|r| r);
+    intake.count_received(&label, outcome, Utc::now());
     let headers = resp.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -428,12 +632,29 @@ pub(crate) async fn refresh(State(state): State<AppState>, body: axum::body::Byt
     run.await.unwrap_or_else(|r| r)
 }
 
-/// Drain the queue one item at a time until the state is shut down, handing results to the
-/// poller through `tx`.
+/// Items claimed at once. Items about different customers run concurrently; those about one
+/// customer run in their queue order.
+const WORKER_BATCH: usize = 32;
+
+/// The customer a queued item is about (its group in a batch).
+fn group_key(item: &WorkItem) -> (String, String) {
+    let customer = item
+        .work
+        .payload
+        .get("customer_id")
+        .and_then(|c| c.as_str())
+        .unwrap_or_default();
+    (item.work.provider.clone(), customer.to_owned())
+}
+
+/// Drain the queue until the state is shut down, handing results to the poller through
+/// `tx`. Items in progress at shutdown are released (not finished), so the next process
+/// takes them up at once.
 pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
     let Some(store) = state.store().cloned() else {
         return;
     };
+    let intake = state.intake();
     let holder = format!("serve-{}", std::process::id());
     let mut stop = state.stop_signal();
     loop {
@@ -441,7 +662,7 @@ pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
             let claimed = store
                 .claim_work(
                     &holder,
-                    1,
+                    WORKER_BATCH,
                     Utc::now(),
                     chrono::Duration::seconds(LEASE_SECS),
                 )
@@ -454,59 +675,96 @@ pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
                     break;
                 }
             };
-            let mut released = false;
-            for item in items {
-                let error = tokio::select! {
-                    r = handle(&state, &item, &tx) => r,
-                    _ = crate::stopped(&mut stop) => return,
-                };
-                let finish = match error {
-                    Some(e) if item.attempts < MAX_ATTEMPTS => {
-                        released = true;
-                        Some(e)
-                    }
-                    Some(e) => {
-                        tracing::warn!(provider = %item.work.provider, error = %e, attempts = item.attempts, "giving up a refresh");
-                        None
-                    }
-                    None => None,
-                };
-                let done = finish.is_none();
-                if let Err(e) = store.finish_work(item.id, finish, Utc::now()).await {
-                    tracing::warn!(error = %e, "cannot finish queued work");
-                } else if done {
-                    state.intake().finished_one();
+            let mut groups: Vec<((String, String), Vec<&WorkItem>)> = Vec::new();
+            for item in &items {
+                let key = group_key(item);
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, g)) => g.push(item),
+                    None => groups.push((key, vec![item])),
                 }
             }
-            if released {
+            let finished = Mutex::new(std::collections::HashSet::new());
+            let released = std::sync::atomic::AtomicBool::new(false);
+            let (state, tx, store) = (&state, &tx, &store);
+            let (finished_ref, released_ref) = (&finished, &released);
+            let run = futures::future::join_all(groups.iter().map(|(_, group)| async move {
+                for item in group {
+                    let (source, outcome) = handle(state, item, tx).await;
+                    let (finish, result) = match outcome {
+                        Err(e) if item.attempts < MAX_ATTEMPTS => {
+                            released_ref.store(true, Ordering::Relaxed);
+                            (Some(e), Refreshed::Retried)
+                        }
+                        Err(e) => {
+                            tracing::warn!(provider = %item.work.provider, error = %e, attempts = item.attempts, "giving up a refresh");
+                            (None, Refreshed::Failed)
+                        }
+                        Ok(result) => (None, result),
+                    };
+                    let done = finish.is_none();
+                    let wrote = store.finish_work(item.id, finish, Utc::now()).await;
+                    finished_ref
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(item.id);
+                    if let Err(e) = wrote {
+                        tracing::warn!(error = %e, "cannot finish queued work");
+                        continue;
+                    }
+                    intake.count_refresh(&item.work.provider, source, result);
+                    if done {
+                        intake.release();
+                    }
+                }
+            }));
+            tokio::select! {
+                _ = run => {}
+                _ = crate::stopped(&mut stop) => {
+                    let finished = finished.into_inner().unwrap_or_else(|e| e.into_inner());
+                    for item in items.iter().filter(|i| !finished.contains(&i.id)) {
+                        let why = Some("serve stopped before finishing it".to_owned());
+                        if let Err(e) = store.finish_work(item.id, why, Utc::now()).await {
+                            tracing::warn!(error = %e, "cannot release queued work at shutdown");
+                        }
+                    }
+                    return;
+                }
+            }
+            if released.into_inner() {
                 break;
             }
         }
         tokio::select! {
-            _ = state.intake().wake.notified() => {}
+            _ = intake.wake.notified() => {}
             _ = tokio::time::sleep(SWEEP) => {}
             _ = crate::stopped(&mut stop) => return,
         }
     }
 }
 
-/// Do one item; `Some(error)` to release it for a retry (a transient failure).
-async fn handle(state: &AppState, item: &WorkItem, tx: &mpsc::Sender<Applied>) -> Option<String> {
+/// Do one item: its source's label and how it ended, or `Err(error)` to release it for a
+/// retry (a transient failure).
+async fn handle(
+    state: &AppState,
+    item: &WorkItem,
+    tx: &mpsc::Sender<Applied>,
+) -> (&'static str, Result<Refreshed, String>) {
     if item.work.kind != REFRESH {
         tracing::warn!(kind = %item.work.kind, "unknown queued work; dropped");
-        return None;
+        return ("unknown", Ok(Refreshed::Failed));
     }
     let work: RefreshWork = match serde_json::from_value(item.work.payload.clone()) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "unreadable queued refresh; dropped");
-            return None;
+            return ("unknown", Ok(Refreshed::Failed));
         }
     };
+    let source = work.source.as_str();
     let name = item.work.provider.clone();
     let Some(provider) = state.intake().provider(&name) else {
         tracing::info!(provider = %name, "queued refresh for a provider not configured; dropped");
-        return None;
+        return (source, Ok(Refreshed::Failed));
     };
     if let (Some(status), Some(connection_id)) = (work.status, work.connection_id.clone()) {
         let _ = tx
@@ -537,13 +795,13 @@ async fn handle(state: &AppState, item: &WorkItem, tx: &mpsc::Sender<Applied>) -
                     done: None,
                 })
                 .await;
-            None
+            (source, Ok(Refreshed::Done))
         }
-        Err(e) if e.is_transient() => Some(e.to_string()),
+        Err(e) if e.is_transient() => (source, Err(e.to_string())),
         Err(e) => {
             // E.g. a customer this config does not have: recorded, nothing else.
             tracing::info!(provider = %name, error = %e, "targeted refresh not possible; the next poll shows any change");
-            None
+            (source, Ok(Refreshed::Failed))
         }
     }
 }

@@ -21,10 +21,20 @@ use serde_json::Value;
 const SECRET: &str = "whsec-subtotal-test-4f1e9a";
 const VIOLET_SECRET: &str = "violet-app-secret-test-8d2b";
 
+/// How a test's serve is set up (the defaults: the default queue bound, the client's
+/// default timeouts).
+#[derive(Debug, Clone, Copy, Default)]
+struct Setup {
+    queue_bound: Option<usize>,
+    /// Subtotal's request timeout, without retries: a hung targeted read fails fast
+    /// (transient), so the item is released and retried.
+    subtotal_timeout: Option<Duration>,
+}
+
 /// A watcher over the fleet whose Subtotal provider verifies webhooks with [`SECRET`] (Violet
 /// with [`VIOLET_SECRET`]) and
 /// polls only once (an hour apart): later changes can only come from webhooks.
-fn watcher(fleet: &Fleet) -> Watcher {
+fn watcher(fleet: &Fleet, setup: Setup) -> Watcher {
     let mut w = Watcher::new(WatchConfig {
         interval: Duration::from_secs(3600),
         jitter: 0.0,
@@ -36,11 +46,15 @@ fn watcher(fleet: &Fleet) -> Watcher {
         .customers(fleet.channel3.customer_ids())
         .build()
         .unwrap();
-    let subtotal = simulators::subtotal(&fleet.subtotal)
+    let mut subtotal = simulators::subtotal(&fleet.subtotal)
         .link_url("https://link.subtotal.example/reconnect")
-        .webhook_secret(Secret::new(SECRET))
-        .build()
-        .unwrap();
+        .webhook_secret(Secret::new(SECRET));
+    if let Some(t) = setup.subtotal_timeout {
+        subtotal = subtotal
+            .request_timeout(t)
+            .retry(connhealth_core::http::RetryPolicy::none());
+    }
+    let subtotal = subtotal.build().unwrap();
     let violet = simulators::violet(&fleet.violet)
         .webhook_secret(Secret::new(VIOLET_SECRET))
         .build()
@@ -51,13 +65,20 @@ fn watcher(fleet: &Fleet) -> Watcher {
     w
 }
 
-async fn start(fleet: &Fleet, store: Arc<dyn Store>) -> Running {
+/// Serve over `fleet` on `store`, returned once the first poll's events are stored.
+async fn start_on(fleet: &Fleet, store: Arc<dyn Store>, setup: Setup) -> Running {
     let (journal, loaded) = Journal::load(store, JournalOptions::default())
         .await
         .unwrap();
-    let w = watcher(fleet).with_state(loaded);
-    let server =
-        Running::start_with(w, Options::default(), |s| s.with_store(journal, |_| {})).await;
+    let w = watcher(fleet, setup).with_state(loaded);
+    let server = Running::start_with(w, Options::default(), |s| {
+        let s = match setup.queue_bound {
+            Some(b) => s.with_queue_bound(b),
+            None => s,
+        };
+        s.with_store(journal, |_| {})
+    })
+    .await;
     server.ready(false).await;
     // Ready once the first report is served; its events are stored just after.
     let n = get_json(&server, "/v1/report").await["connections"]
@@ -71,6 +92,114 @@ async fn start(fleet: &Fleet, store: Arc<dyn Store>) -> Running {
     .await;
     server
 }
+
+/// One test's world: the simulators, a store (a SQLite file or a PostgreSQL database, kept
+/// open), and serve on them.
+struct World {
+    fleet: Fleet,
+    db: pg::Fixture,
+    server: Option<Running>,
+}
+
+impl World {
+    async fn new(db: pg::Fixture, setup: Setup) -> World {
+        let fleet = Fleet::start(3, 41).await.unwrap();
+        let server = start_on(&fleet, db.store(), setup).await;
+        World {
+            fleet,
+            db,
+            server: Some(server),
+        }
+    }
+
+    async fn sqlite(setup: Setup) -> World {
+        World::new(pg::sqlite().await, setup).await
+    }
+
+    fn server(&self) -> &Running {
+        self.server.as_ref().expect("serving")
+    }
+
+    /// Stop serve and start another process's worth on the same store and simulators.
+    async fn restart(&mut self, setup: Setup) {
+        if let Some(s) = self.server.take() {
+            s.stop().await.unwrap();
+        }
+        self.server = Some(start_on(&self.fleet, self.db.store(), setup).await);
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await.unwrap();
+        }
+    }
+
+    /// The Subtotal connection of the documented example, as its webhooks carry it.
+    fn doc_connection(&self, status: &str) -> Value {
+        let c = self.fleet.subtotal.connection(DOC_CONNECTION).unwrap();
+        serde_json::json!({
+            "connection_id": c.connection_id, "customer_id": c.customer_id,
+            "retailer_id": c.retailer_id, "status": status, "email": null, "mobile": null,
+        })
+    }
+
+    /// POST a Subtotal webhook, signed with [`SECRET`] now.
+    async fn post_subtotal(&self, body: &[u8]) -> reqwest::Response {
+        let headers = sign(SECRET, chrono::Utc::now().timestamp(), body);
+        post(
+            self.server(),
+            "/v1/webhooks/subtotal",
+            Some(headers),
+            body.to_vec(),
+        )
+        .await
+    }
+
+    async fn metrics(&self) -> String {
+        let r = self.server().get("/metrics").await;
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+}
+
+/// The value of one series (`name{labels}` exactly as exposed), 0 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .map(|v| v.parse::<f64>().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Run each named test on a SQLite file and on a real PostgreSQL database.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::pg::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = super::pg::postgres().await else { return };
+                    super::$name(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    a_signed_subtotal_unauthenticated_webhook_turns_the_connection_action_required,
+    rejected_webhooks_change_nothing,
+);
 
 async fn get_json(server: &Running, path: &str) -> Value {
     let resp = server.get(path).await;
@@ -134,13 +263,13 @@ async fn post(
     req.send().await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_signed_subtotal_unauthenticated_webhook_turns_the_connection_action_required() {
-    let fleet = Fleet::start(3, 41).await.unwrap();
-    let f = pg::sqlite().await;
-    let server = start(&fleet, f.store()).await;
+async fn a_signed_subtotal_unauthenticated_webhook_turns_the_connection_action_required(
+    db: pg::Fixture,
+) {
+    let world = World::new(db, Setup::default()).await;
+    let (fleet, server) = (&world.fleet, world.server());
     let id = format!("subtotal:{DOC_CONNECTION}");
-    let before = get_json(&server, &format!("/v1/connections/{id}")).await;
+    let before = get_json(server, &format!("/v1/connections/{id}")).await;
     assert_ne!(before["status"], "action_required");
 
     let emitter = fleet
@@ -157,7 +286,7 @@ async fn a_signed_subtotal_unauthenticated_webhook_turns_the_connection_action_r
     // (problem_raised), so both mean the worker is done with this webhook.
     wait_for(
         async || {
-            let history = get_json(&server, &format!("/v1/connections/{id}/history")).await;
+            let history = get_json(server, &format!("/v1/connections/{id}/history")).await;
             let items = history["items"].as_array().unwrap();
             let of = |name: &str| {
                 items
@@ -169,9 +298,9 @@ async fn a_signed_subtotal_unauthenticated_webhook_turns_the_connection_action_r
         "status_changed and problem_raised events of source webhook",
     )
     .await;
-    let now = get_json(&server, &format!("/v1/connections/{id}")).await;
+    let now = get_json(server, &format!("/v1/connections/{id}")).await;
     assert_eq!(now["status"], "action_required");
-    let events = all_events(&server).await;
+    let events = all_events(server).await;
     let hooked: Vec<&Value> = events.iter().filter(|e| e["source"] == "webhook").collect();
     assert!(!hooked.is_empty());
     assert!(hooked.iter().all(|e| e["connection_id"] == id.as_str()));
@@ -184,23 +313,57 @@ async fn a_signed_subtotal_unauthenticated_webhook_turns_the_connection_action_r
     });
     let body = subtotal_body(&deliveries[0].event_id, "connection.unauthenticated", &conn);
     let headers = sign(SECRET, chrono::Utc::now().timestamp(), &body);
-    let resp = post(&server, "/v1/webhooks/subtotal", Some(headers), body).await;
+    let resp = post(server, "/v1/webhooks/subtotal", Some(headers), body).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),
         serde_json::json!({ "duplicate": true })
     );
-    assert_eq!(all_events(&server).await, events);
-    server.stop().await.unwrap();
+    assert_eq!(all_events(server).await, events);
+    // Counted: one accepted, one replay, one targeted refresh done, nothing left queued.
+    let m = world.metrics().await;
+    let received = |outcome: &str| {
+        metric(
+            &m,
+            &format!(
+                "connhealth_webhooks_received_total{{provider=\"subtotal\",outcome=\"{outcome}\"}}"
+            ),
+        )
+    };
+    assert_eq!(
+        (received("accepted"), received("duplicate")),
+        (1.0, 1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "connhealth_refreshes_total{provider=\"subtotal\",source=\"webhook\",result=\"done\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "connhealth_webhook_queue_depth"), 0.0, "{m}");
+    // The time of the accepted one is known to the state (and so to /v1/summary).
+    let last = server_last_webhook(&m, "subtotal");
+    assert!(last.is_some(), "{m}");
+    world.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejected_webhooks_change_nothing() {
-    let fleet = Fleet::start(3, 41).await.unwrap();
-    let f = pg::sqlite().await;
-    let server = start(&fleet, f.store()).await;
-    let events = all_events(&server).await;
-    let connections = get_json(&server, "/v1/connections?limit=1000").await;
+/// `connhealth_webhook_last_received_timestamp_seconds` of `provider`, if exposed.
+fn server_last_webhook(m: &str, provider: &str) -> Option<f64> {
+    let series =
+        format!("connhealth_webhook_last_received_timestamp_seconds{{provider=\"{provider}\"}}");
+    m.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+async fn rejected_webhooks_change_nothing(db: pg::Fixture) {
+    let world = World::new(db, Setup::default()).await;
+    let (fleet, server) = (&world.fleet, world.server());
+    let events = all_events(server).await;
+    let connections = get_json(server, "/v1/connections?limit=1000").await;
     let c = fleet.subtotal.connection(DOC_CONNECTION).unwrap();
     let conn = serde_json::json!({
         "connection_id": c.connection_id, "customer_id": c.customer_id,
@@ -216,7 +379,7 @@ async fn rejected_webhooks_change_nothing() {
 
     // Forged: signed with another secret.
     let r = post(
-        &server,
+        server,
         path,
         Some(sign("not-the-secret", now, &body)),
         body.clone(),
@@ -225,14 +388,14 @@ async fn rejected_webhooks_change_nothing() {
     assert_eq!(r.status(), 401);
     // A true signature, but of another body.
     let other = subtotal_body("01EVTREJECTED0000000000002", "connection.activated", &conn);
-    let r = post(&server, path, Some(sign(SECRET, now, &other)), body.clone()).await;
+    let r = post(server, path, Some(sign(SECRET, now, &other)), body.clone()).await;
     assert_eq!(r.status(), 401);
     // No signature at all.
-    let r = post(&server, path, None, body.clone()).await;
+    let r = post(server, path, None, body.clone()).await;
     assert_eq!(r.status(), 401);
     // A stale timestamp (an hour old), correctly signed.
     let r = post(
-        &server,
+        server,
         path,
         Some(sign(SECRET, now - 3600, &body)),
         body.clone(),
@@ -241,18 +404,18 @@ async fn rejected_webhooks_change_nothing() {
     assert_eq!(r.status(), 401);
     // Above 1 MiB.
     let huge = vec![b' '; 1024 * 1024 + 1];
-    let r = post(&server, path, Some(sign(SECRET, now, &huge)), huge).await;
+    let r = post(server, path, Some(sign(SECRET, now, &huge)), huge).await;
     assert_eq!(r.status(), 413);
     // Signed, but not JSON; signed JSON of the wrong shape.
     let junk = b"this is not json".to_vec();
-    let r = post(&server, path, Some(sign(SECRET, now, &junk)), junk).await;
+    let r = post(server, path, Some(sign(SECRET, now, &junk)), junk).await;
     assert_eq!(r.status(), 400);
     let shape = br#"{"type": 7, "payload": []}"#.to_vec();
-    let r = post(&server, path, Some(sign(SECRET, now, &shape)), shape).await;
+    let r = post(server, path, Some(sign(SECRET, now, &shape)), shape).await;
     assert_eq!(r.status(), 400);
     // No such provider; a provider without webhooks configured.
     let r = post(
-        &server,
+        server,
         "/v1/webhooks/nosuch",
         Some(sign(SECRET, now, &body)),
         body.clone(),
@@ -260,7 +423,7 @@ async fn rejected_webhooks_change_nothing() {
     .await;
     assert_eq!(r.status(), 404);
     let r = post(
-        &server,
+        server,
         "/v1/webhooks/channel3",
         Some(sign(SECRET, now, &body)),
         body.clone(),
@@ -268,16 +431,16 @@ async fn rejected_webhooks_change_nothing() {
     .await;
     assert_eq!(r.status(), 404);
 
-    assert_eq!(all_events(&server).await, events);
+    assert_eq!(all_events(server).await, events);
     assert_eq!(
-        get_json(&server, "/v1/connections?limit=1000").await,
+        get_json(server, "/v1/connections?limit=1000").await,
         connections
     );
 
     // An unknown event type, correctly signed: 202, recorded, nothing else.
     let unknown = subtotal_body("01EVTUNKNOWN00000000000001", "connection.teleported", &conn);
     let r = post(
-        &server,
+        server,
         path,
         Some(sign(SECRET, now, &unknown)),
         unknown.clone(),
@@ -289,14 +452,50 @@ async fn rejected_webhooks_change_nothing() {
         serde_json::json!({ "accepted": true })
     );
     // Recorded: its replay is a duplicate.
-    let r = post(&server, path, Some(sign(SECRET, now, &unknown)), unknown).await;
+    let r = post(server, path, Some(sign(SECRET, now, &unknown)), unknown).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(all_events(&server).await, events);
+    assert_eq!(all_events(server).await, events);
     assert_eq!(
-        get_json(&server, "/v1/connections?limit=1000").await,
+        get_json(server, "/v1/connections?limit=1000").await,
         connections
     );
-    server.stop().await.unwrap();
+    assert_eq!(
+        world
+            .db
+            .store()
+            .webhook_overview()
+            .await
+            .unwrap()
+            .pending_work,
+        0,
+        "nothing queued"
+    );
+    // Each answer counted under its outcome; a made-up provider name is `unknown`.
+    let m = world.metrics().await;
+    let count = |provider: &str, outcome: &str| {
+        metric(
+            &m,
+            &format!("connhealth_webhooks_received_total{{provider=\"{provider}\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    for (provider, outcome, n) in [
+        ("subtotal", "rejected_signature", 4.0),
+        ("subtotal", "too_large", 1.0),
+        ("subtotal", "rejected_body", 2.0),
+        ("subtotal", "accepted", 1.0),
+        ("subtotal", "duplicate", 1.0),
+        ("subtotal", "queue_full", 0.0),
+        ("unknown", "unknown_provider", 1.0),
+        ("channel3", "unknown_provider", 1.0),
+    ] {
+        assert_eq!(count(provider, outcome), n, "{provider} {outcome}:\n{m}");
+    }
+    assert!(!m.contains("nosuch"), "{m}");
+    assert!(
+        !m.contains("connhealth_refreshes_total{"),
+        "no refresh ran: {m}"
+    );
+    world.stop().await;
 }
 
 const ADMIN: &str = "admin-token-for-tests-91c2e7";
@@ -322,7 +521,7 @@ async fn refresh_needs_the_admin_token_and_records_its_changes_with_source_refre
 
     // No admin token configured: 403, even on loopback and with the read token.
     let f = pg::sqlite().await;
-    let open = start(&fleet, f.store()).await;
+    let open = start_on(&fleet, f.store(), Setup::default()).await;
     let r = post_refresh(&open, Some(ADMIN), &good).await;
     assert_eq!(r.status(), 403);
     open.stop().await.unwrap();
@@ -331,7 +530,7 @@ async fn refresh_needs_the_admin_token_and_records_its_changes_with_source_refre
     let (journal, loaded) = Journal::load(f.store(), JournalOptions::default())
         .await
         .unwrap();
-    let w = watcher(&fleet).with_state(loaded);
+    let w = watcher(&fleet, Setup::default()).with_state(loaded);
     let server = Running::start_with(
         w,
         Options {
@@ -456,68 +655,198 @@ fn a_short_admin_token_is_refused() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_beyond_the_queue_bound_is_429_with_retry_after_and_serve_keeps_answering() {
-    let fleet = Fleet::start(3, 41).await.unwrap();
-    let f = pg::sqlite().await;
-    let (journal, loaded) = Journal::load(f.store(), JournalOptions::default())
-        .await
-        .unwrap();
-    let w = watcher(&fleet).with_state(loaded);
-    let server = Running::start_with(w, Options::default(), |s| {
-        s.with_queue_bound(1).with_store(journal, |_| {})
-    })
-    .await;
-    server.ready(false).await;
-    // Refreshes now hang: the first queued one holds the only place in the queue.
-    fleet
-        .subtotal
-        .faults()
-        .on_all(connhealth_testkit::Fault::Hang);
+/// With the queue bound at 1: the targeted read of the documented connection hangs (until
+/// Subtotal's short request timeout), so the one queued refresh keeps its place however slowly
+/// the test runs; it is retried (the sweep) until the read answers.
+const HOLD: Setup = Setup {
+    queue_bound: Some(1),
+    subtotal_timeout: Some(Duration::from_millis(300)),
+};
+
+fn hang_doc_read(fleet: &Fleet) {
     let c = fleet.subtotal.connection(DOC_CONNECTION).unwrap();
-    let conn = serde_json::json!({
-        "connection_id": c.connection_id, "customer_id": c.customer_id,
-        "retailer_id": c.retailer_id, "status": "unauthenticated", "email": null, "mobile": null,
-    });
-    let now = chrono::Utc::now().timestamp();
-    let mut statuses = Vec::new();
-    for i in 0..6 {
-        let body = subtotal_body(
-            &format!("01EVTFLOOD{i:016}"),
-            "connection.unauthenticated",
-            &conn,
-        );
-        let r = post(
-            &server,
-            "/v1/webhooks/subtotal",
-            Some(sign(SECRET, now, &body)),
-            body,
-        )
-        .await;
-        if r.status() == 429 {
-            let retry = r
-                .headers()
-                .get("retry-after")
-                .expect("Retry-After on a 429");
-            assert!(retry.to_str().unwrap().parse::<u64>().unwrap() >= 1);
-        }
-        statuses.push(r.status().as_u16());
-    }
-    assert_eq!(statuses[0], 202, "{statuses:?}");
-    assert!(statuses[1..].iter().all(|s| *s == 429), "{statuses:?}");
+    fleet.subtotal.faults().push(
+        connhealth_testkit::FaultRule::new(connhealth_testkit::Fault::Hang)
+            .route(connhealth_testkit::subtotal::GET_CONNECTION)
+            .path_contains(format!("/connections/{}", c.connection_id)),
+    );
+}
+
+fn assert_retry_after(r: &reqwest::Response) {
+    assert_eq!(r.status(), 429);
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After on a 429");
+    assert!(retry.to_str().unwrap().parse::<u64>().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_while_the_queue_is_full_is_a_duplicate_and_a_new_id_is_accepted_once_it_drains() {
+    let world = World::sqlite(HOLD).await;
+    let (fleet, server) = (&world.fleet, world.server());
+    hang_doc_read(fleet);
+    assert!(fleet.subtotal.set_status(DOC_CONNECTION, "unauthenticated"));
+    let conn = world.doc_connection("unauthenticated");
+    let a = subtotal_body(
+        "01EVTQUEUEA000000000000001",
+        "connection.unauthenticated",
+        &conn,
+    );
+    let b = subtotal_body(
+        "01EVTQUEUEB000000000000001",
+        "connection.unauthenticated",
+        &conn,
+    );
+    assert_eq!(world.post_subtotal(&a).await.status(), 202);
+    // The queue is full (A's refresh holds the only place): a replay of A is still told it is
+    // a duplicate, B is pushed back with nothing recorded.
+    let r = world.post_subtotal(&a).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({ "duplicate": true })
+    );
+    let r = world.post_subtotal(&b).await;
+    assert_retry_after(&r);
+    let store = world.db.store();
+    assert!(!store
+        .webhook_seen("subtotal", "01EVTQUEUEB000000000000001")
+        .await
+        .unwrap());
+    assert_eq!(store.webhook_overview().await.unwrap().pending_work, 1);
     // The rest of serve answers.
     assert_eq!(server.get("/healthz").await.status(), 200);
     assert_eq!(server.get("/v1/report").await.status(), 200);
-    assert_eq!(server.get("/v1/connections").await.status(), 200);
+    let m = world.metrics().await;
+    assert_eq!(metric(&m, "connhealth_webhook_queue_depth"), 1.0, "{m}");
+    assert_eq!(metric(&m, "connhealth_webhook_queue_bound"), 1.0, "{m}");
+
+    // The read answers again: A's refresh finishes (after retries), then B is accepted.
     fleet.subtotal.faults().clear();
-    server.stop().await.unwrap();
+    wait_for(
+        async || {
+            let r = world.post_subtotal(&b).await;
+            match r.status().as_u16() {
+                202 => true,
+                429 => false,
+                other => panic!("B got {other}"),
+            }
+        },
+        "B accepted once the queue drained",
+    )
+    .await;
+    wait_for(
+        async || {
+            let m = world.metrics().await;
+            metric(
+                &m,
+                "connhealth_refreshes_total{provider=\"subtotal\",source=\"webhook\",result=\"done\"}",
+            ) == 2.0
+        },
+        "both refreshes done",
+    )
+    .await;
+    let m = world.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "connhealth_refreshes_total{provider=\"subtotal\",source=\"webhook\",result=\"retried\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+    let received = |outcome: &str| {
+        metric(
+            &m,
+            &format!(
+                "connhealth_webhooks_received_total{{provider=\"subtotal\",outcome=\"{outcome}\"}}"
+            ),
+        )
+    };
+    assert_eq!(received("accepted"), 2.0, "{m}");
+    assert_eq!(received("duplicate"), 1.0, "{m}");
+    assert!(received("queue_full") >= 1.0, "{m}");
+    assert_eq!(metric(&m, "connhealth_webhook_queue_depth"), 0.0, "{m}");
+    // A's status, applied and confirmed, is the connection's.
+    let id = format!("subtotal:{DOC_CONNECTION}");
+    let now = get_json(server, &format!("/v1/connections/{id}")).await;
+    assert_eq!(now["status"], "action_required");
+    assert_eq!(store.webhook_overview().await.unwrap().pending_work, 0);
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queued_before_a_restart_counts_against_the_bound_and_is_done_after_it() {
+    let mut world = World::sqlite(HOLD).await;
+    hang_doc_read(&world.fleet);
+    let conn = world.doc_connection("unauthenticated");
+    let a = subtotal_body(
+        "01EVTRESTARTA0000000000001",
+        "connection.unauthenticated",
+        &conn,
+    );
+    let c = subtotal_body(
+        "01EVTRESTARTC0000000000001",
+        "connection.unauthenticated",
+        &conn,
+    );
+    assert_eq!(world.post_subtotal(&a).await.status(), 202);
+    // Stopped before A's refresh could finish (its read hangs): A stays queued in the store.
+    world.restart(HOLD).await;
+    assert_eq!(
+        world
+            .db
+            .store()
+            .webhook_overview()
+            .await
+            .unwrap()
+            .pending_work,
+        1
+    );
+    // This process accepted nothing, yet its queue is full: the count came from the store.
+    let m = world.metrics().await;
+    assert_eq!(metric(&m, "connhealth_webhook_queue_depth"), 1.0, "{m}");
+    assert_retry_after(&world.post_subtotal(&c).await);
+    assert!(!world
+        .db
+        .store()
+        .webhook_seen("subtotal", "01EVTRESTARTC0000000000001")
+        .await
+        .unwrap());
+    // The accepted webhook's time survived the restart.
+    assert!(server_last_webhook(&m, "subtotal").is_some(), "{m}");
+
+    // The read answers: the restarted worker does the leftover, then C is accepted.
+    world.fleet.subtotal.faults().clear();
+    wait_for(
+        async || {
+            let m = world.metrics().await;
+            metric(
+                &m,
+                "connhealth_refreshes_total{provider=\"subtotal\",source=\"webhook\",result=\"done\"}",
+            ) == 1.0
+        },
+        "the leftover refresh done by the restarted serve",
+    )
+    .await;
+    assert_eq!(
+        world
+            .db
+            .store()
+            .webhook_overview()
+            .await
+            .unwrap()
+            .pending_work,
+        0
+    );
+    assert_eq!(world.post_subtotal(&c).await.status(), 202);
+    world.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_violet_merchant_disconnected_webhook_triggers_one_targeted_pull_of_that_merchant() {
-    let fleet = Fleet::start(3, 41).await.unwrap();
-    let f = pg::sqlite().await;
-    let server = start(&fleet, f.store()).await;
+    let world = World::sqlite(Setup::default()).await;
+    let (fleet, server) = (&world.fleet, world.server());
     let merchant = fleet.violet.merchant_ids()[0];
     let stats = fleet.violet.stats();
     let by_route = stats.requests_by_route();
@@ -559,16 +888,15 @@ async fn a_violet_merchant_disconnected_webhook_triggers_one_targeted_pull_of_th
             .sum::<u64>()
     };
     assert_eq!(list_route(&after), list_route(&by_route));
-    server.stop().await.unwrap();
+    world.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_for_a_customer_not_configured_is_recorded_and_changes_nothing() {
-    let fleet = Fleet::start(3, 41).await.unwrap();
-    let f = pg::sqlite().await;
-    let server = start(&fleet, f.store()).await;
-    let before = all_events(&server).await;
-    let connections = get_json(&server, "/v1/connections?limit=1000").await;
+    let world = World::sqlite(Setup::default()).await;
+    let (fleet, server) = (&world.fleet, world.server());
+    let before = all_events(server).await;
+    let connections = get_json(server, "/v1/connections?limit=1000").await;
     let c = fleet.subtotal.connection(DOC_CONNECTION).unwrap();
     let stranger = serde_json::json!({
         "connection_id": "01JNOTCONFIGURED0000000000", "customer_id": "not-a-configured-customer",
@@ -581,7 +909,7 @@ async fn a_webhook_for_a_customer_not_configured_is_recorded_and_changes_nothing
         &stranger,
     );
     let r = post(
-        &server,
+        server,
         "/v1/webhooks/subtotal",
         Some(sign(SECRET, now, &body)),
         body.clone(),
@@ -590,15 +918,15 @@ async fn a_webhook_for_a_customer_not_configured_is_recorded_and_changes_nothing
     assert_eq!(r.status(), 202);
     // Recorded: a replay is a duplicate.
     let r = post(
-        &server,
+        server,
         "/v1/webhooks/subtotal",
         Some(sign(SECRET, now, &body)),
         body,
     )
     .await;
     assert_eq!(r.status(), 200);
-    // The worker is sequential: once a later, known webhook's event is stored, the stranger's
-    // refresh has been handled.
+    // Then a known webhook; both refreshes are awaited through /metrics (the worker runs
+    // different customers' refreshes concurrently, so one finishing says nothing of the other).
     let known = serde_json::json!({
         "connection_id": c.connection_id, "customer_id": c.customer_id,
         "retailer_id": c.retailer_id, "status": "unauthenticated", "email": null, "mobile": null,
@@ -610,7 +938,7 @@ async fn a_webhook_for_a_customer_not_configured_is_recorded_and_changes_nothing
         &known,
     );
     let r = post(
-        &server,
+        server,
         "/v1/webhooks/subtotal",
         Some(sign(SECRET, now, &body)),
         body,
@@ -620,7 +948,7 @@ async fn a_webhook_for_a_customer_not_configured_is_recorded_and_changes_nothing
     let id = format!("subtotal:{DOC_CONNECTION}");
     wait_for(
         async || {
-            all_events(&server)
+            all_events(server)
                 .await
                 .iter()
                 .any(|e| e["source"] == "webhook")
@@ -628,16 +956,195 @@ async fn a_webhook_for_a_customer_not_configured_is_recorded_and_changes_nothing
         "the known webhook's event",
     )
     .await;
-    let after = all_events(&server).await;
+    wait_for(
+        async || {
+            let m = world.metrics().await;
+            let finished = |result: &str| {
+                metric(
+                    &m,
+                    &format!("connhealth_refreshes_total{{provider=\"subtotal\",source=\"webhook\",result=\"{result}\"}}"),
+                )
+            };
+            finished("done") + finished("failed") == 2.0
+        },
+        "both refreshes finished",
+    )
+    .await;
+    let after = all_events(server).await;
     let new: Vec<&Value> = after[before.len()..].iter().collect();
     assert!(
         new.iter().all(|e| e["connection_id"] == id.as_str()),
         "{new:?}"
     );
-    let now_conns = get_json(&server, "/v1/connections?limit=1000").await;
+    let now_conns = get_json(server, "/v1/connections?limit=1000").await;
     assert_eq!(
         now_conns["total"], connections["total"],
         "no connection of the stranger appeared"
     );
-    server.stop().await.unwrap();
+    world.stop().await;
+}
+
+/// The flood of the issue: 10,000 signed Subtotal events in a few seconds from many
+/// concurrent clients over real HTTP, against the default queue bound. The targeted read is
+/// slowed (50 ms) while the flood lasts, so the worker cannot keep up and the bound must
+/// hold (at most one thousand plus twenty a second get in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_ten_thousand_webhooks_is_bounded_loses_nothing_accepted_and_serve_keeps_answering(
+) {
+    const N: usize = 10_000;
+    const CLIENTS: usize = 32;
+    let world = World::sqlite(Setup::default()).await;
+    let (fleet, server) = (&world.fleet, world.server());
+    let c = fleet.subtotal.connection(DOC_CONNECTION).unwrap();
+    // Events that restate the connection's status: processing them changes nothing, so every
+    // accepted one is one finished refresh and no event.
+    let kind = match c.status.as_str() {
+        "active" => "connection.activated",
+        "unauthenticated" => "connection.unauthenticated",
+        "disconnected" => "connection.disconnected",
+        other => panic!("unexpected status {other}"),
+    };
+    let conn = world.doc_connection(&c.status);
+    let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
+        (0..N)
+            .map(|i| {
+                let id = format!("01EVTFLOOD{i:016}");
+                let body = subtotal_body(&id, kind, &conn);
+                (id, body)
+            })
+            .collect(),
+    );
+    let events_before = all_events(server).await;
+    fleet.subtotal.faults().push(
+        connhealth_testkit::FaultRule::new(connhealth_testkit::Fault::Latency(
+            Duration::from_millis(50),
+        ))
+        .route(connhealth_testkit::subtotal::GET_CONNECTION),
+    );
+    let url = server.url("/v1/webhooks/subtotal");
+
+    // While the flood lasts, the rest of serve is asked, over its own connections.
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let prober = {
+        let flooding = flooding.clone();
+        let (health, report) = (server.url("/healthz"), server.url("/v1/report"));
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut answered = (0u32, 0u32);
+            let ok = async |url: &str| {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            };
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                answered.0 += u32::from(ok(&health).await);
+                answered.1 += u32::from(ok(&report).await);
+            }
+            answered
+        })
+    };
+    let send = |indices: Vec<usize>| {
+        let (bodies, url) = (bodies.clone(), url.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut out = Vec::with_capacity(indices.len());
+            for i in indices {
+                let (_, body) = &bodies[i];
+                let (ts, sig) = sign(SECRET, chrono::Utc::now().timestamp(), body);
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("X-Subtotal-Timestamp", ts)
+                    .header("X-Subtotal-Signature", sig)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                out.push((i, r.status().as_u16(), retry_after));
+            }
+            out
+        })
+    };
+    let mut tasks = Vec::new();
+    for k in 0..CLIENTS {
+        tasks.push(send((k..N).step_by(CLIENTS).collect()));
+    }
+    let mut answers = Vec::with_capacity(N);
+    for t in tasks {
+        answers.extend(t.await.unwrap());
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (health_ok, report_ok) = prober.await.unwrap();
+    assert!(health_ok >= 1 && report_ok >= 1, "{health_ok} {report_ok}");
+    fleet.subtotal.faults().clear();
+
+    let accepted: Vec<usize> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0).collect();
+    let pushed_back: Vec<usize> = answers.iter().filter(|a| a.1 == 429).map(|a| a.0).collect();
+    assert_eq!(accepted.len() + pushed_back.len(), N, "only 202 and 429");
+    assert!(!pushed_back.is_empty(), "the flood exceeded the bound");
+    assert!(
+        accepted.len() >= 1000,
+        "the queue took its bound: {}",
+        accepted.len()
+    );
+    assert!(answers
+        .iter()
+        .filter(|a| a.1 == 429)
+        .all(|a| a.2.is_some_and(|s| s >= 1)));
+
+    // Every accepted one is processed; none pushed back was recorded.
+    let store = world.db.store();
+    wait_for(
+        async || store.webhook_overview().await.unwrap().pending_work == 0,
+        "the queue drained",
+    )
+    .await;
+    let done =
+        "connhealth_refreshes_total{provider=\"subtotal\",source=\"webhook\",result=\"done\"}";
+    let m = world.metrics().await;
+    assert_eq!(metric(&m, done), accepted.len() as f64, "{m}");
+    assert_eq!(metric(&m, "connhealth_webhook_queue_depth"), 0.0, "{m}");
+    assert_eq!(
+        all_events(server).await,
+        events_before,
+        "no change, no event"
+    );
+    for &i in pushed_back.iter().step_by(97) {
+        assert!(!store.webhook_seen("subtotal", &bodies[i].0).await.unwrap());
+    }
+    for &i in accepted.iter().step_by(97) {
+        assert!(store.webhook_seen("subtotal", &bodies[i].0).await.unwrap());
+    }
+
+    // Re-sent (the senders' retry) into the drained queue, at most a bound's worth at a
+    // time, the pushed-back ones are all accepted: 202, never 200 (none was recorded).
+    let bound = metric(&m, "connhealth_webhook_queue_bound") as usize;
+    assert_eq!(bound, connhealth_server::DEFAULT_QUEUE_BOUND);
+    for chunk in pushed_back.chunks(bound) {
+        let mut tasks = Vec::new();
+        for k in 0..CLIENTS {
+            tasks.push(send(
+                chunk.iter().copied().skip(k).step_by(CLIENTS).collect(),
+            ));
+        }
+        for t in tasks {
+            let again = t.await.unwrap();
+            assert!(again.iter().all(|a| a.1 == 202), "{again:?}");
+        }
+        wait_for(
+            async || store.webhook_overview().await.unwrap().pending_work == 0,
+            "the queue drained",
+        )
+        .await;
+    }
+    let m = world.metrics().await;
+    assert_eq!(metric(&m, done), N as f64, "{m}");
+    assert_eq!(all_events(server).await, events_before);
+    world.stop().await;
 }

@@ -174,6 +174,16 @@ impl Journal {
         for (name, p) in &rec.providers {
             self.last.providers.insert(name.clone(), p.clone());
         }
+        // A record that changes nothing (a refresh that confirmed what was known) is not
+        // written: a flood of such refreshes costs no transaction each.
+        let empty = rec.outcomes.is_empty()
+            && rec.events.is_empty()
+            && rec.upserts.is_empty()
+            && rec.removed.is_empty()
+            && rec.providers.is_empty();
+        if empty {
+            return self.flush().await;
+        }
         self.pending_events += rec.events.len();
         self.pending.push_back(rec);
         self.bound();

@@ -166,6 +166,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<WebhookAccept>;
 
+    /// Whether `provider`'s webhook `event_id` was accepted before (a read, records nothing):
+    /// the duplicate check that comes before the queue bound.
+    async fn webhook_seen(&self, provider: &str, event_id: &str) -> Result<bool>;
+
+    /// Queued work not yet done, and the time the last accepted webhook arrived per provider
+    /// (what a restarted `serve` starts its queue count and `last_webhook_at` from).
+    async fn webhook_overview(&self) -> Result<WebhookOverview>;
+
     /// Queue work (e.g. a follower's refresh for the leader).
     async fn enqueue_work(&self, work: NewWork, now: DateTime<Utc>) -> Result<i64>;
 
@@ -349,6 +357,13 @@ impl<B: Run> Store for B {
     ) -> Result<WebhookAccept> {
         let (p, e) = (provider.to_owned(), event_id.to_owned());
         write!(self, |tx| logic::accept_webhook(tx, &p, &e, work, now))
+    }
+    async fn webhook_seen(&self, provider: &str, event_id: &str) -> Result<bool> {
+        let (p, e) = (provider.to_owned(), event_id.to_owned());
+        read!(self, |tx| logic::webhook_seen(tx, &p, &e))
+    }
+    async fn webhook_overview(&self) -> Result<WebhookOverview> {
+        read!(self, |tx| logic::webhook_overview(tx))
     }
     async fn enqueue_work(&self, work: NewWork, now: DateTime<Utc>) -> Result<i64> {
         write!(self, |tx| logic::enqueue(tx, work, now))

@@ -879,6 +879,37 @@ pub(crate) async fn accept_webhook(
     Ok(WebhookAccept::Accepted { work_id })
 }
 
+pub(crate) async fn webhook_seen(tx: &mut dyn Tx, provider: &str, event_id: &str) -> Result<bool> {
+    Ok(query_one(
+        tx,
+        "SELECT 1 FROM webhooks WHERE provider = $1 AND event_id = $2",
+        &[provider.into(), event_id.into()],
+    )
+    .await?
+    .is_some())
+}
+
+pub(crate) async fn webhook_overview(tx: &mut dyn Tx) -> Result<WebhookOverview> {
+    let pending = query_one(tx, "SELECT COUNT(*) FROM work WHERE done_ms IS NULL", &[])
+        .await?
+        .and_then(|r| r[0].int())
+        .unwrap_or_default();
+    let rows = tx
+        .query(
+            "SELECT provider, MAX(received_ms) FROM webhooks GROUP BY provider",
+            &[],
+        )
+        .await?;
+    let last_received = rows
+        .iter()
+        .filter_map(|r| Some((r[0].text()?.to_owned(), time(r[1].int()?))))
+        .collect();
+    Ok(WebhookOverview {
+        pending_work: pending.max(0) as u64,
+        last_received,
+    })
+}
+
 pub(crate) async fn enqueue(tx: &mut dyn Tx, w: NewWork, now: DateTime<Utc>) -> Result<i64> {
     let row = query_one(
         tx,

@@ -428,6 +428,15 @@ pub enum WebhookAccept {
     Duplicate,
 }
 
+/// The stored webhook intake at a glance ([`Store::webhook_overview`](crate::Store::webhook_overview)).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WebhookOverview {
+    /// Queued work not yet done (any kind, claimed or not).
+    pub pending_work: u64,
+    /// Per provider, when its last accepted webhook arrived (among the ids retention keeps).
+    pub last_received: std::collections::BTreeMap<String, DateTime<Utc>>,
+}
+
 /// A notification delivery's state (DESIGN.md's outbox states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

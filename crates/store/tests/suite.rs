@@ -42,6 +42,7 @@ suite!(
     a_failure_mid_poll_leaves_nothing_half_written,
     a_newer_schema_is_refused,
     webhook_dedupe_and_queued_work,
+    webhook_seen_and_overview,
     outbox_rows_are_written_with_their_events,
     update_deliveries_is_one_transaction,
     audit_log_pages_newest_first,
@@ -743,6 +744,49 @@ async fn webhook_dedupe_and_queued_work(f: Fixture) {
             .len(),
         1
     );
+}
+
+async fn webhook_seen_and_overview(f: Fixture) {
+    let s = f.store();
+    assert_eq!(
+        s.webhook_overview().await.unwrap(),
+        WebhookOverview::default()
+    );
+    assert!(!s.webhook_seen("violet", "evt-1").await.unwrap());
+    let work = NewWork {
+        kind: "refresh".into(),
+        provider: "violet".into(),
+        payload: serde_json::json!({"customer_id": "7"}),
+    };
+    s.accept_webhook("violet", "evt-1", Some(work.clone()), at(0))
+        .await
+        .unwrap();
+    s.accept_webhook("violet", "evt-2", Some(work), at(5))
+        .await
+        .unwrap();
+    s.accept_webhook("subtotal", "evt-9", None, at(2))
+        .await
+        .unwrap();
+    // A duplicate changes neither the count nor the time.
+    s.accept_webhook("violet", "evt-1", None, at(9))
+        .await
+        .unwrap();
+    assert!(s.webhook_seen("violet", "evt-1").await.unwrap());
+    assert!(!s.webhook_seen("subtotal", "evt-1").await.unwrap());
+    let o = s.webhook_overview().await.unwrap();
+    assert_eq!(o.pending_work, 2);
+    assert_eq!(
+        o.last_received.into_iter().collect::<Vec<_>>(),
+        vec![("subtotal".to_owned(), at(2)), ("violet".to_owned(), at(5))]
+    );
+    // Claimed is still pending; finished is not.
+    let claimed = s
+        .claim_work("me", 1, at(10), Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(s.webhook_overview().await.unwrap().pending_work, 2);
+    s.finish_work(claimed[0].id, None, at(11)).await.unwrap();
+    assert_eq!(s.webhook_overview().await.unwrap().pending_work, 1);
 }
 
 async fn outbox_rows_are_written_with_their_events(f: Fixture) {
