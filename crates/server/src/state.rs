@@ -27,6 +27,75 @@ pub(crate) struct Snapshot {
     pub(crate) polled_at: DateTime<Utc>,
     /// How long it took.
     pub(crate) duration: Duration,
+    /// The `/v1/summary` counts, computed once per report (without `last_webhook_at`, which
+    /// is the store's).
+    pub(crate) summary: SummaryView,
+}
+
+/// Counts by status and by provider × status, and the providers' outcomes: what
+/// `/v1/summary` serves, computed once when a report comes in (one pass over it).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct SummaryView {
+    pub(crate) generated_at: DateTime<Utc>,
+    pub(crate) overall: connhealth_core::Status,
+    /// `total` and a count per status, over every connection.
+    pub(crate) summary: connhealth_core::Summary,
+    pub(crate) providers: Vec<ProviderSummary>,
+}
+
+/// One provider in `/v1/summary`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct ProviderSummary {
+    pub(crate) provider: String,
+    pub(crate) outcome: connhealth_core::Outcome,
+    pub(crate) elapsed_ms: u64,
+    pub(crate) errors: Vec<connhealth_core::ReportError>,
+    /// When this provider's outcome was last taken in (the poll's `generated_at`).
+    pub(crate) last_poll_at: DateTime<Utc>,
+    /// Its connections' `total` and count per status.
+    pub(crate) summary: connhealth_core::Summary,
+    /// Filled in per request from the store.
+    pub(crate) last_webhook_at: Option<DateTime<Utc>>,
+}
+
+impl SummaryView {
+    pub(crate) fn of(report: &HealthReport) -> SummaryView {
+        let mut by: BTreeMap<&str, connhealth_core::Summary> = BTreeMap::new();
+        for c in &report.connections {
+            by.entry(c.provider.as_str()).or_default().add(c.status);
+        }
+        let mut providers: Vec<ProviderSummary> = report
+            .providers
+            .iter()
+            .map(|p| ProviderSummary {
+                provider: p.provider.clone(),
+                outcome: p.outcome,
+                elapsed_ms: p.elapsed_ms,
+                errors: p.errors.clone(),
+                last_poll_at: report.generated_at,
+                summary: by.remove(p.provider.as_str()).unwrap_or_default(),
+                last_webhook_at: None,
+            })
+            .collect();
+        // Connections of a provider without an outcome entry still count somewhere.
+        for (name, summary) in by {
+            providers.push(ProviderSummary {
+                provider: name.to_owned(),
+                outcome: connhealth_core::Outcome::Ok,
+                elapsed_ms: 0,
+                errors: Vec::new(),
+                last_poll_at: report.generated_at,
+                summary,
+                last_webhook_at: None,
+            });
+        }
+        SummaryView {
+            generated_at: report.generated_at,
+            overall: report.overall,
+            summary: report.summary,
+            providers,
+        }
+    }
 }
 
 /// One change event with its sequence number, serialized once.
@@ -424,6 +493,7 @@ impl AppState {
             }
         };
         let snapshot = Snapshot {
+            summary: SummaryView::of(&poll.report),
             etag: etag_of(&body),
             body,
             report: poll.report.clone(),

@@ -137,7 +137,9 @@ pub(crate) async fn connections(
     let run = async {
         let q = Query::parse(
             raw.as_deref(),
-            &["status", "provider", "customer", "q", "limit", "cursor"],
+            &[
+                "status", "provider", "customer", "q", "limit", "cursor", "group", "timeline",
+            ],
         )?;
         let mut status = Vec::new();
         for v in q.list("status") {
@@ -153,11 +155,42 @@ pub(crate) async fn connections(
             q: q.one("q").map(str::to_owned),
         };
         let limit = q.limit()?;
+        let grouped = match q.one("group") {
+            None => false,
+            Some("customer") => true,
+            Some(other) => {
+                return Err(bad(format!(
+                    "group {other:?}: the only grouping is \"customer\""
+                )))
+            }
+        };
+        let timeline: Option<Window> = q
+            .one("timeline")
+            .map(|w| {
+                w.parse()
+                    .map_err(|e: StoreError| bad(format!("timeline: {e}")))
+            })
+            .transpose()?;
         let store = store_of(&state)?;
-        let page = store
-            .connections(&filter, q.one("cursor"), limit)
-            .await
-            .map_err(|e| store_error(&e))?;
+        let page = if grouped {
+            store
+                .connections_by_customer(&filter, q.one("cursor"), limit)
+                .await
+        } else {
+            store.connections(&filter, q.one("cursor"), limit).await
+        }
+        .map_err(|e| store_error(&e))?;
+        let mut timelines = match timeline {
+            None => Default::default(),
+            Some(w) => {
+                let ids: Vec<String> = page.items.iter().map(|i| i.connection.id.clone()).collect();
+                let from = chrono::Utc::now() - chrono::Duration::hours(w.hours());
+                store
+                    .timelines(&ids, from)
+                    .await
+                    .map_err(|e| store_error(&e))?
+            }
+        };
         let items: Vec<serde_json::Value> = page
             .items
             .iter()
@@ -166,6 +199,13 @@ pub(crate) async fn connections(
                 if let Some(o) = v.as_object_mut() {
                     // Actions come with a later issue: none yet.
                     o.insert("actions".into(), serde_json::json!([]));
+                    if timeline.is_some() {
+                        let points = timelines.remove(&item.connection.id).unwrap_or_default();
+                        o.insert(
+                            "timeline".into(),
+                            serde_json::to_value(points).unwrap_or_default(),
+                        );
+                    }
                 }
                 v
             })
@@ -265,6 +305,23 @@ pub(crate) async fn since_of(state: &AppState, id: &str) -> Option<chrono::DateT
         Err(e) => {
             tracing::warn!(error = %e, "cannot read a connection's since from the store");
             None
+        }
+    }
+}
+
+/// When each provider's latest webhook was accepted, from the store (empty without one, or
+/// when it cannot be read). The one place `/v1/summary` learns webhook freshness from.
+pub(crate) async fn last_webhook_at(
+    state: &AppState,
+) -> std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> {
+    let Some(store) = state.store() else {
+        return Default::default();
+    };
+    match store.last_webhooks().await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the last webhooks from the store");
+            Default::default()
         }
     }
 }
