@@ -439,7 +439,14 @@ async fn report(
         return h::not_ready();
     };
     if filter.is_empty() {
-        return h::json_with_etag(&headers, snap.body.clone(), &snap.etag);
+        return match snap.body() {
+            Ok((body, etag)) => h::json_with_etag(&headers, body, &etag),
+            Err(e) => h::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot serialize the report: {e}"),
+            ),
+        };
     }
     let filtered = filter.apply(&snap.report);
     match serde_json::to_vec(&filtered) {

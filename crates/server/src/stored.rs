@@ -129,11 +129,38 @@ fn store_of(state: &AppState) -> Result<Arc<dyn Store>, Response> {
     state.store().cloned().ok_or_else(no_store)
 }
 
+/// The query of the dashboard's first page, exactly as dashboard.html sends it: built again
+/// (and cached) in the background whenever the store changed, so a page load never waits for
+/// it (see [`prewarm`]).
+pub(crate) const DASHBOARD_FIRST_PAGE: &str = "group=customer&timeline=30d&limit=100";
+
+/// Build the dashboard's first page into the page cache, off the request path.
+pub(crate) fn prewarm(state: &AppState) {
+    if state.store().is_none() {
+        return;
+    }
+    let state = state.clone();
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            let _ = connections(
+                State(state),
+                RawQuery(Some(DASHBOARD_FIRST_PAGE.to_owned())),
+            )
+            .await;
+        });
+    }
+}
+
 /// `GET /v1/connections`.
 pub(crate) async fn connections(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Response {
+    let key = raw.clone().unwrap_or_default();
+    let (cached, generation) = state.cached_page(&key);
+    if let Some(body) = cached {
+        return h::json_bytes(StatusCode::OK, body);
+    }
     let run = async {
         let q = Query::parse(
             raw.as_deref(),
@@ -210,14 +237,16 @@ pub(crate) async fn connections(
                 v
             })
             .collect();
-        Ok::<_, Response>(h::json_value(
-            StatusCode::OK,
-            &serde_json::json!({
+        let body = bytes::Bytes::from(
+            serde_json::json!({
                 "items": items,
                 "next_cursor": page.next_cursor,
                 "total": page.total,
-            }),
-        ))
+            })
+            .to_string(),
+        );
+        state.cache_page(&key, generation, body.clone());
+        Ok::<_, Response>(h::json_bytes(StatusCode::OK, body))
     };
     run.await.unwrap_or_else(|r| r)
 }

@@ -754,11 +754,16 @@ pub(crate) async fn connections_by_customer(
             id.into(),
         ]);
     }
+    // The order is decided on narrow rows (no body), the page's bodies read afterwards by id:
+    // sorting every matching row with its JSON body is what costs.
     let sql = format!(
-        "SELECT body, since, cs, provider, customer_id, severity, id FROM (\
-         SELECT body, since, provider, customer_id, severity, id, \
+        "SELECT c.body, c.since, t.cs, t.provider, t.customer_id, t.severity, t.id FROM (\
+         SELECT cs, provider, customer_id, severity, id FROM (\
+         SELECT provider, customer_id, severity, id, \
          MAX({rank}) OVER (PARTITION BY provider, customer_id) AS cs FROM connections {wh}\
-         ) t {outer}ORDER BY cs DESC, provider, customer_id, severity DESC, id LIMIT ${}",
+         ) w {outer}ORDER BY cs DESC, provider, customer_id, severity DESC, id LIMIT ${}\
+         ) t JOIN connections c ON c.id = t.id \
+         ORDER BY t.cs DESC, t.provider, t.customer_id, t.severity DESC, t.id",
         params.len() + 1,
         rank = rank_sql(),
     );
