@@ -207,8 +207,7 @@ impl Drop for OpenGuard {
 /// (built on demand: a dashboard's viewers ask for the same first page).
 #[derive(Debug, Default)]
 pub(crate) struct PageCache {
-    /// Bumped by every store write that stored events (the only writes that change what a
-    /// page shows).
+    /// Bumped by every store write that worked or stored events.
     generation: u64,
     pages: std::collections::HashMap<String, Bytes>,
 }
@@ -445,7 +444,10 @@ impl AppState {
                 ),
             );
         }
-        if !w.events.is_empty() {
+        // A successful write may have changed a stored connection without an event (a
+        // problem's message, say): every write that reached the store, or brought events,
+        // drops the cached pages.
+        if w.error.is_none() || !w.events.is_empty() {
             self.invalidate_pages();
             crate::stored::prewarm(self);
         }
