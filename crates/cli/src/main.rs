@@ -80,13 +80,17 @@ enum Command {
         /// Seed of the data generator (same seed, same data).
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Instead of printing once, serve the dashboard over the simulators (polled every 5 s,
+        /// Instead of printing once, serve the dashboard over the simulators (polled every 5 s unless --interval says otherwise,
         /// with one simulated connection changing every 10 s so the page has something to show).
         #[arg(long)]
         serve: bool,
         /// With --serve: where to listen.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// With --serve: time between polls (e.g. 5s, 1h; a long one keeps a big fleet's
+        /// polls out of a measurement).
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        interval: Duration,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -595,11 +599,12 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             seed,
             serve: true,
             listen,
+            interval,
             ..
         } => {
             let fleet = start_fleet(customers, seed).await?;
             let mut watcher = Watcher::new(WatchConfig {
-                interval: Duration::from_secs(5),
+                interval,
                 jitter: 0.0,
                 ..WatchConfig::default()
             });

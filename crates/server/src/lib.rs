@@ -7,13 +7,16 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET /v1/report` | the current [`HealthReport`](connhealth_core::HealthReport) (the JSON of ARCHITECTURE.md), strong `ETag`, `If-None-Match` → 304, filters `provider`, `status`, `customer` |
+//! | `GET /v1/summary` | counts by status and by provider × status, provider outcomes, last poll, `last_webhook_at` |
 //! | `GET /v1/connections/{id}` | one [`Connection`](connhealth_core::Connection) (the id percent-encoded as one path segment) |
 //! | `GET /v1/events` | Server-Sent Events: every [`Change`](connhealth_core::Change), `Last-Event-ID` resume |
-//! | `GET /v1/connections`, `GET /v1/connections/{id}/history`, `GET /v1/uptime`, `GET /v1/events?after=` | from the store, with [`Server::with_store`] (paged connections with `since`, history, uptime, stored events); 503 `no_store` without one |
+//! | `GET /v1/connections`, `GET /v1/connections/{id}/history`, `GET /v1/uptime`, `GET /v1/events?after=` | from the store, with [`Server::with_store`] (paged connections with `since`, grouped by customer with `group=customer`, 30-day status timelines with `timeline=30d`; history, uptime, stored events); 503 `no_store` without one |
 //! | `GET /metrics` | Prometheus text exposition 0.0.4 |
 //! | `GET /healthz`, `GET /readyz` | liveness (always 200) and readiness (200 once the first poll finished) |
 //! | `GET /openapi.json` | an OpenAPI 3.1 document of all of the above |
-//! | `GET /` | the dashboard: one self-contained HTML page, live over `/v1/events` |
+//! | `GET /` | the dashboard: one self-contained HTML page over `/v1/summary` and `/v1/connections` pages, live over `/v1/events` |
+//!
+//! JSON bodies are compressed (gzip, br) when asked; the event stream never is.
 //!
 //! The [`routes`] module documents each route's exact behaviour, the filters, the event stream
 //! and the security rules (bearer token, closed CORS, no request bodies, CSP).

@@ -21,6 +21,13 @@
 //!   roll-up (ARCHITECTURE.md) over them and over the providers the `provider` filter selects (all
 //!   when absent). An unknown status or an unknown parameter is 400 `bad_request`. Each
 //!   filtered body has its own ETag.
+//! - **`GET /v1/summary`** — what a dashboard's tiles and provider panel need, without the
+//!   connections: `{generated_at, overall, summary, providers: [{provider, outcome,
+//!   elapsed_ms, errors, last_poll_at, summary, last_webhook_at}]}` (`summary` = `total` and
+//!   a count per status, overall and per provider). Counted once per poll when the report
+//!   comes in, never by serializing the report; `last_webhook_at` (the latest accepted
+//!   webhook of that provider) is read from the store, `null` without one. 503 before the
+//!   first poll.
 //! - **`GET /v1/connections/{id}`** — one connection of the current view. The id is one
 //!   percent-encoded path segment (`subtotal%3A01J…`; a literal `:` also works; a `/` inside
 //!   an id must be sent as `%2F`). 404 `not_found` when unknown, 503 before the first poll.
@@ -45,7 +52,11 @@
 //!   `GET /v1/connections?status=&provider=&customer=&q=&limit=&cursor=` (one page, worst
 //!   first then id: `{items, next_cursor, total}`; an item is the stored connection plus
 //!   `since` and `actions` — `[{kind, destructive}]`, by its provider's rule
-//!   ([`connhealth_core::Provider::actions`]); a cursor not issued here is 400), `GET /v1/connections/{id}/history?limit=&before=` (newest first: `{items,
+//!   ([`connhealth_core::Provider::actions`]); a cursor not issued here is 400;
+//!   `group=customer` pages customers worst first by their worst matching status, then
+//!   by `{provider}:{customer_id}`, each item carrying `customer_status`, with cursors of its
+//!   own; `timeline=24h|7d|30d|90d` adds each item's status changes in that window as
+//!   `timeline: [{at, from, to}]`), `GET /v1/connections/{id}/history?limit=&before=` (newest first: `{items,
 //!   next_before}`), `GET /v1/uptime?window=24h|7d|30d|90d&by=provider|customer|connection`
 //!   (+ `provider`, `customer`; `{window, from, to, items}`), and `GET /v1/events?after=&limit=`
 //!   (also with `Accept: application/json`): `{items, next_after}`, oldest first. With a store,
@@ -120,7 +131,10 @@
 //!    `EventSource`, so `/` and `/v1/events` (only those) also take the token as the query
 //!    parameter `access_token` (alias `token`); the dashboard opened as `/?token=…` passes it
 //!    on. Mind that a token in a URL can end up in browser history and proxy logs.
-//! 5. Every response has `X-Content-Type-Options: nosniff`, `Cache-Control: no-store`,
+//! 5. Bodies are compressed with gzip or br when `Accept-Encoding` asks (above 32 bytes),
+//!    but never the `text/event-stream` of `/v1/events` (compression would hold events back).
+//!    The `ETag` is the uncompressed body's, whatever the encoding.
+//! 6. Every response has `X-Content-Type-Options: nosniff`, `Cache-Control: no-store`,
 //!    `Referrer-Policy: no-referrer` and, unless the route sets its own, the
 //!    Content-Security-Policy `default-src 'none'; frame-ancestors 'none'`. The dashboard's CSP
 //!    allows only its own inline script and style, by SHA-256 hash, and fetches to its own
@@ -151,6 +165,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/v1/report", get(report))
+        .route("/v1/summary", get(summary))
         .route("/v1/connections", get(stored::connections))
         .route("/v1/connections/{id}", get(connection))
         .route("/v1/connections/{id}/history", get(stored::history))
@@ -185,6 +200,20 @@ pub fn router(state: AppState) -> Router {
                 .route("/v1/webhooks/{name}", post(crate::webhook::receive))
                 .with_state(state),
         )
+        .layer(compression())
+}
+
+/// gzip and br when the client asks (`Accept-Encoding`), for bodies above 32 bytes; never
+/// for `text/event-stream` (compressing buffers events) nor images (tower-http's default
+/// predicate).
+fn compression() -> tower_http::compression::CompressionLayer {
+    tower_http::compression::CompressionLayer::new()
+        .gzip(true)
+        .br(true)
+        .no_deflate()
+        .no_zstd()
+        // Fast levels: the report is tens of MB at fleet scale and compressed per request.
+        .quality(tower_http::CompressionLevel::Fastest)
 }
 
 /// What an overflow connection (past the connection cap) serves: `/healthz` as usual, every
@@ -449,7 +478,14 @@ async fn report(
         return h::not_ready();
     };
     if filter.is_empty() {
-        return h::json_with_etag(&headers, snap.body.clone(), &snap.etag);
+        return match snap.body() {
+            Ok((body, etag)) => h::json_with_etag(&headers, body, &etag),
+            Err(e) => h::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot serialize the report: {e}"),
+            ),
+        };
     }
     let filtered = filter.apply(&snap.report);
     match serde_json::to_vec(&filtered) {
@@ -461,6 +497,25 @@ async fn report(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             format!("cannot serialize the report: {e}"),
+        ),
+    }
+}
+
+async fn summary(State(state): State<AppState>) -> Response {
+    let Some(snap) = state.snapshot() else {
+        return h::not_ready();
+    };
+    let mut view = snap.summary.clone();
+    let webhooks = stored::last_webhook_at(&state).await;
+    for p in &mut view.providers {
+        p.last_webhook_at = webhooks.get(&p.provider).copied();
+    }
+    match serde_json::to_value(&view) {
+        Ok(v) => h::json_value(StatusCode::OK, &v),
+        Err(e) => h::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot serialize the summary: {e}"),
         ),
     }
 }

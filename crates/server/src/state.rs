@@ -15,18 +15,103 @@ use tokio::sync::{broadcast, watch};
 
 use crate::http::etag_of;
 
-/// The latest report, serialized once.
+/// The latest report; serialized once, when `/v1/report` is first asked for it.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
     pub(crate) report: HealthReport,
-    /// `report` as JSON (the unfiltered `/v1/report` body).
-    pub(crate) body: Bytes,
-    /// Strong ETag of `body`.
-    pub(crate) etag: String,
+    /// `report` as JSON (the unfiltered `/v1/report` body) and its strong ETag, built on
+    /// demand: at fleet scale the JSON is as big as the report itself, and a dashboard never
+    /// asks for it.
+    serialized: OnceLock<Result<(Bytes, String), String>>,
     /// When the poll finished.
     pub(crate) polled_at: DateTime<Utc>,
     /// How long it took.
     pub(crate) duration: Duration,
+    /// The `/v1/summary` counts, computed once per report (without `last_webhook_at`, which
+    /// is the store's).
+    pub(crate) summary: SummaryView,
+}
+
+/// Counts by status and by provider × status, and the providers' outcomes: what
+/// `/v1/summary` serves, computed once when a report comes in (one pass over it).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct SummaryView {
+    pub(crate) generated_at: DateTime<Utc>,
+    pub(crate) overall: connhealth_core::Status,
+    /// `total` and a count per status, over every connection.
+    pub(crate) summary: connhealth_core::Summary,
+    pub(crate) providers: Vec<ProviderSummary>,
+}
+
+/// One provider in `/v1/summary`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct ProviderSummary {
+    pub(crate) provider: String,
+    pub(crate) outcome: connhealth_core::Outcome,
+    pub(crate) elapsed_ms: u64,
+    pub(crate) errors: Vec<connhealth_core::ReportError>,
+    /// When this provider's outcome was last taken in (the poll's `generated_at`).
+    pub(crate) last_poll_at: DateTime<Utc>,
+    /// Its connections' `total` and count per status.
+    pub(crate) summary: connhealth_core::Summary,
+    /// Filled in per request from the store.
+    pub(crate) last_webhook_at: Option<DateTime<Utc>>,
+}
+
+impl SummaryView {
+    pub(crate) fn of(report: &HealthReport) -> SummaryView {
+        let mut by: BTreeMap<&str, connhealth_core::Summary> = BTreeMap::new();
+        for c in &report.connections {
+            by.entry(c.provider.as_str()).or_default().add(c.status);
+        }
+        let mut providers: Vec<ProviderSummary> = report
+            .providers
+            .iter()
+            .map(|p| ProviderSummary {
+                provider: p.provider.clone(),
+                outcome: p.outcome,
+                elapsed_ms: p.elapsed_ms,
+                errors: p.errors.clone(),
+                last_poll_at: report.generated_at,
+                summary: by.remove(p.provider.as_str()).unwrap_or_default(),
+                last_webhook_at: None,
+            })
+            .collect();
+        // Connections of a provider without an outcome entry still count somewhere.
+        for (name, summary) in by {
+            providers.push(ProviderSummary {
+                provider: name.to_owned(),
+                outcome: connhealth_core::Outcome::Ok,
+                elapsed_ms: 0,
+                errors: Vec::new(),
+                last_poll_at: report.generated_at,
+                summary,
+                last_webhook_at: None,
+            });
+        }
+        SummaryView {
+            generated_at: report.generated_at,
+            overall: report.overall,
+            summary: report.summary,
+            providers,
+        }
+    }
+}
+
+impl Snapshot {
+    /// The unfiltered `/v1/report` body and its strong ETag (serialized on first use).
+    pub(crate) fn body(&self) -> Result<(Bytes, String), String> {
+        self.serialized
+            .get_or_init(|| {
+                serde_json::to_vec(&self.report)
+                    .map(|b| {
+                        let etag = etag_of(&b);
+                        (Bytes::from(b), etag)
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
 }
 
 /// One change event with its sequence number, serialized once.
@@ -118,7 +203,20 @@ impl Drop for OpenGuard {
     }
 }
 
+/// `/v1/connections` pages as served, by query string, until the store is written again
+/// (built on demand: a dashboard's viewers ask for the same first page).
+#[derive(Debug, Default)]
+pub(crate) struct PageCache {
+    /// Bumped by every store write that worked or stored events.
+    generation: u64,
+    pages: std::collections::HashMap<String, Bytes>,
+}
+
+/// At most this many pages are cached (then the cache starts over).
+const PAGE_CACHE_ENTRIES: usize = 256;
+
 struct Inner {
+    page_cache: Mutex<PageCache>,
     token: Option<Secret>,
     warnings: Mutex<BTreeMap<String, String>>,
     save: Mutex<SaveStats>,
@@ -178,6 +276,7 @@ impl AppState {
             .max(1);
         AppState {
             inner: Arc::new(Inner {
+                page_cache: Mutex::new(PageCache::default()),
                 token,
                 warnings: Mutex::new(BTreeMap::new()),
                 save: Mutex::new(SaveStats::default()),
@@ -272,6 +371,32 @@ impl AppState {
         self.inner.store.get()
     }
 
+    /// The cached page for `query`, and the generation to hand back to
+    /// [`AppState::cache_page`] (so a page read before a write is never cached after it).
+    pub(crate) fn cached_page(&self, query: &str) -> (Option<Bytes>, u64) {
+        let c = lock(&self.inner.page_cache);
+        (c.pages.get(query).cloned(), c.generation)
+    }
+
+    /// Keep `body` as the page for `query`, unless the store was written since `generation`.
+    pub(crate) fn cache_page(&self, query: &str, generation: u64, body: Bytes) {
+        let mut c = lock(&self.inner.page_cache);
+        if c.generation != generation {
+            return;
+        }
+        if c.pages.len() >= PAGE_CACHE_ENTRIES {
+            c.pages.clear();
+        }
+        c.pages.insert(query.to_owned(), body);
+    }
+
+    /// Forget every cached page (the store changed).
+    pub(crate) fn invalidate_pages(&self) {
+        let mut c = lock(&self.inner.page_cache);
+        c.generation += 1;
+        c.pages.clear();
+    }
+
     pub(crate) fn store_stats(&self) -> StoreStats {
         *lock(&self.inner.store_stats)
     }
@@ -326,6 +451,13 @@ impl AppState {
                     w.dropped_events
                 ),
             );
+        }
+        // A successful write may have changed a stored connection without an event (a
+        // problem's message, say): every write that reached the store, or brought events,
+        // drops the cached pages.
+        if w.error.is_none() || !w.events.is_empty() {
+            self.invalidate_pages();
+            crate::stored::prewarm(self);
         }
         let mut log = lock(&self.inner.events);
         for e in &w.events {
@@ -414,26 +546,16 @@ impl AppState {
     /// publishing no event (with a store, events are published once stored, by
     /// [`AppState::record_written`]).
     pub fn record_report(&self, poll: &Poll, elapsed: Duration) {
-        if !self.set_report(poll, elapsed) {
-            return;
-        }
+        self.set_report(poll, elapsed);
         self.count_poll(poll);
     }
 
     /// Serve the poll's report (also after a targeted refresh, which is not counted as a
-    /// poll). `false` if it could not be serialized (the previous report is kept).
-    pub(crate) fn set_report(&self, poll: &Poll, elapsed: Duration) -> bool {
-        let body = match serde_json::to_vec(&poll.report) {
-            Ok(b) => Bytes::from(b),
-            Err(e) => {
-                // Cannot happen for the model's types; keep serving the previous report.
-                tracing::error!(error = %e, "cannot serialize the report");
-                return false;
-            }
-        };
+    /// poll). Its JSON is built when first asked for ([`Snapshot::body`]).
+    pub(crate) fn set_report(&self, poll: &Poll, elapsed: Duration) {
         let snapshot = Snapshot {
-            etag: etag_of(&body),
-            body,
+            summary: SummaryView::of(&poll.report),
+            serialized: OnceLock::new(),
             report: poll.report.clone(),
             polled_at: Utc::now(),
             duration: elapsed,
@@ -443,7 +565,6 @@ impl AppState {
             .snapshot
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(snapshot));
-        true
     }
 
     fn count_poll(&self, poll: &Poll) {

@@ -129,15 +129,44 @@ fn store_of(state: &AppState) -> Result<Arc<dyn Store>, Response> {
     state.store().cloned().ok_or_else(no_store)
 }
 
+/// The query of the dashboard's first page, exactly as dashboard.html sends it: built again
+/// (and cached) in the background whenever the store changed, so a page load never waits for
+/// it (see [`prewarm`]).
+pub(crate) const DASHBOARD_FIRST_PAGE: &str = "group=customer&timeline=30d&limit=100";
+
+/// Build the dashboard's first page into the page cache, off the request path.
+pub(crate) fn prewarm(state: &AppState) {
+    if state.store().is_none() {
+        return;
+    }
+    let state = state.clone();
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            let _ = connections(
+                State(state),
+                RawQuery(Some(DASHBOARD_FIRST_PAGE.to_owned())),
+            )
+            .await;
+        });
+    }
+}
+
 /// `GET /v1/connections`.
 pub(crate) async fn connections(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Response {
+    let key = raw.clone().unwrap_or_default();
+    let (cached, generation) = state.cached_page(&key);
+    if let Some(body) = cached {
+        return h::json_bytes(StatusCode::OK, body);
+    }
     let run = async {
         let q = Query::parse(
             raw.as_deref(),
-            &["status", "provider", "customer", "q", "limit", "cursor"],
+            &[
+                "status", "provider", "customer", "q", "limit", "cursor", "group", "timeline",
+            ],
         )?;
         let mut status = Vec::new();
         for v in q.list("status") {
@@ -153,11 +182,42 @@ pub(crate) async fn connections(
             q: q.one("q").map(str::to_owned),
         };
         let limit = q.limit()?;
+        let grouped = match q.one("group") {
+            None => false,
+            Some("customer") => true,
+            Some(other) => {
+                return Err(bad(format!(
+                    "group {other:?}: the only grouping is \"customer\""
+                )))
+            }
+        };
+        let timeline: Option<Window> = q
+            .one("timeline")
+            .map(|w| {
+                w.parse()
+                    .map_err(|e: StoreError| bad(format!("timeline: {e}")))
+            })
+            .transpose()?;
         let store = store_of(&state)?;
-        let page = store
-            .connections(&filter, q.one("cursor"), limit)
-            .await
-            .map_err(|e| store_error(&e))?;
+        let page = if grouped {
+            store
+                .connections_by_customer(&filter, q.one("cursor"), limit)
+                .await
+        } else {
+            store.connections(&filter, q.one("cursor"), limit).await
+        }
+        .map_err(|e| store_error(&e))?;
+        let mut timelines = match timeline {
+            None => Default::default(),
+            Some(w) => {
+                let ids: Vec<String> = page.items.iter().map(|i| i.connection.id.clone()).collect();
+                let from = chrono::Utc::now() - chrono::Duration::hours(w.hours());
+                store
+                    .timelines(&ids, from)
+                    .await
+                    .map_err(|e| store_error(&e))?
+            }
+        };
         let items: Vec<serde_json::Value> = page
             .items
             .iter()
@@ -168,18 +228,27 @@ pub(crate) async fn connections(
                         "actions".into(),
                         crate::action::actions_json(&state, &item.connection),
                     );
+                    if timeline.is_some() {
+                        let points = timelines.remove(&item.connection.id).unwrap_or_default();
+                        o.insert(
+                            "timeline".into(),
+                            serde_json::to_value(points).unwrap_or_default(),
+                        );
+                    }
                 }
                 v
             })
             .collect();
-        Ok::<_, Response>(h::json_value(
-            StatusCode::OK,
-            &serde_json::json!({
+        let body = bytes::Bytes::from(
+            serde_json::json!({
                 "items": items,
                 "next_cursor": page.next_cursor,
                 "total": page.total,
-            }),
-        ))
+            })
+            .to_string(),
+        );
+        state.cache_page(&key, generation, body.clone());
+        Ok::<_, Response>(h::json_bytes(StatusCode::OK, body))
     };
     run.await.unwrap_or_else(|r| r)
 }
@@ -267,6 +336,23 @@ pub(crate) async fn since_of(state: &AppState, id: &str) -> Option<chrono::DateT
         Err(e) => {
             tracing::warn!(error = %e, "cannot read a connection's since from the store");
             None
+        }
+    }
+}
+
+/// When each provider's latest webhook was accepted, from the store (empty without one, or
+/// when it cannot be read). The one place `/v1/summary` learns webhook freshness from.
+pub(crate) async fn last_webhook_at(
+    state: &AppState,
+) -> std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> {
+    let Some(store) = state.store() else {
+        return Default::default();
+    };
+    match store.last_webhooks().await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the last webhooks from the store");
+            Default::default()
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The dashboard in headless Chromium, driven over WebDriver (chromedriver + fantoccini):
-//! tiles, the status filter, the search box, live updates over `/v1/events`, the token flow,
-//! and a screenshot in `target/test-artifacts/`.
+//! tiles from the server's counts, customer groups with their worst status, paging, the
+//! status filter, the search box, 30-day timelines, the provider panel, live updates over
+//! `/v1/events`, no overflow at 1280/1400/390 px, the token flow, and screenshots (desktop and
+//! phone) in `target/test-artifacts/`.
 //!
 //! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium` (Debian: `apt-get install -y chromium
 //! chromium-driver`). Without them the test FAILS, unless `CONNHEALTH_SKIP_BROWSER` is set:
@@ -179,12 +181,51 @@ async fn report(server: &Running) -> HealthReport {
     server.get("/v1/report").await.json().await.unwrap()
 }
 
+/// Run a script in the page, its result as JSON.
+async fn js<T: serde::de::DeserializeOwned>(c: &Client, script: &str) -> Res<T> {
+    Ok(serde_json::from_value(c.execute(script, vec![]).await?)?)
+}
+
+/// Each customer group header's (key, status) and each row's (id, status, group key), in
+/// page order.
+async fn groups(c: &Client) -> Res<Vec<(String, String, Vec<(String, String)>)>> {
+    js(
+        c,
+        "const out = []; for (const tr of document.querySelectorAll('#rows tr')) {
+           if (tr.classList.contains('group')) out.push([tr.dataset.group, tr.dataset.status, []]);
+           else if (tr.dataset.id && out.length) out[out.length - 1][2].push([tr.dataset.id, tr.dataset.status]);
+         } return out;",
+    )
+    .await
+}
+
+/// Whether the page is wider than the window (a horizontal scrollbar).
+async fn overflows(c: &Client) -> Res<bool> {
+    js(
+        c,
+        "return document.documentElement.scrollWidth > document.documentElement.clientWidth + 1;",
+    )
+    .await
+}
+
+async fn wait_rows(
+    c: &Client,
+    what: &str,
+    ok: impl Fn(&[(String, String)]) -> bool,
+) -> Res<Vec<(String, String)>> {
+    wait_for(what, || async {
+        let r = rows(c).await?;
+        Ok(ok(&r).then_some(r))
+    })
+    .await
+}
+
 async fn scenario(c: &Client, fleet: &Fleet, server: &Running, guarded: &Running) -> Res<()> {
-    c.set_window_size(1440, 1100).await?;
+    c.set_window_size(1400, 1000).await?;
     c.goto(&server.url("/")).await?;
     assert_eq!(c.title().await?, "connhealth — connection health");
 
-    // Every tile, with its count, matching the report.
+    // Every tile, with its count, matching the report (counted by the server's summary).
     let before = report(server).await;
     let counts = wait_for("tile counts", || async {
         let counts = tile_counts(c).await?;
@@ -195,12 +236,93 @@ async fn scenario(c: &Client, fleet: &Fleet, server: &Running, guarded: &Running
         let s: Status = status.parse().unwrap();
         assert_eq!(n.unwrap(), before.summary.count(s), "tile {status}");
     }
-    let all = rows(c).await?;
-    assert_eq!(all.len(), before.connections.len());
+    // The first page: 100 rows of more, grouped by customer, worst customer first.
+    let total = before.connections.len();
+    assert!(total > 100, "the fleet is bigger than one page: {total}");
+    let first = wait_rows(c, "the first page", |r| r.len() == 100).await?;
+    let shown = c.find(Locator::Id("shown")).await?.text().await?;
+    assert_eq!(shown, format!("Showing 100 of {total} connections"));
+    let gs = groups(c).await?;
+    assert!(gs.len() > 1, "{gs:?}");
+    let mut keys = std::collections::HashSet::new();
+    for (key, status, members) in &gs {
+        assert!(keys.insert(key.clone()), "customer {key} is split");
+        let worst = before
+            .connections
+            .iter()
+            .filter(|x| format!("{}:{}", x.provider, x.customer.id) == *key)
+            .map(|x| x.status)
+            .max()
+            .unwrap();
+        assert_eq!(status, worst.as_str(), "group {key} shows its worst status");
+        assert!(!members.is_empty());
+        assert!(members.iter().all(|(_, s)| rank(s) <= rank(status)));
+    }
     assert!(
-        all.windows(2).all(|w| rank(&w[0].1) >= rank(&w[1].1)),
-        "rows are worst first: {all:?}"
+        gs.windows(2).all(|w| rank(&w[0].1) >= rank(&w[1].1)),
+        "customers worst first: {gs:?}"
     );
+    // The page never downloaded the whole report.
+    let fetched: Vec<String> = js(
+        c,
+        "return performance.getEntriesByType('resource').map(e => e.name);",
+    )
+    .await?;
+    assert!(
+        fetched.iter().any(|u| u.contains("/v1/summary")),
+        "{fetched:?}"
+    );
+    assert!(
+        // Exactly the query the server prebuilds after every change (DASHBOARD_FIRST_PAGE).
+        fetched
+            .iter()
+            .any(|u| u.ends_with("/v1/connections?group=customer&timeline=30d&limit=100")),
+        "{fetched:?}"
+    );
+    assert!(
+        !fetched.iter().any(|u| u.contains("/v1/report")),
+        "{fetched:?}"
+    );
+    // Every row has its 30-day timeline and says since when.
+    let (timelines, sinces): (usize, usize) = js(
+        c,
+        "return [document.querySelectorAll('#rows tr[data-id] .timeline').length,
+                 document.querySelectorAll('#rows tr[data-id] time.since[datetime]').length];",
+    )
+    .await?;
+    assert_eq!((timelines, sinces), (100, 100));
+
+    // Paging: the next page joins the first, nothing twice.
+    c.find(Locator::Id("load-more")).await?.click().await?;
+    let two = wait_rows(c, "the second page", |r| r.len() == total.min(200)).await?;
+    assert_eq!(&two[..100], &first[..]);
+    let distinct: std::collections::HashSet<_> = two.iter().map(|(id, _)| id).collect();
+    assert_eq!(distinct.len(), two.len());
+
+    // The provider panel: outcome, last poll, uptime and webhook freshness.
+    let violet = c
+        .find(Locator::Css("#providers [data-provider=\"violet\"]"))
+        .await?;
+    let webhook = violet.find(Locator::Css(".webhook")).await?.text().await?;
+    assert!(webhook.ends_with("min ago"), "{webhook}");
+    wait_for("uptime figures", || async {
+        let t = violet
+            .find(Locator::Css(".uptime-24h"))
+            .await?
+            .text()
+            .await?;
+        Ok((t.ends_with('%') || t == "—").then_some(()))
+    })
+    .await?;
+    let subtotal_hook = c
+        .find(Locator::Css(
+            "#providers [data-provider=\"subtotal\"] .webhook",
+        ))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(subtotal_hook, "none received");
+
     // Live indicator.
     wait_for("the live indicator", || async {
         let state = c
@@ -212,32 +334,32 @@ async fn scenario(c: &Client, fleet: &Fleet, server: &Running, guarded: &Running
     })
     .await?;
 
-    // Search narrows to one connection.
+    // Search re-queries the server and narrows to one connection.
     let doc_id = format!("subtotal:{DOC_CONNECTION}");
     c.find(Locator::Id("search"))
         .await?
         .send_keys(DOC_CONNECTION)
         .await?;
-    let found = rows(c).await?;
-    assert_eq!(found, vec![(doc_id.clone(), "healthy".to_owned())]);
+    wait_rows(c, "the search result", |r| {
+        r == [(doc_id.clone(), "healthy".to_owned())]
+    })
+    .await?;
     c.find(Locator::Id("clear-filters")).await?.click().await?;
-    assert_eq!(rows(c).await?.len(), before.connections.len());
+    wait_rows(c, "the cleared filters", |r| r.len() == 100).await?;
 
     // Filter on action_required by clicking its tile.
     let expected = before.summary.action_required;
     assert!(
-        expected > 0,
-        "the generated data has action_required connections"
+        (1..100).contains(&expected),
+        "the generated data has action_required connections: {expected}"
     );
     let tile = c.find(Locator::Id("tile-action_required")).await?;
     tile.click().await?;
     assert_eq!(tile.attr("aria-pressed").await?.as_deref(), Some("true"));
-    let filtered = rows(c).await?;
-    assert_eq!(filtered.len(), expected);
-    assert!(
-        filtered.iter().all(|(_, s)| s == "action_required"),
-        "{filtered:?}"
-    );
+    let filtered = wait_rows(c, "the filtered rows", |r| {
+        r.len() == expected && r.iter().all(|(_, s)| s == "action_required")
+    })
+    .await?;
     let select = c.find(Locator::Id("filter-status")).await?;
     assert_eq!(
         select.prop("value").await?.as_deref(),
@@ -247,27 +369,27 @@ async fn scenario(c: &Client, fleet: &Fleet, server: &Running, guarded: &Running
     // A simulator change arrives live: the row joins the filtered table.
     assert!(!filtered.iter().any(|(id, _)| *id == doc_id));
     assert!(fleet.subtotal.set_status(DOC_CONNECTION, "unauthenticated"));
-    wait_for("the changed row to appear live", || async {
-        let rows = rows(c).await?;
-        Ok(rows
-            .iter()
+    wait_rows(c, "the changed row to appear live", |r| {
+        r.iter()
             .any(|(id, s)| *id == doc_id && s == "action_required")
-            .then_some(()))
     })
     .await?;
     let filtered = rows(c).await?;
     assert_eq!(filtered.len(), expected + 1);
     assert!(filtered.iter().all(|(_, s)| s == "action_required"));
-    let count = c
-        .find(Locator::Css("#tile-action_required .count"))
-        .await?
-        .text()
-        .await?;
-    assert_eq!(count, (expected + 1).to_string());
-    // Its remediation is a link (a `reauthenticate` with a URL), the live counter moved.
+    wait_for("the tile count to move", || async {
+        let count = c
+            .find(Locator::Css("#tile-action_required .count"))
+            .await?
+            .text()
+            .await?;
+        Ok((count == (expected + 1).to_string()).then_some(()))
+    })
+    .await?;
     let row = c
         .find(Locator::Css(&format!("tr[data-id=\"{doc_id}\"]")))
         .await?;
+    // Its remediation is a link (a `reauthenticate` with a URL).
     let link = row.find(Locator::Css("a.remedy")).await?;
     let href = link.attr("href").await?.unwrap_or_default();
     assert!(
@@ -278,20 +400,53 @@ async fn scenario(c: &Client, fleet: &Fleet, server: &Running, guarded: &Running
         link.attr("rel").await?.as_deref(),
         Some("noopener noreferrer")
     );
+    // Its history: one status change on the timeline, healthy then action required, and
+    // "broken since" the change.
+    let tl = row.find(Locator::Css(".timeline")).await?;
+    assert_eq!(tl.attr("data-changes").await?.as_deref(), Some("1"));
+    let segs: Vec<String> = js(
+        c,
+        &format!(
+            "return [...document.querySelectorAll('tr[data-id=\"{doc_id}\"] .timeline span')].map(s => s.dataset.status || 'gap');"
+        ),
+    )
+    .await?;
+    assert_eq!(
+        segs.last().map(String::as_str),
+        Some("action_required"),
+        "{segs:?}"
+    );
+    assert!(segs.contains(&"healthy".to_owned()), "{segs:?}");
+    let since = row
+        .find(Locator::Css("td.status .sub"))
+        .await?
+        .text()
+        .await?;
+    assert!(since.starts_with("broken since "), "{since}");
     let live = c.find(Locator::Id("live-text")).await?.text().await?;
     assert!(live.starts_with("Live · "), "{live}");
     screenshot(c, "dashboard-filtered.png").await?;
 
-    // Unfilter: everything again, the changed connection included, for the screenshot.
+    // Unfilter: the first page again, the changed connection's customer first.
     c.find(Locator::Id("tile-action_required"))
         .await?
         .click()
         .await?;
-    let all = rows(c).await?;
-    assert_eq!(all.len(), before.connections.len());
-    assert!(all.contains(&(doc_id.clone(), "action_required".to_owned())));
+    wait_rows(c, "the unfiltered page", |r| r.len() == 100).await?;
+    // No horizontal overflow at 1280 and 1400 px, nor at a phone's 390 px.
+    for (w, h) in [(1280, 900), (1400, 1000)] {
+        c.set_window_size(w, h).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!overflows(c).await?, "horizontal overflow at {w} px");
+    }
     let path = screenshot(c, "dashboard.png").await?;
     eprintln!("screenshot: {}", path.display());
+    c.set_window_size(390, 844).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!overflows(c).await?, "horizontal overflow at phone width");
+    let path = screenshot(c, "dashboard-phone.png").await?;
+    eprintln!("screenshot: {}", path.display());
+    c.set_window_size(1400, 1000).await?;
 
     // With a token: the page opened as /?token=… loads its data and goes live.
     c.goto(&guarded.url(&format!("/?token={TOKEN}"))).await?;
@@ -400,12 +555,19 @@ async fn dashboard_in_headless_chromium() {
         Gate::Fail(why) => panic!("{why}"),
     }
 
-    let fleet = Fleet::start(3, 31).await.unwrap();
-    let w = fleet_watcher(&fleet, Duration::from_millis(200));
-    let server = Running::start(w, Options::default()).await;
-    let w2 = fleet_watcher(&fleet, Duration::from_secs(60));
-    let guarded = Running::start(
-        w2,
+    let fleet = Fleet::start(8, 31).await.unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (server, store) = start_stored(
+        &fleet,
+        dirs.0.path(),
+        Duration::from_millis(200),
+        Options::default(),
+    )
+    .await;
+    let (guarded, _) = start_stored(
+        &fleet,
+        dirs.1.path(),
+        Duration::from_secs(60),
         Options {
             token: Some(TOKEN),
             ..Options::default()
@@ -414,6 +576,16 @@ async fn dashboard_in_headless_chromium() {
     .await;
     server.ready(false).await;
     guarded.ready(true).await;
+    // A webhook accepted a few minutes ago: the provider panel's freshness.
+    store
+        .accept_webhook(
+            "violet",
+            "evt-browser-1",
+            None,
+            chrono::Utc::now() - chrono::Duration::minutes(4),
+        )
+        .await
+        .unwrap();
 
     let driver = start_driver().await;
     let profile = tempfile::tempdir().unwrap();

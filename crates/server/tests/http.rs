@@ -905,3 +905,68 @@ async fn shutdown_ends_event_streams_and_the_poller() {
         "the poller kept polling after shutdown"
     );
 }
+
+/// gzip and br for `/v1/report` and the JSON routes when asked; identity otherwise; the SSE
+/// stream is never compressed (compression would buffer its events).
+#[tokio::test]
+async fn json_routes_are_compressed_when_asked_and_the_event_stream_is_not() {
+    let fleet = Fleet::start(3, 24).await.unwrap();
+    let server = Running::start(fleet_watcher(&fleet, SLOW), Options::default()).await;
+    server.ready(false).await;
+    // A client that neither asks for nor decodes anything by itself.
+    let raw = reqwest::Client::builder()
+        .no_proxy()
+        .no_gzip()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let plain = raw.get(server.url("/v1/report")).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain: Value = plain.json().await.unwrap();
+
+    for path in ["/v1/report", "/v1/summary", "/v1/report?status=healthy"] {
+        for enc in ["gzip", "br"] {
+            let resp = raw
+                .get(server.url(path))
+                .header("Accept-Encoding", enc)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            assert_eq!(resp.headers()["content-encoding"], enc, "{path} {enc}");
+            let bytes = resp.bytes().await.unwrap();
+            assert!(
+                serde_json::from_slice::<Value>(&bytes).is_err(),
+                "{path} {enc}"
+            );
+        }
+    }
+    // Decoded (reqwest's gzip decoder), the gzip body is the same JSON.
+    let decoding = reqwest::Client::builder()
+        .no_proxy()
+        .gzip(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let resp = decoding
+        .get(server.url("/v1/report"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    let unzipped: Value = resp.json().await.unwrap();
+    assert_eq!(unzipped, plain);
+
+    // The event stream: not compressed, even when every encoding is welcome.
+    let resp = raw
+        .get(server.url("/v1/events"))
+        .header("Accept-Encoding", "gzip, br, deflate, zstd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(content_type(&resp).starts_with("text/event-stream"));
+    assert!(resp.headers().get("content-encoding").is_none());
+    drop(resp);
+    server.stop().await.unwrap();
+}

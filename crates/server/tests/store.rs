@@ -301,3 +301,146 @@ async fn a_full_store_keeps_serving_warns_and_publishes_the_kept_events_when_it_
     server.stop().await.unwrap();
     sqlite.integrity_check().await.unwrap();
 }
+
+/// `/v1/summary`'s counts against the report (counted here), its webhook freshness from the
+/// store, grouping by customer over every page, and a status change on a 30-day timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_grouping_and_timelines_at_the_api() {
+    let f = pg::sqlite().await;
+    let fleet = Fleet::start(3, 43).await.unwrap();
+    let store = f.store();
+    let server = start(&fleet, store.clone(), Duration::from_millis(200)).await;
+
+    // Summary: counts by status and by provider × status, as the report has them.
+    let report = get_json(&server, "/v1/report").await;
+    let sum = get_json(&server, "/v1/summary").await;
+    let conns = report["connections"].as_array().unwrap();
+    assert_eq!(sum["summary"]["total"], conns.len());
+    for s in connhealth_core::Status::ALL {
+        let n = conns.iter().filter(|c| c["status"] == s.as_str()).count();
+        assert_eq!(sum["summary"][s.as_str()], n, "{s}");
+    }
+    let providers = sum["providers"].as_array().unwrap();
+    assert_eq!(providers.len(), 3);
+    for p in providers {
+        let name = p["provider"].as_str().unwrap();
+        let mine: Vec<&Value> = conns.iter().filter(|c| c["provider"] == name).collect();
+        assert_eq!(p["summary"]["total"], mine.len(), "{name}");
+        for s in connhealth_core::Status::ALL {
+            let n = mine.iter().filter(|c| c["status"] == s.as_str()).count();
+            assert_eq!(p["summary"][s.as_str()], n, "{name} {s}");
+        }
+        let outcome = report["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["provider"] == name)
+            .unwrap();
+        assert_eq!(p["outcome"], outcome["outcome"]);
+        assert_eq!(p["last_poll_at"], report["generated_at"]);
+        assert!(p["last_webhook_at"].is_null());
+    }
+    // A webhook accepted into the store shows as that provider's freshness.
+    let when = chrono::Utc::now() - chrono::Duration::minutes(3);
+    store
+        .accept_webhook("violet", "evt-summary-1", None, when)
+        .await
+        .unwrap();
+    let sum = get_json(&server, "/v1/summary").await;
+    let violet = sum["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["provider"] == "violet")
+        .unwrap()
+        .clone();
+    let got: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(violet["last_webhook_at"].clone()).unwrap();
+    assert_eq!(got.timestamp_millis(), when.timestamp_millis());
+
+    // Grouped by customer, in pages of 7: every connection once, each customer's
+    // connections together, customers worst first by their worst status.
+    let mut grouped = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!(
+                "/v1/connections?group=customer&limit=7&cursor={}",
+                url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
+            ),
+            None => "/v1/connections?group=customer&limit=7".to_owned(),
+        };
+        let page = get_json(&server, &path).await;
+        grouped.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(grouped.len(), conns.len());
+    let key = |c: &Value| {
+        format!(
+            "{}:{}",
+            c["provider"].as_str().unwrap(),
+            c["customer"]["id"].as_str().unwrap()
+        )
+    };
+    let rank = |s: &Value| {
+        connhealth_core::Status::ALL
+            .iter()
+            .position(|x| x.as_str() == s.as_str().unwrap())
+            .unwrap()
+    };
+    let mut order: Vec<String> = Vec::new();
+    for c in &grouped {
+        let k = key(c);
+        if order.last() != Some(&k) {
+            assert!(!order.contains(&k), "customer {k} is split");
+            order.push(k.clone());
+        }
+        let worst = conns
+            .iter()
+            .filter(|x| key(x) == k)
+            .map(|x| rank(&x["status"]))
+            .max()
+            .unwrap();
+        assert_eq!(rank(&c["customer_status"]), worst, "{k}");
+    }
+    assert!(grouped
+        .windows(2)
+        .all(|w| rank(&w[0]["customer_status"]) >= rank(&w[1]["customer_status"])));
+
+    // A status change is on the connection's 30-day timeline.
+    assert!(fleet.subtotal.set_status(DOC_CONNECTION, "unauthenticated"));
+    let id = format!("subtotal:{DOC_CONNECTION}");
+    wait_for(
+        async || {
+            let page = get_json(
+                &server,
+                &format!("/v1/connections?q={DOC_CONNECTION}&timeline=30d"),
+            )
+            .await;
+            let item = &page["items"][0];
+            item["id"] == id.as_str()
+                && item["timeline"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["from"] == "healthy" && p["to"] == "action_required")
+        },
+        "the status change on the timeline",
+    )
+    .await;
+    let page = get_json(
+        &server,
+        &format!("/v1/connections?q={DOC_CONNECTION}&timeline=30d"),
+    )
+    .await;
+    let points = page["items"][0]["timeline"].as_array().unwrap();
+    assert_eq!(points[0]["from"], Value::Null, "appeared first: {points:?}");
+    assert_eq!(points[0]["to"], "healthy");
+    // Without `timeline` there is none.
+    let plain = get_json(&server, &format!("/v1/connections?q={DOC_CONNECTION}")).await;
+    assert!(plain["items"][0].get("timeline").is_none());
+    server.stop().await.unwrap();
+}

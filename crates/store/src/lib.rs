@@ -140,6 +140,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<ConnectionPage>;
 
+    /// Like [`Store::connections`], grouped by customer: customers worst first (their worst
+    /// status among the matching connections, in each item's `customer_status`), then by
+    /// `{provider}:{customer_id}`; within a customer worst first, then by id. Its cursors are
+    /// its own.
+    async fn connections_by_customer(
+        &self,
+        filter: &ConnectionFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ConnectionPage>;
+
+    /// The status changes (`appeared`, `status_changed`) of these connections at or after
+    /// `from`, oldest first, by connection id (connections without any are left out).
+    async fn timelines(
+        &self,
+        ids: &[String],
+        from: DateTime<Utc>,
+    ) -> Result<std::collections::HashMap<String, Vec<TimelinePoint>>>;
+
+    /// Per provider, when its latest accepted webhook was received (providers without any
+    /// are left out).
+    async fn last_webhooks(&self) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>>;
+
     /// One stored connection (as last materially changed) with `since`, by its exact id.
     async fn connection(&self, id: &str) -> Result<Option<ConnectionItem>>;
 
@@ -330,6 +353,31 @@ impl<B: Run> Store for B {
     ) -> Result<ConnectionPage> {
         let (f, c) = (filter.clone(), cursor.map(str::to_owned));
         read!(self, |tx| logic::connections(tx, &f, c.as_deref(), limit))
+    }
+    async fn connections_by_customer(
+        &self,
+        filter: &ConnectionFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ConnectionPage> {
+        let (f, c) = (filter.clone(), cursor.map(str::to_owned));
+        read!(self, |tx| logic::connections_by_customer(
+            tx,
+            &f,
+            c.as_deref(),
+            limit
+        ))
+    }
+    async fn timelines(
+        &self,
+        ids: &[String],
+        from: DateTime<Utc>,
+    ) -> Result<std::collections::HashMap<String, Vec<TimelinePoint>>> {
+        let ids = ids.to_vec();
+        read!(self, |tx| logic::timelines(tx, &ids, from))
+    }
+    async fn last_webhooks(&self) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>> {
+        read!(self, |tx| logic::last_webhooks(tx))
     }
     async fn connection(&self, id: &str) -> Result<Option<ConnectionItem>> {
         let id = id.to_owned();

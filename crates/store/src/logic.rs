@@ -613,6 +613,7 @@ pub(crate) async fn connection(tx: &mut dyn Tx, id: &str) -> Result<Option<Conne
     Ok(Some(ConnectionItem {
         connection,
         since: time(r[1].int().unwrap_or_default()),
+        customer_status: None,
     }))
 }
 
@@ -674,6 +675,7 @@ pub(crate) async fn connections(
         items.push(ConnectionItem {
             connection,
             since: time(r[1].int().unwrap_or_default()),
+            customer_status: None,
         });
         last = Some((
             r[2].int().unwrap_or_default(),
@@ -690,6 +692,168 @@ pub(crate) async fn connections(
         next_cursor,
         total,
     })
+}
+
+/// SQL for a status's rank in [`Status::ALL`] (least to most severe): the order a
+/// customer's worst status is taken in.
+fn rank_sql() -> String {
+    let arms: Vec<String> = Status::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("WHEN '{}' THEN {i}", s.as_str()))
+        .collect();
+    format!("CASE status {} ELSE 0 END", arms.join(" "))
+}
+
+/// A grouped cursor: `g` + the JSON `[customer rank, provider, customer id, severity, id]`
+/// of the last item.
+fn parse_group_cursor(c: &str) -> Result<(i64, String, String, i64, String)> {
+    let bad = || StoreError::Invalid(format!("cursor {c:?} is not one this store issued"));
+    let json = c.strip_prefix('g').ok_or_else(bad)?;
+    serde_json::from_str(json).map_err(|_| bad())
+}
+
+/// [`crate::Store::connections_by_customer`]: customers worst first (their worst status among
+/// the matching connections), then by `{provider}:{customer_id}`; within a customer, worst
+/// first then by id.
+pub(crate) async fn connections_by_customer(
+    tx: &mut dyn Tx,
+    f: &ConnectionFilter,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<ConnectionPage> {
+    let (conds, mut params) = connection_where(f);
+    let wh = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    let total = query_one(
+        tx,
+        &format!("SELECT COUNT(*) FROM connections {wh}"),
+        &params,
+    )
+    .await?
+    .and_then(|r| r[0].int())
+    .unwrap_or(0) as u64;
+    let mut outer = String::new();
+    if let Some(c) = cursor {
+        let (cs, provider, customer, sev, id) = parse_group_cursor(c)?;
+        let n = params.len();
+        let (a, b, cc, d, e) = (n + 1, n + 2, n + 3, n + 4, n + 5);
+        outer = format!(
+            "WHERE (cs < ${a} OR (cs = ${a} AND (provider > ${b} OR (provider = ${b} AND \
+             (customer_id > ${cc} OR (customer_id = ${cc} AND (severity < ${d} OR \
+             (severity = ${d} AND id > ${e})))))))) "
+        );
+        params.extend([
+            cs.into(),
+            provider.into(),
+            customer.into(),
+            sev.into(),
+            id.into(),
+        ]);
+    }
+    // The order is decided on narrow rows (no body), the page's bodies read afterwards by id:
+    // sorting every matching row with its JSON body is what costs.
+    let sql = format!(
+        "SELECT c.body, c.since, t.cs, t.provider, t.customer_id, t.severity, t.id FROM (\
+         SELECT cs, provider, customer_id, severity, id FROM (\
+         SELECT provider, customer_id, severity, id, \
+         MAX({rank}) OVER (PARTITION BY provider, customer_id) AS cs FROM connections {wh}\
+         ) w {outer}ORDER BY cs DESC, provider, customer_id, severity DESC, id LIMIT ${}\
+         ) t JOIN connections c ON c.id = t.id \
+         ORDER BY t.cs DESC, t.provider, t.customer_id, t.severity DESC, t.id",
+        params.len() + 1,
+        rank = rank_sql(),
+    );
+    params.push((limit as i64 + 1).into());
+    let rows = tx.query(&sql, &params).await?;
+    let more = rows.len() > limit;
+    let mut items = Vec::new();
+    let mut last = None;
+    for r in rows.iter().take(limit) {
+        let connection: Connection = serde_json::from_str(r[0].text().unwrap_or_default())
+            .map_err(|e| bad_row(tx, "connection", e))?;
+        let cs = r[2].int().unwrap_or_default();
+        items.push(ConnectionItem {
+            connection,
+            since: time(r[1].int().unwrap_or_default()),
+            customer_status: usize::try_from(cs)
+                .ok()
+                .and_then(|i| Status::ALL.get(i).copied()),
+        });
+        last = Some((
+            cs,
+            r[3].text().unwrap_or_default().to_owned(),
+            r[4].text().unwrap_or_default().to_owned(),
+            r[5].int().unwrap_or_default(),
+            r[6].text().unwrap_or_default().to_owned(),
+        ));
+    }
+    let next_cursor = match (more, last) {
+        (true, Some(l)) => Some(format!(
+            "g{}",
+            serde_json::to_string(&l).map_err(|e| StoreError::Invalid(e.to_string()))?
+        )),
+        _ => None,
+    };
+    Ok(ConnectionPage {
+        items,
+        next_cursor,
+        total,
+    })
+}
+
+/// [`crate::Store::timelines`]: the status changes (`appeared`, `status_changed`) of these
+/// connections at or after `from`, oldest first, by connection id.
+pub(crate) async fn timelines(
+    tx: &mut dyn Tx,
+    ids: &[String],
+    from: DateTime<Utc>,
+) -> Result<HashMap<String, Vec<TimelinePoint>>> {
+    let mut out: HashMap<String, Vec<TimelinePoint>> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let mut params: Vec<V> = vec![from.timestamp_millis().into()];
+    let list = in_list("connection_id", ids.len(), 2);
+    params.extend(ids.iter().map(V::from));
+    let sql = format!(
+        "SELECT connection_id, body FROM events WHERE at >= $1 AND {list} \
+         AND event IN ('appeared', 'status_changed') ORDER BY connection_id, id"
+    );
+    for r in tx.query(&sql, &params).await? {
+        let change: Change = serde_json::from_str(r[1].text().unwrap_or_default())
+            .map_err(|e| bad_row(tx, "event", e))?;
+        let (from, to) = match change.kind {
+            connhealth_core::ChangeKind::Appeared { status } => (None, status),
+            connhealth_core::ChangeKind::StatusChanged { from, to } => (Some(from), to),
+            _ => continue,
+        };
+        out.entry(r[0].text().unwrap_or_default().to_owned())
+            .or_default()
+            .push(TimelinePoint {
+                at: change.at,
+                from,
+                to,
+            });
+    }
+    Ok(out)
+}
+
+/// [`crate::Store::last_webhooks`]: per provider, when its latest accepted webhook arrived.
+pub(crate) async fn last_webhooks(tx: &mut dyn Tx) -> Result<BTreeMap<String, DateTime<Utc>>> {
+    let rows = tx
+        .query(
+            "SELECT provider, MAX(received_ms) FROM webhooks GROUP BY provider",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r[0].text()?.to_owned(), time(r[1].int()?))))
+        .collect())
 }
 
 #[derive(Default)]

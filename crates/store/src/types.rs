@@ -225,6 +225,21 @@ pub struct ConnectionItem {
     pub connection: Connection,
     /// When its current status began.
     pub since: DateTime<Utc>,
+    /// With [`crate::Store::connections_by_customer`]: the worst status among its
+    /// customer's matching connections (`None` elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_status: Option<Status>,
+}
+
+/// One status change of a connection, for a timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// When it was seen.
+    pub at: DateTime<Utc>,
+    /// The status before (`None`: the connection appeared).
+    pub from: Option<Status>,
+    /// The status after.
+    pub to: Status,
 }
 
 /// A page of connections, worst first then by id.

@@ -38,6 +38,7 @@ suite!(
     events_have_increasing_ids_and_the_watch_shape,
     history_is_newest_first_and_pages,
     connections_worst_first_filters_cursor_total,
+    connections_grouped_by_customer_timelines_and_last_webhooks,
     uptime_from_hourly_rollups,
     a_failure_mid_poll_leaves_nothing_half_written,
     a_newer_schema_is_refused,
@@ -1133,4 +1134,209 @@ async fn integrity_check_passes(f: Fixture) {
     let (rec, _) = first_poll();
     f.store().commit_poll(rec).await.unwrap();
     f.store().integrity_check().await.unwrap();
+}
+
+async fn connections_grouped_by_customer_timelines_and_last_webhooks(f: Fixture) {
+    let s = f.store();
+    // Customers c0..c5 of two providers, 2–3 connections each, statuses spread so that
+    // customers' worst statuses differ from their connections' order in the flat listing.
+    let statuses = [
+        Status::Healthy,
+        Status::Degraded,
+        Status::Healthy,
+        Status::ActionRequired,
+        Status::Pending,
+        Status::NotConnected,
+        Status::Unknown,
+    ];
+    let mut items = Vec::new();
+    for i in 0..16usize {
+        let p = if i % 3 == 0 { "violet" } else { "channel3" };
+        items.push(tracked(
+            conn(
+                p,
+                &format!("c{}", i % 6),
+                &format!("plat{i:02}"),
+                statuses[i % statuses.len()],
+                at(0),
+            ),
+            at(0),
+        ));
+    }
+    s.commit_poll(PollRecord::between(
+        at(0),
+        &WatchState::default(),
+        &state_of(&items),
+        vec![],
+        vec![],
+        Source::Poll,
+    ))
+    .await
+    .unwrap();
+
+    // The expected order, computed here from the inputs.
+    let worst = |p: &str, c: &str| {
+        items
+            .iter()
+            .filter(|t| t.connection.provider == p && t.connection.customer.id == c)
+            .map(|t| t.connection.status)
+            .max()
+            .unwrap()
+    };
+    let mut expected: Vec<(Status, String, String, u8, String)> = items
+        .iter()
+        .map(|t| {
+            let c = &t.connection;
+            (
+                worst(&c.provider, &c.customer.id),
+                c.provider.clone(),
+                c.customer.id.clone(),
+                c.status.severity(),
+                c.id.clone(),
+            )
+        })
+        .collect();
+    expected.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+            .then(b.3.cmp(&a.3))
+            .then(a.4.cmp(&b.4))
+    });
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = s
+            .connections_by_customer(&ConnectionFilter::default(), cursor.as_deref(), 5)
+            .await
+            .unwrap();
+        assert_eq!(page.total, 16);
+        for i in &page.items {
+            let c = &i.connection;
+            seen.push((
+                i.customer_status
+                    .expect("grouped items carry customer_status"),
+                c.provider.clone(),
+                c.customer.id.clone(),
+                c.status.severity(),
+                c.id.clone(),
+            ));
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    // Filters apply before grouping: a customer's worst is over its matching connections.
+    let healthy = ConnectionFilter {
+        status: vec![Status::Healthy],
+        ..Default::default()
+    };
+    let page = s
+        .connections_by_customer(&healthy, None, 100)
+        .await
+        .unwrap();
+    assert!(page
+        .items
+        .iter()
+        .all(|i| i.customer_status == Some(Status::Healthy)));
+    // A flat cursor is not a grouped one, and the other way round.
+    let flat = s
+        .connections(&ConnectionFilter::default(), None, 3)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.connections_by_customer(&ConnectionFilter::default(), flat.next_cursor.as_deref(), 3)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    let grouped = s
+        .connections_by_customer(&ConnectionFilter::default(), None, 3)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.connections(
+            &ConnectionFilter::default(),
+            grouped.next_cursor.as_deref(),
+            3
+        )
+        .await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    // Timelines: the status changes of the asked connections within the window.
+    let c = items[0].connection.clone();
+    let other = items[1].connection.clone();
+    let mut r = PollRecord {
+        at: at(10),
+        ..PollRecord::default()
+    };
+    for (i, (from, to)) in [
+        (Status::Healthy, Status::Degraded),
+        (Status::Degraded, Status::ActionRequired),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let when = at(10 + i as i64);
+        r.events.push(NewEvent::new(
+            Change::about(&c, ChangeKind::StatusChanged { from, to }, when, None),
+            Source::Poll,
+        ));
+    }
+    r.events.push(NewEvent::new(
+        Change::about(&c, ChangeKind::Appeared { status: c.status }, at(2), None),
+        Source::Poll,
+    ));
+    r.events.push(NewEvent::new(
+        Change::about(
+            &other,
+            ChangeKind::ProblemCleared { code: "x".into() },
+            at(10),
+            None,
+        ),
+        Source::Poll,
+    ));
+    s.commit_poll(r).await.unwrap();
+    let t = s
+        .timelines(&[c.id.clone(), other.id.clone()], at(5))
+        .await
+        .unwrap();
+    assert_eq!(t.len(), 1, "other has no status change: {t:?}");
+    let points = &t[&c.id];
+    assert_eq!(
+        points,
+        &vec![
+            TimelinePoint {
+                at: at(10),
+                from: Some(Status::Healthy),
+                to: Status::Degraded
+            },
+            TimelinePoint {
+                at: at(11),
+                from: Some(Status::Degraded),
+                to: Status::ActionRequired
+            },
+        ]
+    );
+    let all = s
+        .timelines(std::slice::from_ref(&c.id), at(0))
+        .await
+        .unwrap();
+    assert_eq!(all[&c.id].len(), 3);
+    assert_eq!(all[&c.id][2].from, None, "appeared has no `from`");
+    assert!(s.timelines(&[], at(0)).await.unwrap().is_empty());
+
+    // The last accepted webhook per provider.
+    assert!(s.last_webhooks().await.unwrap().is_empty());
+    s.accept_webhook("violet", "e1", None, at(1)).await.unwrap();
+    s.accept_webhook("violet", "e2", None, at(7)).await.unwrap();
+    s.accept_webhook("subtotal", "e1", None, at(3))
+        .await
+        .unwrap();
+    let last = s.last_webhooks().await.unwrap();
+    assert_eq!(last.len(), 2);
+    assert_eq!(last["violet"], at(7));
+    assert_eq!(last["subtotal"], at(3));
 }

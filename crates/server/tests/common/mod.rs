@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -336,4 +337,24 @@ impl SseReader {
             }
         }
     }
+}
+
+/// A server over the fleet with a fresh SQLite store in `dir` (the dashboard's list is the
+/// store's), its store handle.
+pub async fn start_stored(
+    fleet: &Fleet,
+    dir: &Path,
+    interval: Duration,
+    opts: Options,
+) -> (Running, std::sync::Arc<dyn connhealth_store::Store>) {
+    let url = connhealth_store::StoreUrl::parse_relative_to("sqlite://connhealth.db", dir).unwrap();
+    let store = connhealth_store::open(&url, Default::default())
+        .await
+        .unwrap();
+    let (journal, loaded) = connhealth_store::Journal::load(store.clone(), Default::default())
+        .await
+        .unwrap();
+    let w = fleet_watcher(fleet, interval).with_state(loaded);
+    let server = Running::start_with(w, opts, |s| s.with_store(journal, |_| {})).await;
+    (server, store)
 }
