@@ -220,6 +220,186 @@ async fn wait_rows(
     .await
 }
 
+/// The admin token of the browser test's main server (the action buttons).
+const ADMIN: &str = "admin-token-browser-actions-5e2a";
+
+/// Narrow the table to `id` with the search box and wait for its row.
+async fn pin(c: &Client, id: &str) -> Res<()> {
+    let search = c.find(Locator::Id("search")).await?;
+    search.clear().await?;
+    search.send_keys(id).await?;
+    wait_rows(c, &format!("the row of {id}"), |r| {
+        r.iter().any(|(rid, _)| rid == id)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Click the `kind` button of `id`'s row, found afresh each try: live updates re-render the
+/// rows, so a button found a moment ago may be gone (a stale element) by the click.
+async fn click_action(c: &Client, id: &str, kind: &str) -> Res<()> {
+    let css = format!("tr[data-id=\"{id}\"] button.action[data-kind=\"{kind}\"]");
+    wait_for("a clickable action button", || async {
+        Ok(match c.find(Locator::Css(&css)).await {
+            Ok(b) => b.click().await.ok(),
+            Err(_) => None,
+        })
+    })
+    .await
+}
+
+/// The text of the dialog (prompt or confirm) the page opened.
+async fn dialog(c: &Client) -> Res<String> {
+    wait_for("a dialog", || async { Ok(c.get_alert_text().await.ok()) }).await
+}
+
+/// `(data-ok, text)` of `id`'s action result once it is no longer "Working…".
+async fn action_result(c: &Client, id: &str) -> Res<(String, String)> {
+    let script = format!(
+        "const e = document.querySelector('tr[data-id=\"{id}\"] .action-result');
+         return e && e.textContent !== 'Working…' ? [e.dataset.ok, e.textContent] : null;"
+    );
+    wait_for("the action's result", || async {
+        js::<Option<(String, String)>>(c, &script).await
+    })
+    .await
+}
+
+/// The audit log, newest first (read over HTTP with the admin token).
+async fn audit(server: &Running) -> Vec<Value> {
+    let v: Value = server
+        .client
+        .get(server.url("/v1/audit"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["items"].as_array().unwrap().clone()
+}
+
+/// The action buttons: the token asked once (kept in the page only), a non-destructive
+/// `refresh`, a destructive `disconnect` that asks first (dismissed: nothing sent), the result
+/// shown in the row, an audit row per attempt and the change as an event of source `action`.
+async fn actions(c: &Client, server: &Running) -> Res<()> {
+    let items = |v: &Value| v["items"].as_array().cloned().unwrap_or_default();
+    let kinds = |i: &Value| -> Vec<(String, bool)> {
+        i["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["kind"].as_str().unwrap_or_default().to_owned(),
+                    a["destructive"] == true,
+                )
+            })
+            .collect()
+    };
+    let violet: Value = server
+        .get("/v1/connections?provider=violet&limit=1")
+        .await
+        .json()
+        .await?;
+    let violet = items(&violet)[0].clone();
+    assert!(
+        kinds(&violet).contains(&("refresh".to_owned(), false)),
+        "{violet}"
+    );
+    let violet = violet["id"].as_str().unwrap().to_owned();
+    let subtotal: Value = server
+        .get("/v1/connections?provider=subtotal&status=healthy&limit=1")
+        .await
+        .json()
+        .await?;
+    let subtotal = items(&subtotal)[0].clone();
+    assert!(
+        kinds(&subtotal).contains(&("disconnect".to_owned(), true)),
+        "{subtotal}"
+    );
+    let subtotal = subtotal["id"].as_str().unwrap().to_owned();
+    assert!(audit(server).await.is_empty());
+
+    // Refresh: the token is asked for first, then the result shows in the row.
+    pin(c, &violet).await?;
+    click_action(c, &violet, "refresh").await?;
+    let asked = dialog(c).await?;
+    assert!(asked.starts_with("Admin token"), "{asked}");
+    c.send_alert_text(ADMIN).await?;
+    c.accept_alert().await?;
+    let (ok, message) = action_result(c, &violet).await?;
+    assert_eq!(ok, "true", "{message}");
+    assert!(!message.is_empty());
+    let a = audit(server).await;
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(
+        (&a[0]["action"], &a[0]["connection_id"], &a[0]["outcome"]),
+        (&json!("refresh"), &json!(violet), &json!("done"))
+    );
+    // The token lives in the page's memory only.
+    let kept: (usize, usize, String) = js(
+        c,
+        "return [localStorage.length, sessionStorage.length, document.cookie];",
+    )
+    .await?;
+    assert_eq!(kept, (0, 0, String::new()));
+
+    // Disconnect is destructive: it asks; dismissed, nothing is sent.
+    pin(c, &subtotal).await?;
+    click_action(c, &subtotal, "disconnect").await?;
+    let asked = dialog(c).await?;
+    assert!(asked.starts_with("Really disconnect"), "{asked}");
+    c.dismiss_alert().await?;
+    // Asked again (not the token: the page kept it), and accepted.
+    click_action(c, &subtotal, "disconnect").await?;
+    let asked = dialog(c).await?;
+    assert!(asked.starts_with("Really disconnect"), "{asked}");
+    assert_eq!(
+        audit(server).await.len(),
+        1,
+        "the dismissed one sent nothing"
+    );
+    c.accept_alert().await?;
+    let (ok, message) = action_result(c, &subtotal).await?;
+    assert_eq!(ok, "true", "{message}");
+    screenshot(c, "dashboard-action.png").await?;
+    let a = audit(server).await;
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert_eq!(
+        (&a[0]["action"], &a[0]["connection_id"], &a[0]["outcome"]),
+        (&json!("disconnect"), &json!(subtotal), &json!("done"))
+    );
+    // The connection changed: a status change to disconnected in its history, and the row
+    // shows it. (Its source is `action` unless this test's 200 ms poll read the provider
+    // between the PATCH and the action's re-fetch — then `poll`, rightly: the poll saw it
+    // first. tests/actions.rs asserts the `action` source with no poll racing.)
+    let id: String = url::form_urlencoded::byte_serialize(subtotal.as_bytes()).collect();
+    let history: Value = server
+        .get(&format!("/v1/connections/{id}/history"))
+        .await
+        .json()
+        .await?;
+    let changed: Vec<Value> = items(&history)
+        .into_iter()
+        .filter(|e| e["event"] == "status_changed")
+        .collect();
+    assert_eq!(changed[0]["to"], "disconnected", "{history}");
+    assert!(
+        changed[0]["source"] == "action" || changed[0]["source"] == "poll",
+        "{history}"
+    );
+    wait_rows(c, "the disconnected row", |r| {
+        r.iter()
+            .any(|(rid, s)| *rid == subtotal && s == "disconnected")
+    })
+    .await?;
+    c.find(Locator::Id("clear-filters")).await?.click().await?;
+    wait_rows(c, "the cleared filters", |r| r.len() == 100).await?;
+    Ok(())
+}
+
 async fn scenario(c: &Client, fleet: &Fleet, server: &Running, guarded: &Running) -> Res<()> {
     c.set_window_size(1400, 1000).await?;
     c.goto(&server.url("/")).await?;
@@ -448,6 +628,9 @@ async fn scenario(c: &Client, fleet: &Fleet, server: &Running, guarded: &Running
     eprintln!("screenshot: {}", path.display());
     c.set_window_size(1400, 1000).await?;
 
+    // The action buttons (after the screenshots: the disconnect changes a row).
+    actions(c, server).await?;
+
     // With a token: the page opened as /?token=… loads its data and goes live.
     c.goto(&guarded.url(&format!("/?token={TOKEN}"))).await?;
     wait_for("the guarded page's rows", || async {
@@ -561,7 +744,10 @@ async fn dashboard_in_headless_chromium() {
         &fleet,
         dirs.0.path(),
         Duration::from_millis(200),
-        Options::default(),
+        Options {
+            admin: Some(ADMIN),
+            ..Options::default()
+        },
     )
     .await;
     let (guarded, _) = start_stored(

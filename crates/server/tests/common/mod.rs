@@ -121,6 +121,8 @@ pub struct Running {
 
 pub struct Options {
     pub token: Option<&'static str>,
+    /// The admin token (`POST` routes), none by default.
+    pub admin: Option<&'static str>,
     pub event_buffer: usize,
 }
 
@@ -128,6 +130,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             token: None,
+            admin: None,
             event_buffer: 1024,
         }
     }
@@ -153,6 +156,7 @@ impl Running {
     ) -> Running {
         let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
         config.token = opts.token.map(Secret::new);
+        config.admin_token = opts.admin.map(Secret::new);
         config.event_buffer = opts.event_buffer;
         let server = f(Server::new(config, watcher).expect("valid config"));
         let bound = server.bind().await.expect("bind 127.0.0.1:0");
