@@ -61,8 +61,13 @@ pub fn demo_providers(fleet: &Fleet) -> Result<Vec<Arc<dyn Provider>>, CliError>
     simulators::providers(fleet).map_err(|e| CliError::Internal(e.to_string()))
 }
 
+/// Where the demo's Channel3 connect sessions send the merchant back to (a platform's own
+/// callback in real use); set, so the demo's Channel3 connections offer `connect_link`.
+const DEMO_CONNECT_REDIRECT: &str = "https://app.example.com/channel3/callback";
+
 /// The demo's providers for `demo --serve`: as [`demo_providers`], with Violet and Subtotal
-/// verifying webhooks with these secrets (the simulators sign theirs with the same).
+/// verifying webhooks with these secrets (the simulators sign theirs with the same), and
+/// Channel3 offering connect links.
 pub fn demo_providers_with_webhooks(
     fleet: &Fleet,
     violet_secret: &str,
@@ -70,7 +75,12 @@ pub fn demo_providers_with_webhooks(
 ) -> Result<Vec<Arc<dyn Provider>>, CliError> {
     let e = |e: connhealth::Error| CliError::Internal(e.to_string());
     Ok(vec![
-        Arc::new(simulators::channel3(&fleet.channel3).build().map_err(e)?),
+        Arc::new(
+            simulators::channel3(&fleet.channel3)
+                .connect_redirect_uri(DEMO_CONNECT_REDIRECT)
+                .build()
+                .map_err(e)?,
+        ),
         Arc::new(
             simulators::violet(&fleet.violet)
                 .exclude_public(false)
