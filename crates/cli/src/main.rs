@@ -91,6 +91,10 @@ enum Command {
         /// polls out of a measurement).
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         interval: Duration,
+        /// With --serve: the admin token (at least 16 bytes) that opens the dashboard's action
+        /// buttons and POST /v1/refresh; without one those answer 403.
+        #[arg(long, env = "CONNHEALTH_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -600,6 +604,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             serve: true,
             listen,
             interval,
+            admin_token,
             ..
         } => {
             let fleet = start_fleet(customers, seed).await?;
@@ -657,7 +662,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                     header_read_timeout: connhealth_server::DEFAULT_HEADER_READ_TIMEOUT,
                     idle_timeout: connhealth_server::DEFAULT_IDLE_TIMEOUT,
                     max_connections: connhealth_server::DEFAULT_MAX_CONNECTIONS,
-                    admin_token: None,
+                    admin_token: admin_token.map(Secret::new),
                     sinks: Vec::new(),
                     mutes: Vec::new(),
                     queue_bound: connhealth_server::DEFAULT_QUEUE_BOUND,

@@ -533,6 +533,91 @@ async fn demo_serve_shows_the_simulators_pushes_as_webhook_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_performs_a_channel3_connect_link_with_its_admin_token() {
+    const ADMIN: &str = "demo-admin-token-cli-test-91f2";
+    let (mut child, url) = start_server(
+        &[
+            "demo",
+            "--serve",
+            "--customers",
+            "5",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            ADMIN,
+        ],
+        &[],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    // A Channel3 connection that offers connect_link (the demo sets a redirect URI).
+    let mut target = None;
+    for _ in 0..300 {
+        if let Ok(r) = http
+            .get(format!("{url}/v1/connections?provider=channel3&limit=1000"))
+            .send()
+            .await
+        {
+            if let Ok(page) = r.json::<serde_json::Value>().await {
+                target = page["items"].as_array().and_then(|items| {
+                    items
+                        .iter()
+                        .find(|i| {
+                            i["actions"]
+                                .as_array()
+                                .is_some_and(|a| a.iter().any(|a| a["kind"] == "connect_link"))
+                        })
+                        .and_then(|i| i["id"].as_str().map(str::to_owned))
+                });
+                if target.is_some() {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let id = target.expect("a Channel3 connection offering connect_link");
+    let path: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let act = format!("{url}/v1/connections/{path}/actions/connect_link");
+    // Without the token: 401, nothing done.
+    let r = http.post(&act).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.post(&act).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (&body["kind"], &body["ok"]),
+        (&serde_json::json!("connect_link"), &serde_json::json!(true)),
+        "{body}"
+    );
+    assert!(
+        body["url"].as_str().is_some_and(|u| u.starts_with("http")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("single-use"),
+        "{body}"
+    );
+    let audit: serde_json::Value = http
+        .get(format!("{url}/v1/audit"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["items"][0]["action"], "connect_link", "{audit}");
+    assert_eq!(audit["items"][0]["outcome"], "done", "{audit}");
+    assert!(
+        !audit.to_string().contains(body["url"].as_str().unwrap()),
+        "{audit}"
+    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_requires_a_token_off_loopback_and_enforces_it() {
     let sim = SubtotalSim::start_generated(3, 1).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
