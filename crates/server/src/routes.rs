@@ -449,7 +449,14 @@ async fn report(
         return h::not_ready();
     };
     if filter.is_empty() {
-        return h::json_with_etag(&headers, snap.body.clone(), &snap.etag);
+        return match snap.json() {
+            Some((body, etag)) => h::json_with_etag(&headers, body.clone(), etag),
+            None => h::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the report could not be serialized",
+            ),
+        };
     }
     let filtered = filter.apply(&snap.report);
     match serde_json::to_vec(&filtered) {

@@ -15,18 +15,46 @@ use tokio::sync::{broadcast, watch};
 
 use crate::http::etag_of;
 
-/// The latest report, serialized once.
+/// The latest report, serialized at most once: on the first read that needs its JSON, not
+/// when it is served (a burst of webhook refreshes replaces it many times between reads).
 #[derive(Debug)]
 pub(crate) struct Snapshot {
     pub(crate) report: HealthReport,
-    /// `report` as JSON (the unfiltered `/v1/report` body).
-    pub(crate) body: Bytes,
-    /// Strong ETag of `body`.
-    pub(crate) etag: String,
+    /// `report` as JSON (the unfiltered `/v1/report` body) and its strong ETag, once asked.
+    json: OnceLock<Option<(Bytes, String)>>,
     /// When the poll finished.
     pub(crate) polled_at: DateTime<Utc>,
     /// How long it took.
     pub(crate) duration: Duration,
+}
+
+impl Snapshot {
+    pub(crate) fn new(report: HealthReport, duration: Duration) -> Snapshot {
+        Snapshot {
+            report,
+            json: OnceLock::new(),
+            polled_at: Utc::now(),
+            duration,
+        }
+    }
+
+    /// `report` as JSON and its strong ETag, serialized on the first call and kept; `None`
+    /// if it cannot be serialized (cannot happen for the model's types; logged).
+    pub(crate) fn json(&self) -> Option<(&Bytes, &str)> {
+        self.json
+            .get_or_init(|| match serde_json::to_vec(&self.report) {
+                Ok(b) => {
+                    let body = Bytes::from(b);
+                    Some((body.clone(), etag_of(&body)))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot serialize the report");
+                    None
+                }
+            })
+            .as_ref()
+            .map(|(b, e)| (b, e.as_str()))
+    }
 }
 
 /// One change event with its sequence number, serialized once.
@@ -414,36 +442,20 @@ impl AppState {
     /// publishing no event (with a store, events are published once stored, by
     /// [`AppState::record_written`]).
     pub fn record_report(&self, poll: &Poll, elapsed: Duration) {
-        if !self.set_report(poll, elapsed) {
-            return;
-        }
+        self.serve_report(poll.report.clone(), elapsed);
         self.count_poll(poll);
     }
 
-    /// Serve the poll's report (also after a targeted refresh, which is not counted as a
-    /// poll). `false` if it could not be serialized (the previous report is kept).
-    pub(crate) fn set_report(&self, poll: &Poll, elapsed: Duration) -> bool {
-        let body = match serde_json::to_vec(&poll.report) {
-            Ok(b) => Bytes::from(b),
-            Err(e) => {
-                // Cannot happen for the model's types; keep serving the previous report.
-                tracing::error!(error = %e, "cannot serialize the report");
-                return false;
-            }
-        };
-        let snapshot = Snapshot {
-            etag: etag_of(&body),
-            body,
-            report: poll.report.clone(),
-            polled_at: Utc::now(),
-            duration: elapsed,
-        };
+    /// Serve `report` from now on (also after a targeted refresh, which is not counted as a
+    /// poll): no copy and no serialization here, its JSON is made on the first read that
+    /// needs it ([`Snapshot::json`]).
+    pub(crate) fn serve_report(&self, report: HealthReport, elapsed: Duration) {
+        let snapshot = Snapshot::new(report, elapsed);
         *self
             .inner
             .snapshot
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(snapshot));
-        true
     }
 
     fn count_poll(&self, poll: &Poll) {
