@@ -554,6 +554,25 @@ impl Watcher {
         whole_customer: bool,
         at: DateTime<Utc>,
     ) -> Poll {
+        let changes =
+            self.apply_refresh_changes(provider, customer_id, connections, whole_customer, at);
+        Poll {
+            report: self.view(at),
+            changes,
+        }
+    }
+
+    /// [`Watcher::apply_refresh`] without building the view: only the changes. Several
+    /// refreshes applied in a row then need one [`Watcher::report`] at the end, not a copy
+    /// of every connection per refresh.
+    pub fn apply_refresh_changes(
+        &mut self,
+        provider: &str,
+        customer_id: &str,
+        connections: &[Connection],
+        whole_customer: bool,
+        at: DateTime<Utc>,
+    ) -> Vec<Change> {
         let mut changes = Vec::new();
         let mut seen = BTreeSet::new();
         for c in connections
@@ -599,10 +618,7 @@ impl Watcher {
                 }
             }
         }
-        Poll {
-            report: self.view(at),
-            changes,
-        }
+        changes
     }
 
     /// Compare one fresh connection with what was announced, under the anti-flap rules.
@@ -653,6 +669,12 @@ impl Watcher {
     }
 
     /// The current view: announced connections, `unknown` for providers that are unavailable.
+    /// The view at `at`: the report a poll at `at` would serve (remembered connections of
+    /// the configured providers, those of an unavailable provider shown `unknown`).
+    pub fn report(&self, at: DateTime<Utc>) -> HealthReport {
+        self.view(at)
+    }
+
     fn view(&self, at: DateTime<Utc>) -> HealthReport {
         let mut providers = Vec::new();
         for e in &self.entries {

@@ -87,6 +87,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use connhealth_core::http::HttpStats;
 use connhealth_core::watch::{Poll, WatchState, Watcher};
 use connhealth_core::Secret;
@@ -576,37 +577,28 @@ async fn apply_refreshes(
     while let Some(first) = batch.next() {
         let mut first = first;
         let source = first.source();
+        let at = Utc::now();
         // Actions wait for their change to be recorded: answered after the store write.
         let mut done: Vec<_> = first.take_done().into_iter().collect();
-        let mut poll = first.apply(watcher);
-        let mut changes = std::mem::take(&mut poll.changes);
+        let mut changes = first.apply(watcher, at);
         while let Some(mut next) = batch.next_if(|a| a.source() == source) {
             done.extend(next.take_done());
-            poll = next.apply(watcher);
-            changes.append(&mut poll.changes);
+            changes.append(&mut next.apply(watcher, at));
         }
-        poll.changes = changes;
-        state.set_report(&poll, Duration::ZERO);
+        // One view per run of a source, not one per item (each is a copy of every connection).
+        let report = watcher.report(at);
+        let generated_at = report.generated_at;
+        state.serve_report(report, Duration::ZERO);
         if let Some((journal, on_write)) = journal.as_mut() {
             let written = journal
-                .record(
-                    poll.report.generated_at,
-                    watcher.state(),
-                    Vec::new(),
-                    poll.changes.clone(),
-                    source,
-                )
+                .record(generated_at, watcher.state(), Vec::new(), changes, source)
                 .await;
             state.record_written(&written);
             if let Some(h) = on_write.as_mut() {
                 h(&written);
             }
         }
-        tracing::debug!(
-            changes = poll.changes.len(),
-            source = source.as_str(),
-            "refresh applied"
-        );
+        tracing::debug!(source = source.as_str(), "refresh applied");
         for d in done {
             let _ = d.send(());
         }

@@ -478,12 +478,12 @@ async fn report(
         return h::not_ready();
     };
     if filter.is_empty() {
-        return match snap.body() {
-            Ok((body, etag)) => h::json_with_etag(&headers, body, &etag),
-            Err(e) => h::error(
+        return match snap.json() {
+            Some((body, etag)) => h::json_with_etag(&headers, body.clone(), etag),
+            None => h::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
-                format!("cannot serialize the report: {e}"),
+                "the report could not be serialized",
             ),
         };
     }

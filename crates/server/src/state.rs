@@ -15,14 +15,13 @@ use tokio::sync::{broadcast, watch};
 
 use crate::http::etag_of;
 
-/// The latest report; serialized once, when `/v1/report` is first asked for it.
+/// The latest report, serialized at most once: on the first read that needs its JSON, not
+/// when it is served (a burst of webhook refreshes replaces it many times between reads).
 #[derive(Debug)]
 pub(crate) struct Snapshot {
     pub(crate) report: HealthReport,
-    /// `report` as JSON (the unfiltered `/v1/report` body) and its strong ETag, built on
-    /// demand: at fleet scale the JSON is as big as the report itself, and a dashboard never
-    /// asks for it.
-    serialized: OnceLock<Result<(Bytes, String), String>>,
+    /// `report` as JSON (the unfiltered `/v1/report` body) and its strong ETag, once asked.
+    json: OnceLock<Option<(Bytes, String)>>,
     /// When the poll finished.
     pub(crate) polled_at: DateTime<Utc>,
     /// How long it took.
@@ -99,18 +98,32 @@ impl SummaryView {
 }
 
 impl Snapshot {
-    /// The unfiltered `/v1/report` body and its strong ETag (serialized on first use).
-    pub(crate) fn body(&self) -> Result<(Bytes, String), String> {
-        self.serialized
-            .get_or_init(|| {
-                serde_json::to_vec(&self.report)
-                    .map(|b| {
-                        let etag = etag_of(&b);
-                        (Bytes::from(b), etag)
-                    })
-                    .map_err(|e| e.to_string())
+    pub(crate) fn new(report: HealthReport, duration: Duration) -> Snapshot {
+        Snapshot {
+            summary: SummaryView::of(&report),
+            report,
+            json: OnceLock::new(),
+            polled_at: Utc::now(),
+            duration,
+        }
+    }
+
+    /// `report` as JSON and its strong ETag, serialized on the first call and kept; `None`
+    /// if it cannot be serialized (cannot happen for the model's types; logged).
+    pub(crate) fn json(&self) -> Option<(&Bytes, &str)> {
+        self.json
+            .get_or_init(|| match serde_json::to_vec(&self.report) {
+                Ok(b) => {
+                    let body = Bytes::from(b);
+                    Some((body.clone(), etag_of(&body)))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot serialize the report");
+                    None
+                }
             })
-            .clone()
+            .as_ref()
+            .map(|(b, e)| (b, e.as_str()))
     }
 }
 
@@ -546,20 +559,15 @@ impl AppState {
     /// publishing no event (with a store, events are published once stored, by
     /// [`AppState::record_written`]).
     pub fn record_report(&self, poll: &Poll, elapsed: Duration) {
-        self.set_report(poll, elapsed);
+        self.serve_report(poll.report.clone(), elapsed);
         self.count_poll(poll);
     }
 
-    /// Serve the poll's report (also after a targeted refresh, which is not counted as a
-    /// poll). Its JSON is built when first asked for ([`Snapshot::body`]).
-    pub(crate) fn set_report(&self, poll: &Poll, elapsed: Duration) {
-        let snapshot = Snapshot {
-            summary: SummaryView::of(&poll.report),
-            serialized: OnceLock::new(),
-            report: poll.report.clone(),
-            polled_at: Utc::now(),
-            duration: elapsed,
-        };
+    /// Serve `report` from now on (also after a targeted refresh, which is not counted as a
+    /// poll): no copy and no serialization here, its JSON is made on the first read that
+    /// needs it ([`Snapshot::json`]).
+    pub(crate) fn serve_report(&self, report: HealthReport, elapsed: Duration) {
+        let snapshot = Snapshot::new(report, elapsed);
         *self
             .inner
             .snapshot

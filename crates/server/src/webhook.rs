@@ -7,9 +7,12 @@
 //! stale timestamp) → 400 (malformed) → 200 `{duplicate: true}` (event id seen before: a
 //! read-only lookup, so a replay is recognised even while the queue is full) → 429 with
 //! `Retry-After` (queue full, nothing recorded) → 202 `{accepted: true}`. The event id and its
-//! queued work are stored in one transaction
-//! ([`Store::accept_webhook`](connhealth_store::Store::accept_webhook)); two deliveries of one
-//! id racing past the lookup are told apart there by the unique key (the loser gets the 200).
+//! queued work are stored in one transaction, shared by the accepts that arrived while the
+//! previous one ran (group commit,
+//! [`Store::accept_webhooks`](connhealth_store::Store::accept_webhooks)); the 202 is sent only
+//! once that transaction committed, and a failed one answers each of its webhooks 503 with
+//! none recorded. Two deliveries of one id racing past the lookup are told apart there by the
+//! unique key (the loser gets the 200).
 //! Bodies are never logged.
 //!
 //! The queue's count is a slot reserved before the insert (so concurrent deliveries never
@@ -31,9 +34,11 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use connhealth_core::webhook::MAX_WEBHOOK_BODY_BYTES;
 use connhealth_core::{Connection, Provider, RefreshHint, Status};
-use connhealth_store::{NewWork, Source, WebhookAccept, WebhookOverview, WorkItem};
+use connhealth_store::{
+    NewWebhook, NewWork, Source, Store, StoreError, WebhookAccept, WebhookOverview, WorkItem,
+};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::http as h;
 use crate::state::AppState;
@@ -141,6 +146,55 @@ pub(crate) struct Intake {
     /// The poller's inbox, once serving (actions hand their re-fetched connection to it).
     applied: Mutex<Option<mpsc::Sender<Applied>>>,
     stats: Mutex<IntakeStats>,
+    /// The group committer's inbox, started by the first accept.
+    committer: std::sync::OnceLock<mpsc::Sender<AcceptRequest>>,
+}
+
+/// The most accepts written in one transaction.
+const ACCEPT_GROUP: usize = 128;
+
+/// One accept waiting for the next group commit, and where its answer goes.
+#[derive(Debug)]
+struct AcceptRequest {
+    hook: NewWebhook,
+    reply: oneshot::Sender<Result<WebhookAccept, Arc<StoreError>>>,
+}
+
+/// Group commit: every accept that arrived while the previous transaction ran goes into the
+/// next one ([`Store::accept_webhooks`]), so concurrent webhooks share one write instead of
+/// queueing for SQLite's single writer one by one. Each is answered only after its
+/// transaction committed; a failed transaction fails all of its accepts (none recorded).
+/// Ends when the intake (its sender) is dropped; it holds the store weakly, so a stopped
+/// `serve` does not keep the store (and its file lock) open.
+async fn commit_accepts(store: std::sync::Weak<dyn Store>, mut rx: mpsc::Receiver<AcceptRequest>) {
+    while let Some(first) = rx.recv().await {
+        // Gone: the waiting handlers see their answer dropped (a 503).
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        let mut group = vec![first];
+        while group.len() < ACCEPT_GROUP {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        let (hooks, replies): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|r| (r.hook, r.reply)).unzip();
+        match store.accept_webhooks(hooks, Utc::now()).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
 }
 
 impl Default for Intake {
@@ -152,6 +206,7 @@ impl Default for Intake {
             wake: Notify::new(),
             applied: Mutex::new(None),
             stats: Mutex::new(IntakeStats::default()),
+            committer: std::sync::OnceLock::new(),
         }
     }
 }
@@ -197,6 +252,23 @@ impl Intake {
             })
             .map(|p| p.name().to_owned())
             .collect()
+    }
+
+    /// Record `hook` durably in the next group commit on `store`; the answer comes once that
+    /// transaction committed (or failed). `None` if the committer is gone.
+    async fn accept(
+        &self,
+        store: &Arc<dyn Store>,
+        hook: NewWebhook,
+    ) -> Option<Result<WebhookAccept, Arc<StoreError>>> {
+        let tx = self.committer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(ACCEPT_GROUP * 8);
+            tokio::spawn(commit_accepts(Arc::downgrade(store), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        tx.send(AcceptRequest { hook, reply }).await.ok()?;
+        answer.await.ok()
     }
 
     /// Take a place in the queue; `false` when it is full.
@@ -344,12 +416,14 @@ impl Applied {
         }
     }
 
-    /// Feed it to the watcher ([`Watcher::apply_refresh`](connhealth_core::watch::Watcher::apply_refresh)).
+    /// Feed it to the watcher at `at` and return the changes
+    /// ([`Watcher::apply_refresh_changes`](connhealth_core::watch::Watcher::apply_refresh_changes):
+    /// the view is built once per batch by the caller, not per item).
     pub(crate) fn apply(
         self,
         watcher: &mut connhealth_core::watch::Watcher,
-    ) -> connhealth_core::watch::Poll {
-        let at = Utc::now();
+        at: DateTime<Utc>,
+    ) -> Vec<connhealth_core::diff::Change> {
         match self {
             Applied::Status {
                 provider,
@@ -379,7 +453,7 @@ impl Applied {
                         c
                     })
                     .collect();
-                watcher.apply_refresh(&provider, &customer_id, &known, false, at)
+                watcher.apply_refresh_changes(&provider, &customer_id, &known, false, at)
             }
             Applied::Read {
                 provider,
@@ -387,7 +461,13 @@ impl Applied {
                 connections,
                 whole_customer,
                 ..
-            } => watcher.apply_refresh(&provider, &customer_id, &connections, whole_customer, at),
+            } => watcher.apply_refresh_changes(
+                &provider,
+                &customer_id,
+                &connections,
+                whole_customer,
+                at,
+            ),
         }
     }
 }
@@ -534,9 +614,24 @@ pub(crate) async fn receive(
         if queued && !intake.try_reserve() {
             return Err((Received::QueueFull, queue_full()));
         }
-        let accepted = store
-            .accept_webhook(&name, &event.event_id, work, now)
-            .await;
+        let hook = NewWebhook {
+            provider: name.clone(),
+            event_id: event.event_id.clone(),
+            work,
+        };
+        let Some(accepted) = intake.accept(&store, hook).await else {
+            if queued {
+                intake.release();
+            }
+            return Err((
+                Received::StoreUnavailable,
+                h::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store's writer stopped",
+                ),
+            ));
+        };
         match accepted {
             // Lost a race with a concurrent delivery of the same id.
             Ok(WebhookAccept::Duplicate) => {
@@ -564,7 +659,7 @@ pub(crate) async fn receive(
                 if queued {
                     intake.release();
                 }
-                Err(unavailable(e))
+                Err((Received::StoreUnavailable, store_unavailable(&e)))
             }
         }
     };
@@ -636,6 +731,10 @@ pub(crate) async fn refresh(State(state): State<AppState>, body: axum::body::Byt
 /// customer run in their queue order.
 const WORKER_BATCH: usize = 32;
 
+/// How a handled item ended: the item, its source's label, the error it is released with
+/// (`None`: finished) and the result counted.
+type Ended<'a> = (&'a WorkItem, &'static str, Option<String>, Refreshed);
+
 /// The customer a queued item is about (its group in a batch).
 fn group_key(item: &WorkItem) -> (String, String) {
     let customer = item
@@ -683,10 +782,12 @@ pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
                     None => groups.push((key, vec![item])),
                 }
             }
-            let finished = Mutex::new(std::collections::HashSet::new());
+            // How each handled item ended; all of them are finished in one transaction after
+            // the batch (not one write transaction per item).
+            let ended: Mutex<Vec<Ended<'_>>> = Mutex::new(Vec::with_capacity(items.len()));
             let released = std::sync::atomic::AtomicBool::new(false);
-            let (state, tx, store) = (&state, &tx, &store);
-            let (finished_ref, released_ref) = (&finished, &released);
+            let (state, tx) = (&state, &tx);
+            let (ended_ref, released_ref) = (&ended, &released);
             let run = futures::future::join_all(groups.iter().map(|(_, group)| async move {
                 for item in group {
                     let (source, outcome) = handle(state, item, tx).await;
@@ -701,34 +802,46 @@ pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
                         }
                         Ok(result) => (None, result),
                     };
-                    let done = finish.is_none();
-                    let wrote = store.finish_work(item.id, finish, Utc::now()).await;
-                    finished_ref
+                    ended_ref
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(item.id);
-                    if let Err(e) = wrote {
-                        tracing::warn!(error = %e, "cannot finish queued work");
-                        continue;
-                    }
-                    intake.count_refresh(&item.work.provider, source, result);
-                    if done {
-                        intake.release();
-                    }
+                        .push((item, source, finish, result));
                 }
             }));
-            tokio::select! {
-                _ = run => {}
-                _ = crate::stopped(&mut stop) => {
-                    let finished = finished.into_inner().unwrap_or_else(|e| e.into_inner());
-                    for item in items.iter().filter(|i| !finished.contains(&i.id)) {
-                        let why = Some("serve stopped before finishing it".to_owned());
-                        if let Err(e) = store.finish_work(item.id, why, Utc::now()).await {
-                            tracing::warn!(error = %e, "cannot release queued work at shutdown");
+            let stopping = tokio::select! {
+                _ = run => false,
+                _ = crate::stopped(&mut stop) => true,
+            };
+            let ended = ended.into_inner().unwrap_or_else(|e| e.into_inner());
+            let mut finishes: Vec<(i64, Option<String>)> = ended
+                .iter()
+                .map(|(item, _, finish, _)| (item.id, finish.clone()))
+                .collect();
+            if stopping {
+                // Items not handled yet are released, so the next process takes them at once.
+                let handled: std::collections::HashSet<i64> =
+                    finishes.iter().map(|(id, _)| *id).collect();
+                finishes.extend(
+                    items
+                        .iter()
+                        .filter(|i| !handled.contains(&i.id))
+                        .map(|i| (i.id, Some("serve stopped before finishing it".to_owned()))),
+                );
+            }
+            match store.finish_works(finishes, Utc::now()).await {
+                Ok(()) => {
+                    for (item, source, finish, result) in &ended {
+                        intake.count_refresh(&item.work.provider, source, *result);
+                        if finish.is_none() {
+                            intake.release();
                         }
                     }
-                    return;
                 }
+                // Still claimed: taken up again when the lease ends.
+                Err(e) => tracing::warn!(error = %e, "cannot finish queued work"),
+            }
+            if stopping {
+                return;
             }
             if released.into_inner() {
                 break;

@@ -998,12 +998,7 @@ async fn a_flood_of_ten_thousand_webhooks_is_bounded_loses_nothing_accepted_and_
     let c = fleet.subtotal.connection(DOC_CONNECTION).unwrap();
     // Events that restate the connection's status: processing them changes nothing, so every
     // accepted one is one finished refresh and no event.
-    let kind = match c.status.as_str() {
-        "active" => "connection.activated",
-        "unauthenticated" => "connection.unauthenticated",
-        "disconnected" => "connection.disconnected",
-        other => panic!("unexpected status {other}"),
-    };
+    let kind = restating_event(&c.status);
     let conn = world.doc_connection(&c.status);
     let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
         (0..N)
@@ -1146,5 +1141,77 @@ async fn a_flood_of_ten_thousand_webhooks_is_bounded_loses_nothing_accepted_and_
     let m = world.metrics().await;
     assert_eq!(metric(&m, done), N as f64, "{m}");
     assert_eq!(all_events(server).await, events_before);
+    world.stop().await;
+}
+
+/// The Subtotal event type that restates `status` (processing it changes nothing).
+fn restating_event(status: &str) -> &'static str {
+    match status {
+        "active" => "connection.activated",
+        "unauthenticated" => "connection.unauthenticated",
+        "disconnected" => "connection.disconnected",
+        other => panic!("unexpected status {other}"),
+    }
+}
+
+/// Group commit: concurrent accepts share store transactions, yet every 202 means that
+/// webhook's id and work are durable (all seen after serve and the store are restarted); a
+/// transaction that fails answers each of its webhooks 503 and records none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_accepts_are_durable_when_answered_and_a_failed_commit_records_none() {
+    const N: usize = 48;
+    let mut world = World::sqlite(Setup::default()).await;
+    let c = world.fleet.subtotal.connection(DOC_CONNECTION).unwrap();
+    let kind = restating_event(&c.status);
+    let conn = world.doc_connection(&c.status);
+    let ids = |prefix: &str| -> Vec<String> {
+        (0..N)
+            .map(|i| format!("01EVT{prefix}{i:020}"))
+            .collect::<Vec<_>>()
+    };
+    let send_all = async |world: &World, ids: &[String]| -> Vec<u16> {
+        futures::future::join_all(ids.iter().map(|id| {
+            let body = subtotal_body(id, kind, &conn);
+            async move { world.post_subtotal(&body).await.status().as_u16() }
+        }))
+        .await
+    };
+
+    let good = ids("GOOD");
+    assert_eq!(send_all(&world, &good).await, vec![202; N]);
+
+    // Every insert of these ids fails inside the store's transaction.
+    world.db.raw(
+        "CREATE TRIGGER boom BEFORE INSERT ON webhooks WHEN NEW.event_id LIKE '01EVTBAD%' \
+         BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+    );
+    let bad = ids("BAD");
+    assert_eq!(send_all(&world, &bad).await, vec![503; N]);
+    let m = world.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "connhealth_webhooks_received_total{provider=\"subtotal\",outcome=\"store_unavailable\"}"
+        ),
+        N as f64,
+        "{m}"
+    );
+
+    // Restart serve and reopen the store: what was answered 202 is there, nothing else.
+    if let Some(s) = world.server.take() {
+        s.stop().await.unwrap();
+    }
+    world.db.reopen().await;
+    let store = world.db.store();
+    for id in &good {
+        assert!(store.webhook_seen("subtotal", id).await.unwrap(), "{id}");
+    }
+    for id in &bad {
+        assert!(!store.webhook_seen("subtotal", id).await.unwrap(), "{id}");
+    }
+    world.server = Some(start_on(&world.fleet, world.db.store(), Setup::default()).await);
+    // Replays of the accepted ones are duplicates after the restart.
+    let replay = subtotal_body(&good[0], kind, &conn);
+    assert_eq!(world.post_subtotal(&replay).await.status(), 200);
     world.stop().await;
 }

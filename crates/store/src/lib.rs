@@ -189,6 +189,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<WebhookAccept>;
 
+    /// Record several webhooks in ONE transaction (group commit): each answer as
+    /// [`Store::accept_webhook`] would give it, in order. A duplicate id (seen before, or twice
+    /// in `batch`) is [`WebhookAccept::Duplicate`] and records nothing; any error fails the
+    /// whole batch and records none of it.
+    async fn accept_webhooks(
+        &self,
+        batch: Vec<NewWebhook>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<WebhookAccept>>;
+
     /// Whether `provider`'s webhook `event_id` was accepted before (a read, records nothing):
     /// the duplicate check that comes before the queue bound.
     async fn webhook_seen(&self, provider: &str, event_id: &str) -> Result<bool>;
@@ -211,6 +221,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Finish a claimed item: done, or released again with the error.
     async fn finish_work(&self, id: i64, error: Option<String>, now: DateTime<Utc>) -> Result<()>;
+
+    /// Finish several claimed items in one transaction (each as [`Store::finish_work`]).
+    async fn finish_works(
+        &self,
+        items: Vec<(i64, Option<String>)>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 
     /// Outbox rows, newest first, optionally of one sink and/or state.
     async fn deliveries(
@@ -406,6 +423,13 @@ impl<B: Run> Store for B {
         let (p, e) = (provider.to_owned(), event_id.to_owned());
         write!(self, |tx| logic::accept_webhook(tx, &p, &e, work, now))
     }
+    async fn accept_webhooks(
+        &self,
+        batch: Vec<NewWebhook>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<WebhookAccept>> {
+        write!(self, |tx| logic::accept_webhooks(tx, batch, now))
+    }
     async fn webhook_seen(&self, provider: &str, event_id: &str) -> Result<bool> {
         let (p, e) = (provider.to_owned(), event_id.to_owned());
         read!(self, |tx| logic::webhook_seen(tx, &p, &e))
@@ -428,6 +452,13 @@ impl<B: Run> Store for B {
     }
     async fn finish_work(&self, id: i64, error: Option<String>, now: DateTime<Utc>) -> Result<()> {
         write!(self, |tx| logic::finish_work(tx, id, error, now))
+    }
+    async fn finish_works(
+        &self,
+        items: Vec<(i64, Option<String>)>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        write!(self, |tx| logic::finish_works(tx, items, now))
     }
     async fn deliveries(
         &self,

@@ -1043,6 +1043,18 @@ pub(crate) async fn accept_webhook(
     Ok(WebhookAccept::Accepted { work_id })
 }
 
+pub(crate) async fn accept_webhooks(
+    tx: &mut dyn Tx,
+    batch: Vec<NewWebhook>,
+    now: DateTime<Utc>,
+) -> Result<Vec<WebhookAccept>> {
+    let mut out = Vec::with_capacity(batch.len());
+    for w in batch {
+        out.push(accept_webhook(tx, &w.provider, &w.event_id, w.work, now).await?);
+    }
+    Ok(out)
+}
+
 pub(crate) async fn webhook_seen(tx: &mut dyn Tx, provider: &str, event_id: &str) -> Result<bool> {
     Ok(query_one(
         tx,
@@ -1159,6 +1171,17 @@ pub(crate) async fn finish_work(
             .await?
         }
     };
+    Ok(())
+}
+
+pub(crate) async fn finish_works(
+    tx: &mut dyn Tx,
+    items: Vec<(i64, Option<String>)>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for (id, error) in items {
+        finish_work(tx, id, error, now).await?;
+    }
     Ok(())
 }
 

@@ -134,7 +134,12 @@ fn same_tracked(a: &Tracked, b: &Tracked) -> bool {
     if a.since != b.since || a.streak != b.streak || a.worsening != b.worsening {
         return false;
     }
-    // Everything but `observed_at`, which moves every poll.
+    // Everything but `observed_at`, which moves every poll. A connection a targeted refresh
+    // did not touch has the same `observed_at`: compared in place, without a copy (a batch
+    // of refreshes compares every remembered connection).
+    if a.connection.observed_at == b.connection.observed_at {
+        return a.connection == b.connection;
+    }
     let mut b = b.connection.clone();
     b.observed_at = a.connection.observed_at;
     a.connection == b
@@ -429,6 +434,18 @@ pub struct WorkItem {
     pub attempts: i64,
     /// The last failure.
     pub last_error: Option<String>,
+}
+
+/// One webhook to record ([`Store::accept_webhooks`](crate::Store::accept_webhooks)): its
+/// provider, event id and the work it queues (ids only, never the body).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewWebhook {
+    /// The configured provider's name.
+    pub provider: String,
+    /// The provider's event id.
+    pub event_id: String,
+    /// The work to queue with it, if any.
+    pub work: Option<NewWork>,
 }
 
 /// The answer to a webhook's id.

@@ -44,6 +44,7 @@ suite!(
     a_newer_schema_is_refused,
     webhook_dedupe_and_queued_work,
     webhook_seen_and_overview,
+    webhook_group_commit_is_one_transaction,
     outbox_rows_are_written_with_their_events,
     update_deliveries_is_one_transaction,
     audit_log_pages_newest_first,
@@ -744,6 +745,104 @@ async fn webhook_dedupe_and_queued_work(f: Fixture) {
             .unwrap()
             .len(),
         1
+    );
+}
+
+/// `accept_webhooks` (the server's group commit): every accept of a batch durable after a
+/// restart, duplicates (earlier, or twice in the batch) recorded once, and a failure anywhere
+/// in the batch records none of it; `finish_works` finishes a claimed batch at once.
+async fn webhook_group_commit_is_one_transaction(mut f: Fixture) {
+    let work = |id: &str| NewWork {
+        kind: "refresh".into(),
+        provider: "violet".into(),
+        payload: serde_json::json!({ "customer_id": id }),
+    };
+    let hook = |event_id: &str, work: Option<NewWork>| NewWebhook {
+        provider: "violet".into(),
+        event_id: event_id.into(),
+        work,
+    };
+    let s = f.store();
+    s.accept_webhook("violet", "evt-0", None, at(0))
+        .await
+        .unwrap();
+    let answers = s
+        .accept_webhooks(
+            vec![
+                hook("evt-1", Some(work("1"))),
+                hook("evt-0", Some(work("0"))),
+                hook("evt-2", None),
+                hook("evt-1", Some(work("1"))),
+                hook("evt-3", Some(work("3"))),
+            ],
+            at(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 5);
+    assert!(matches!(
+        answers[0],
+        WebhookAccept::Accepted { work_id: Some(_) }
+    ));
+    assert_eq!(answers[1], WebhookAccept::Duplicate, "seen before");
+    assert_eq!(answers[2], WebhookAccept::Accepted { work_id: None });
+    assert_eq!(answers[3], WebhookAccept::Duplicate, "twice in one batch");
+    assert!(matches!(
+        answers[4],
+        WebhookAccept::Accepted { work_id: Some(_) }
+    ));
+    drop(s);
+    f.reopen().await;
+    let s = f.store();
+    for id in ["evt-0", "evt-1", "evt-2", "evt-3"] {
+        assert!(s.webhook_seen("violet", id).await.unwrap(), "{id} durable");
+    }
+    assert_eq!(s.webhook_overview().await.unwrap().pending_work, 2);
+
+    // A failure on the batch's last row: none of the batch is recorded.
+    match &f.kind {
+        Kind::Sqlite(_) => f.raw(
+            "CREATE TRIGGER boom BEFORE INSERT ON webhooks WHEN NEW.event_id = 'evt-bad' \
+             BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        ),
+        Kind::Postgres { .. } => f.raw(
+            "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.event_id = 'evt-bad' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER boom BEFORE INSERT ON webhooks FOR EACH ROW EXECUTE FUNCTION boom();",
+        ),
+    }
+    let failed = s
+        .accept_webhooks(
+            vec![hook("evt-4", Some(work("4"))), hook("evt-bad", None)],
+            at(2),
+        )
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(!s.webhook_seen("violet", "evt-4").await.unwrap());
+    assert_eq!(s.webhook_overview().await.unwrap().pending_work, 2);
+
+    let claimed = s
+        .claim_work("me", 10, at(3), Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    s.finish_works(
+        vec![
+            (claimed[0].id, None),
+            (claimed[1].id, Some("provider said 503".into())),
+        ],
+        at(4),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.webhook_overview().await.unwrap().pending_work, 1);
+    let again = s
+        .claim_work("me", 10, at(4), Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.len(), again[0].id, again[0].last_error.as_deref()),
+        (1, claimed[1].id, Some("provider said 503"))
     );
 }
 
