@@ -501,6 +501,7 @@ impl Bound {
             }
             None => None,
         };
+        let prewarmer = tokio::spawn(stored::run_prewarmer(state.clone()));
         let poller = tokio::spawn(run_poller(
             watcher,
             state.clone(),
@@ -527,8 +528,10 @@ impl Bound {
             let _ = w.await;
         }
         let polled = poller.await;
+        let _ = prewarmer.await;
         if let Some(d) = deliverer {
             d.abort();
+            let _ = d.await;
         }
         match polled {
             Ok(()) => Ok(()),

@@ -230,6 +230,8 @@ const PAGE_CACHE_ENTRIES: usize = 256;
 
 struct Inner {
     page_cache: Mutex<PageCache>,
+    /// Asks `serve`'s prewarmer to build the dashboard's first page again (after a store write).
+    prewarm: tokio::sync::Notify,
     token: Option<Secret>,
     warnings: Mutex<BTreeMap<String, String>>,
     save: Mutex<SaveStats>,
@@ -290,6 +292,7 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 page_cache: Mutex::new(PageCache::default()),
+                prewarm: tokio::sync::Notify::new(),
                 token,
                 warnings: Mutex::new(BTreeMap::new()),
                 save: Mutex::new(SaveStats::default()),
@@ -470,7 +473,7 @@ impl AppState {
         // drops the cached pages.
         if w.error.is_none() || !w.events.is_empty() {
             self.invalidate_pages();
-            crate::stored::prewarm(self);
+            self.inner.prewarm.notify_one();
         }
         let mut log = lock(&self.inner.events);
         for e in &w.events {
@@ -610,6 +613,11 @@ impl AppState {
     /// Irreversible.
     pub fn shutdown(&self) {
         self.inner.stop.send_replace(true);
+    }
+
+    /// Resolves when a store write asked for the dashboard's first page to be built again.
+    pub(crate) async fn prewarm_wanted(&self) {
+        self.inner.prewarm.notified().await;
     }
 
     pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {

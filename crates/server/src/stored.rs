@@ -134,20 +134,27 @@ fn store_of(state: &AppState) -> Result<Arc<dyn Store>, Response> {
 /// it (see [`prewarm`]).
 pub(crate) const DASHBOARD_FIRST_PAGE: &str = "group=customer&timeline=30d&limit=100";
 
-/// Build the dashboard's first page into the page cache, off the request path.
-pub(crate) fn prewarm(state: &AppState) {
+/// Build the dashboard's first page into the page cache, off the request path, each time a
+/// store write asks for it; until the state is shut down. `serve` runs this as one task and
+/// waits for it, so nothing holds the store after `serve` returns (a SQLite store's lock is
+/// then free for the next process, or the next `serve` in this one).
+pub(crate) async fn run_prewarmer(state: AppState) {
     if state.store().is_none() {
         return;
     }
-    let state = state.clone();
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(async move {
-            let _ = connections(
-                State(state),
+    let mut stop = state.stop_signal();
+    loop {
+        tokio::select! {
+            _ = state.prewarm_wanted() => {}
+            _ = crate::stopped(&mut stop) => return,
+        }
+        tokio::select! {
+            _ = connections(
+                State(state.clone()),
                 RawQuery(Some(DASHBOARD_FIRST_PAGE.to_owned())),
-            )
-            .await;
-        });
+            ) => {}
+            _ = crate::stopped(&mut stop) => return,
+        }
     }
 }
 
