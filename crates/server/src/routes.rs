@@ -77,7 +77,10 @@
 //! - **`GET /readyz`** — 200 `{"status":"ready","warnings":[{code, message}]}` once the first
 //!   poll finished, else 503 `not_ready`. A warning (`state_save_failed`: the `--state` file
 //!   cannot be written; `store_write_failed`: the store cannot be written, polls are kept in
-//!   memory; `store_events_dropped`: past that bound, events were never stored) never makes it a 503, which would empty a load balancer.
+//!   memory; `store_events_dropped`: past that bound, events were never stored;
+//!   `staleness_budget`: at the sweep rate achieved, customers get staler than
+//!   `max_staleness` between sweeps, with the numbers) never makes it a 503, which would
+//!   empty a load balancer.
 //! - **At the connection cap** (see [`crate::ServerConfig::max_connections`]) the overflow
 //!   connections answer `/healthz` as usual and every other route 503 `busy` with
 //!   `Retry-After: 1`.
