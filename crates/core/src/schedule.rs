@@ -137,9 +137,11 @@ pub struct Scheduler {
     not_before: HashMap<Key, Instant>,
     front: BTreeMap<Key, u64>,
     front_seq: u64,
-    in_flight: HashSet<Key>,
+    in_flight: HashMap<Key, Instant>,
     floors: HashMap<String, Duration>,
     disabled: BTreeSet<String>,
+    /// Something was moved to the front since the last plan.
+    dirty: bool,
 }
 
 impl Scheduler {
@@ -154,9 +156,10 @@ impl Scheduler {
             not_before: HashMap::new(),
             front: BTreeMap::new(),
             front_seq: 0,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             floors: HashMap::new(),
             disabled: BTreeSet::new(),
+            dirty: false,
         }
     }
 
@@ -206,22 +209,44 @@ impl Scheduler {
         let key = (provider.to_owned(), customer_id.to_owned());
         self.not_before.remove(&key);
         self.front.entry(key).or_insert(self.front_seq);
+        self.dirty = true;
     }
 
-    /// A re-check of this customer started (it is not due again until [`Scheduler::finished`]).
-    pub fn started(&mut self, provider: &str, customer_id: &str) {
+    /// Whether a customer was moved to the front since the last call (a [`PollLoop`] then
+    /// plans at once instead of at its next wake-up).
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// A re-check of this customer was sent at `at` (it is not due again until
+    /// [`Scheduler::finished`]).
+    pub fn started(&mut self, provider: &str, customer_id: &str, at: Instant) {
         self.in_flight
-            .insert((provider.to_owned(), customer_id.to_owned()));
+            .insert((provider.to_owned(), customer_id.to_owned()), at);
     }
 
-    /// A re-check of this customer ended. `retry_at`: it failed, and is not due again before.
-    pub fn finished(&mut self, provider: &str, customer_id: &str, retry_at: Option<Instant>) {
+    /// A re-check of this customer ended: when it answered, the customer counts as read
+    /// when the re-check was sent (so the period is kept from request to request); when it
+    /// failed (`retry_at`), it is not due again before `retry_at`. Returns when it was sent.
+    pub fn finished(
+        &mut self,
+        provider: &str,
+        customer_id: &str,
+        retry_at: Option<Instant>,
+    ) -> Option<Instant> {
         let key = (provider.to_owned(), customer_id.to_owned());
-        self.in_flight.remove(&key);
-        if let Some(t) = retry_at {
-            self.front.remove(&key);
-            self.not_before.insert(key, t);
+        let sent = self.in_flight.remove(&key);
+        match retry_at {
+            Some(t) => {
+                self.front.remove(&key);
+                self.not_before.insert(key, t);
+            }
+            None => {
+                let at = sent.unwrap_or_else(Instant::now);
+                self.read(provider, customer_id, at);
+            }
         }
+        sent
     }
 
     /// Re-checks in flight.
@@ -277,7 +302,7 @@ impl Scheduler {
         };
         let mut due: Vec<(DueReason, u64, Instant, Due)> = Vec::new();
         for (key, seq) in &self.front {
-            if self.enabled_for(&key.0) && !self.in_flight.contains(key) {
+            if self.enabled_for(&key.0) && !self.in_flight.contains_key(key) {
                 due.push((
                     DueReason::Front,
                     *seq,
@@ -296,7 +321,7 @@ impl Scheduler {
             plan.oldest_age = plan.oldest_age.max(now.saturating_duration_since(last));
             if !self.enabled_for(provider)
                 || self.front.contains_key(&key)
-                || self.in_flight.contains(&key)
+                || self.in_flight.contains_key(&key)
             {
                 continue;
             }
@@ -592,6 +617,9 @@ impl PollLoop {
                     error,
                 });
             }
+            if w.schedule_mut().take_dirty() {
+                self.replan = true;
+            }
             if self.replan || self.wake.as_mut().poll(cx).is_ready() {
                 self.replan = false;
                 let now = Instant::now();
@@ -617,7 +645,8 @@ impl PollLoop {
                 waiting = true;
                 continue;
             };
-            w.schedule_mut().started(&due.provider, &due.customer_id);
+            w.schedule_mut()
+                .started(&due.provider, &due.customer_id, now);
             let (name, customer) = (due.provider.clone(), due.customer_id.clone());
             let task = AbortOnDropHandle::new(tokio::spawn(async move {
                 match tokio::time::timeout(
@@ -791,7 +820,7 @@ mod tests {
         let plan = s.plan(&st, t0 + MIN);
         assert_eq!(keys(&plan), [("c3", "b", DueReason::NotHealthy)]);
         assert_eq!(plan.next_at, Some(t0 + Duration::from_secs(90)));
-        s.started("c3", "b");
+        s.started("c3", "b", t0 + MIN);
         assert!(s.plan(&st, t0 + MIN).due.is_empty());
         // An older read never moves the clock back.
         s.read("c3", "a", t0);

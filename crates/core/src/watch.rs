@@ -713,7 +713,6 @@ impl Watcher {
             }
         };
         self.schedule.finished(provider, customer_id, None);
-        self.schedule.read(provider, customer_id, now);
         if let Some(read) = self.read_during_sweep.as_mut() {
             read.insert((provider.to_owned(), customer_id.to_owned()));
         }
