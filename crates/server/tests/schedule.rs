@@ -279,10 +279,11 @@ async fn violet_is_never_recomputed_on_a_schedule_and_rechecked_at_most_hourly()
     let bad: i64 = listed.connections[0].customer.id.parse().unwrap();
     assert!(sim.set_merchant_status(bad, "DISABLED"));
     // Sweeps every 3 h: in between, only the schedule asks for the disabled merchant.
+    let provider: Arc<dyn Provider> = v.clone();
     let mut w = watcher(
         Duration::from_secs(3 * 3600),
         Duration::from_secs(24 * 3600),
-        &[v.clone()],
+        &[provider],
     );
     let mut rounds = PollLoop::new();
     let t0 = Instant::now();
