@@ -25,6 +25,11 @@
 //!   the streaks guard against a poll that happens to catch a passing blip, while a targeted
 //!   read is the provider's answer to "is this connection really so now?" (a webhook said
 //!   it changed). Any streak of a refreshed connection is reset.
+//! - **Sweeps and re-checks.** [`Watcher::poll`] is one sweep; [`Watcher::begin_sweep`] /
+//!   [`Sweep::fetch`] / [`Watcher::finish_sweep`] split it so the fetch borrows nothing, and
+//!   [`Watcher::apply_recheck`] applies a scheduled re-check of one customer (through the
+//!   anti-flap streaks, unlike a targeted refresh). [`crate::schedule`] decides who is due
+//!   and its `PollLoop` runs both.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

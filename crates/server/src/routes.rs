@@ -70,6 +70,13 @@
 //!   `connhealth_store_write_failing`, `connhealth_store_pending_polls`,
 //!   `connhealth_store_pending_events`, `connhealth_store_dropped_events_total`, and, for providers whose HTTP counters were registered
 //!   with [`crate::Server::with_http_stats`], `connhealth_http_retries_total{provider}`.
+//!   The schedule ([`connhealth_core::schedule`]): `connhealth_schedule_due_rechecks`,
+//!   `connhealth_schedule_rechecks_in_flight`, `connhealth_schedule_customers`,
+//!   `connhealth_schedule_oldest_customer_age_seconds`,
+//!   `connhealth_schedule_rechecks_total{provider}` and, after a sweep,
+//!   `connhealth_schedule_achievable_staleness_seconds`,
+//!   `connhealth_schedule_max_staleness_seconds`,
+//!   `connhealth_schedule_sweep_customers_per_second`.
 //!   Poll errors are counted from the providers' outcome entries; an entry identical to the
 //!   previous poll's is taken to be carried over (a provider skipped because it is rate
 //!   limited) and not counted again.

@@ -4,6 +4,9 @@
 //! (never `refresh=true`), moving a customer to the front, and the `/readyz` staleness
 //! budget warning.
 
+#[path = "../../store/tests/common/mod.rs"]
+mod pg;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -448,4 +451,130 @@ async fn readyz_warns_when_the_sweep_rate_cannot_meet_max_staleness_and_not_othe
     let rate = metric(&metrics, "connhealth_schedule_sweep_customers_per_second");
     assert!((0.45..=0.55).contains(&rate), "{rate}");
     assert!(metric(&metrics, "connhealth_schedule_oldest_customer_age_seconds") < 150.0);
+}
+
+/// Wait until `ok` holds; a failure guard only (30 s), never a timing assertion.
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what} never happened");
+}
+
+/// A webhook's targeted read is applied (and stored, with its event published) while a sweep
+/// is in flight: before scheduling it waited in the inbox until the sweep ended. Real clock
+/// (the store and the webhook worker run on it); the waits are failure guards only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_applied_while_a_sweep_hangs() {
+    const SECRET: &str = "violet-app-secret-schedule-3c1d";
+    let fleet = connhealth_testkit::Fleet::start(3, 41).await.unwrap();
+    let db = pg::sqlite().await;
+    let (journal, loaded) =
+        connhealth_store::Journal::load(db.store(), connhealth_store::JournalOptions::default())
+            .await
+            .unwrap();
+    let mut w = Watcher::new(WatchConfig {
+        interval: Duration::from_millis(200),
+        jitter: 0.0,
+        timeout: Duration::from_secs(120),
+        ..WatchConfig::default()
+    })
+    .with_state(loaded);
+    let c3 = simulators::channel3(&fleet.channel3)
+        .customers(fleet.channel3.customer_ids())
+        .request_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let violet = simulators::violet(&fleet.violet)
+        .webhook_secret(connhealth::Secret::new(SECRET))
+        .build()
+        .unwrap();
+    w.add(Arc::new(c3), None);
+    w.add(Arc::new(violet), None);
+    let server = Server::new(ServerConfig::new("127.0.0.1:0".parse().unwrap()), w)
+        .unwrap()
+        .with_store(journal, |_| {});
+    let polls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = polls.clone();
+    let server = server.on_poll(move |_, _| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let bound = server.bind().await.unwrap();
+    let addr = bound.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.serve(async {
+        let _ = stopped.await;
+    }));
+    until("the first sweep", || {
+        polls.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    })
+    .await;
+    // Every Channel3 read from now on hangs: the next sweep stays in flight.
+    fleet.channel3.faults().on(LIST_CONNECTIONS, Fault::Hang);
+    let c3_stats = fleet.channel3.stats();
+    until("a hanging sweep", || {
+        c3_stats.in_flight(LIST_CONNECTIONS) > 0
+    })
+    .await;
+    let swept = polls.load(std::sync::atomic::Ordering::SeqCst);
+
+    let merchant = fleet.violet.merchant_ids()[0];
+    assert!(fleet.violet.set_merchant_status(merchant, "DISABLED"));
+    let emitter = fleet
+        .violet
+        .emit_webhooks_to(&format!("http://{addr}/v1/webhooks/violet"), SECRET);
+    fleet
+        .violet
+        .emit_webhook("MERCHANT_DISCONNECTED", merchant)
+        .expect("webhooks are on");
+    emitter.flush().await;
+    assert_eq!(emitter.deliveries()[0].status, Some(202));
+    let client = plain_client();
+    let id = format!("violet:{merchant}");
+    let mut event = serde_json::Value::Null;
+    for _ in 0..1500 {
+        let body: serde_json::Value = client
+            .get(format!("http://{addr}/v1/events?after=0&limit=1000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        // `status_changed`, or `appeared` for a merchant the sweep's report left out.
+        if let Some(e) = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["connection_id"] == id.as_str() && e["source"] == "webhook")
+        {
+            event = e.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        event["source"], "webhook",
+        "no webhook event while the sweep hung"
+    );
+    // ... and the sweep is still in flight: nothing waited for it.
+    assert!(c3_stats.in_flight(LIST_CONNECTIONS) > 0);
+    assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), swept);
+    let report: serde_json::Value = client
+        .get(format!(
+            "http://{addr}/v1/connections/{}",
+            id.replace(':', "%3A")
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(report["status"], "healthy", "{report}");
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
 }
