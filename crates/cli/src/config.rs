@@ -47,6 +47,9 @@ fn config_error(file: &Path, message: impl std::fmt::Display) -> CliError {
 struct RawTop {
     timeout_secs: Option<u64>,
     concurrency: Option<usize>,
+    interval: Option<String>,
+    recheck_secs: Option<u64>,
+    max_staleness: Option<String>,
     store: Option<String>,
     store_password_env: Option<String>,
     retention_days: Option<u32>,
@@ -143,9 +146,57 @@ pub struct ProviderEntry {
     pub provider: Arc<dyn Provider>,
 }
 
+/// The polling keys of the top level (`watch` and `serve` flags of the same names win).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollKeys {
+    /// `interval`: time between sweeps (default 5m).
+    pub interval: Option<Duration>,
+    /// `recheck_secs`: how often a customer with a connection that is not healthy is read
+    /// again (default 60).
+    pub recheck: Option<Duration>,
+    /// `max_staleness`: no customer's last read is older (default 24h).
+    pub max_staleness: Option<Duration>,
+}
+
+/// Default `interval`.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+
+/// A duration as flags and the config file spell it (`30s`, `5m`, `1h`; at least 1 s).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 30s, 5m or 1h)"))?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".to_owned());
+    }
+    Ok(d)
+}
+
+impl PollKeys {
+    fn from_raw(
+        path: &Path,
+        interval: Option<&str>,
+        recheck_secs: Option<u64>,
+        max_staleness: Option<&str>,
+    ) -> Result<PollKeys, CliError> {
+        let duration = |key: &str, v: Option<&str>| {
+            v.map(|v| {
+                parse_duration(v).map_err(|e| config_error(path, format!("{key}: {v:?}: {e}")))
+            })
+            .transpose()
+        };
+        let recheck = positive(path, "recheck_secs", recheck_secs)?.map(Duration::from_secs);
+        Ok(PollKeys {
+            interval: duration("interval", interval)?,
+            recheck,
+            max_staleness: duration("max_staleness", max_staleness)?,
+        })
+    }
+}
+
 /// A resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `interval`, `recheck_secs`, `max_staleness`.
+    pub poll: PollKeys,
     /// Where it came from.
     pub path: PathBuf,
     /// The providers, in file order.
@@ -240,6 +291,12 @@ impl Config {
         }
         let store =
             StoreSettings::from_raw(path, raw.store, raw.store_password_env, raw.retention_days)?;
+        let poll = PollKeys::from_raw(
+            path,
+            raw.interval.as_deref(),
+            raw.recheck_secs,
+            raw.max_staleness.as_deref(),
+        )?;
         let default_timeout =
             positive(path, "timeout_secs", raw.timeout_secs)?.unwrap_or(DEFAULT_TIMEOUT_SECS);
         let default_conc =
@@ -351,6 +408,7 @@ impl Config {
         }
         let (sinks, mutes) = notify_from_raw(path, &raw.notify, raw.mute, env)?;
         Ok(Config {
+            poll,
             path: path.to_owned(),
             providers,
             store,
@@ -492,6 +550,12 @@ pub const EXAMPLE: &str = r#"# connhealth configuration.
 
 timeout_secs = 30            # per provider, whole fetch (default 30)
 concurrency = 32             # per provider fan-out bound, 1 to 10000 (default 32)
+interval = "5m"              # time between sweeps of every customer (default 5m)
+recheck_secs = 60            # a customer with a connection that is not healthy (or pending,
+                             # syncing) is read again this often (default 60; Violet: hourly,
+                             # its cached report, never refresh=true)
+max_staleness = "24h"        # no customer is staler than this; /readyz warns if the sweep
+                             # rate cannot keep it (default 24h)
 # store = "sqlite://connhealth.db"   # history, uptime, since; relative to this file's folder
 #                                    # (serve's default); or "postgres://user@host:5432/db"
 # store_password_env = "CONNHEALTH_STORE_PASSWORD"   # else PGPASSWORD
@@ -570,6 +634,53 @@ mod tests {
             !dbg.contains("c3_sk_test") && !dbg.contains("\"pw\""),
             "{dbg}"
         );
+    }
+
+    #[test]
+    fn poll_keys_parse_and_bad_values_are_one_line() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(
+            c.poll,
+            PollKeys {
+                interval: Some(Duration::from_secs(300)),
+                recheck: Some(Duration::from_secs(60)),
+                max_staleness: Some(Duration::from_secs(24 * 3600)),
+            }
+        );
+        let c3 = "[[provider]]\nkind='channel3'\napi_key_env='CHANNEL3_API_KEY'\n";
+        assert_eq!(parse(c3).unwrap().poll, PollKeys::default());
+        let c = parse(&format!(
+            "interval = '90s'\nrecheck_secs = 15\nmax_staleness = '2h'\n{c3}"
+        ))
+        .unwrap();
+        assert_eq!(c.poll.interval, Some(Duration::from_secs(90)));
+        assert_eq!(c.poll.recheck, Some(Duration::from_secs(15)));
+        assert_eq!(c.poll.max_staleness, Some(Duration::from_secs(7200)));
+        for (text, want) in [
+            ("interval = 'soon'\n", "ch.toml: interval: \"soon\": "),
+            (
+                "interval = '10ms'\n",
+                "ch.toml: interval: \"10ms\": must be at least 1s",
+            ),
+            (
+                "recheck_secs = 0\n",
+                "ch.toml: recheck_secs: must be a positive whole number",
+            ),
+            (
+                "recheck_secs = '60'\n",
+                "ch.toml: line 1: recheck_secs: invalid type: string",
+            ),
+            (
+                "max_staleness = 'forever'\n",
+                "ch.toml: max_staleness: \"forever\": ",
+            ),
+        ] {
+            let msg = parse(&format!("{text}{c3}")).unwrap_err();
+            assert!(
+                msg.starts_with(want),
+                "for {text:?}\n got: {msg}\nwant: {want}"
+            );
+        }
     }
 
     #[test]

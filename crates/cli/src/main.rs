@@ -32,6 +32,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use connhealth::config_file;
 use connhealth::futures::StreamExt;
+use connhealth::schedule::ScheduleConfig;
 use connhealth::simulators::Fleet;
 use connhealth::watch::{WatchConfig, Watcher};
 use connhealth::{Aggregator, HealthReport, Secret};
@@ -119,9 +120,12 @@ enum Command {
         #[arg(long, default_value_t = connhealth_server::DEFAULT_QUEUE_BOUND as u32,
               value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         webhook_queue_bound: u32,
-        /// Time between polls (e.g. 30s, 5m, 1h).
-        #[arg(long, default_value = "5m", value_parser = parse_duration)]
-        interval: Duration,
+        /// Time between sweeps of every customer (e.g. 30s, 5m, 1h; default: the config's
+        /// `interval`, else 5m).
+        #[arg(long, value_parser = parse_duration)]
+        interval: Option<Duration>,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
         /// Remember only the last state, in this JSON file, instead of a store (no history,
         /// uptime or /v1/connections then).
         #[arg(long, conflicts_with = "store")]
@@ -162,9 +166,12 @@ enum Command {
         /// The config file.
         #[arg(long, short, default_value = "connhealth.toml")]
         config: PathBuf,
-        /// Time between polls (e.g. 30s, 5m, 1h); spread by ±10 % jitter.
-        #[arg(long, default_value = "5m", value_parser = parse_duration)]
-        interval: Duration,
+        /// Time between sweeps of every customer (e.g. 30s, 5m, 1h; default: the config's
+        /// `interval`, else 5m); spread by ±10 % jitter.
+        #[arg(long, value_parser = parse_duration)]
+        interval: Option<Duration>,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
         /// Remember the last state in this JSON file (written atomically), so a restart does
         /// not re-announce everything.
         #[arg(long, conflicts_with = "store")]
@@ -305,11 +312,7 @@ enum ConfigCommand {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 30s, 5m or 1h)"))?;
-    if d < Duration::from_secs(1) {
-        return Err("must be at least 1s".to_owned());
-    }
-    Ok(d)
+    config::parse_duration(s)
 }
 
 fn main() {
@@ -384,6 +387,47 @@ fn watch_settings(interval: Duration, trip: u32, clear: u32) -> WatchConfig {
     }
 }
 
+/// The re-check flags of `watch` and `serve` (each also a top-level config key).
+#[derive(Debug, Clone, clap::Args)]
+struct ScheduleArgs {
+    /// How often a customer with a connection that is not healthy (or pending, syncing) is
+    /// read again, in seconds (default: the config's `recheck_secs`, else 60).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    recheck_secs: Option<u64>,
+    /// No customer's last read is ever older than this (e.g. 24h; default: the config's
+    /// `max_staleness`, else 24h).
+    #[arg(long, value_parser = parse_duration)]
+    max_staleness: Option<Duration>,
+}
+
+/// `watch`/`serve` settings: each flag beats the config's key of the same name, which beats
+/// the default.
+fn poll_settings(
+    cfg: &Config,
+    interval: Option<Duration>,
+    schedule: &ScheduleArgs,
+    trip: u32,
+    clear: u32,
+) -> (WatchConfig, ScheduleConfig) {
+    let interval = interval
+        .or(cfg.poll.interval)
+        .unwrap_or(config::DEFAULT_INTERVAL);
+    let defaults = ScheduleConfig::default();
+    let sched = ScheduleConfig {
+        recheck: schedule
+            .recheck_secs
+            .map(Duration::from_secs)
+            .or(cfg.poll.recheck)
+            .unwrap_or(defaults.recheck),
+        max_staleness: schedule
+            .max_staleness
+            .or(cfg.poll.max_staleness)
+            .unwrap_or(defaults.max_staleness),
+        ..defaults
+    };
+    (watch_settings(interval, trip, clear), sched)
+}
+
 /// Start the three simulators on loopback.
 async fn start_fleet(customers: usize, seed: u64) -> Result<Fleet, CliError> {
     Fleet::start(customers, seed)
@@ -426,6 +470,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Watch {
             config,
             interval,
+            schedule,
             state,
             store,
             trip,
@@ -434,8 +479,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             providers: only,
         } => {
             let cfg = Config::load(&config, &config_file::process)?;
-            let settings = watch_settings(interval, trip, clear);
-            let mut watcher = providers::watcher(&cfg, &only, settings)?;
+            let (settings, sched) = poll_settings(&cfg, interval, &schedule, trip, clear);
+            let mut watcher = providers::watcher(&cfg, &only, settings)?.with_schedule(sched);
             let configured = configured_names(&cfg);
             // --state wins over the config's `store` (cron users keep their state files).
             let chosen = match state {
@@ -558,6 +603,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             admin_token,
             webhook_queue_bound,
             interval,
+            schedule,
             state,
             store,
             trip,
@@ -567,8 +613,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             max_connections,
         } => {
             let cfg = Config::load(&config, &config_file::process)?;
-            let settings = watch_settings(interval, trip, clear);
-            let watcher = providers::watcher(&cfg, &[], settings)?;
+            let (settings, sched) = poll_settings(&cfg, interval, &schedule, trip, clear);
+            let watcher = providers::watcher(&cfg, &[], settings)?.with_schedule(sched);
             // clap fills `token` from the flag or from CONNHEALTH_TOKEN; only the flag shows
             // in `ps`.
             let token_from_flag =

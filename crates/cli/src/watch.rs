@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+use connhealth_core::schedule::{PollLoop, Step};
 use connhealth_core::watch::{StateFile, WatchState, Watcher};
 
 use crate::error::CliError;
@@ -70,11 +71,30 @@ pub async fn run(
         },
         None => None,
     };
+    // `--once`: one sweep. Otherwise sweeps every interval with the scheduled re-checks in
+    // between and during them (connhealth_core::schedule), each step's changes printed as
+    // they come.
+    let mut rounds = PollLoop::new();
     loop {
-        let poll = watcher.poll().await;
+        let (changes, swept) = if once {
+            (watcher.poll().await.changes, true)
+        } else {
+            tokio::select! {
+                step = rounds.next(watcher) => match step {
+                    Step::Swept { poll, .. } => (poll.changes, true),
+                    Step::Rechecked { changes, .. } => (changes, false),
+                },
+                _ = tokio::signal::ctrl_c() => return Ok(0),
+            }
+        };
+        // A re-check that changed nothing changed nothing worth a save either (its streak
+        // is saved with the next sweep).
+        if !swept && changes.is_empty() {
+            continue;
+        }
         let printed = (|| -> std::io::Result<()> {
             let mut out = std::io::stdout().lock();
-            for change in &poll.changes {
+            for change in &changes {
                 let line = serde_json::to_string(change).map_err(std::io::Error::other)?;
                 writeln!(out, "{line}")?;
             }
@@ -96,10 +116,6 @@ pub async fn run(
         }
         if once {
             return Ok(0);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(watcher.next_delay()) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(0),
         }
     }
 }
@@ -138,14 +154,34 @@ pub async fn run_with_store(
         ))),
         _ => None,
     };
+    let mut rounds = PollLoop::new();
     loop {
-        let poll = watcher.poll().await;
+        let (at, providers, changes) = if once {
+            let poll = watcher.poll().await;
+            (
+                poll.report.generated_at,
+                poll.report.providers,
+                poll.changes,
+            )
+        } else {
+            tokio::select! {
+                step = rounds.next(watcher) => match step {
+                    Step::Swept { poll, .. } => {
+                        (poll.report.generated_at, poll.report.providers, poll.changes)
+                    }
+                    // A re-check that changed nothing has nothing to record.
+                    Step::Rechecked { changes, .. } if changes.is_empty() => continue,
+                    Step::Rechecked { changes, at, .. } => (at, Vec::new(), changes),
+                },
+                _ = tokio::signal::ctrl_c() => return Ok(0),
+            }
+        };
         let written = journal
             .record(
-                poll.report.generated_at,
+                at,
                 watcher.state(),
-                poll.report.providers.clone(),
-                poll.changes,
+                providers,
+                changes,
                 connhealth_store::Source::Poll,
             )
             .await;
@@ -191,10 +227,6 @@ pub async fn run_with_store(
                 }
             }
             return Ok(0);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(watcher.next_delay()) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(0),
         }
     }
 }

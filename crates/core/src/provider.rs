@@ -62,6 +62,14 @@ pub trait Provider: Send + Sync + fmt::Debug {
         .with_customer(customer_id))
     }
 
+    /// The shortest time between two *scheduled* re-checks of one customer
+    /// ([`RefreshHint::Scheduled`], see [`crate::schedule`]), whatever `recheck_secs` says.
+    /// `None` (the default): `recheck_secs` decides. Violet answers one hour: its report is
+    /// cached for a day, so asking it more often tells nothing new.
+    fn recheck_floor(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Verify a webhook this provider sent (DESIGN.md, "Webhooks in") with the provider's
     /// configured webhook secret, the event carrying the provider's name. `None` (the
     /// default) when the provider has no webhooks configured (`serve` answers 404 then).
@@ -140,6 +148,9 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
     fn http_stats(&self) -> Option<Arc<crate::http::HttpStats>> {
         (**self).http_stats()
     }
+    fn recheck_floor(&self) -> Option<std::time::Duration> {
+        (**self).recheck_floor()
+    }
 }
 
 #[async_trait]
@@ -177,6 +188,9 @@ impl<P: Provider + ?Sized> Provider for Box<P> {
     }
     fn http_stats(&self) -> Option<Arc<crate::http::HttpStats>> {
         (**self).http_stats()
+    }
+    fn recheck_floor(&self) -> Option<std::time::Duration> {
+        (**self).recheck_floor()
     }
 }
 
@@ -217,6 +231,11 @@ pub enum RefreshHint {
     /// One connection, by the provider's own connection id (e.g. the `connection_id` of a
     /// Subtotal webhook): a provider that can read one connection reads only that one.
     Connection(String),
+    /// A re-check the scheduler asked for (a connection that is not healthy, a stale
+    /// customer), not a webhook or an action: the customer's connections, as cheaply as the
+    /// provider can tell them. A provider whose fresh read is heavy reads its cached answer
+    /// instead (Violet: never `refresh=true`); others treat it as [`RefreshHint::Customer`].
+    Scheduled,
 }
 
 /// A collected provider answer: every connection that arrived and every error.

@@ -25,6 +25,11 @@
 //!   the streaks guard against a poll that happens to catch a passing blip, while a targeted
 //!   read is the provider's answer to "is this connection really so now?" (a webhook said
 //!   it changed). Any streak of a refreshed connection is reset.
+//! - **Sweeps and re-checks.** [`Watcher::poll`] is one sweep; [`Watcher::begin_sweep`] /
+//!   [`Sweep::fetch`] / [`Watcher::finish_sweep`] split it so the fetch borrows nothing, and
+//!   [`Watcher::apply_recheck`] applies a scheduled re-check of one customer (through the
+//!   anti-flap streaks, unlike a targeted refresh). [`crate::schedule`] decides who is due
+//!   and its `PollLoop` runs both.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -42,6 +47,7 @@ use crate::diff::{connection_changes, Change, ChangeKind};
 use crate::error::ErrorKind;
 use crate::model::{Connection, HealthReport, Outcome, Problem, ProviderOutcome, Status};
 use crate::provider::Provider;
+use crate::schedule::{ScheduleConfig, Scheduler};
 
 /// Watcher settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -288,6 +294,65 @@ pub struct Watcher {
     entries: Vec<Entry>,
     config: WatchConfig,
     state: WatchState,
+    /// Who is re-checked when ([`crate::schedule`]).
+    schedule: Scheduler,
+    /// While a sweep is in flight ([`Watcher::begin_sweep`]): the customers (provider ×
+    /// customer) a targeted read was applied for since it began. The sweep's older answer
+    /// for them is not applied.
+    read_during_sweep: Option<BTreeSet<(String, String)>>,
+}
+
+/// A sweep begun by [`Watcher::begin_sweep`]: the providers that are due, to be fetched by
+/// [`Sweep::fetch`] without borrowing the watcher.
+pub struct Sweep {
+    aggregator: Aggregator,
+    polled: Vec<String>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Sweep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sweep")
+            .field("polled", &self.polled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sweep {
+    /// Fetch every due provider (concurrently, each under its timeout).
+    pub async fn fetch(self) -> Swept {
+        let results: Vec<ProviderResult> = self.aggregator.run_stream().collect().await;
+        Swept {
+            results,
+            polled: self.polled,
+            started: self.started,
+        }
+    }
+}
+
+/// A fetched sweep, to apply with [`Watcher::finish_sweep`].
+#[derive(Debug)]
+pub struct Swept {
+    results: Vec<ProviderResult>,
+    polled: Vec<String>,
+    started: Instant,
+}
+
+impl Swept {
+    /// Customers (provider × customer) the sweep brought connections of, from providers
+    /// that answered: the sweep's throughput.
+    pub fn customers_answered(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| !matches!(r.outcome.outcome, Outcome::Failed | Outcome::TimedOut))
+            .flat_map(|r| {
+                r.connections
+                    .iter()
+                    .map(|c| (c.provider.as_str(), c.customer.id.as_str()))
+            })
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
 }
 
 impl std::fmt::Debug for Watcher {
@@ -316,11 +381,16 @@ impl Watcher {
             entries: Vec::new(),
             config,
             state: WatchState::default(),
+            schedule: Scheduler::new(ScheduleConfig::default(), Instant::now()),
+            read_during_sweep: None,
         }
     }
 
     /// Add a provider (optionally with its own fetch timeout).
     pub fn add(&mut self, provider: Arc<dyn Provider>, timeout: Option<Duration>) {
+        if let Some(floor) = provider.recheck_floor() {
+            self.schedule.set_floor(provider.name(), floor);
+        }
         self.entries.push(Entry {
             provider,
             timeout,
@@ -354,6 +424,28 @@ impl Watcher {
         &self.config
     }
 
+    /// Re-check settings (`recheck_secs`, `max_staleness`; see [`crate::schedule`]).
+    pub fn with_schedule(mut self, config: ScheduleConfig) -> Self {
+        self.schedule.set_config(config);
+        self
+    }
+
+    /// The scheduler: who is due for a re-check.
+    pub fn schedule(&self) -> &Scheduler {
+        &self.schedule
+    }
+
+    /// The scheduler, to mark customers ([`Scheduler::front`], ...).
+    pub fn schedule_mut(&mut self) -> &mut Scheduler {
+        &mut self.schedule
+    }
+
+    /// Move a customer to the front of the re-checks (a webhook or an action that did not
+    /// read it): its next scheduled re-check is now.
+    pub fn move_to_front(&mut self, provider: &str, customer_id: &str) {
+        self.schedule.front(provider, customer_id);
+    }
+
     /// The delay before the next poll: the interval, spread by the jitter.
     pub fn next_delay(&self) -> Duration {
         let j = self.config.jitter.clamp(0.0, 1.0);
@@ -361,19 +453,53 @@ impl Watcher {
         self.config.interval.mul_f64(factor.max(0.0))
     }
 
-    /// Poll every provider that is due once, update the memory and return the changes.
+    /// Poll every provider that is due once, update the memory and return the changes:
+    /// [`Watcher::begin_sweep`], [`Sweep::fetch`], [`Watcher::finish_sweep`].
     pub async fn poll(&mut self) -> Poll {
+        let sweep = self.begin_sweep();
+        let swept = sweep.fetch().await;
+        self.finish_sweep(swept)
+    }
+
+    /// Begin a sweep of every provider that is due. Fetch it with [`Sweep::fetch`] (which
+    /// does not borrow the watcher: re-checks and webhook reads may be applied meanwhile),
+    /// then apply it with [`Watcher::finish_sweep`].
+    pub fn begin_sweep(&mut self) -> Sweep {
         let now = Instant::now();
-        let mut agg = Aggregator::new().with_timeout(self.config.timeout);
+        let mut aggregator = Aggregator::new().with_timeout(self.config.timeout);
         let mut polled = Vec::new();
         for e in &self.entries {
             if e.not_before.is_some_and(|t| t > now) {
                 continue;
             }
-            agg.push(e.provider.clone(), e.timeout);
+            aggregator.push(e.provider.clone(), e.timeout);
             polled.push(e.provider.name().to_owned());
         }
-        let results: Vec<ProviderResult> = agg.run_stream().collect().await;
+        self.read_during_sweep = Some(BTreeSet::new());
+        Sweep {
+            aggregator,
+            polled,
+            started: now,
+        }
+    }
+
+    /// Forget a begun sweep that will not be finished (its fetch failed to run).
+    pub fn abandon_sweep(&mut self) {
+        self.read_during_sweep = None;
+    }
+
+    /// Apply a fetched sweep, exactly as [`Watcher::poll`] does, except for customers a
+    /// targeted read (a re-check, a webhook) was applied for since the sweep began: the
+    /// sweep's answer for them is older, and is left out (neither observed nor
+    /// `disappeared`). Every other customer it answered for counts as read when it began.
+    pub fn finish_sweep(&mut self, swept: Swept) -> Poll {
+        let Swept {
+            results,
+            polled,
+            started: now,
+        } = swept;
+        let skip = self.read_during_sweep.take().unwrap_or_default();
+        let skipped = |c: &Connection| skip.contains(&(c.provider.clone(), c.customer.id.clone()));
         let retry_after: BTreeMap<String, Option<Duration>> = results
             .iter()
             .map(|r| (r.outcome.provider.clone(), r.retry_after))
@@ -488,10 +614,11 @@ impl Watcher {
         // Connections seen now.
         let mut seen = BTreeSet::new();
         for c in &fresh.connections {
-            if !answered.contains_key(&c.provider) {
+            if !answered.contains_key(&c.provider) || skipped(c) {
                 continue;
             }
             seen.insert(c.id.clone());
+            self.schedule.read(&c.provider, &c.customer.id, now);
             self.observe(c, at, &mut changes);
         }
 
@@ -509,7 +636,9 @@ impl Watcher {
             // A provider this watcher does not poll (`watch --provider OTHER`, or a state
             // file from another config), is not due, or did not answer: its connections are
             // left exactly as they were.
-            let gone = if !polled.iter().any(|p| p == provider) || !answered.contains_key(provider)
+            let gone = if !polled.iter().any(|p| p == provider)
+                || !answered.contains_key(provider)
+                || skipped(&t.connection)
             {
                 false
             } else {
@@ -531,10 +660,100 @@ impl Watcher {
                 ));
             }
         }
+        self.schedule.retain_known(&self.state);
         Poll {
             report: self.view(at),
             changes,
         }
+    }
+
+    /// The provider to re-check `provider`'s customers with, and its timeout; `None` while
+    /// it rests (rate limited, unavailable, not configured here): its sweep comes first.
+    pub fn recheck_target(
+        &self,
+        provider: &str,
+        now: Instant,
+    ) -> Option<(Arc<dyn Provider>, Duration)> {
+        let e = self
+            .entries
+            .iter()
+            .find(|e| e.provider.name() == provider)?;
+        if e.not_before.is_some_and(|t| t > now)
+            || self
+                .state
+                .providers
+                .get(provider)
+                .is_some_and(|s| !s.available)
+        {
+            return None;
+        }
+        Some((e.provider.clone(), e.timeout.unwrap_or(self.config.timeout)))
+    }
+
+    /// Apply a scheduled re-check of one customer ([`crate::schedule`]) and return its
+    /// changes. An answer replaces that customer's connections of that provider (one
+    /// remembered but not answered is `disappeared`), **through the anti-flap streaks**, as
+    /// a sweep would: a re-check is a poll of one customer. A failure changes nothing (the
+    /// sweep decides whether a provider is unavailable); the customer waits `recheck_secs`
+    /// (or the error's `Retry-After`) before the next try, and a provider without a
+    /// targeted read is not re-checked again.
+    pub fn apply_recheck(
+        &mut self,
+        provider: &str,
+        customer_id: &str,
+        result: Result<Vec<Connection>, crate::Error>,
+        at: DateTime<Utc>,
+    ) -> (Vec<Change>, Option<crate::Error>) {
+        let now = Instant::now();
+        let connections = match result {
+            Ok(c) => c,
+            Err(e) => {
+                let retry = now + crate::schedule::retry_wait(&e, self.schedule.config().recheck);
+                self.schedule.finished(provider, customer_id, Some(retry));
+                if crate::schedule::unsupported(&e) {
+                    self.schedule.disable(provider);
+                }
+                tracing::info!(provider, error = %e, "scheduled re-check failed");
+                return (Vec::new(), Some(e));
+            }
+        };
+        self.schedule.finished(provider, customer_id, None);
+        if let Some(read) = self.read_during_sweep.as_mut() {
+            read.insert((provider.to_owned(), customer_id.to_owned()));
+        }
+        let mut changes = Vec::new();
+        let mut seen = BTreeSet::new();
+        for c in connections
+            .iter()
+            .filter(|c| c.provider == provider && c.customer.id == customer_id)
+        {
+            seen.insert(c.id.clone());
+            self.observe(c, at, &mut changes);
+        }
+        let gone: Vec<String> = self
+            .state
+            .connections
+            .iter()
+            .filter(|(id, t)| {
+                t.connection.provider == provider
+                    && t.connection.customer.id == customer_id
+                    && !seen.contains(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(t) = self.state.connections.remove(&id) {
+                changes.push(Change::about(
+                    &t.connection,
+                    ChangeKind::Disappeared {
+                        last_status: t.connection.status,
+                    },
+                    at,
+                    Some(t.since),
+                ));
+            }
+        }
+        (changes, None)
     }
 
     /// Take the result of a targeted refresh of `customer_id` at `provider` (a webhook's
@@ -575,6 +794,12 @@ impl Watcher {
     ) -> Vec<Change> {
         let mut changes = Vec::new();
         let mut seen = BTreeSet::new();
+        // A targeted read is the freshest word on this customer: its next re-check counts
+        // from now, and a sweep in flight does not overwrite it with an older answer.
+        self.schedule.read(provider, customer_id, Instant::now());
+        if let Some(read) = self.read_during_sweep.as_mut() {
+            read.insert((provider.to_owned(), customer_id.to_owned()));
+        }
         for c in connections
             .iter()
             .filter(|c| c.provider == provider && c.customer.id == customer_id)

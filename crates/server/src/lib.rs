@@ -77,6 +77,7 @@ mod http;
 mod metrics;
 mod notifications;
 pub mod routes;
+mod schedule;
 mod sse;
 mod state;
 mod stored;
@@ -89,11 +90,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use connhealth_core::http::HttpStats;
+use connhealth_core::schedule::{PollLoop, Step};
 use connhealth_core::watch::{Poll, WatchState, Watcher};
 use connhealth_core::Secret;
 use connhealth_store::{Journal, Source, Written};
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 
 pub use conn::overflow_connections;
 pub use routes::router;
@@ -608,7 +609,10 @@ async fn apply_refreshes(
     }
 }
 
-/// Poll at once, then after every [`Watcher::next_delay`], until the state is shut down.
+/// Sweep at once, then after every [`Watcher::next_delay`], with the scheduled re-checks
+/// in between and during sweeps ([`PollLoop`]), until the state is shut down. Targeted
+/// refreshes from webhooks and actions are applied as they come once the first sweep has
+/// been served, also while a sweep is in flight.
 async fn run_poller(
     mut watcher: Watcher,
     state: AppState,
@@ -618,69 +622,109 @@ async fn run_poller(
     mut applied: tokio::sync::mpsc::Receiver<webhook::Applied>,
 ) {
     let mut stop = state.stop_signal();
+    let mut rounds = PollLoop::new();
+    state.set_schedule_stats(rounds.stats());
+    let mut served = false;
     loop {
-        let started = Instant::now();
-        let poll = tokio::select! {
-            poll = watcher.poll() => poll,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let elapsed = started.elapsed();
-        match journal.as_mut() {
-            None => state.record_poll(&poll, elapsed),
-            Some((journal, on_write)) => {
-                // The report is served at once; the events once stored.
-                state.record_report(&poll, elapsed);
-                let written = journal
-                    .record(
-                        poll.report.generated_at,
-                        watcher.state(),
-                        poll.report.providers.clone(),
-                        poll.changes.clone(),
-                        Source::Poll,
-                    )
-                    .await;
-                state.record_written(&written);
-                if let Some(Err(e)) = &written.pruned {
-                    tracing::warn!(error = %e, "pruning the store failed");
+        tokio::select! {
+            step = rounds.next(&mut watcher) => match step {
+                Step::Swept { poll, elapsed } => {
+                    record_sweep(&poll, elapsed, &watcher, &state, &mut hook, &mut journal).await;
+                    served = true;
+                    schedule::update_warning(&state, &rounds.stats());
                 }
-                if let Some(h) = on_write.as_mut() {
-                    h(&written);
+                Step::Rechecked { changes, at, .. } => {
+                    if changes.is_empty() {
+                        continue;
+                    }
+                    record_recheck(changes, at, &watcher, &state, served, &mut journal).await;
                 }
+            },
+            Some(a) = applied.recv(), if served => {
+                let mut batch = vec![a];
+                while batch.len() < APPLY_BATCH {
+                    match applied.try_recv() {
+                        Ok(a) => batch.push(a),
+                        Err(_) => break,
+                    }
+                }
+                apply_refreshes(batch, &mut watcher, &state, &mut journal).await;
             }
-        }
-        if let Some(h) = hook.as_mut() {
-            h(&poll, watcher.state());
+            _ = stopped(&mut stop) => break,
         }
         if let Some(save) = persist.as_mut() {
             state.record_save(save(watcher.state()));
         }
-        tracing::debug!(
-            elapsed_ms = elapsed.as_millis() as u64,
-            changes = poll.changes.len(),
-            "poll finished"
-        );
-        let delay: Duration = watcher.next_delay();
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = &mut sleep => break,
-                Some(a) = applied.recv() => {
-                    let mut batch = vec![a];
-                    while batch.len() < APPLY_BATCH {
-                        match applied.try_recv() {
-                            Ok(a) => batch.push(a),
-                            Err(_) => break,
-                        }
-                    }
-                    apply_refreshes(batch, &mut watcher, &state, &mut journal).await;
-                    if let Some(save) = persist.as_mut() {
-                        state.record_save(save(watcher.state()));
-                    }
-                }
-                _ = stopped(&mut stop) => return,
+    }
+    tracing::debug!("poller stopped");
+}
+
+/// Serve a finished sweep's report, record it in the store (its events published once
+/// stored) and call the poll hook.
+async fn record_sweep(
+    poll: &Poll,
+    elapsed: Duration,
+    watcher: &Watcher,
+    state: &AppState,
+    hook: &mut Option<PollHook>,
+    journal: &mut Option<(Journal, Option<StoreHook>)>,
+) {
+    match journal.as_mut() {
+        None => state.record_poll(poll, elapsed),
+        Some((journal, on_write)) => {
+            // The report is served at once; the events once stored.
+            state.record_report(poll, elapsed);
+            let written = journal
+                .record(
+                    poll.report.generated_at,
+                    watcher.state(),
+                    poll.report.providers.clone(),
+                    poll.changes.clone(),
+                    Source::Poll,
+                )
+                .await;
+            state.record_written(&written);
+            if let Some(Err(e)) = &written.pruned {
+                tracing::warn!(error = %e, "pruning the store failed");
+            }
+            if let Some(h) = on_write.as_mut() {
+                h(&written);
             }
         }
     }
-    tracing::debug!("poller stopped");
+    if let Some(h) = hook.as_mut() {
+        h(poll, watcher.state());
+    }
+    tracing::debug!(
+        elapsed_ms = elapsed.as_millis() as u64,
+        changes = poll.changes.len(),
+        "poll finished"
+    );
+}
+
+/// Serve the view after a scheduled re-check that changed something (once the first sweep
+/// was served) and record its changes in the store as a poll's (`source: "poll"`).
+async fn record_recheck(
+    changes: Vec<connhealth_core::Change>,
+    at: chrono::DateTime<Utc>,
+    watcher: &Watcher,
+    state: &AppState,
+    served: bool,
+    journal: &mut Option<(Journal, Option<StoreHook>)>,
+) {
+    if served {
+        state.serve_report(watcher.report(at), Duration::ZERO);
+    }
+    match journal.as_mut() {
+        Some((journal, on_write)) => {
+            let written = journal
+                .record(at, watcher.state(), Vec::new(), changes, Source::Poll)
+                .await;
+            state.record_written(&written);
+            if let Some(h) = on_write.as_mut() {
+                h(&written);
+            }
+        }
+        None => state.publish_changes(&changes),
+    }
 }

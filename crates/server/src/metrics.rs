@@ -39,7 +39,7 @@ pub(crate) fn escape_label(value: &str) -> String {
     out
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
@@ -269,6 +269,7 @@ pub(crate) fn render(state: &AppState) -> String {
     }
 
     render_webhooks(&mut out, state);
+    crate::schedule::render(&mut out, state);
 
     let (open, over_cap) = state.connection_counts();
     header(

@@ -70,6 +70,13 @@
 //!   `connhealth_store_write_failing`, `connhealth_store_pending_polls`,
 //!   `connhealth_store_pending_events`, `connhealth_store_dropped_events_total`, and, for providers whose HTTP counters were registered
 //!   with [`crate::Server::with_http_stats`], `connhealth_http_retries_total{provider}`.
+//!   The schedule ([`connhealth_core::schedule`]): `connhealth_schedule_due_rechecks`,
+//!   `connhealth_schedule_rechecks_in_flight`, `connhealth_schedule_customers`,
+//!   `connhealth_schedule_oldest_customer_age_seconds`,
+//!   `connhealth_schedule_rechecks_total{provider}` and, after a sweep,
+//!   `connhealth_schedule_achievable_staleness_seconds`,
+//!   `connhealth_schedule_max_staleness_seconds`,
+//!   `connhealth_schedule_sweep_customers_per_second`.
 //!   Poll errors are counted from the providers' outcome entries; an entry identical to the
 //!   previous poll's is taken to be carried over (a provider skipped because it is rate
 //!   limited) and not counted again.
@@ -77,7 +84,10 @@
 //! - **`GET /readyz`** — 200 `{"status":"ready","warnings":[{code, message}]}` once the first
 //!   poll finished, else 503 `not_ready`. A warning (`state_save_failed`: the `--state` file
 //!   cannot be written; `store_write_failed`: the store cannot be written, polls are kept in
-//!   memory; `store_events_dropped`: past that bound, events were never stored) never makes it a 503, which would empty a load balancer.
+//!   memory; `store_events_dropped`: past that bound, events were never stored;
+//!   `staleness_budget`: at the sweep rate achieved, customers get staler than
+//!   `max_staleness` between sweeps, with the numbers) never makes it a 503, which would
+//!   empty a load balancer.
 //! - **At the connection cap** (see [`crate::ServerConfig::max_connections`]) the overflow
 //!   connections answer `/healthz` as usual and every other route 503 `busy` with
 //!   `Retry-After: 1`.

@@ -248,6 +248,8 @@ struct Inner {
     intake: crate::webhook::Intake,
     admin: OnceLock<Secret>,
     notifier: OnceLock<Arc<connhealth_notify::Notifier>>,
+    /// The poll loop's schedule counters (`connhealth_schedule_*`).
+    schedule: OnceLock<Arc<connhealth_core::schedule::ScheduleStats>>,
 }
 
 /// The state the routes serve from, shared (cheap to clone) between the poller and the
@@ -313,6 +315,7 @@ impl AppState {
                 intake: crate::webhook::Intake::default(),
                 admin: OnceLock::new(),
                 notifier: OnceLock::new(),
+                schedule: OnceLock::new(),
             }),
         }
     }
@@ -539,8 +542,14 @@ impl AppState {
     /// re-fetches the report on an event sees the new state), numbered by this server.
     pub fn record_poll(&self, poll: &Poll, elapsed: Duration) {
         self.record_report(poll, elapsed);
+        self.publish_changes(&poll.changes);
+    }
+
+    /// Publish changes as events numbered by this server (no store: a scheduled re-check's
+    /// changes, like a poll's).
+    pub(crate) fn publish_changes(&self, changes: &[connhealth_core::Change]) {
         let mut log = lock(&self.inner.events);
-        for change in &poll.changes {
+        for change in changes {
             let data = match serde_json::to_string(change) {
                 Ok(d) => d,
                 Err(e) => {
@@ -648,6 +657,17 @@ impl AppState {
     /// first call counts.
     pub fn set_notifier(&self, notifier: Arc<connhealth_notify::Notifier>) {
         let _ = self.inner.notifier.set(notifier);
+    }
+
+    /// Export the schedule's counters (`connhealth_schedule_*` in `/metrics`); the poller
+    /// sets them when it starts.
+    pub fn set_schedule_stats(&self, stats: Arc<connhealth_core::schedule::ScheduleStats>) {
+        let _ = self.inner.schedule.set(stats);
+    }
+
+    /// The schedule's counters, once the poller started.
+    pub fn schedule_stats(&self) -> Option<&Arc<connhealth_core::schedule::ScheduleStats>> {
+        self.inner.schedule.get()
     }
 
     /// The notifier, when one is set.

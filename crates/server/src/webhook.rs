@@ -453,7 +453,11 @@ impl Applied {
                         c
                     })
                     .collect();
-                watcher.apply_refresh_changes(&provider, &customer_id, &known, false, at)
+                let changes =
+                    watcher.apply_refresh_changes(&provider, &customer_id, &known, false, at);
+                // The webhook's word, not a read: a scheduled re-check confirms it next.
+                watcher.move_to_front(&provider, &customer_id);
+                changes
             }
             Applied::Read {
                 provider,

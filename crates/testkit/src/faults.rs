@@ -339,6 +339,8 @@ struct RouteCounters {
 struct StatsInner {
     routes: Mutex<HashMap<String, RouteCounters>>,
     raw_paths: Mutex<Vec<String>>,
+    /// When each of `raw_paths` arrived, on tokio's clock (paused clocks included).
+    arrivals: Mutex<Vec<tokio::time::Instant>>,
     total: AtomicU64,
     tcp_connections: AtomicU64,
 }
@@ -408,6 +410,15 @@ impl Stats {
         lock(&self.inner.raw_paths).clone()
     }
 
+    /// Every request's raw path and query with the instant it arrived on **tokio's** clock
+    /// (so a test on a paused clock can measure how often something was asked), in arrival
+    /// order.
+    pub fn timed_paths(&self) -> Vec<(tokio::time::Instant, String)> {
+        let paths = lock(&self.inner.raw_paths).clone();
+        let arrivals = lock(&self.inner.arrivals).clone();
+        arrivals.into_iter().zip(paths).collect()
+    }
+
     /// TCP connections accepted by the simulator's listener.
     pub fn tcp_connections(&self) -> u64 {
         self.inner.tcp_connections.load(Ordering::SeqCst)
@@ -424,13 +435,19 @@ impl Stats {
             }
         }
         lock(&self.inner.raw_paths).clear();
+        lock(&self.inner.arrivals).clear();
         self.inner.total.store(0, Ordering::SeqCst);
         self.inner.tcp_connections.store(0, Ordering::SeqCst);
     }
 
     pub(crate) fn begin(&self, route: &'static str, raw: &str) -> InFlight {
         self.inner.total.fetch_add(1, Ordering::SeqCst);
-        lock(&self.inner.raw_paths).push(raw.to_string());
+        {
+            // One lock order (paths, then arrivals) so the two lists stay in step.
+            let mut paths = lock(&self.inner.raw_paths);
+            paths.push(raw.to_string());
+            lock(&self.inner.arrivals).push(tokio::time::Instant::now());
+        }
         {
             let mut routes = lock(&self.inner.routes);
             let c = routes.entry(route.to_string()).or_default();

@@ -115,7 +115,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use connhealth_core::{
     until_refused, Action, ActionError, ActionKind, ActionOutcome, AdapterDefaults, Batch,
-    ClientOptions, Connection, Error, HeaderMap, Provider, RefreshHint, Result, Secret,
+    ClientOptions, Connection, Error, ErrorKind, HeaderMap, Provider, RefreshHint, Result, Secret,
     WebhookError, WebhookEvent,
 };
 use futures::stream::{self, BoxStream, StreamExt};
@@ -140,11 +140,19 @@ pub struct Violet {
     /// When each merchant's report was last recomputed (`refresh=true`) by
     /// [`Provider::refresh`], on tokio's clock.
     recomputed: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// When each merchant's cached report was last read by a *scheduled* re-check
+    /// ([`RefreshHint::Scheduled`]), for the once-per-[`SCHEDULED_RECHECK_INTERVAL`] bound.
+    rechecked: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 /// [`Provider::refresh`] asks Violet to recompute a merchant's report (`refresh=true`) at most
 /// once per merchant within this window; other refreshes read the cached report.
 pub const RECOMPUTE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// The shortest time between two scheduled re-checks of one merchant
+/// ([`RefreshHint::Scheduled`]): the report is cached for a day, so the scheduler reads the
+/// cached report (never `refresh=true`) at most hourly; webhooks and actions recompute.
+pub const SCHEDULED_RECHECK_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 impl fmt::Debug for Violet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -182,6 +190,32 @@ impl Violet {
         RECOMPUTE_INTERVAL
             .checked_sub(since)
             .filter(|d| !d.is_zero())
+    }
+
+    /// Record a scheduled re-check of `merchant_id` now, or refuse it (`rate_limited`, with
+    /// the wait as `Retry-After`) within [`SCHEDULED_RECHECK_INTERVAL`] of the last one.
+    fn take_scheduled_recheck(&self, merchant_id: &str) -> Result<()> {
+        let now = Instant::now();
+        let mut map = self
+            .rechecked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = map.get(merchant_id) {
+            let since = now.duration_since(*at);
+            if since < SCHEDULED_RECHECK_INTERVAL {
+                return Err(Error::new(
+                    &self.name,
+                    "GET /operations/connection_health/{merchant_id}",
+                    ErrorKind::RateLimited,
+                    "a scheduled re-check reads a merchant's cached report at most once per hour",
+                )
+                .with_customer(merchant_id)
+                .with_retry_after(SCHEDULED_RECHECK_INTERVAL - since));
+            }
+        }
+        map.retain(|_, at| now.duration_since(*at) < SCHEDULED_RECHECK_INTERVAL);
+        map.insert(merchant_id.to_owned(), now);
+        Ok(())
     }
 
     /// Whether a recompute of `merchant_id` is allowed now (none within
@@ -223,13 +257,27 @@ impl Provider for Violet {
     /// (`refresh=true`, which Violet calls heavy); the others read the cached report. The
     /// window starts when the recompute is asked for, whether or not it succeeds, so a failing
     /// merchant is not hammered. The hint is ignored: a merchant is one connection.
-    async fn refresh(&self, customer_id: &str, _hint: RefreshHint) -> Result<Vec<Connection>> {
+    ///
+    /// A [`RefreshHint::Scheduled`] re-check never recomputes: it reads the cached report, at
+    /// most once per merchant per [`SCHEDULED_RECHECK_INTERVAL`] (a second one within it is a
+    /// `rate_limited` error carrying the wait, and nothing is sent), and it leaves the
+    /// recompute window of webhooks and actions alone.
+    async fn refresh(&self, customer_id: &str, hint: RefreshHint) -> Result<Vec<Connection>> {
+        if hint == RefreshHint::Scheduled {
+            self.take_scheduled_recheck(customer_id)?;
+            return Ok(vec![self.client.merchant_health(customer_id).await?]);
+        }
         let conn = if self.take_recompute(customer_id) {
             self.client.refresh_merchant(customer_id).await?
         } else {
             self.client.merchant_health(customer_id).await?
         };
         Ok(vec![conn])
+    }
+
+    /// [`SCHEDULED_RECHECK_INTERVAL`]: the scheduler re-checks a merchant at most hourly.
+    fn recheck_floor(&self) -> Option<Duration> {
+        Some(SCHEDULED_RECHECK_INTERVAL)
     }
 
     /// `refresh` for every Violet connection (any merchant's report can be recomputed).
@@ -468,6 +516,7 @@ impl VioletBuilder {
             client,
             webhook_secret,
             recomputed: Default::default(),
+            rechecked: Default::default(),
         })
     }
 }
