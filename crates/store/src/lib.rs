@@ -121,6 +121,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `poll.events`. On error nothing of it was written.
     async fn commit_poll(&self, poll: PollRecord) -> Result<Vec<i64>>;
 
+    /// [`Store::commit_poll`] only while `fence.holder` holds the lease `fence.lease`
+    /// (unexpired at `now`), checked *inside* the write transaction: otherwise
+    /// [`StoreError::LeaseLost`] and nothing written. On PostgreSQL the check locks the lease
+    /// row until the commit, so a replica taking the lease over waits for this commit to end
+    /// and then reads it in [`Store::load_state`]: a takeover never re-emits what the old
+    /// leader committed, and an old leader that lost its lease (paused, partitioned) writes
+    /// nothing after the takeover.
+    async fn commit_poll_fenced(
+        &self,
+        poll: PollRecord,
+        fence: &Fence,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>>;
+
     /// Events with an id above `after`, oldest first (`next` = the last id).
     async fn events_after(&self, after: i64, limit: usize) -> Result<EventPage>;
 
@@ -354,6 +368,18 @@ impl<B: Run> Store for B {
     }
     async fn commit_poll(&self, poll: PollRecord) -> Result<Vec<i64>> {
         write!(self, |tx| logic::commit_poll(tx, poll))
+    }
+    async fn commit_poll_fenced(
+        &self,
+        poll: PollRecord,
+        fence: &Fence,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>> {
+        let fence = fence.clone();
+        write!(self, |tx| async move {
+            logic::check_fence(tx, &fence, now).await?;
+            logic::commit_poll(tx, poll).await
+        })
     }
     async fn events_after(&self, after: i64, limit: usize) -> Result<EventPage> {
         read!(self, |tx| logic::events_after(tx, after, limit))

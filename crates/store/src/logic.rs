@@ -1348,6 +1348,34 @@ pub(crate) async fn try_lease(
     Ok(n > 0)
 }
 
+/// Refuse the transaction unless `fence.holder` holds `fence.lease` at `now`. An `UPDATE`
+/// (not a `SELECT`) so that PostgreSQL locks the lease row until this transaction ends: a
+/// replica taking the lease over ([`try_lease`]'s upsert) waits for it.
+pub(crate) async fn check_fence(
+    tx: &mut dyn Tx,
+    fence: &crate::types::Fence,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let held = tx
+        .exec(
+            "UPDATE leases SET until_ms = until_ms WHERE name = $1 AND holder = $2 AND until_ms > $3",
+            &[
+                fence.lease.as_str().into(),
+                fence.holder.as_str().into(),
+                ms(now).into(),
+            ],
+        )
+        .await?;
+    if held == 0 {
+        return Err(crate::StoreError::LeaseLost {
+            store: tx.store_name().to_owned(),
+            lease: fence.lease.clone(),
+            holder: fence.holder.clone(),
+        });
+    }
+    Ok(())
+}
+
 pub(crate) async fn release_lease(tx: &mut dyn Tx, name: &str, holder: &str) -> Result<bool> {
     Ok(tx
         .exec(

@@ -420,6 +420,17 @@ pub struct NewWork {
     pub payload: serde_json::Value,
 }
 
+/// Who may write: the lease a fenced commit checks
+/// ([`Store::commit_poll_fenced`](crate::Store::commit_poll_fenced),
+/// [`Journal::set_fence`](crate::Journal::set_fence)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease's name (e.g. `leader`).
+    pub lease: String,
+    /// The holder that must have it.
+    pub holder: String,
+}
+
 /// Queued work as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkItem {

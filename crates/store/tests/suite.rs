@@ -50,6 +50,7 @@ suite!(
     audit_log_pages_newest_first,
     a_version_2_store_gains_the_audit_message,
     leader_lease,
+    a_fenced_commit_needs_the_lease,
     mutes_and_disabled_sinks_are_durable,
     prune_keeps_what_retention_says,
     integrity_check_passes,
@@ -1072,6 +1073,112 @@ async fn a_version_2_store_gains_the_audit_message(mut f: Fixture) {
         .map(|e| e.record.message.as_str())
         .collect();
     assert_eq!(messages, ["recomputed", ""]);
+}
+
+/// Fencing: a leader whose lease ran out (paused, partitioned) and was taken over cannot
+/// commit: its poll is refused whole (no event, no state change), through the journal too,
+/// and the new leader's commit goes in.
+async fn a_fenced_commit_needs_the_lease(f: Fixture) {
+    let s = f.store();
+    let ttl = Duration::seconds(15);
+    let a = Fence {
+        lease: "leader".into(),
+        holder: "a".into(),
+    };
+    let b = Fence {
+        lease: "leader".into(),
+        holder: "b".into(),
+    };
+    // Nobody holds it yet: refused.
+    let (rec, state) = first_poll();
+    let err = s
+        .commit_poll_fenced(rec.clone(), &a, at(0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert_eq!(err.code(), "store_lease_lost");
+    assert!(s.events_after(0, 10).await.unwrap().items.is_empty());
+
+    assert!(s.try_lease("leader", "a", ttl, at(0)).await.unwrap());
+    let ids = s.commit_poll_fenced(rec, &a, at(0)).await.unwrap();
+    assert_eq!(ids.len(), 3);
+
+    // a pauses past its TTL; b takes over and starts from what a committed.
+    let later = at(0) + Duration::seconds(16);
+    assert!(s.try_lease("leader", "b", ttl, later).await.unwrap());
+    let taken_over = s.load_state().await.unwrap();
+    assert_eq!(taken_over.connections.len(), 3);
+
+    // a wakes up and commits the change it saw: refused, nothing written.
+    let mut next = state.clone();
+    let m1 = next.connections.get_mut("channel3:m1:shopify").unwrap();
+    m1.connection = conn("channel3", "m1", "shopify", Status::Disconnected, later);
+    m1.since = later;
+    let change = Change::about(
+        &m1.connection,
+        ChangeKind::StatusChanged {
+            from: Status::Healthy,
+            to: Status::Disconnected,
+        },
+        later,
+        Some(at(0)),
+    );
+    let stale = PollRecord::between(
+        later,
+        &state,
+        &next,
+        vec![],
+        vec![change.clone()],
+        Source::Poll,
+    );
+    let err = s
+        .commit_poll_fenced(stale.clone(), &a, later)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseLost { ref holder, .. } if holder == "a"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"leader\""), "{err}");
+    assert_eq!(s.events_after(ids[2], 10).await.unwrap().items.len(), 0);
+    assert_eq!(
+        s.load_state().await.unwrap().connections,
+        taken_over.connections
+    );
+
+    // The same through a fenced journal: kept pending, nothing written.
+    let (mut journal, loaded) = Journal::load(s.clone(), JournalOptions::default())
+        .await
+        .unwrap();
+    journal.set_fence(Some(a.clone()));
+    let w = journal
+        .record(later, &next, vec![], vec![change.clone()], Source::Poll)
+        .await;
+    assert!(
+        matches!(w.error, Some(StoreError::LeaseLost { .. })),
+        "{:?}",
+        w.error
+    );
+    assert!(w.events.is_empty());
+    assert_eq!(w.pending_polls, 1);
+    assert_eq!(s.events_after(ids[2], 10).await.unwrap().items.len(), 0);
+    // Reloading (what a replica does when it leads again) drops the refused term's poll.
+    let reloaded = journal.reload().await.unwrap();
+    assert_eq!(reloaded.connections, loaded.connections);
+    assert_eq!(journal.pending_polls(), 0);
+
+    // b, the holder, commits (b's clock may be anywhere inside its lease).
+    let ids_b = s
+        .commit_poll_fenced(stale, &b, later + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(ids_b.len(), 1);
+    assert_eq!(
+        s.load_state().await.unwrap().connections["channel3:m1:shopify"]
+            .connection
+            .status,
+        Status::Disconnected
+    );
 }
 
 async fn leader_lease(f: Fixture) {
