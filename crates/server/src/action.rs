@@ -94,6 +94,10 @@ pub(crate) async fn perform(
         }
         let store = state.store().cloned().ok_or_else(stored::no_store)?;
         let snap = state.snapshot().ok_or_else(h::not_ready)?;
+        // Only the leader calls providers: a follower sends the caller there.
+        if !state.role().is_leading() {
+            return Err(crate::replica::not_leader(&state));
+        }
         let kind = kind_name.parse::<ActionKind>().ok();
         let audit = |ok: bool, outcome: &str, message: &str| AuditRecord {
             at: Utc::now(),

@@ -76,6 +76,7 @@ mod conn;
 mod http;
 mod metrics;
 mod notifications;
+pub mod replica;
 pub mod routes;
 mod sse;
 mod state;
@@ -201,9 +202,9 @@ pub enum ServerError {
     PollerPanicked(String),
 }
 
-type PollHook = Box<dyn FnMut(&Poll, &WatchState) + Send + 'static>;
-type StoreHook = Box<dyn FnMut(&Written) + Send + 'static>;
-type PersistHook = Box<dyn FnMut(&WatchState) -> Result<(), String> + Send + 'static>;
+pub(crate) type PollHook = Box<dyn FnMut(&Poll, &WatchState) + Send + 'static>;
+pub(crate) type StoreHook = Box<dyn FnMut(&Written) + Send + 'static>;
+pub(crate) type PersistHook = Box<dyn FnMut(&WatchState) -> Result<(), String> + Send + 'static>;
 
 /// A configured server, not yet listening. See the [crate docs](crate) for an example.
 pub struct Server {
@@ -366,6 +367,14 @@ impl Server {
         self
     }
 
+    /// This process's name among replicas on one PostgreSQL store (`serve --replica-id`):
+    /// the holder of the store lease [`replica::LEADER_LEASE`] while it leads, shown in
+    /// `/readyz` and `/metrics`. Default: `pid{pid}-{start time in µs}`.
+    pub fn with_replica_id(self, id: impl Into<String>) -> Self {
+        self.state.role().set_holder(id.into());
+        self
+    }
+
     /// Set [`ServerConfig::queue_bound`] after construction (at least 1).
     pub fn with_queue_bound(self, bound: usize) -> Self {
         self.state.intake().set_bound(bound);
@@ -478,9 +487,20 @@ impl Bound {
         }
         let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(APPLY_BATCH);
         state.intake().set_applied(applied_tx.clone());
-        let worker = journal
-            .is_some()
-            .then(|| tokio::spawn(webhook::run_worker(state.clone(), applied_tx)));
+        // With a PostgreSQL store this process is one of several replicas: it polls and drains
+        // the queue only while it holds the leader lease (see [`replica`]). Otherwise (no store,
+        // or SQLite, held by this process alone) it always leads.
+        let replicated = journal.is_some()
+            && state
+                .store()
+                .is_some_and(|s| s.backend() == connhealth_store::Backend::Postgres);
+        let worker = (journal.is_some() && !replicated).then(|| {
+            tokio::spawn(webhook::run_worker(
+                state.clone(),
+                applied_tx.clone(),
+                state.stop_signal(),
+            ))
+        });
         let deliverer = match state.notifier().cloned() {
             Some(n) => {
                 match n.restore().await {
@@ -492,24 +512,42 @@ impl Bound {
                         tracing::warn!(error = %e, "notify: cannot read the disabled sinks from the store")
                     }
                 }
-                let holder = format!(
-                    "pid{}-{}",
-                    std::process::id(),
-                    chrono::Utc::now().timestamp_micros()
-                );
-                Some(n.spawn_leased(NOTIFY_EVERY, holder, NOTIFY_LEASE))
+                // Its own lease (`notify`), held by the same name as the leader lease.
+                Some(n.spawn_leased(NOTIFY_EVERY, state.role().holder(), NOTIFY_LEASE))
             }
             None => None,
         };
         let prewarmer = tokio::spawn(stored::run_prewarmer(state.clone()));
-        let poller = tokio::spawn(run_poller(
-            watcher,
-            state.clone(),
-            hook,
-            persist,
-            journal,
-            applied_rx,
-        ));
+        let poller = if replicated {
+            tokio::spawn(replica::run(
+                replica::Parts {
+                    watcher,
+                    hook,
+                    persist,
+                    journal,
+                    applied_tx,
+                    applied_rx,
+                },
+                state.clone(),
+            ))
+        } else {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let (mut watcher, mut hook, mut persist, mut journal, mut applied_rx) =
+                    (watcher, hook, persist, journal, applied_rx);
+                let stop = state.stop_signal();
+                run_poller(
+                    &mut watcher,
+                    &state,
+                    &mut hook,
+                    &mut persist,
+                    &mut journal,
+                    &mut applied_rx,
+                    stop,
+                )
+                .await;
+            })
+        };
         let stopping = state.clone();
         conn::serve(
             listener,
@@ -608,16 +646,17 @@ async fn apply_refreshes(
     }
 }
 
-/// Poll at once, then after every [`Watcher::next_delay`], until the state is shut down.
-async fn run_poller(
-    mut watcher: Watcher,
-    state: AppState,
-    mut hook: Option<PollHook>,
-    mut persist: Option<PersistHook>,
-    mut journal: Option<(Journal, Option<StoreHook>)>,
-    mut applied: tokio::sync::mpsc::Receiver<webhook::Applied>,
+/// Poll at once, then after every [`Watcher::next_delay`], until `stop` says so (the state
+/// is shut down, or a replica's leadership ended).
+pub(crate) async fn run_poller(
+    watcher: &mut Watcher,
+    state: &AppState,
+    hook: &mut Option<PollHook>,
+    persist: &mut Option<PersistHook>,
+    journal: &mut Option<(Journal, Option<StoreHook>)>,
+    applied: &mut tokio::sync::mpsc::Receiver<webhook::Applied>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut stop = state.stop_signal();
     loop {
         let started = Instant::now();
         let poll = tokio::select! {
@@ -673,7 +712,7 @@ async fn run_poller(
                             Err(_) => break,
                         }
                     }
-                    apply_refreshes(batch, &mut watcher, &state, &mut journal).await;
+                    apply_refreshes(batch, watcher, state, journal).await;
                     if let Some(save) = persist.as_mut() {
                         state.record_save(save(watcher.state()));
                     }

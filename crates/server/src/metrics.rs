@@ -39,13 +39,13 @@ pub(crate) fn escape_label(value: &str) -> String {
     out
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 /// A float the way Prometheus reads it.
-fn float(v: f64) -> String {
+pub(crate) fn float(v: f64) -> String {
     if v.is_finite() {
         format!("{v}")
     } else if v.is_nan() {
@@ -269,6 +269,7 @@ pub(crate) fn render(state: &AppState) -> String {
     }
 
     render_webhooks(&mut out, state);
+    crate::replica::render_metrics(&mut out, state);
 
     let (open, over_cap) = state.connection_counts();
     header(

@@ -248,6 +248,7 @@ struct Inner {
     intake: crate::webhook::Intake,
     admin: OnceLock<Secret>,
     notifier: OnceLock<Arc<connhealth_notify::Notifier>>,
+    role: crate::replica::Role,
 }
 
 /// The state the routes serve from, shared (cheap to clone) between the poller and the
@@ -313,6 +314,7 @@ impl AppState {
                 intake: crate::webhook::Intake::default(),
                 admin: OnceLock::new(),
                 notifier: OnceLock::new(),
+                role: crate::replica::Role::default(),
             }),
         }
     }
@@ -625,6 +627,11 @@ impl AppState {
     }
 
     /// The webhook intake: the providers webhooks are verified with, and the queue's count.
+    /// This process's place among replicas (leader or follower).
+    pub(crate) fn role(&self) -> &crate::replica::Role {
+        &self.inner.role
+    }
+
     pub(crate) fn intake(&self) -> &crate::webhook::Intake {
         &self.inner.intake
     }

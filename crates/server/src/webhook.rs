@@ -746,16 +746,19 @@ fn group_key(item: &WorkItem) -> (String, String) {
     (item.work.provider.clone(), customer.to_owned())
 }
 
-/// Drain the queue until the state is shut down, handing results to the poller through
-/// `tx`. Items in progress at shutdown are released (not finished), so the next process
-/// takes them up at once.
-pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
+/// Drain the queue until `stop` says so (the state is shut down, or a replica's leadership
+/// ended), handing results to the poller through `tx`. Items in progress then are released
+/// (not finished), so the next process (or leader) takes them up at once.
+pub(crate) async fn run_worker(
+    state: AppState,
+    tx: mpsc::Sender<Applied>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let Some(store) = state.store().cloned() else {
         return;
     };
     let intake = state.intake();
     let holder = format!("serve-{}", std::process::id());
-    let mut stop = state.stop_signal();
     loop {
         loop {
             let claimed = store

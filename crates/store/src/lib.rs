@@ -135,6 +135,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<Vec<i64>>;
 
+    /// The newest stored event's id (0 when there is none): where a follower starts tailing
+    /// [`Store::events_after`].
+    async fn last_event_id(&self) -> Result<i64>;
+
     /// Events with an id above `after`, oldest first (`next` = the last id).
     async fn events_after(&self, after: i64, limit: usize) -> Result<EventPage>;
 
@@ -380,6 +384,9 @@ impl<B: Run> Store for B {
             logic::check_fence(tx, &fence, now).await?;
             logic::commit_poll(tx, poll).await
         })
+    }
+    async fn last_event_id(&self) -> Result<i64> {
+        read!(self, |tx| logic::last_event_id(tx))
     }
     async fn events_after(&self, after: i64, limit: usize) -> Result<EventPage> {
         read!(self, |tx| logic::events_after(tx, after, limit))

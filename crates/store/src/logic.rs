@@ -514,6 +514,15 @@ fn decode_event(tx: &dyn Tx, r: &Row) -> Result<StoredEvent> {
     Ok(StoredEvent { id, source, change })
 }
 
+pub(crate) async fn last_event_id(tx: &mut dyn Tx) -> Result<i64> {
+    Ok(
+        query_one(tx, "SELECT COALESCE(MAX(id), 0) FROM events", &[])
+            .await?
+            .and_then(|r| r[0].int())
+            .unwrap_or(0),
+    )
+}
+
 pub(crate) async fn events_after(tx: &mut dyn Tx, after: i64, limit: usize) -> Result<EventPage> {
     let rows = tx
         .query(

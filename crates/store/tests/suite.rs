@@ -1099,9 +1099,11 @@ async fn a_fenced_commit_needs_the_lease(f: Fixture) {
     assert_eq!(err.code(), "store_lease_lost");
     assert!(s.events_after(0, 10).await.unwrap().items.is_empty());
 
+    assert_eq!(s.last_event_id().await.unwrap(), 0);
     assert!(s.try_lease("leader", "a", ttl, at(0)).await.unwrap());
     let ids = s.commit_poll_fenced(rec, &a, at(0)).await.unwrap();
     assert_eq!(ids.len(), 3);
+    assert_eq!(s.last_event_id().await.unwrap(), ids[2]);
 
     // a pauses past its TTL; b takes over and starts from what a committed.
     let later = at(0) + Duration::seconds(16);
