@@ -204,7 +204,10 @@ async fn follow(
             return false;
         }
         let now = Utc::now();
-        match store.try_lease(LEADER_LEASE, holder, to_chrono(LEASE_TTL), now).await {
+        match store
+            .try_lease(LEADER_LEASE, holder, to_chrono(LEASE_TTL), now)
+            .await
+        {
             Ok(true) => return true,
             Ok(false) => {
                 let leader = store.lease_holder(LEADER_LEASE, now).await.ok().flatten();
