@@ -19,7 +19,6 @@ mod common;
 /// The store crate's fixtures: the PostgreSQL cluster the tests start (initdb + pg_ctl in a
 /// temp dir), used from there rather than copied.
 #[path = "../../store/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod pg;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
