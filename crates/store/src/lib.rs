@@ -228,6 +228,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Queue work (e.g. a follower's refresh for the leader).
     async fn enqueue_work(&self, work: NewWork, now: DateTime<Utc>) -> Result<i64>;
 
+    /// Keep a queued item's result (JSON text) for the replica that queued it (a follower's
+    /// relayed action): read once with [`Store::take_work_result`]. `false`: no such item.
+    async fn set_work_result(&self, id: i64, result: String) -> Result<bool>;
+
+    /// A queued item's state for the replica that queued it: [`WorkState::Pending`] until it
+    /// is finished, then [`WorkState::Done`] with its result, which is cleared by this read
+    /// (it may hold a secret link), so a second read gives `Done { result: None }`.
+    async fn take_work_result(&self, id: i64) -> Result<WorkState>;
+
     /// Claim up to `limit` unfinished items no one holds (or whose claim expired) for `lease`.
     async fn claim_work(
         &self,
@@ -472,6 +481,12 @@ impl<B: Run> Store for B {
     }
     async fn enqueue_work(&self, work: NewWork, now: DateTime<Utc>) -> Result<i64> {
         write!(self, |tx| logic::enqueue(tx, work, now))
+    }
+    async fn set_work_result(&self, id: i64, result: String) -> Result<bool> {
+        write!(self, |tx| logic::set_work_result(tx, id, result))
+    }
+    async fn take_work_result(&self, id: i64) -> Result<WorkState> {
+        write!(self, |tx| logic::take_work_result(tx, id))
     }
     async fn claim_work(
         &self,

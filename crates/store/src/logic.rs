@@ -1112,6 +1112,39 @@ pub(crate) async fn enqueue(tx: &mut dyn Tx, w: NewWork, now: DateTime<Utc>) -> 
         .ok_or_else(|| bad_row(tx, "work", "no id returned"))
 }
 
+pub(crate) async fn set_work_result(tx: &mut dyn Tx, id: i64, result: String) -> Result<bool> {
+    Ok(tx
+        .exec(
+            "UPDATE work SET result = $2 WHERE id = $1",
+            &[id.into(), result.into()],
+        )
+        .await?
+        > 0)
+}
+
+pub(crate) async fn take_work_result(tx: &mut dyn Tx, id: i64) -> Result<WorkState> {
+    let Some(row) = query_one(
+        tx,
+        "SELECT done_ms, result, last_error FROM work WHERE id = $1",
+        &[id.into()],
+    )
+    .await?
+    else {
+        return Ok(WorkState::Unknown);
+    };
+    if row[0].int().is_none() {
+        return Ok(WorkState::Pending {
+            last_error: row[2].text().map(str::to_owned),
+        });
+    }
+    let result = row[1].text().map(str::to_owned);
+    if result.is_some() {
+        tx.exec("UPDATE work SET result = NULL WHERE id = $1", &[id.into()])
+            .await?;
+    }
+    Ok(WorkState::Done { result })
+}
+
 pub(crate) async fn claim_work(
     tx: &mut dyn Tx,
     holder: &str,

@@ -51,6 +51,7 @@ suite!(
     a_version_2_store_gains_the_audit_message,
     leader_lease,
     a_fenced_commit_needs_the_lease,
+    a_relayed_items_result_is_read_once,
     mutes_and_disabled_sinks_are_durable,
     prune_keeps_what_retention_says,
     integrity_check_passes,
@@ -1060,7 +1061,7 @@ async fn a_version_2_store_gains_the_audit_message(mut f: Fixture) {
     };
     f.store().append_audit(record(0, "")).await.unwrap();
     f.raw(
-        "ALTER TABLE audit DROP COLUMN message; \
+        "ALTER TABLE audit DROP COLUMN message; ALTER TABLE work DROP COLUMN result; \
          UPDATE meta SET value = '2' WHERE key = 'schema_version'",
     );
     f.reopen().await;
@@ -1180,6 +1181,54 @@ async fn a_fenced_commit_needs_the_lease(f: Fixture) {
             .connection
             .status,
         Status::Disconnected
+    );
+}
+
+/// A follower's relayed request: pending until the leader finishes it, then its result once
+/// (cleared by the read: it may hold a secret link).
+async fn a_relayed_items_result_is_read_once(f: Fixture) {
+    let s = f.store();
+    assert_eq!(s.take_work_result(12345).await.unwrap(), WorkState::Unknown);
+    let id = s
+        .enqueue_work(
+            NewWork {
+                kind: "action".into(),
+                provider: "subtotal".into(),
+                payload: serde_json::json!({"connection_id": "subtotal:1", "kind": "reauth_link"}),
+            },
+            at(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.take_work_result(id).await.unwrap(),
+        WorkState::Pending { last_error: None }
+    );
+    let claimed = s
+        .claim_work("leader", 10, at(0), Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(s
+        .set_work_result(id, r#"{"status":200}"#.into())
+        .await
+        .unwrap());
+    assert!(!s.set_work_result(id + 1000, "{}".into()).await.unwrap());
+    // Set but not finished: still pending.
+    assert!(matches!(
+        s.take_work_result(id).await.unwrap(),
+        WorkState::Pending { .. }
+    ));
+    s.finish_work(id, None, at(1)).await.unwrap();
+    assert_eq!(
+        s.take_work_result(id).await.unwrap(),
+        WorkState::Done {
+            result: Some(r#"{"status":200}"#.into())
+        }
+    );
+    assert_eq!(
+        s.take_work_result(id).await.unwrap(),
+        WorkState::Done { result: None }
     );
 }
 
