@@ -499,6 +499,7 @@ impl Bound {
                 state.clone(),
                 applied_tx.clone(),
                 state.stop_signal(),
+                webhook::SWEEP,
             ))
         });
         let deliverer = match state.notifier().cloned() {

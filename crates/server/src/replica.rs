@@ -157,25 +157,6 @@ pub(crate) async fn run(mut parts: Parts, state: AppState) {
     tracing::debug!("replica stopped");
 }
 
-/// 503 `not_leader` (with `Retry-After`): what a follower answers a request only the leader
-/// can carry out (an action calls a provider), naming the leader it knows of.
-pub(crate) fn not_leader(state: &AppState) -> axum::response::Response {
-    let leader = state.role().leader();
-    let mut r = crate::http::error(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        "not_leader",
-        match leader {
-            Some(l) => format!("this replica follows and calls no provider: send this to the leader, {l}"),
-            None => "this replica follows and calls no provider, and no replica leads right now: try again shortly".to_owned(),
-        },
-    );
-    r.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        axum::http::HeaderValue::from_static("3"),
-    );
-    r
-}
-
 /// Say who leads in `/readyz` (a warning on a follower, never a 503).
 fn show_follower(state: &AppState, leader: Option<String>) {
     let message = match &leader {
@@ -287,6 +268,8 @@ async fn lead(parts: &mut Parts, state: &AppState, store: &Arc<dyn Store>, holde
         state.clone(),
         parts.applied_tx.clone(),
         term_rx.clone(),
+        // Followers queue work without waking this worker: it looks every second.
+        FOLLOW_EVERY,
     ));
     run_poller(
         &mut parts.watcher,
@@ -495,6 +478,196 @@ pub(crate) fn render_metrics(out: &mut String, state: &AppState) {
             );
             let age = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
             let _ = writeln!(out, "connhealth_follower_sync_age_seconds {}", float(age));
+        }
+    }
+}
+
+/// The queued work kind of an action a follower relays to the leader.
+pub(crate) const ACTION: &str = "action";
+/// How long a follower waits for the leader to do what it relayed, before answering 202
+/// `queued` (the caller can look later: the audit log, the connection's history).
+pub const RELAY_WAIT: Duration = Duration::from_secs(15);
+/// How often a follower looks whether the leader has done it.
+const RELAY_POLL: Duration = Duration::from_millis(100);
+
+/// A relayed action's arguments (ids only).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RelayedAction {
+    connection_id: String,
+    kind: String,
+}
+
+/// The leader's answer to a relayed action, kept in the item's result until the follower
+/// reads it (it may hold a connect link: it is cleared by that read).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RelayedAnswer {
+    status: u16,
+    #[serde(default)]
+    retry_after: Option<String>,
+    body: serde_json::Value,
+}
+
+/// 202 `{queued: true, work_id, message}`: the leader has not done it within [`RELAY_WAIT`].
+fn queued(work_id: i64, what: &str) -> axum::response::Response {
+    crate::http::json_value(
+        axum::http::StatusCode::ACCEPTED,
+        &serde_json::json!({
+            "accepted": true,
+            "queued": true,
+            "work_id": work_id,
+            "message": format!("queued for the leader, which has not done it within {} s; {what}", RELAY_WAIT.as_secs()),
+        }),
+    )
+}
+
+fn store_unavailable(e: &StoreError) -> axum::response::Response {
+    crate::http::error(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        e.to_string(),
+    )
+}
+
+/// Wait (at most [`RELAY_WAIT`]) until the leader finished item `work_id`: its result, or
+/// `Ok(None)` when it finished without one; `Err(response)` past the wait or when the store
+/// cannot be read.
+async fn wait_done(
+    store: &Arc<dyn Store>,
+    work_id: i64,
+    what: &str,
+) -> Result<Option<String>, axum::response::Response> {
+    let deadline = Instant::now() + RELAY_WAIT;
+    loop {
+        match store.take_work_result(work_id).await {
+            Ok(connhealth_store::WorkState::Done { result }) => return Ok(result),
+            Ok(_) => {}
+            Err(e) => return Err(store_unavailable(&e)),
+        }
+        if Instant::now() >= deadline {
+            return Err(queued(work_id, what));
+        }
+        tokio::time::sleep(RELAY_POLL).await;
+    }
+}
+
+/// A follower's `POST /v1/refresh`, queued as `work_id`: 202 `{accepted, done: true}` once the
+/// leader has done it, else 202 `queued` after [`RELAY_WAIT`].
+pub(crate) async fn await_refresh(state: &AppState, work_id: i64) -> axum::response::Response {
+    let Some(store) = state.store().cloned() else {
+        return crate::stored::no_store();
+    };
+    match wait_done(
+        &store,
+        work_id,
+        "its change shows in the connection's history",
+    )
+    .await
+    {
+        Ok(_) => crate::http::json_value(
+            axum::http::StatusCode::ACCEPTED,
+            &serde_json::json!({ "accepted": true, "done": true, "work_id": work_id }),
+        ),
+        Err(r) => r,
+    }
+}
+
+/// A follower's action: queued for the leader (kind [`ACTION`]), answered with the leader's
+/// answer (the same status and body as the leader's own route gives) once it is done, else
+/// 202 `queued` after [`RELAY_WAIT`]. The follower calls no provider.
+pub(crate) async fn relay_action(
+    state: &AppState,
+    id: &str,
+    kind: &str,
+) -> axum::response::Response {
+    let provider = id.split(':').next().unwrap_or_default().to_owned();
+    let work = connhealth_store::NewWork {
+        kind: ACTION.to_owned(),
+        provider,
+        payload: serde_json::to_value(RelayedAction {
+            connection_id: id.to_owned(),
+            kind: kind.to_owned(),
+        })
+        .unwrap_or_default(),
+    };
+    let work_id = match webhook::enqueue(state, work).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    tracing::info!(connection_id = %id, action = %kind, work_id, "action relayed to the leader");
+    let Some(store) = state.store().cloned() else {
+        return crate::stored::no_store();
+    };
+    let result = match wait_done(&store, work_id, "its outcome is in GET /v1/audit").await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let answer = result.and_then(|r| serde_json::from_str::<RelayedAnswer>(&r).ok());
+    let Some(answer) = answer else {
+        return crate::http::error(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_done",
+            "the leader finished the queued action without an answer (it may have stopped while doing it); see GET /v1/audit before trying again",
+        );
+    };
+    let status = axum::http::StatusCode::from_u16(answer.status)
+        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    let mut resp = crate::http::json_value(status, &answer.body);
+    if let Some(v) = answer
+        .retry_after
+        .and_then(|v| axum::http::HeaderValue::from_str(&v).ok())
+    {
+        resp.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// The leader's side of a relayed action (a queued item of kind [`ACTION`]): do it as the
+/// route would ([`crate::action::carry_out`]) and keep the answer for the follower. Never
+/// retried (an action is not idempotent): an item claimed again after a leader died while
+/// doing it finishes without an answer (the follower says so; the audit log tells).
+pub(crate) async fn perform_relayed(
+    state: &AppState,
+    item: &connhealth_store::WorkItem,
+) -> Result<webhook::Refreshed, String> {
+    let Ok(asked) = serde_json::from_value::<RelayedAction>(item.work.payload.clone()) else {
+        tracing::warn!("unreadable relayed action; dropped");
+        return Ok(webhook::Refreshed::Failed);
+    };
+    if item.attempts > 1 {
+        tracing::warn!(connection_id = %asked.connection_id, "a relayed action was claimed again after its first attempt; not repeated");
+        return Ok(webhook::Refreshed::Failed);
+    }
+    let resp = crate::action::carry_out(state, asked.connection_id, asked.kind).await;
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(axum::http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let answer = RelayedAnswer {
+        status: status.as_u16(),
+        retry_after,
+        body,
+    };
+    let Some(store) = state.store() else {
+        return Ok(webhook::Refreshed::Failed);
+    };
+    let text = serde_json::to_string(&answer).unwrap_or_default();
+    match store.set_work_result(item.id, text).await {
+        Ok(_) => Ok(if status.is_success() {
+            webhook::Refreshed::Done
+        } else {
+            webhook::Refreshed::Failed
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot keep a relayed action's answer for the follower");
+            Ok(webhook::Refreshed::Failed)
         }
     }
 }

@@ -250,7 +250,7 @@ async fn a_follower_serves_from_the_store_and_the_leader_does_its_work() {
         "action_required"
     );
 
-    // POST /v1/refresh on the follower: queued, done by the leader.
+    // POST /v1/refresh on the follower: queued, done by the leader, answered once done.
     let customer = before["customer"]["id"].as_str().unwrap().to_owned();
     let leader_asked = leader_fleet.subtotal.stats().total_requests();
     let resp = post(
@@ -260,23 +260,51 @@ async fn a_follower_serves_from_the_store_and_the_leader_does_its_work() {
     )
     .await;
     assert_eq!(resp.status(), 202);
-    wait_for(
-        async || leader_fleet.subtotal.stats().total_requests() > leader_asked,
-        "the leader refreshes what the follower queued",
-    )
-    .await;
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["done"], true, "{body}");
+    assert!(leader_fleet.subtotal.stats().total_requests() > leader_asked);
 
-    // An action on the follower: refused, nothing asked.
+    // An action on the follower: relayed through the store, done by the leader (which
+    // re-fetches the connection from its simulator), answered with the leader's answer.
+    let leader_asked = leader_fleet.subtotal.stats().total_requests();
     let resp = post(
         &b,
         &format!("/v1/connections/{id}/actions/reauth_link"),
         serde_json::json!({}),
     )
     .await;
-    assert_eq!(resp.status(), 503);
-    assert_eq!(resp.headers()["retry-after"], "3");
+    assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"], "not_leader", "{body}");
+    assert_eq!(body["kind"], "reauth_link", "{body}");
+    assert_eq!(body["ok"], true, "{body}");
+    assert!(body["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://link.subtotal.example/reconnect"));
+    assert!(leader_fleet.subtotal.stats().total_requests() > leader_asked);
+    // One audit row, written by the leader; the link stays out of it.
+    let audit: Value = b
+        .client
+        .get(b.url("/v1/audit"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = audit["items"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{audit}");
+    assert_eq!(rows[0]["action"], "reauth_link");
+    assert!(!audit.to_string().contains("link.subtotal.example"));
+    // An action the connection does not support: the leader's 404, relayed.
+    let resp = post(
+        &b,
+        &format!("/v1/connections/{id}/actions/connect_link"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(resp.status(), 404);
     assert_eq!(asked(&follower_fleet), 0, "a follower called a provider");
 
     // Takeover: the leader stops (and gives its lease up); the follower leads, polling its
