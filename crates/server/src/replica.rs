@@ -507,15 +507,16 @@ struct RelayedAnswer {
     body: serde_json::Value,
 }
 
-/// 202 `{queued: true, work_id, message}`: the leader has not done it within [`RELAY_WAIT`].
-fn queued(work_id: i64, what: &str) -> axum::response::Response {
+/// 202 `{accepted, queued: true, work_id, message}`: a relayed refresh the leader has not
+/// done within [`RELAY_WAIT`].
+fn queued(work_id: i64) -> axum::response::Response {
     crate::http::json_value(
         axum::http::StatusCode::ACCEPTED,
         &serde_json::json!({
             "accepted": true,
             "queued": true,
             "work_id": work_id,
-            "message": format!("queued for the leader, which has not done it within {} s; {what}", RELAY_WAIT.as_secs()),
+            "message": format!("queued for the leader, which has not done it within {} s; its change shows in the connection's history", RELAY_WAIT.as_secs()),
         }),
     )
 }
@@ -528,23 +529,27 @@ fn store_unavailable(e: &StoreError) -> axum::response::Response {
     )
 }
 
-/// Wait (at most [`RELAY_WAIT`]) until the leader finished item `work_id`: its result, or
-/// `Ok(None)` when it finished without one; `Err(response)` past the wait or when the store
-/// cannot be read.
-async fn wait_done(
-    store: &Arc<dyn Store>,
-    work_id: i64,
-    what: &str,
-) -> Result<Option<String>, axum::response::Response> {
+/// How waiting for the leader ended.
+enum Waited {
+    /// It finished the item; its result, if it kept one.
+    Done(Option<String>),
+    /// Not within [`RELAY_WAIT`].
+    TimedOut,
+    /// The store could not be read.
+    Failed(axum::response::Response),
+}
+
+/// Wait (at most [`RELAY_WAIT`]) until the leader finished item `work_id`.
+async fn wait_done(store: &Arc<dyn Store>, work_id: i64) -> Waited {
     let deadline = Instant::now() + RELAY_WAIT;
     loop {
         match store.take_work_result(work_id).await {
-            Ok(connhealth_store::WorkState::Done { result }) => return Ok(result),
+            Ok(connhealth_store::WorkState::Done { result }) => return Waited::Done(result),
             Ok(_) => {}
-            Err(e) => return Err(store_unavailable(&e)),
+            Err(e) => return Waited::Failed(store_unavailable(&e)),
         }
         if Instant::now() >= deadline {
-            return Err(queued(work_id, what));
+            return Waited::TimedOut;
         }
         tokio::time::sleep(RELAY_POLL).await;
     }
@@ -556,24 +561,20 @@ pub(crate) async fn await_refresh(state: &AppState, work_id: i64) -> axum::respo
     let Some(store) = state.store().cloned() else {
         return crate::stored::no_store();
     };
-    match wait_done(
-        &store,
-        work_id,
-        "its change shows in the connection's history",
-    )
-    .await
-    {
-        Ok(_) => crate::http::json_value(
+    match wait_done(&store, work_id).await {
+        Waited::Done(_) => crate::http::json_value(
             axum::http::StatusCode::ACCEPTED,
             &serde_json::json!({ "accepted": true, "done": true, "work_id": work_id }),
         ),
-        Err(r) => r,
+        Waited::TimedOut => queued(work_id),
+        Waited::Failed(r) => r,
     }
 }
 
 /// A follower's action: queued for the leader (kind [`ACTION`]), answered with the leader's
 /// answer (the same status and body as the leader's own route gives) once it is done, else
-/// 202 `queued` after [`RELAY_WAIT`]. The follower calls no provider.
+/// 503 `queued` (with `Retry-After`) after [`RELAY_WAIT`]: the leader does it later, and its
+/// outcome is in the audit log. The follower calls no provider.
 pub(crate) async fn relay_action(
     state: &AppState,
     id: &str,
@@ -597,9 +598,24 @@ pub(crate) async fn relay_action(
     let Some(store) = state.store().cloned() else {
         return crate::stored::no_store();
     };
-    let result = match wait_done(&store, work_id, "its outcome is in GET /v1/audit").await {
-        Ok(r) => r,
-        Err(r) => return r,
+    let result = match wait_done(&store, work_id).await {
+        Waited::Done(r) => r,
+        Waited::Failed(r) => return r,
+        Waited::TimedOut => {
+            let mut r = crate::http::error(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "queued",
+                format!(
+                    "queued for the leader (work {work_id}), which has not done it within {} s; its outcome will be in GET /v1/audit: look there before trying again",
+                    RELAY_WAIT.as_secs()
+                ),
+            );
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("15"),
+            );
+            return r;
+        }
     };
     let answer = result.and_then(|r| serde_json::from_str::<RelayedAnswer>(&r).ok());
     let Some(answer) = answer else {
