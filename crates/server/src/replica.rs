@@ -142,6 +142,13 @@ pub(crate) async fn run(mut parts: Parts, state: AppState) {
         if !follow(&mut parts.watcher, &mut view, &state, &store, &holder).await {
             break;
         }
+        // The old leader can no longer commit (fenced): publish on this replica's event
+        // streams what it committed since the last sync, so live subscribers miss nothing.
+        if view.has_synced() {
+            if let Err(e) = view.sync(&mut parts.watcher, &state, &store).await {
+                tracing::warn!(error = %e, "cannot read the last leader's final events");
+            }
+        }
         let lost = lead(&mut parts, &state, &store, &holder).await;
         // A view built afresh from the store the next time this process follows.
         view = FollowerView::default();
@@ -338,6 +345,11 @@ pub(crate) struct FollowerView {
 }
 
 impl FollowerView {
+    /// Whether it took in the store at least once.
+    fn has_synced(&self) -> bool {
+        self.last_id.is_some()
+    }
+
     /// Take in what the leader committed since the last call: the events after the last id
     /// (each named connection read again, or dropped when the store no longer has it), the
     /// latest provider outcomes, the queue's count; serve the view, then publish the events
