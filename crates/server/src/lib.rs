@@ -18,6 +18,10 @@
 //!
 //! JSON bodies are compressed (gzip, br) when asked; the event stream never is.
 //!
+//! With a PostgreSQL store several servers are replicas of one another ([`replica`]): the
+//! holder of the store lease `leader` polls, drains the queue and commits (fenced by the
+//! lease); the others serve every route from the store and relay refreshes and actions to it.
+//!
 //! The [`routes`] module documents each route's exact behaviour, the filters, the event stream
 //! and the security rules (bearer token, closed CORS, no request bodies, CSP).
 //!
