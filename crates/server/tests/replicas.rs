@@ -368,3 +368,75 @@ async fn a_follower_serves_from_the_store_and_the_leader_does_its_work() {
     );
     b.stop().await.unwrap();
 }
+
+/// A leader whose lease another holder took (as after a pause past its TTL) stops: it calls
+/// no provider any more, says who leads, and a refresh sent to it while nobody it knows does
+/// the work is answered `queued` after the bounded wait; once the lease is free it leads
+/// again, from what the store holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_lost_its_lease_stops_and_follows() {
+    let Some(db) = pg::postgres().await else {
+        return;
+    };
+    let fleet = Fleet::start(3, 41).await.unwrap();
+    let a = replica(&fleet, db.store(), "replica-a").await;
+    let n = view(&a).await.len();
+    wait_for(
+        async || stored_events(&a).await.len() >= n,
+        "the first poll stored",
+    )
+    .await;
+    let far = chrono::Utc::now().timestamp_millis() + 10 * 60 * 1000;
+    db.raw(&format!(
+        "UPDATE leases SET holder = 'intruder', until_ms = {far} WHERE name = 'leader'"
+    ));
+    wait_for(
+        async || {
+            text(&a, "/metrics")
+                .await
+                .contains("connhealth_leader{holder=\"replica-a\",leader=\"intruder\"} 0")
+        },
+        "replica-a follows the intruder",
+    )
+    .await;
+    let ready = get_json(&a, "/readyz").await;
+    assert!(ready.to_string().contains("intruder leads"), "{ready}");
+    let asked_before = asked(&fleet);
+
+    // Nobody drains the queue now: the refresh is answered after the bounded wait.
+    let customer = fleet.subtotal.customer_ids()[0].clone();
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap()
+        .post(a.url("/v1/refresh"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"provider": "subtotal", "customer_id": customer}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["queued"], true, "{body}");
+    assert!(body["work_id"].as_i64().is_some(), "{body}");
+    assert_eq!(asked(&fleet), asked_before, "a follower called a provider");
+
+    // The intruder goes away: replica-a leads again (a second term) and does the queued work.
+    db.raw("DELETE FROM leases WHERE name = 'leader'");
+    wait_for(
+        async || {
+            let m = text(&a, "/metrics").await;
+            m.contains("connhealth_leader{holder=\"replica-a\",leader=\"replica-a\"} 1")
+                && m.contains("connhealth_leader_terms_total 2")
+        },
+        "replica-a leads again",
+    )
+    .await;
+    wait_for(
+        async || fleet.subtotal.stats().total_requests() > 0 && asked(&fleet) > asked_before,
+        "the new term polls and drains the queue",
+    )
+    .await;
+    a.stop().await.unwrap();
+}
