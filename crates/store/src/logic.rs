@@ -1025,6 +1025,13 @@ pub(crate) async fn prune(tx: &mut dyn Tx, r: Retention, now: DateTime<Utc>) -> 
         let n = tx.exec(sql, &[cutoff.into()]).await?;
         stats.removed.insert(table.to_owned(), n);
     }
+    // A relayed action's answer nobody read within an hour (the follower gave up waiting) may
+    // hold a connect link: it is not kept with the item.
+    tx.exec(
+        "UPDATE work SET result = NULL WHERE result IS NOT NULL AND done_ms < $1",
+        &[(now - HOUR_MS).into()],
+    )
+    .await?;
     Ok(stats)
 }
 

@@ -1230,6 +1230,47 @@ async fn a_relayed_items_result_is_read_once(f: Fixture) {
         s.take_work_result(id).await.unwrap(),
         WorkState::Done { result: None }
     );
+    // An answer nobody read is cleared by the prune an hour after the item was done.
+    let unread = s
+        .enqueue_work(
+            NewWork {
+                kind: "action".into(),
+                provider: "subtotal".into(),
+                payload: serde_json::json!({"connection_id": "subtotal:2", "kind": "reauth_link"}),
+            },
+            at(2),
+        )
+        .await
+        .unwrap();
+    s.set_work_result(unread, r#"{"status":200}"#.into())
+        .await
+        .unwrap();
+    s.finish_work(unread, None, at(3)).await.unwrap();
+    s.prune(Retention::default(), at(30)).await.unwrap();
+    assert!(matches!(
+        s.take_work_result(unread).await.unwrap(),
+        WorkState::Done { result: Some(_) }
+    ));
+    let unread = s
+        .enqueue_work(
+            NewWork {
+                kind: "action".into(),
+                provider: "subtotal".into(),
+                payload: serde_json::json!({"connection_id": "subtotal:3", "kind": "reauth_link"}),
+            },
+            at(2),
+        )
+        .await
+        .unwrap();
+    s.set_work_result(unread, r#"{"status":200}"#.into())
+        .await
+        .unwrap();
+    s.finish_work(unread, None, at(3)).await.unwrap();
+    s.prune(Retention::default(), at(3 + 61)).await.unwrap();
+    assert_eq!(
+        s.take_work_result(unread).await.unwrap(),
+        WorkState::Done { result: None }
+    );
 }
 
 async fn leader_lease(f: Fixture) {
