@@ -421,6 +421,16 @@ async fn a_leader_that_lost_its_lease_stops_and_follows() {
     assert_eq!(body["queued"], true, "{body}");
     assert!(body["work_id"].as_i64().is_some(), "{body}");
     assert_eq!(asked(&fleet), asked_before, "a follower called a provider");
+    // The follower's queue count is the store's: the refresh still waits there.
+    wait_for(
+        async || {
+            text(&a, "/metrics")
+                .await
+                .contains("connhealth_webhook_queue_depth 1")
+        },
+        "the follower counts the stored queue",
+    )
+    .await;
 
     // The intruder goes away: replica-a leads again (a second term) and does the queued work.
     db.raw("DELETE FROM leases WHERE name = 'leader'");
