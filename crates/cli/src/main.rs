@@ -120,6 +120,12 @@ enum Command {
         #[arg(long, default_value_t = connhealth_server::DEFAULT_QUEUE_BOUND as u32,
               value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         webhook_queue_bound: u32,
+        /// This replica's name when several serve processes share one PostgreSQL store (the
+        /// holder of the store lease `leader` while it leads; shown in /readyz and /metrics).
+        /// One replica leads: it polls the providers, drains the webhook queue and performs
+        /// refreshes; the others serve every read from the store. Default: pid and start time.
+        #[arg(long, value_parser = parse_replica_id)]
+        replica_id: Option<String>,
         /// Time between sweeps of every customer (e.g. 30s, 5m, 1h; default: the config's
         /// `interval`, else 5m).
         #[arg(long, value_parser = parse_duration)]
@@ -309,6 +315,20 @@ enum ConfigCommand {
         #[arg(long, short, default_value = "connhealth.toml")]
         config: PathBuf,
     },
+}
+
+/// A replica id: 1–64 characters of ASCII letters, digits, `-`, `_`, `.` (it becomes a
+/// Prometheus label value and a /readyz message).
+fn parse_replica_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1 to 64 of A-Z a-z 0-9 - _ .".to_owned())
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -602,6 +622,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             token,
             admin_token,
             webhook_queue_bound,
+            replica_id,
             interval,
             schedule,
             state,
@@ -640,6 +661,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 sinks: cfg.sinks.clone(),
                 mutes: cfg.mutes.clone(),
                 queue_bound: webhook_queue_bound as usize,
+                replica_id,
                 bound_tx: None,
             };
             serve::run(watcher, opts).await
@@ -712,6 +734,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                     sinks: Vec::new(),
                     mutes: Vec::new(),
                     queue_bound: connhealth_server::DEFAULT_QUEUE_BOUND,
+                    replica_id: None,
                     bound_tx: Some(bound_tx),
                 },
             )

@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub mutes: Vec<connhealth_notify::Mute>,
     /// See [`ServerConfig::queue_bound`] (`--webhook-queue-bound`).
     pub queue_bound: usize,
+    /// This replica's name on a shared PostgreSQL store (`--replica-id`).
+    pub replica_id: Option<String>,
     /// Told the address once bound (`demo --serve` points the simulators' webhooks at it).
     pub bound_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 }
@@ -137,6 +139,9 @@ pub async fn run(mut watcher: Watcher, opts: ServeOptions) -> Result<i32, CliErr
     }
     if let Some(n) = notifier {
         server = server.with_notifier(n);
+    }
+    if let Some(id) = opts.replica_id {
+        server = server.with_replica_id(id);
     }
     if let Some(journal) = journal {
         let name = escape(journal.store().name()).into_owned();

@@ -419,6 +419,12 @@ impl Watcher {
         &self.state
     }
 
+    /// The memory, to change in place (a `serve` replica that follows another keeps its view
+    /// equal to the store's this way, one changed connection at a time).
+    pub fn state_mut(&mut self) -> &mut WatchState {
+        &mut self.state
+    }
+
     /// The settings.
     pub fn config(&self) -> &WatchConfig {
         &self.config

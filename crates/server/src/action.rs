@@ -92,6 +92,20 @@ pub(crate) async fn perform(
                 "the body, when there is one, must be JSON (e.g. {})",
             ));
         }
+        // Only the leader calls providers: a follower queues the action for it and answers
+        // with the leader's answer (bounded).
+        if !state.role().is_leading() {
+            return Ok(crate::replica::relay_action(&state, &id, &kind_name).await);
+        }
+        Ok(carry_out(&state, id, kind_name).await)
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+/// Do the action `kind_name` on connection `id` here (the leader): find it in the current
+/// view, ask its provider, record the change and one audit row; the answer.
+pub(crate) async fn carry_out(state: &AppState, id: String, kind_name: String) -> Response {
+    let run = async {
         let store = state.store().cloned().ok_or_else(stored::no_store)?;
         let snap = state.snapshot().ok_or_else(h::not_ready)?;
         let kind = kind_name.parse::<ActionKind>().ok();
@@ -134,7 +148,7 @@ pub(crate) async fn perform(
                     outcome.connection = refetch(&*provider, &conn).await;
                 }
                 if let Some(fresh) = &outcome.connection {
-                    record_change(&state, &conn, fresh.clone()).await;
+                    record_change(state, &conn, fresh.clone()).await;
                 }
                 record(audit(true, "done", &outcome.message)).await;
                 Ok(answer(StatusCode::OK, &outcome))

@@ -18,6 +18,10 @@
 //!
 //! JSON bodies are compressed (gzip, br) when asked; the event stream never is.
 //!
+//! With a PostgreSQL store several servers are replicas of one another ([`replica`]): the
+//! holder of the store lease `leader` polls, drains the queue and commits (fenced by the
+//! lease); the others serve every route from the store and relay refreshes and actions to it.
+//!
 //! The [`routes`] module documents each route's exact behaviour, the filters, the event stream
 //! and the security rules (bearer token, closed CORS, no request bodies, CSP).
 //!
@@ -76,6 +80,7 @@ mod conn;
 mod http;
 mod metrics;
 mod notifications;
+pub mod replica;
 pub mod routes;
 mod schedule;
 mod sse;
@@ -202,9 +207,9 @@ pub enum ServerError {
     PollerPanicked(String),
 }
 
-type PollHook = Box<dyn FnMut(&Poll, &WatchState) + Send + 'static>;
-type StoreHook = Box<dyn FnMut(&Written) + Send + 'static>;
-type PersistHook = Box<dyn FnMut(&WatchState) -> Result<(), String> + Send + 'static>;
+pub(crate) type PollHook = Box<dyn FnMut(&Poll, &WatchState) + Send + 'static>;
+pub(crate) type StoreHook = Box<dyn FnMut(&Written) + Send + 'static>;
+pub(crate) type PersistHook = Box<dyn FnMut(&WatchState) -> Result<(), String> + Send + 'static>;
 
 /// A configured server, not yet listening. See the [crate docs](crate) for an example.
 pub struct Server {
@@ -367,6 +372,14 @@ impl Server {
         self
     }
 
+    /// This process's name among replicas on one PostgreSQL store (`serve --replica-id`):
+    /// the holder of the store lease [`replica::LEADER_LEASE`] while it leads, shown in
+    /// `/readyz` and `/metrics`. Default: `pid{pid}-{start time in µs}`.
+    pub fn with_replica_id(self, id: impl Into<String>) -> Self {
+        self.state.role().set_holder(id.into());
+        self
+    }
+
     /// Set [`ServerConfig::queue_bound`] after construction (at least 1).
     pub fn with_queue_bound(self, bound: usize) -> Self {
         self.state.intake().set_bound(bound);
@@ -479,9 +492,21 @@ impl Bound {
         }
         let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(APPLY_BATCH);
         state.intake().set_applied(applied_tx.clone());
-        let worker = journal
-            .is_some()
-            .then(|| tokio::spawn(webhook::run_worker(state.clone(), applied_tx)));
+        // With a PostgreSQL store this process is one of several replicas: it polls and drains
+        // the queue only while it holds the leader lease (see [`replica`]). Otherwise (no store,
+        // or SQLite, held by this process alone) it always leads.
+        let replicated = journal.is_some()
+            && state
+                .store()
+                .is_some_and(|s| s.backend() == connhealth_store::Backend::Postgres);
+        let worker = (journal.is_some() && !replicated).then(|| {
+            tokio::spawn(webhook::run_worker(
+                state.clone(),
+                applied_tx.clone(),
+                state.stop_signal(),
+                webhook::SWEEP,
+            ))
+        });
         let deliverer = match state.notifier().cloned() {
             Some(n) => {
                 match n.restore().await {
@@ -493,24 +518,42 @@ impl Bound {
                         tracing::warn!(error = %e, "notify: cannot read the disabled sinks from the store")
                     }
                 }
-                let holder = format!(
-                    "pid{}-{}",
-                    std::process::id(),
-                    chrono::Utc::now().timestamp_micros()
-                );
-                Some(n.spawn_leased(NOTIFY_EVERY, holder, NOTIFY_LEASE))
+                // Its own lease (`notify`), held by the same name as the leader lease.
+                Some(n.spawn_leased(NOTIFY_EVERY, state.role().holder(), NOTIFY_LEASE))
             }
             None => None,
         };
         let prewarmer = tokio::spawn(stored::run_prewarmer(state.clone()));
-        let poller = tokio::spawn(run_poller(
-            watcher,
-            state.clone(),
-            hook,
-            persist,
-            journal,
-            applied_rx,
-        ));
+        let poller = if replicated {
+            tokio::spawn(replica::run(
+                replica::Parts {
+                    watcher,
+                    hook,
+                    persist,
+                    journal,
+                    applied_tx,
+                    applied_rx,
+                },
+                state.clone(),
+            ))
+        } else {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let (mut watcher, mut hook, mut persist, mut journal, mut applied_rx) =
+                    (watcher, hook, persist, journal, applied_rx);
+                let stop = state.stop_signal();
+                run_poller(
+                    &mut watcher,
+                    &state,
+                    &mut hook,
+                    &mut persist,
+                    &mut journal,
+                    &mut applied_rx,
+                    stop,
+                )
+                .await;
+            })
+        };
         let stopping = state.clone();
         conn::serve(
             listener,
@@ -610,34 +653,35 @@ async fn apply_refreshes(
 }
 
 /// Sweep at once, then after every [`Watcher::next_delay`], with the scheduled re-checks
-/// in between and during sweeps ([`PollLoop`]), until the state is shut down. Targeted
-/// refreshes from webhooks and actions are applied as they come once the first sweep has
-/// been served, also while a sweep is in flight.
-async fn run_poller(
-    mut watcher: Watcher,
-    state: AppState,
-    mut hook: Option<PollHook>,
-    mut persist: Option<PersistHook>,
-    mut journal: Option<(Journal, Option<StoreHook>)>,
-    mut applied: tokio::sync::mpsc::Receiver<webhook::Applied>,
+/// in between and during sweeps ([`PollLoop`]), until `stop` says so (the state is shut
+/// down, or a replica's leadership ended). Targeted refreshes from webhooks and actions are
+/// applied as they come once the term's first sweep has been served, also while a sweep is
+/// in flight.
+pub(crate) async fn run_poller(
+    watcher: &mut Watcher,
+    state: &AppState,
+    hook: &mut Option<PollHook>,
+    persist: &mut Option<PersistHook>,
+    journal: &mut Option<(Journal, Option<StoreHook>)>,
+    applied: &mut tokio::sync::mpsc::Receiver<webhook::Applied>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut stop = state.stop_signal();
     let mut rounds = PollLoop::new();
     state.set_schedule_stats(rounds.stats());
     let mut served = false;
     loop {
         tokio::select! {
-            step = rounds.next(&mut watcher) => match step {
+            step = rounds.next(watcher) => match step {
                 Step::Swept { poll, elapsed } => {
-                    record_sweep(&poll, elapsed, &watcher, &state, &mut hook, &mut journal).await;
+                    record_sweep(&poll, elapsed, watcher, state, hook, journal).await;
                     served = true;
-                    schedule::update_warning(&state, &rounds.stats());
+                    schedule::update_warning(state, &rounds.stats());
                 }
                 Step::Rechecked { changes, at, .. } => {
                     if changes.is_empty() {
                         continue;
                     }
-                    record_recheck(changes, at, &watcher, &state, served, &mut journal).await;
+                    record_recheck(changes, at, watcher, state, served, journal).await;
                 }
             },
             Some(a) = applied.recv(), if served => {
@@ -648,7 +692,7 @@ async fn run_poller(
                         Err(_) => break,
                     }
                 }
-                apply_refreshes(batch, &mut watcher, &state, &mut journal).await;
+                apply_refreshes(batch, watcher, state, journal).await;
             }
             _ = stopped(&mut stop) => break,
         }

@@ -45,7 +45,7 @@ pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// A float the way Prometheus reads it.
-fn float(v: f64) -> String {
+pub(crate) fn float(v: f64) -> String {
     if v.is_finite() {
         format!("{v}")
     } else if v.is_nan() {
@@ -270,6 +270,7 @@ pub(crate) fn render(state: &AppState) -> String {
 
     render_webhooks(&mut out, state);
     crate::schedule::render(&mut out, state);
+    crate::replica::render_metrics(&mut out, state);
 
     let (open, over_cap) = state.connection_counts();
     header(

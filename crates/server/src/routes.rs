@@ -610,7 +610,14 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.is_ready() {
+    if state.role().cannot_reach_store() {
+        // A follower serves everything from the store: without it, it is not ready.
+        h::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "this replica follows and cannot read the store",
+        )
+    } else if state.is_ready() {
         h::json_value(
             StatusCode::OK,
             &serde_json::json!({ "status": "ready", "warnings": state.warnings() }),

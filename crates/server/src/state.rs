@@ -250,6 +250,7 @@ struct Inner {
     notifier: OnceLock<Arc<connhealth_notify::Notifier>>,
     /// The poll loop's schedule counters (`connhealth_schedule_*`).
     schedule: OnceLock<Arc<connhealth_core::schedule::ScheduleStats>>,
+    role: crate::replica::Role,
 }
 
 /// The state the routes serve from, shared (cheap to clone) between the poller and the
@@ -316,6 +317,7 @@ impl AppState {
                 admin: OnceLock::new(),
                 notifier: OnceLock::new(),
                 schedule: OnceLock::new(),
+                role: crate::replica::Role::default(),
             }),
         }
     }
@@ -634,6 +636,11 @@ impl AppState {
     }
 
     /// The webhook intake: the providers webhooks are verified with, and the queue's count.
+    /// This process's place among replicas (leader or follower).
+    pub(crate) fn role(&self) -> &crate::replica::Role {
+        &self.inner.role
+    }
+
     pub(crate) fn intake(&self) -> &crate::webhook::Intake {
         &self.inner.intake
     }

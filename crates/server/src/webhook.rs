@@ -52,7 +52,7 @@ pub const DEFAULT_QUEUE_BOUND: usize = 1000;
 const RETRY_AFTER_SECS: &str = "5";
 /// How often the worker looks for work besides being woken (work left by a restart, work
 /// released after a transient failure).
-const SWEEP: Duration = Duration::from_secs(5);
+pub(crate) const SWEEP: Duration = Duration::from_secs(5);
 /// How long a claim holds an item.
 const LEASE_SECS: i64 = 120;
 /// Attempts after which a refresh that keeps failing transiently is given up.
@@ -500,19 +500,22 @@ pub(crate) fn queue_full() -> Response {
     r
 }
 
-/// Queue `work` unless the queue is full (then 429, nothing recorded).
-pub(crate) async fn enqueue(state: &AppState, work: NewWork) -> Result<(), Response> {
+/// Queue `work` unless the queue is full (then 429, nothing recorded); its id.
+pub(crate) async fn enqueue(state: &AppState, work: NewWork) -> Result<i64, Response> {
     let store = state.store().cloned().ok_or_else(crate::stored::no_store)?;
     let intake = state.intake();
     if !intake.try_reserve() {
         return Err(queue_full());
     }
-    if let Err(e) = store.enqueue_work(work, Utc::now()).await {
-        intake.release();
-        return Err(store_unavailable(&e));
-    }
+    let id = match store.enqueue_work(work, Utc::now()).await {
+        Ok(id) => id,
+        Err(e) => {
+            intake.release();
+            return Err(store_unavailable(&e));
+        }
+    };
     intake.wake_worker();
-    Ok(())
+    Ok(id)
 }
 
 fn store_unavailable(e: &connhealth_store::StoreError) -> Response {
@@ -721,8 +724,12 @@ pub(crate) async fn refresh(State(state): State<AppState>, body: axum::body::Byt
             source: Source::Refresh,
         }
         .into_work(&asked.provider);
-        enqueue(&state, work).await?;
+        let work_id = enqueue(&state, work).await?;
         tracing::info!(provider = %asked.provider, caller = "admin", "refresh queued");
+        if !state.role().is_leading() {
+            // A follower answers once the leader has done it (bounded).
+            return Ok(crate::replica::await_refresh(&state, work_id).await);
+        }
         Ok(h::json_value(
             StatusCode::ACCEPTED,
             &serde_json::json!({ "accepted": true }),
@@ -750,16 +757,23 @@ fn group_key(item: &WorkItem) -> (String, String) {
     (item.work.provider.clone(), customer.to_owned())
 }
 
-/// Drain the queue until the state is shut down, handing results to the poller through
-/// `tx`. Items in progress at shutdown are released (not finished), so the next process
-/// takes them up at once.
-pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
+/// Drain the queue until `stop` says so (the state is shut down, or a replica's leadership
+/// ended), handing results to the poller through `tx`. Items in progress then are released
+/// (not finished), so the next process (or leader) takes them up at once.
+///
+/// It looks for work every `sweep` besides being woken ([`SWEEP`] alone; a replica's leader
+/// more often, since followers queue work without being able to wake it).
+pub(crate) async fn run_worker(
+    state: AppState,
+    tx: mpsc::Sender<Applied>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    sweep: Duration,
+) {
     let Some(store) = state.store().cloned() else {
         return;
     };
     let intake = state.intake();
     let holder = format!("serve-{}", std::process::id());
-    let mut stop = state.stop_signal();
     loop {
         loop {
             let claimed = store
@@ -853,7 +867,7 @@ pub(crate) async fn run_worker(state: AppState, tx: mpsc::Sender<Applied>) {
         }
         tokio::select! {
             _ = intake.wake.notified() => {}
-            _ = tokio::time::sleep(SWEEP) => {}
+            _ = tokio::time::sleep(sweep) => {}
             _ = crate::stopped(&mut stop) => return,
         }
     }
@@ -866,6 +880,9 @@ async fn handle(
     item: &WorkItem,
     tx: &mpsc::Sender<Applied>,
 ) -> (&'static str, Result<Refreshed, String>) {
+    if item.work.kind == crate::replica::ACTION {
+        return ("action", crate::replica::perform_relayed(state, item).await);
+    }
     if item.work.kind != REFRESH {
         tracing::warn!(kind = %item.work.kind, "unknown queued work; dropped");
         return ("unknown", Ok(Refreshed::Failed));

@@ -77,6 +77,18 @@ pub enum StoreError {
     /// A bad argument (a cursor that is not one of ours, a limit out of range).
     #[error("{0}")]
     Invalid(String),
+    /// A fenced write ([`Store::commit_poll_fenced`](crate::Store::commit_poll_fenced)) was
+    /// refused: `holder` no longer holds the lease `lease` (it expired, or another replica took
+    /// it). Nothing of the write was kept; the caller is no longer the leader.
+    #[error("store {store}: {holder:?} no longer holds the lease {lease:?}; the write was refused (another replica leads)")]
+    LeaseLost {
+        /// The store.
+        store: String,
+        /// The lease's name.
+        lease: String,
+        /// Who thought it held it.
+        holder: String,
+    },
     /// Any other database error.
     #[error("store {store}: {detail}")]
     Database {
@@ -109,6 +121,7 @@ impl StoreError {
             StoreError::Corrupt { .. } => "store_corrupt",
             StoreError::Decode { .. } => "store_decode",
             StoreError::Invalid(_) => "store_invalid_argument",
+            StoreError::LeaseLost { .. } => "store_lease_lost",
             StoreError::Database { .. } => "store_error",
         }
     }

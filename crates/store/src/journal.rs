@@ -8,7 +8,7 @@ use connhealth_core::watch::WatchState;
 use connhealth_core::{Change, ProviderOutcome};
 
 use crate::error::{Result, StoreError};
-use crate::types::{PollRecord, PruneStats, Retention, Source, StoredEvent};
+use crate::types::{Fence, PollRecord, PruneStats, Retention, Source, StoredEvent};
 use crate::Store;
 
 /// Bounds and schedules of a [`Journal`].
@@ -102,6 +102,7 @@ pub struct Journal {
     dropped_events: u64,
     failing: bool,
     last_prune: Option<DateTime<Utc>>,
+    fence: Option<Fence>,
 }
 
 impl Journal {
@@ -121,6 +122,7 @@ impl Journal {
             dropped_events: 0,
             failing: false,
             last_prune: None,
+            fence: None,
         };
         Ok((journal, state))
     }
@@ -130,6 +132,27 @@ impl Journal {
     /// transaction (e.g. `connhealth_notify::Notifier::route`).
     pub fn set_router(&mut self, route: impl Fn(&Change) -> Vec<String> + Send + Sync + 'static) {
         self.router = Some(Router(Arc::new(route)));
+    }
+
+    /// Write only while holding a lease (a replica's leadership): from now on every commit is
+    /// [`Store::commit_poll_fenced`], refused with [`StoreError::LeaseLost`] (and kept
+    /// pending, never half-written) once the lease is another's. `None`: unfenced.
+    pub fn set_fence(&mut self, fence: Option<Fence>) {
+        self.fence = fence;
+    }
+
+    /// Start again from what the store holds (a replica that just became the leader): the
+    /// stored state is loaded and returned, and anything pending from an earlier term (which
+    /// a fenced store refused, or which another leader has superseded) is dropped, counted in
+    /// [`Written::dropped_events`].
+    pub async fn reload(&mut self) -> Result<WatchState> {
+        let state = self.store.load_state().await?;
+        self.dropped_events += self.pending_events as u64;
+        self.pending.clear();
+        self.pending_events = 0;
+        self.failing = false;
+        self.last = state.clone();
+        Ok(state)
     }
 
     /// The store.
@@ -205,7 +228,15 @@ impl Journal {
         let was_failing = self.failing;
         let mut w = Written::default();
         while let Some(front) = self.pending.front() {
-            match self.store.commit_poll(front.clone()).await {
+            let committed = match &self.fence {
+                Some(fence) => {
+                    self.store
+                        .commit_poll_fenced(front.clone(), fence, Utc::now())
+                        .await
+                }
+                None => self.store.commit_poll(front.clone()).await,
+            };
+            match committed {
                 Ok(ids) => {
                     let rec = self.pending.pop_front().expect("the front exists");
                     self.pending_events -= rec.events.len();

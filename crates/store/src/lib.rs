@@ -121,6 +121,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `poll.events`. On error nothing of it was written.
     async fn commit_poll(&self, poll: PollRecord) -> Result<Vec<i64>>;
 
+    /// [`Store::commit_poll`] only while `fence.holder` holds the lease `fence.lease`
+    /// (unexpired at `now`), checked *inside* the write transaction: otherwise
+    /// [`StoreError::LeaseLost`] and nothing written. On PostgreSQL the check locks the lease
+    /// row until the commit, so a replica taking the lease over waits for this commit to end
+    /// and then reads it in [`Store::load_state`]: a takeover never re-emits what the old
+    /// leader committed, and an old leader that lost its lease (paused, partitioned) writes
+    /// nothing after the takeover.
+    async fn commit_poll_fenced(
+        &self,
+        poll: PollRecord,
+        fence: &Fence,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>>;
+
+    /// The newest stored event's id (0 when there is none): where a follower starts tailing
+    /// [`Store::events_after`].
+    async fn last_event_id(&self) -> Result<i64>;
+
     /// Events with an id above `after`, oldest first (`next` = the last id).
     async fn events_after(&self, after: i64, limit: usize) -> Result<EventPage>;
 
@@ -209,6 +227,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Queue work (e.g. a follower's refresh for the leader).
     async fn enqueue_work(&self, work: NewWork, now: DateTime<Utc>) -> Result<i64>;
+
+    /// Keep a queued item's result (JSON text) for the replica that queued it (a follower's
+    /// relayed action): read once with [`Store::take_work_result`]. `false`: no such item.
+    async fn set_work_result(&self, id: i64, result: String) -> Result<bool>;
+
+    /// A queued item's state for the replica that queued it: [`WorkState::Pending`] until it
+    /// is finished, then [`WorkState::Done`] with its result, which is cleared by this read
+    /// (it may hold a secret link), so a second read gives `Done { result: None }`.
+    async fn take_work_result(&self, id: i64) -> Result<WorkState>;
 
     /// Claim up to `limit` unfinished items no one holds (or whose claim expired) for `lease`.
     async fn claim_work(
@@ -355,6 +382,21 @@ impl<B: Run> Store for B {
     async fn commit_poll(&self, poll: PollRecord) -> Result<Vec<i64>> {
         write!(self, |tx| logic::commit_poll(tx, poll))
     }
+    async fn commit_poll_fenced(
+        &self,
+        poll: PollRecord,
+        fence: &Fence,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>> {
+        let fence = fence.clone();
+        write!(self, |tx| async move {
+            logic::check_fence(tx, &fence, now).await?;
+            logic::commit_poll(tx, poll).await
+        })
+    }
+    async fn last_event_id(&self) -> Result<i64> {
+        read!(self, |tx| logic::last_event_id(tx))
+    }
     async fn events_after(&self, after: i64, limit: usize) -> Result<EventPage> {
         read!(self, |tx| logic::events_after(tx, after, limit))
     }
@@ -439,6 +481,12 @@ impl<B: Run> Store for B {
     }
     async fn enqueue_work(&self, work: NewWork, now: DateTime<Utc>) -> Result<i64> {
         write!(self, |tx| logic::enqueue(tx, work, now))
+    }
+    async fn set_work_result(&self, id: i64, result: String) -> Result<bool> {
+        write!(self, |tx| logic::set_work_result(tx, id, result))
+    }
+    async fn take_work_result(&self, id: i64) -> Result<WorkState> {
+        write!(self, |tx| logic::take_work_result(tx, id))
     }
     async fn claim_work(
         &self,

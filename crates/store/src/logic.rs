@@ -514,6 +514,15 @@ fn decode_event(tx: &dyn Tx, r: &Row) -> Result<StoredEvent> {
     Ok(StoredEvent { id, source, change })
 }
 
+pub(crate) async fn last_event_id(tx: &mut dyn Tx) -> Result<i64> {
+    Ok(
+        query_one(tx, "SELECT COALESCE(MAX(id), 0) FROM events", &[])
+            .await?
+            .and_then(|r| r[0].int())
+            .unwrap_or(0),
+    )
+}
+
 pub(crate) async fn events_after(tx: &mut dyn Tx, after: i64, limit: usize) -> Result<EventPage> {
     let rows = tx
         .query(
@@ -1016,6 +1025,13 @@ pub(crate) async fn prune(tx: &mut dyn Tx, r: Retention, now: DateTime<Utc>) -> 
         let n = tx.exec(sql, &[cutoff.into()]).await?;
         stats.removed.insert(table.to_owned(), n);
     }
+    // A relayed action's answer nobody read within an hour (the follower gave up waiting) may
+    // hold a connect link: it is not kept with the item.
+    tx.exec(
+        "UPDATE work SET result = NULL WHERE result IS NOT NULL AND done_ms < $1",
+        &[(now - HOUR_MS).into()],
+    )
+    .await?;
     Ok(stats)
 }
 
@@ -1101,6 +1117,39 @@ pub(crate) async fn enqueue(tx: &mut dyn Tx, w: NewWork, now: DateTime<Utc>) -> 
     .await?;
     row.and_then(|r| r[0].int())
         .ok_or_else(|| bad_row(tx, "work", "no id returned"))
+}
+
+pub(crate) async fn set_work_result(tx: &mut dyn Tx, id: i64, result: String) -> Result<bool> {
+    Ok(tx
+        .exec(
+            "UPDATE work SET result = $2 WHERE id = $1",
+            &[id.into(), result.into()],
+        )
+        .await?
+        > 0)
+}
+
+pub(crate) async fn take_work_result(tx: &mut dyn Tx, id: i64) -> Result<WorkState> {
+    let Some(row) = query_one(
+        tx,
+        "SELECT done_ms, result, last_error FROM work WHERE id = $1",
+        &[id.into()],
+    )
+    .await?
+    else {
+        return Ok(WorkState::Unknown);
+    };
+    if row[0].int().is_none() {
+        return Ok(WorkState::Pending {
+            last_error: row[2].text().map(str::to_owned),
+        });
+    }
+    let result = row[1].text().map(str::to_owned);
+    if result.is_some() {
+        tx.exec("UPDATE work SET result = NULL WHERE id = $1", &[id.into()])
+            .await?;
+    }
+    Ok(WorkState::Done { result })
 }
 
 pub(crate) async fn claim_work(
@@ -1346,6 +1395,34 @@ pub(crate) async fn try_lease(
         )
         .await?;
     Ok(n > 0)
+}
+
+/// Refuse the transaction unless `fence.holder` holds `fence.lease` at `now`. An `UPDATE`
+/// (not a `SELECT`) so that PostgreSQL locks the lease row until this transaction ends: a
+/// replica taking the lease over ([`try_lease`]'s upsert) waits for it.
+pub(crate) async fn check_fence(
+    tx: &mut dyn Tx,
+    fence: &crate::types::Fence,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let held = tx
+        .exec(
+            "UPDATE leases SET until_ms = until_ms WHERE name = $1 AND holder = $2 AND until_ms > $3",
+            &[
+                fence.lease.as_str().into(),
+                fence.holder.as_str().into(),
+                ms(now).into(),
+            ],
+        )
+        .await?;
+    if held == 0 {
+        return Err(crate::StoreError::LeaseLost {
+            store: tx.store_name().to_owned(),
+            lease: fence.lease.clone(),
+            holder: fence.holder.clone(),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) async fn release_lease(tx: &mut dyn Tx, name: &str, holder: &str) -> Result<bool> {

@@ -8,7 +8,7 @@ use crate::db::{query_one, Dialect, Tx, V};
 use crate::error::{Result, StoreError};
 
 /// The newest schema version this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Migration N (1-based) is `MIGRATIONS[N - 1]`. `{pk}` is the auto-increment key column type.
 const MIGRATIONS: &[&str] = &[
@@ -167,6 +167,11 @@ CREATE TABLE reminders (
     // 3: the audit log's message (what happened, in words), apart from the outcome code.
     r#"
 ALTER TABLE audit ADD COLUMN message TEXT NOT NULL DEFAULT ''
+"#,
+    // 4: a queued item's result (a follower's relayed action, answered by the leader); cleared
+    // when the follower reads it.
+    r#"
+ALTER TABLE work ADD COLUMN result TEXT
 "#,
 ];
 

@@ -420,6 +420,34 @@ pub struct NewWork {
     pub payload: serde_json::Value,
 }
 
+/// Who may write: the lease a fenced commit checks
+/// ([`Store::commit_poll_fenced`](crate::Store::commit_poll_fenced),
+/// [`Journal::set_fence`](crate::Journal::set_fence)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease's name (e.g. `leader`).
+    pub lease: String,
+    /// The holder that must have it.
+    pub holder: String,
+}
+
+/// Where a queued item is ([`Store::take_work_result`](crate::Store::take_work_result)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkState {
+    /// No item with that id (never queued, or pruned).
+    Unknown,
+    /// Not finished yet (maybe claimed, maybe failed and released with `last_error`).
+    Pending {
+        /// The last failure, when an attempt failed.
+        last_error: Option<String>,
+    },
+    /// Finished; its result, if one was set and not read before.
+    Done {
+        /// The result's JSON text.
+        result: Option<String>,
+    },
+}
+
 /// Queued work as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkItem {

@@ -50,6 +50,8 @@ suite!(
     audit_log_pages_newest_first,
     a_version_2_store_gains_the_audit_message,
     leader_lease,
+    a_fenced_commit_needs_the_lease,
+    a_relayed_items_result_is_read_once,
     mutes_and_disabled_sinks_are_durable,
     prune_keeps_what_retention_says,
     integrity_check_passes,
@@ -1059,7 +1061,7 @@ async fn a_version_2_store_gains_the_audit_message(mut f: Fixture) {
     };
     f.store().append_audit(record(0, "")).await.unwrap();
     f.raw(
-        "ALTER TABLE audit DROP COLUMN message; \
+        "ALTER TABLE audit DROP COLUMN message; ALTER TABLE work DROP COLUMN result; \
          UPDATE meta SET value = '2' WHERE key = 'schema_version'",
     );
     f.reopen().await;
@@ -1072,6 +1074,203 @@ async fn a_version_2_store_gains_the_audit_message(mut f: Fixture) {
         .map(|e| e.record.message.as_str())
         .collect();
     assert_eq!(messages, ["recomputed", ""]);
+}
+
+/// Fencing: a leader whose lease ran out (paused, partitioned) and was taken over cannot
+/// commit: its poll is refused whole (no event, no state change), through the journal too,
+/// and the new leader's commit goes in.
+async fn a_fenced_commit_needs_the_lease(f: Fixture) {
+    let s = f.store();
+    let ttl = Duration::seconds(15);
+    let a = Fence {
+        lease: "leader".into(),
+        holder: "a".into(),
+    };
+    let b = Fence {
+        lease: "leader".into(),
+        holder: "b".into(),
+    };
+    // Nobody holds it yet: refused.
+    let (rec, state) = first_poll();
+    let err = s
+        .commit_poll_fenced(rec.clone(), &a, at(0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert_eq!(err.code(), "store_lease_lost");
+    assert!(s.events_after(0, 10).await.unwrap().items.is_empty());
+
+    assert_eq!(s.last_event_id().await.unwrap(), 0);
+    assert!(s.try_lease("leader", "a", ttl, at(0)).await.unwrap());
+    let ids = s.commit_poll_fenced(rec, &a, at(0)).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(s.last_event_id().await.unwrap(), ids[2]);
+
+    // a pauses past its TTL; b takes over and starts from what a committed.
+    let later = at(0) + Duration::seconds(16);
+    assert!(s.try_lease("leader", "b", ttl, later).await.unwrap());
+    let taken_over = s.load_state().await.unwrap();
+    assert_eq!(taken_over.connections.len(), 3);
+
+    // a wakes up and commits the change it saw: refused, nothing written.
+    let mut next = state.clone();
+    let m1 = next.connections.get_mut("channel3:m1:shopify").unwrap();
+    m1.connection = conn("channel3", "m1", "shopify", Status::Disconnected, later);
+    m1.since = later;
+    let change = Change::about(
+        &m1.connection,
+        ChangeKind::StatusChanged {
+            from: Status::Healthy,
+            to: Status::Disconnected,
+        },
+        later,
+        Some(at(0)),
+    );
+    let stale = PollRecord::between(
+        later,
+        &state,
+        &next,
+        vec![],
+        vec![change.clone()],
+        Source::Poll,
+    );
+    let err = s
+        .commit_poll_fenced(stale.clone(), &a, later)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseLost { ref holder, .. } if holder == "a"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"leader\""), "{err}");
+    assert_eq!(s.events_after(ids[2], 10).await.unwrap().items.len(), 0);
+    assert_eq!(
+        s.load_state().await.unwrap().connections,
+        taken_over.connections
+    );
+
+    // The same through a fenced journal: kept pending, nothing written.
+    let (mut journal, loaded) = Journal::load(s.clone(), JournalOptions::default())
+        .await
+        .unwrap();
+    journal.set_fence(Some(a.clone()));
+    let w = journal
+        .record(later, &next, vec![], vec![change.clone()], Source::Poll)
+        .await;
+    assert!(
+        matches!(w.error, Some(StoreError::LeaseLost { .. })),
+        "{:?}",
+        w.error
+    );
+    assert!(w.events.is_empty());
+    assert_eq!(w.pending_polls, 1);
+    assert_eq!(s.events_after(ids[2], 10).await.unwrap().items.len(), 0);
+    // Reloading (what a replica does when it leads again) drops the refused term's poll.
+    let reloaded = journal.reload().await.unwrap();
+    assert_eq!(reloaded.connections, loaded.connections);
+    assert_eq!(journal.pending_polls(), 0);
+
+    // b, the holder, commits (b's clock may be anywhere inside its lease).
+    let ids_b = s
+        .commit_poll_fenced(stale, &b, later + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(ids_b.len(), 1);
+    assert_eq!(
+        s.load_state().await.unwrap().connections["channel3:m1:shopify"]
+            .connection
+            .status,
+        Status::Disconnected
+    );
+}
+
+/// A follower's relayed request: pending until the leader finishes it, then its result once
+/// (cleared by the read: it may hold a secret link).
+async fn a_relayed_items_result_is_read_once(f: Fixture) {
+    let s = f.store();
+    assert_eq!(s.take_work_result(12345).await.unwrap(), WorkState::Unknown);
+    let id = s
+        .enqueue_work(
+            NewWork {
+                kind: "action".into(),
+                provider: "subtotal".into(),
+                payload: serde_json::json!({"connection_id": "subtotal:1", "kind": "reauth_link"}),
+            },
+            at(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.take_work_result(id).await.unwrap(),
+        WorkState::Pending { last_error: None }
+    );
+    let claimed = s
+        .claim_work("leader", 10, at(0), Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(s
+        .set_work_result(id, r#"{"status":200}"#.into())
+        .await
+        .unwrap());
+    assert!(!s.set_work_result(id + 1000, "{}".into()).await.unwrap());
+    // Set but not finished: still pending.
+    assert!(matches!(
+        s.take_work_result(id).await.unwrap(),
+        WorkState::Pending { .. }
+    ));
+    s.finish_work(id, None, at(1)).await.unwrap();
+    assert_eq!(
+        s.take_work_result(id).await.unwrap(),
+        WorkState::Done {
+            result: Some(r#"{"status":200}"#.into())
+        }
+    );
+    assert_eq!(
+        s.take_work_result(id).await.unwrap(),
+        WorkState::Done { result: None }
+    );
+    // An answer nobody read is cleared by the prune an hour after the item was done.
+    let unread = s
+        .enqueue_work(
+            NewWork {
+                kind: "action".into(),
+                provider: "subtotal".into(),
+                payload: serde_json::json!({"connection_id": "subtotal:2", "kind": "reauth_link"}),
+            },
+            at(2),
+        )
+        .await
+        .unwrap();
+    s.set_work_result(unread, r#"{"status":200}"#.into())
+        .await
+        .unwrap();
+    s.finish_work(unread, None, at(3)).await.unwrap();
+    s.prune(Retention::default(), at(30)).await.unwrap();
+    assert!(matches!(
+        s.take_work_result(unread).await.unwrap(),
+        WorkState::Done { result: Some(_) }
+    ));
+    let unread = s
+        .enqueue_work(
+            NewWork {
+                kind: "action".into(),
+                provider: "subtotal".into(),
+                payload: serde_json::json!({"connection_id": "subtotal:3", "kind": "reauth_link"}),
+            },
+            at(2),
+        )
+        .await
+        .unwrap();
+    s.set_work_result(unread, r#"{"status":200}"#.into())
+        .await
+        .unwrap();
+    s.finish_work(unread, None, at(3)).await.unwrap();
+    s.prune(Retention::default(), at(3 + 61)).await.unwrap();
+    assert_eq!(
+        s.take_work_result(unread).await.unwrap(),
+        WorkState::Done { result: None }
+    );
 }
 
 async fn leader_lease(f: Fixture) {
