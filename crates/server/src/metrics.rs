@@ -200,6 +200,7 @@ pub(crate) fn render(state: &AppState) -> String {
                 s.retries()
             );
         }
+        rate_series(&mut out, &stats);
     }
 
     let save = state.save_stats();
@@ -365,6 +366,60 @@ fn render_webhooks(out: &mut String, state: &AppState) {
             escape_label(provider),
             float(at.timestamp_millis() as f64 / 1000.0)
         );
+    }
+}
+
+/// The rate control's series (see `connhealth_core::rate`), one per provider with HTTP counters.
+fn rate_series(
+    out: &mut String,
+    stats: &[(String, std::sync::Arc<connhealth_core::http::HttpStats>)],
+) {
+    type Get = fn(&connhealth_core::http::HttpStats) -> Option<String>;
+    let series: [(&str, &str, &str, Get); 6] = [
+        (
+            "connhealth_provider_rate_limit",
+            "gauge",
+            "The pacing limit in force, in requests per second (the smaller of rate_limit and the adaptive rate; +Inf while neither applies).",
+            |s| Some(float(s.current_limit().unwrap_or(f64::INFINITY))),
+        ),
+        (
+            "connhealth_provider_rate_budget",
+            "gauge",
+            "The configured rate_limit, in requests per second (only providers that set one).",
+            |s| s.configured_rate().map(float),
+        ),
+        (
+            "connhealth_provider_request_rate",
+            "gauge",
+            "Requests the provider answered (not throttled) in the last second.",
+            |s| Some(float(s.current_rate())),
+        ),
+        (
+            "connhealth_provider_rate_limited_total",
+            "counter",
+            "Answers 429 (Too Many Requests) received from the provider.",
+            |s| Some(s.rate_limited().to_string()),
+        ),
+        (
+            "connhealth_provider_unavailable_total",
+            "counter",
+            "Answers 503 (Service Unavailable) received from the provider.",
+            |s| Some(s.unavailable().to_string()),
+        ),
+        (
+            "connhealth_provider_paused_seconds_total",
+            "counter",
+            "Time every request to the provider waited for a Retry-After pause, in seconds.",
+            |s| Some(float(s.paused().as_secs_f64())),
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        header(out, name, kind, help);
+        for (provider, s) in stats {
+            if let Some(v) = get(s) {
+                let _ = writeln!(out, "{name}{{provider=\"{}\"}} {v}", escape_label(provider));
+            }
+        }
     }
 }
 
