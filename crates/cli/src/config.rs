@@ -502,6 +502,9 @@ kind = "channel3"
 # base_url = "https://partners.trychannel3.com"   # the default
 api_key_env = "CHANNEL3_API_KEY"
 # customers = ["cus_123"]                         # default: discover all merchants
+# rate_limit = "600/min"                          # the request budget (N/s, N/min, N/h) shared
+#                                                 # by polls, refreshes and actions; default:
+#                                                 # none, the pace adapts to 429s
 # connect_redirect_uri = "https://app.example.com/channel3/callback"   # enables connect_link
 
 [[provider]]
@@ -521,6 +524,7 @@ customers = ["8a46e581-48ba-498a-9ad0-2ee72582e1af"]   # Subtotal cannot list cu
 # link_url = "https://link.subtotal.com/abc123"   # re-authentication links (and reauth_link)
 # timeout_secs = 60                               # any provider may override the defaults
 # concurrency = 8
+# rate_limit = "10/s"                             # any provider may set a budget
 
 # The same kind may appear twice (two partner accounts); each then needs its own name:
 # [[provider]]
@@ -668,6 +672,39 @@ mod tests {
                 p.provider
             );
             assert!(p.provider.http_stats().is_some(), "{}", p.name);
+        }
+    }
+
+    /// Issue 22: `rate_limit` per provider table, reaching the provider's HTTP client; a bad
+    /// value is one line naming the key path (exit 78, checked by `parse`).
+    #[test]
+    fn rate_limit_reaches_each_provider_and_a_bad_one_is_named() {
+        let text = "[[provider]]\nkind='channel3'\napi_key_env='CHANNEL3_API_KEY'\nrate_limit='600/min'\n\
+                    [[provider]]\nkind='subtotal'\napi_key_env='SUBTOTAL_API_KEY'\ncustomers=['a']\nrate_limit='5/s'\n\
+                    [[provider]]\nkind='violet'\napp_id=1\napp_secret_env='VIOLET_APP_SECRET'\nusername_env='VIOLET_USERNAME'\npassword_env='VIOLET_PASSWORD'\nrate_limit='3600/h'\n";
+        let c = parse(text).unwrap();
+        let rates: Vec<Option<f64>> = c
+            .providers
+            .iter()
+            .map(|p| p.provider.http_stats().and_then(|s| s.configured_rate()))
+            .collect();
+        assert_eq!(rates, [Some(10.0), Some(5.0), Some(1.0)]);
+        // Not set: no budget.
+        let c = parse(EXAMPLE).unwrap();
+        assert!(c.providers.iter().all(|p| p
+            .provider
+            .http_stats()
+            .unwrap()
+            .configured_rate()
+            .is_none()));
+        let c3 = "[[provider]]\nkind='channel3'\napi_key_env='CHANNEL3_API_KEY'\n";
+        for (bad, want) in [
+            ("'600/day'", "ch.toml: provider[0] (channel3).rate_limit: \"600/day\" is not a rate limit; expected N/s, N/min or N/h"),
+            ("'0/s'", "ch.toml: provider[0] (channel3).rate_limit: \"0/s\" is not a rate limit"),
+            ("600", "ch.toml: provider[0] (channel3).rate_limit: invalid type: integer `600`, expected a string"),
+        ] {
+            let msg = parse(&format!("{c3}rate_limit = {bad}\n")).unwrap_err();
+            assert!(msg.starts_with(want), "for {bad}\n got: {msg}\nwant: {want}");
         }
     }
 

@@ -426,7 +426,10 @@ impl HttpClient {
                 format!("header {name} has a value that cannot be sent"),
             ));
         }
-        let start = Instant::now();
+        // The retry budget counts from the first attempt's send, not from the wait for the
+        // provider's rate budget before it (a long queue under a small budget is not a reason
+        // to give up retrying).
+        let mut first_sent: Option<Instant> = None;
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -434,6 +437,7 @@ impl HttpClient {
             // attempt (retries included).
             let permit = self.rate.acquire().await;
             let sent_at = Instant::now();
+            let start = *first_sent.get_or_insert(sent_at);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             if attempt > 1 {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);

@@ -500,4 +500,68 @@ mod tests {
             );
         }
     }
+
+    /// Issue 22: the rate control's series, from a real client that met a real 429.
+    #[tokio::test]
+    async fn rate_series_show_the_budget_the_limit_and_429s() {
+        use connhealth_core::http::{HeaderName, HttpClient, HttpConfig, Method, RetryPolicy};
+        use connhealth_testkit::{Channel3Sim, RateLimitFault};
+
+        let sim = Channel3Sim::start_generated(2, 1).await.unwrap();
+        sim.faults()
+            .set_rate_limit(Some(RateLimitFault::per_second(1.0 / 60.0)));
+        let mut cfg = HttpConfig::new(sim.base_url());
+        cfg.retry = RetryPolicy::none();
+        cfg.rate_limit = Some("100/s".parse().unwrap());
+        let budgeted = HttpClient::new("c3", &cfg).unwrap();
+        let unbudgeted = HttpClient::new("other", &HttpConfig::new(sim.base_url())).unwrap();
+        let key = connhealth_core::Secret::new(sim.api_key());
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            let url = budgeted.url(&["v0", "partner", "merchants"]).unwrap();
+            let req = budgeted
+                .request(Method::GET, "GET /v0/partner/merchants", url)
+                .secret_header(HeaderName::from_static("x-api-key"), "", &key);
+            statuses.push(match budgeted.send(req).await {
+                Ok(r) => r.status(),
+                Err(e) => e.http_status().unwrap_or(0),
+            });
+        }
+        assert_eq!(statuses, [200, 429]);
+        let state = AppState::new(None, 4);
+        state.add_http_stats("c3".into(), budgeted.stats().clone());
+        state.add_http_stats("other".into(), unbudgeted.stats().clone());
+        let text = render(&state);
+        for line in [
+            "# TYPE connhealth_provider_rate_limit gauge\n",
+            "# TYPE connhealth_provider_rate_limited_total counter\n",
+            "connhealth_provider_rate_budget{provider=\"c3\"} 100\n",
+            // Seeded from the one answer accepted in the last second, under the budget.
+            "connhealth_provider_rate_limit{provider=\"c3\"} 1\n",
+            "connhealth_provider_rate_limit{provider=\"other\"} +Inf\n",
+            "connhealth_provider_rate_limited_total{provider=\"c3\"} 1\n",
+            "connhealth_provider_rate_limited_total{provider=\"other\"} 0\n",
+            "connhealth_provider_unavailable_total{provider=\"c3\"} 0\n",
+            "connhealth_provider_request_rate{provider=\"other\"} 0\n",
+            "connhealth_provider_paused_seconds_total{provider=\"other\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("connhealth_provider_rate_budget{provider=\"other\"}"));
+        // A Retry-After of about a minute (one token a minute), capped at the policy's 60 s.
+        let paused = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("connhealth_provider_paused_seconds_total{provider=\"c3\"} ")
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("paused seconds of c3");
+        assert!((55.0..=60.0).contains(&paused), "{paused}");
+        let rate = text
+            .lines()
+            .find_map(|l| l.strip_prefix("connhealth_provider_request_rate{provider=\"c3\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("request rate of c3");
+        assert_eq!(rate, 1.0);
+    }
 }
