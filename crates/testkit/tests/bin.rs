@@ -5,17 +5,10 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-#[tokio::test]
-async fn prints_endpoints_and_serves() {
+/// Start `connhealth-sim` with `args` and read the JSON line it prints first.
+async fn spawn_sim(args: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_connhealth-sim"))
-        .args([
-            "--customers",
-            "4",
-            "--seed",
-            "9",
-            "--fault",
-            "subtotal:retailers:status:503",
-        ])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -28,6 +21,20 @@ async fn prints_endpoints_and_serves() {
     .await
     .expect("join")
     .expect("read line");
+    (child, line)
+}
+
+#[tokio::test]
+async fn prints_endpoints_and_serves() {
+    let (mut child, line) = spawn_sim(&[
+        "--customers",
+        "4",
+        "--seed",
+        "9",
+        "--fault",
+        "subtotal:retailers:status:503",
+    ])
+    .await;
     let result = async move {
         let info: Value = serde_json::from_str(&line).expect("one JSON line");
         for key in ["channel3", "violet", "subtotal"] {
@@ -97,25 +104,13 @@ fn rejects_a_bad_fault_spec() {
 /// PATCH (here failing by a `--fault`, as the action tests inject).
 #[tokio::test]
 async fn serves_the_action_endpoints_with_faults() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_connhealth-sim"))
-        .args([
-            "--customers",
-            "2",
-            "--fault",
-            "subtotal:update_connection:status:502",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn connhealth-sim");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .expect("join")
-    .expect("read line");
+    let (mut child, line) = spawn_sim(&[
+        "--customers",
+        "2",
+        "--fault",
+        "subtotal:update_connection:status:502",
+    ])
+    .await;
     let result = async move {
         let info: Value = serde_json::from_str(&line).expect("one JSON line");
         let c = reqwest::Client::new();
@@ -187,27 +182,15 @@ async fn serves_the_action_endpoints_with_faults() {
 /// `--rate-limit 1/min --rate-limit-burst 2`: two answers, then 429 with `Retry-After`.
 #[tokio::test]
 async fn rate_limit_flags_limit_every_key() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_connhealth-sim"))
-        .args([
-            "--customers",
-            "2",
-            "--rate-limit",
-            "1/min",
-            "--rate-limit-burst",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn connhealth-sim");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .expect("join")
-    .expect("read line");
+    let (mut child, line) = spawn_sim(&[
+        "--customers",
+        "2",
+        "--rate-limit",
+        "1/min",
+        "--rate-limit-burst",
+        "2",
+    ])
+    .await;
     let result = async move {
         let info: Value = serde_json::from_str(&line).expect("one JSON line");
         let c = reqwest::Client::new();
