@@ -10,11 +10,15 @@
 //! 2. **The adaptive pacing rate** (AIMD on a rate, not on in-flight requests), driven by 429s
 //!    (a 503 means "overloaded", not "too fast": it pauses but leaves the rate). Until the
 //!    first 429 nothing is paced. The first one seeds the rate from what the provider
-//!    accepted in the last second, then the rate grows multiplicatively (slow start: +ln 2
+//!    accepted in the last second (a 429 when nothing was accepted in the last second, since
+//!    the last pause, switches pacing off again: there is no rate to learn from a provider
+//!    that refuses everything, only its pauses to honour), then the rate grows multiplicatively (slow start: +ln 2
 //!    per success, so it roughly doubles every second) until the next 429, and from then on
 //!    additively (+max(0.5, 2 % of the rate) requests/s per second) and multiplicatively
-//!    down (× 0.85 of the smaller of the rate and what was accepted over the last second) on
-//!    each later 429. Only one decrease per round: a throttled answer to a request sent
+//!    down (× 0.85) on each later 429. A 429 without a new pause decreases from the smaller of
+//!    the rate and what was accepted over the last second, when that window (which restarts
+//!    at the end of every pause) is at least half a second long; a 429 that starts a pause
+//!    decreases from the rate itself. Only one decrease per round: a throttled answer to a request sent
 //!    before the last decrease does not decrease again. The rate grows only while it is what
 //!    holds callers back, so a quiet provider does not drift to an unbounded rate. Requests
 //!    are spaced evenly (no burst). Why a rate and not a concurrency window: providers limit
@@ -379,6 +383,8 @@ impl RateControl {
         let mut s = lock(&self.state);
         let now = Instant::now();
         Self::prune(&mut s, now);
+        // Accepted in the last second, since the last pause ended (before this 429's pause).
+        let accepted = s.ok.iter().filter(|t| **t >= s.window_start).count();
         if let Some(ra) = retry_after {
             let until = now + ra.min(max_pause);
             let current = s.paused_until.filter(|p| *p > now).unwrap_or(now);
@@ -394,6 +400,16 @@ impl RateControl {
         if status != 429 || s.last_decrease.is_some_and(|t| sent_at <= t) {
             // A 503 says "overloaded", not "too fast": it pauses (above) but leaves the rate.
             // A 429 to an attempt sent before the last decrease belongs to that round.
+            self.publish(&s, now);
+            return;
+        }
+        if accepted == 0 {
+            // The provider accepts nothing at all: there is no rate to learn, and pacing would
+            // only queue every caller behind each pause. Honour its pauses, pace nothing, and
+            // learn again from the first 429 after it accepts requests.
+            s.rate = None;
+            s.slow_start = false;
+            s.last_decrease = Some(now);
             self.publish(&s, now);
             return;
         }
@@ -526,8 +542,9 @@ mod tests {
         assert_eq!(stats.paused(), Duration::from_secs(2));
         // Everyone waits for the pause.
         let start = Instant::now();
-        c.acquire().await;
+        let p = c.acquire().await;
         assert!(start.elapsed() >= Duration::from_secs(2));
+        c.on_success(p);
         // A 503 pauses (when it says how long) but leaves the rate alone.
         tokio::time::advance(Duration::from_millis(10)).await;
         c.on_throttle(503, Instant::now(), None, Duration::from_secs(60));
@@ -547,6 +564,44 @@ mod tests {
             Duration::from_secs(5),
         );
         assert_eq!(stats.paused(), Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_that_accepts_nothing_is_paused_not_paced() {
+        let stats = Arc::new(HttpStats::default());
+        let c = RateControl::new(None, stats.clone());
+        // Refused from the start: nothing to learn.
+        c.on_throttle(
+            429,
+            Instant::now(),
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(60),
+        );
+        assert_eq!(c.adaptive_rate(), None);
+        assert_eq!(stats.current_limit(), None);
+        // It accepts some, then refuses: paced from what it accepted.
+        c.acquire().await;
+        for _ in 0..4 {
+            c.on_success(Permit { paced: false });
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+        c.on_throttle(
+            429,
+            Instant::now(),
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(60),
+        );
+        assert_eq!(c.adaptive_rate(), Some(4.0));
+        // A second later, after the pause, it still refuses everything: pacing is off again.
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        c.on_throttle(
+            429,
+            Instant::now(),
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(60),
+        );
+        assert_eq!(c.adaptive_rate(), None);
+        assert_eq!(stats.rate_limited(), 3);
     }
 
     #[tokio::test(start_paused = true)]
