@@ -50,6 +50,7 @@ pub mod alloc;
 pub mod child;
 pub mod e2e;
 pub mod procfs;
+pub mod ratebudget;
 mod report;
 pub mod scale;
 pub mod sims;

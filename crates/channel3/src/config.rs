@@ -41,6 +41,9 @@ pub struct Channel3Config {
     pub timeout_secs: Option<u64>,
     /// At most this many requests in flight.
     pub concurrency: Option<usize>,
+    /// The request budget, `"600/min"` (`N/s`, `N/min` or `N/h`), shared by everything that
+    /// calls this provider; see [`connhealth_core::rate`].
+    pub rate_limit: Option<connhealth_core::http::RateLimit>,
     /// The `redirect_uri` of connect sessions (the `connect_link` action); without it no
     /// connection offers that action.
     pub connect_redirect_uri: Option<String>,
@@ -65,6 +68,7 @@ impl Channel3Builder {
             config.timeout_secs,
             config.concurrency,
         );
+        b = b.rate_limit_opt(config.rate_limit);
         if let Some(ids) = &config.customers {
             b = b.customers(ids.iter().cloned());
         }

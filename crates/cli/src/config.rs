@@ -339,6 +339,16 @@ impl Config {
             if !KINDS.contains(&kind.as_str()) {
                 return Err(unknown_kind());
             }
+            // A paced provider's sweep takes as long as its budget needs (5,000 customers at
+            // 600/min is 500 s): with no timeout set anywhere, its whole fetch is bounded by
+            // `max_staleness` instead of the 30 s default, which would cut every sweep short.
+            let paced_default = (raw.timeout_secs.is_none()
+                && !keys.contains_key("timeout_secs")
+                && keys.contains_key("rate_limit"))
+            .then(|| {
+                poll.max_staleness
+                    .unwrap_or(connhealth::schedule::ScheduleConfig::default().max_staleness)
+            });
             // The top-level defaults, for the adapter to apply like any other key.
             keys.entry("timeout_secs")
                 .or_insert(toml::Value::Integer(clamp_i64(default_timeout)));
@@ -402,7 +412,7 @@ impl Config {
             }
             providers.push(ProviderEntry {
                 name,
-                timeout: Duration::from_secs(common.timeout_secs),
+                timeout: paced_default.unwrap_or(Duration::from_secs(common.timeout_secs)),
                 provider,
             });
         }
@@ -566,6 +576,9 @@ kind = "channel3"
 # base_url = "https://partners.trychannel3.com"   # the default
 api_key_env = "CHANNEL3_API_KEY"
 # customers = ["cus_123"]                         # default: discover all merchants
+# rate_limit = "600/min"                          # the request budget (N/s, N/min, N/h) shared
+#                                                 # by polls, refreshes and actions; default:
+#                                                 # none, the pace adapts to 429s
 # connect_redirect_uri = "https://app.example.com/channel3/callback"   # enables connect_link
 
 [[provider]]
@@ -585,6 +598,7 @@ customers = ["8a46e581-48ba-498a-9ad0-2ee72582e1af"]   # Subtotal cannot list cu
 # link_url = "https://link.subtotal.com/abc123"   # re-authentication links (and reauth_link)
 # timeout_secs = 60                               # any provider may override the defaults
 # concurrency = 8
+# rate_limit = "10/s"                             # any provider may set a budget
 
 # The same kind may appear twice (two partner accounts); each then needs its own name:
 # [[provider]]
@@ -780,6 +794,70 @@ mod tests {
             );
             assert!(p.provider.http_stats().is_some(), "{}", p.name);
         }
+    }
+
+    /// Issue 22: `rate_limit` per provider table, reaching the provider's HTTP client; a bad
+    /// value is one line naming the key path (exit 78, checked by `parse`).
+    #[test]
+    fn rate_limit_reaches_each_provider_and_a_bad_one_is_named() {
+        let text = "[[provider]]\nkind='channel3'\napi_key_env='CHANNEL3_API_KEY'\nrate_limit='600/min'\n\
+                    [[provider]]\nkind='subtotal'\napi_key_env='SUBTOTAL_API_KEY'\ncustomers=['a']\nrate_limit='5/s'\n\
+                    [[provider]]\nkind='violet'\napp_id=1\napp_secret_env='VIOLET_APP_SECRET'\nusername_env='VIOLET_USERNAME'\npassword_env='VIOLET_PASSWORD'\nrate_limit='3600/h'\n";
+        let c = parse(text).unwrap();
+        let rates: Vec<Option<f64>> = c
+            .providers
+            .iter()
+            .map(|p| p.provider.http_stats().and_then(|s| s.configured_rate()))
+            .collect();
+        assert_eq!(rates, [Some(10.0), Some(5.0), Some(1.0)]);
+        // Not set: no budget.
+        let c = parse(EXAMPLE).unwrap();
+        assert!(c.providers.iter().all(|p| p
+            .provider
+            .http_stats()
+            .unwrap()
+            .configured_rate()
+            .is_none()));
+        let c3 = "[[provider]]\nkind='channel3'\napi_key_env='CHANNEL3_API_KEY'\n";
+        for (bad, want) in [
+            ("'600/day'", "ch.toml: provider[0] (channel3).rate_limit: \"600/day\" is not a rate limit; expected N/s, N/min or N/h"),
+            ("'0/s'", "ch.toml: provider[0] (channel3).rate_limit: \"0/s\" is not a rate limit"),
+            ("600", "ch.toml: provider[0] (channel3).rate_limit: invalid type: integer `600`, expected a string"),
+        ] {
+            let msg = parse(&format!("{c3}rate_limit = {bad}\n")).unwrap_err();
+            assert!(msg.starts_with(want), "for {bad}\n got: {msg}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn a_paced_provider_without_a_timeout_gets_max_staleness_as_its_whole_fetch_bound() {
+        let c3 = "[[provider]]\nkind='channel3'\napi_key_env='CHANNEL3_API_KEY'\n";
+        let timeouts = |text: &str| -> Vec<Duration> {
+            parse(text)
+                .unwrap()
+                .providers
+                .iter()
+                .map(|p| p.timeout)
+                .collect()
+        };
+        // Paced, nothing set: max_staleness (the file's, else 24 h); unpaced: the 30 s default.
+        assert_eq!(
+            timeouts(&format!("{c3}rate_limit='600/min'\n{c3}name='b'\n")),
+            [Duration::from_secs(24 * 3600), Duration::from_secs(30)]
+        );
+        assert_eq!(
+            timeouts(&format!("max_staleness='2h'\n{c3}rate_limit='600/min'\n")),
+            [Duration::from_secs(7200)]
+        );
+        // A timeout set in the table or at the top level is kept as written.
+        assert_eq!(
+            timeouts(&format!("{c3}rate_limit='600/min'\ntimeout_secs=90\n")),
+            [Duration::from_secs(90)]
+        );
+        assert_eq!(
+            timeouts(&format!("timeout_secs=45\n{c3}rate_limit='600/min'\n")),
+            [Duration::from_secs(45)]
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   backoff, honouring `Retry-After` (seconds or HTTP-date) on 429/503, within a cap on
 //!   attempts and on total time; other methods are retried only when the connection could not
 //!   be established (nothing was sent) or when the caller opts in;
+//! - every attempt first waits for the provider's rate control ([`crate::rate`]): the shared
+//!   `Retry-After` pause, the adaptive pacing rate and the configured budget (`rate_limit`);
 //! - response bodies are capped; a non-2xx answer becomes an [`Error`] carrying the provider's
 //!   `detail`/`message`, never a secret.
 
@@ -28,6 +30,8 @@ use url::Url;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::lenient::scrub_values;
+use crate::rate::RateControl;
+pub use crate::rate::{ParseRateLimitError, RateLimit};
 use crate::secret::Secret;
 
 /// The user agent every request carries.
@@ -103,6 +107,9 @@ pub struct HttpConfig {
     pub retry: RetryPolicy,
     /// How long an idle pooled connection is kept. `None`: until the server closes it.
     pub pool_idle_timeout: Option<Duration>,
+    /// The provider's request budget (`rate_limit`), applied before every attempt. `None`:
+    /// no budget (the adaptive pacing still applies; see [`crate::rate`]).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl HttpConfig {
@@ -115,6 +122,7 @@ impl HttpConfig {
             max_body_bytes: 64 * 1024 * 1024,
             retry: RetryPolicy::default(),
             pool_idle_timeout: Some(Duration::from_secs(90)),
+            rate_limit: None,
         }
     }
 
@@ -131,14 +139,63 @@ impl HttpConfig {
     }
 }
 
-/// Counters an [`HttpClient`] keeps (shared by its clones), for metrics.
+/// Counters an [`HttpClient`] keeps (shared by its clones), for metrics: requests and retries,
+/// and what the rate control ([`crate::rate`]) sees and does.
 #[derive(Debug, Default)]
 pub struct HttpStats {
     requests: AtomicU64,
     retries: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
+    pub(crate) paused_ns: AtomicU64,
+    /// f64 bits; 0 = none.
+    configured: AtomicU64,
+    limit: AtomicU64,
+    rate: AtomicU64,
+}
+
+fn load_rate(a: &AtomicU64) -> Option<f64> {
+    let v = f64::from_bits(a.load(Ordering::Relaxed));
+    (v > 0.0).then_some(v)
 }
 
 impl HttpStats {
+    /// Answers 429 (Too Many Requests) received.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+    /// Answers 503 (Service Unavailable) received.
+    pub fn unavailable(&self) -> u64 {
+        self.unavailable.load(Ordering::Relaxed)
+    }
+    /// Time the provider was paused by `Retry-After` (all callers waiting), in all.
+    pub fn paused(&self) -> Duration {
+        Duration::from_nanos(self.paused_ns.load(Ordering::Relaxed))
+    }
+    /// The configured budget (`rate_limit`) in requests per second, if one is configured.
+    pub fn configured_rate(&self) -> Option<f64> {
+        load_rate(&self.configured)
+    }
+    /// The pacing limit in force, in requests per second: the smaller of the configured budget
+    /// and the adaptive rate; `None` while neither applies (nothing configured, never throttled).
+    pub fn current_limit(&self) -> Option<f64> {
+        load_rate(&self.limit)
+    }
+    /// Requests answered (not throttled) in the last second, as last seen.
+    pub fn current_rate(&self) -> f64 {
+        load_rate(&self.rate).unwrap_or(0.0)
+    }
+    pub(crate) fn set_configured(&self, v: Option<f64>) {
+        self.configured
+            .store(v.unwrap_or(0.0).to_bits(), Ordering::Relaxed);
+    }
+    pub(crate) fn set_limit(&self, v: Option<f64>) {
+        self.limit
+            .store(v.unwrap_or(0.0).to_bits(), Ordering::Relaxed);
+    }
+    pub(crate) fn set_rate(&self, v: f64) {
+        self.rate.store(v.to_bits(), Ordering::Relaxed);
+    }
     /// Attempts sent (first tries and retries).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -233,6 +290,7 @@ pub struct HttpClient {
     retry: RetryPolicy,
     max_body: usize,
     stats: Arc<HttpStats>,
+    rate: Arc<RateControl>,
 }
 
 impl HttpClient {
@@ -281,13 +339,15 @@ impl HttpClient {
                 format!("cannot build HTTP client: {}", e.without_url()),
             )
         })?;
+        let stats = Arc::new(HttpStats::default());
         Ok(HttpClient {
             provider: Arc::from(provider),
             base,
             client,
             retry: config.retry.clone(),
             max_body: config.max_body_bytes,
-            stats: Arc::new(HttpStats::default()),
+            rate: Arc::new(RateControl::new(config.rate_limit, stats.clone())),
+            stats,
         })
     }
 
@@ -304,6 +364,22 @@ impl HttpClient {
     /// Request counters.
     pub fn stats(&self) -> &Arc<HttpStats> {
         &self.stats
+    }
+
+    /// The configured request budget (`rate_limit`), if any.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate.budget()
+    }
+
+    /// The configured budget in requests per second, if any.
+    pub fn configured_rate(&self) -> Option<f64> {
+        self.stats.configured_rate()
+    }
+
+    /// The pacing limit in force in requests per second (the smaller of the budget and the
+    /// adaptive rate), if any; see [`HttpStats::current_limit`].
+    pub fn current_limit(&self) -> Option<f64> {
+        self.stats.current_limit()
     }
 
     /// `base_url` + `/` + each segment. Segments are literal path parts (e.g. `"v0"`) or ids;
@@ -350,18 +426,40 @@ impl HttpClient {
                 format!("header {name} has a value that cannot be sent"),
             ));
         }
-        let start = Instant::now();
+        // The retry budget counts from the first attempt's send, not from the wait for the
+        // provider's rate budget before it (a long queue under a small budget is not a reason
+        // to give up retrying).
+        let mut first_sent: Option<Instant> = None;
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
+            // The provider's budget, pause and pacing, shared by every caller, before every
+            // attempt (retries included).
+            let permit = self.rate.acquire().await;
+            let sent_at = Instant::now();
+            let start = *first_sent.get_or_insert(sent_at);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             if attempt > 1 {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
             let (err, nothing_sent) = match self.attempt(&req).await {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => {
+                    self.rate.on_success(permit);
+                    return Ok(resp);
+                }
                 Err(e) => e,
             };
+            match err.http_status() {
+                Some(status @ (429 | 503)) => self.rate.on_throttle(
+                    status,
+                    sent_at,
+                    err.retry_after(),
+                    self.retry.max_retry_after,
+                ),
+                // Answered (an error of the request's own): the provider accepted the call.
+                Some(_) => self.rate.on_success(permit),
+                None => {}
+            }
             let retryable = err.is_transient() && (req.retry_any || nothing_sent);
             if !retryable || attempt >= self.retry.max_attempts {
                 return Err(err);

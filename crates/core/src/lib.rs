@@ -54,6 +54,7 @@ pub mod lenient;
 mod model;
 mod options;
 mod provider;
+pub mod rate;
 pub mod schedule;
 mod secret;
 pub mod watch;

@@ -31,7 +31,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::http::{HttpClient, HttpConfig, RetryPolicy};
+use crate::http::{HttpClient, HttpConfig, RateLimit, RetryPolicy};
 use crate::provider::Concurrency;
 
 /// The largest fan-out bound accepted (a larger one is a configuration mistake, and one near
@@ -64,6 +64,7 @@ pub struct ClientOptions {
     max_body_bytes: Option<usize>,
     concurrency: Option<usize>,
     shared_concurrency: Option<Concurrency>,
+    rate_limit: Option<RateLimit>,
 }
 
 /// [`ClientOptions`] after validation.
@@ -166,6 +167,19 @@ impl ClientOptions {
         self
     }
 
+    /// The provider's request budget (`rate_limit = "600/min"`): every request of this
+    /// provider (polls, refreshes, actions, logins, retries) waits for it; see [`crate::rate`].
+    /// Default: none (adaptive pacing only).
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// The request budget as set, if set.
+    pub fn rate_limit_setting(&self) -> Option<RateLimit> {
+        self.rate_limit
+    }
+
     /// Share a bound with other providers (overrides [`ClientOptions::concurrency`]). For the
     /// bound to span providers, create it with [`Concurrency::shared`].
     pub fn shared_concurrency(mut self, bound: Concurrency) -> Self {
@@ -223,6 +237,7 @@ impl ClientOptions {
             http.retry = r.clone();
         }
         http.max_body_bytes = self.max_body_bytes.unwrap_or(defaults.max_body_bytes);
+        http.rate_limit = self.rate_limit;
         Ok(ValidatedOptions {
             http: HttpClient::new(&name, &http)?,
             http_config: http,
@@ -250,7 +265,8 @@ impl ClientOptions {
 
 /// The [`ClientOptions`] setters, for an adapter builder with a field `options: ClientOptions`:
 /// `options`, `name`, `base_url`, `request_timeout`, `connect_timeout`, `without_timers`,
-/// `retry`, `max_body_bytes`, `concurrency`, `shared_concurrency`. Written once here so that
+/// `retry`, `max_body_bytes`, `concurrency`, `shared_concurrency`, `rate_limit`,
+/// `rate_limit_opt`. Written once here so that
 /// every adapter's builder has the same setters with the same meaning.
 ///
 /// ```
@@ -344,6 +360,22 @@ macro_rules! client_options_setters {
             self.options = self
                 .options
                 .with_table_keys(name, base_url, timeout_secs, concurrency);
+            self
+        }
+
+        /// The provider's request budget, e.g. `"600/min".parse()?`: every request of this
+        /// provider (polls, refreshes, actions, logins, retries) waits for it (default: none;
+        /// see [`connhealth_core::rate`]($crate::rate)).
+        pub fn rate_limit(mut self, limit: $crate::http::RateLimit) -> Self {
+            self.options = self.options.rate_limit(limit);
+            self
+        }
+
+        /// [`rate_limit`](Self::rate_limit) when `Some` (for the adapters' `from_config`).
+        pub fn rate_limit_opt(mut self, limit: Option<$crate::http::RateLimit>) -> Self {
+            if let Some(l) = limit {
+                self.options = self.options.rate_limit(l);
+            }
             self
         }
 

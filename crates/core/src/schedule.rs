@@ -703,7 +703,10 @@ impl PollLoop {
             .max(read);
         let measured =
             (read > 0 && !elapsed.is_zero()).then(|| read as f64 / elapsed.as_secs_f64());
-        let (rate, configured) = match (self.configured_rate, measured) {
+        let configured_rate = self
+            .configured_rate
+            .or_else(|| budgeted_customers_per_sec(w, customers));
+        let (rate, configured) = match (configured_rate, measured) {
             (Some(r), _) => (r, true),
             (None, Some(r)) => (r, false),
             // Nothing read (or instantly): no figure to judge by; keep the last one.
@@ -722,6 +725,31 @@ impl PollLoop {
         }
         *lock(&self.stats.budget) = Some(budget);
     }
+}
+
+/// The customers per second the providers' configured `rate_limit`s allow for a sweep of
+/// `customers`, when every provider with customers has one (else `None`: the measured rate is
+/// used). Providers are swept concurrently, so the slowest one decides: the sweep takes
+/// `max(customers of p ÷ budget of p)`. One request per customer is assumed (a Channel3 or
+/// Subtotal read; Violet's pages hold many merchants, so this errs on the safe side).
+fn budgeted_customers_per_sec(w: &Watcher, customers: usize) -> Option<f64> {
+    let mut per_provider: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for t in w.state().connections.values() {
+        per_provider
+            .entry(t.connection.provider.as_str())
+            .or_default()
+            .insert(t.connection.customer.id.as_str());
+    }
+    let mut slowest = 0.0_f64;
+    for p in w.providers() {
+        let n = per_provider.get(p.name()).map_or(0, HashSet::len);
+        if n == 0 {
+            continue;
+        }
+        let rate = p.http_stats()?.configured_rate()?;
+        slowest = slowest.max(n as f64 / rate);
+    }
+    (slowest > 0.0).then(|| customers as f64 / slowest)
 }
 
 /// Whether a re-check's error says the provider has no targeted read at all.

@@ -200,6 +200,7 @@ pub(crate) fn render(state: &AppState) -> String {
                 s.retries()
             );
         }
+        rate_series(&mut out, &stats);
     }
 
     let save = state.save_stats();
@@ -370,6 +371,60 @@ fn render_webhooks(out: &mut String, state: &AppState) {
     }
 }
 
+/// The rate control's series (see `connhealth_core::rate`), one per provider with HTTP counters.
+fn rate_series(
+    out: &mut String,
+    stats: &[(String, std::sync::Arc<connhealth_core::http::HttpStats>)],
+) {
+    type Get = fn(&connhealth_core::http::HttpStats) -> Option<String>;
+    let series: [(&str, &str, &str, Get); 6] = [
+        (
+            "connhealth_provider_rate_limit",
+            "gauge",
+            "The pacing limit in force, in requests per second (the smaller of rate_limit and the adaptive rate; +Inf while neither applies).",
+            |s| Some(float(s.current_limit().unwrap_or(f64::INFINITY))),
+        ),
+        (
+            "connhealth_provider_rate_budget",
+            "gauge",
+            "The configured rate_limit, in requests per second (only providers that set one).",
+            |s| s.configured_rate().map(float),
+        ),
+        (
+            "connhealth_provider_request_rate",
+            "gauge",
+            "Requests the provider answered (not throttled) in the last second.",
+            |s| Some(float(s.current_rate())),
+        ),
+        (
+            "connhealth_provider_rate_limited_total",
+            "counter",
+            "Answers 429 (Too Many Requests) received from the provider.",
+            |s| Some(s.rate_limited().to_string()),
+        ),
+        (
+            "connhealth_provider_unavailable_total",
+            "counter",
+            "Answers 503 (Service Unavailable) received from the provider.",
+            |s| Some(s.unavailable().to_string()),
+        ),
+        (
+            "connhealth_provider_paused_seconds_total",
+            "counter",
+            "Time every request to the provider waited for a Retry-After pause, in seconds.",
+            |s| Some(float(s.paused().as_secs_f64())),
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        header(out, name, kind, help);
+        for (provider, s) in stats {
+            if let Some(v) = get(s) {
+                let _ = writeln!(out, "{name}{{provider=\"{}\"}} {v}", escape_label(provider));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,5 +501,69 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    /// Issue 22: the rate control's series, from a real client that met a real 429.
+    #[tokio::test]
+    async fn rate_series_show_the_budget_the_limit_and_429s() {
+        use connhealth_core::http::{HeaderName, HttpClient, HttpConfig, Method, RetryPolicy};
+        use connhealth_testkit::{Channel3Sim, RateLimitFault};
+
+        let sim = Channel3Sim::start_generated(2, 1).await.unwrap();
+        sim.faults()
+            .set_rate_limit(Some(RateLimitFault::per_second(1.0 / 60.0)));
+        let mut cfg = HttpConfig::new(sim.base_url());
+        cfg.retry = RetryPolicy::none();
+        cfg.rate_limit = Some("100/s".parse().unwrap());
+        let budgeted = HttpClient::new("c3", &cfg).unwrap();
+        let unbudgeted = HttpClient::new("other", &HttpConfig::new(sim.base_url())).unwrap();
+        let key = connhealth_core::Secret::new(sim.api_key());
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            let url = budgeted.url(&["v0", "partner", "merchants"]).unwrap();
+            let req = budgeted
+                .request(Method::GET, "GET /v0/partner/merchants", url)
+                .secret_header(HeaderName::from_static("x-api-key"), "", &key);
+            statuses.push(match budgeted.send(req).await {
+                Ok(r) => r.status(),
+                Err(e) => e.http_status().unwrap_or(0),
+            });
+        }
+        assert_eq!(statuses, [200, 429]);
+        let state = AppState::new(None, 4);
+        state.add_http_stats("c3".into(), budgeted.stats().clone());
+        state.add_http_stats("other".into(), unbudgeted.stats().clone());
+        let text = render(&state);
+        for line in [
+            "# TYPE connhealth_provider_rate_limit gauge\n",
+            "# TYPE connhealth_provider_rate_limited_total counter\n",
+            "connhealth_provider_rate_budget{provider=\"c3\"} 100\n",
+            // Seeded from the one answer accepted in the last second, under the budget.
+            "connhealth_provider_rate_limit{provider=\"c3\"} 1\n",
+            "connhealth_provider_rate_limit{provider=\"other\"} +Inf\n",
+            "connhealth_provider_rate_limited_total{provider=\"c3\"} 1\n",
+            "connhealth_provider_rate_limited_total{provider=\"other\"} 0\n",
+            "connhealth_provider_unavailable_total{provider=\"c3\"} 0\n",
+            "connhealth_provider_request_rate{provider=\"other\"} 0\n",
+            "connhealth_provider_paused_seconds_total{provider=\"other\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("connhealth_provider_rate_budget{provider=\"other\"}"));
+        // A Retry-After of about a minute (one token a minute), capped at the policy's 60 s.
+        let paused = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("connhealth_provider_paused_seconds_total{provider=\"c3\"} ")
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("paused seconds of c3");
+        assert!((55.0..=60.0).contains(&paused), "{paused}");
+        let rate = text
+            .lines()
+            .find_map(|l| l.strip_prefix("connhealth_provider_request_rate{provider=\"c3\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("request rate of c3");
+        assert_eq!(rate, 1.0);
     }
 }

@@ -711,6 +711,24 @@ async fn metrics_cover_every_provider_and_status() {
         3,
         "{text}"
     );
+    // The rate control's series, one per provider (issue 22): nothing configured and no 429,
+    // so no limit is in force.
+    for name in [
+        "connhealth_provider_rate_limit",
+        "connhealth_provider_request_rate",
+        "connhealth_provider_rate_limited_total",
+        "connhealth_provider_unavailable_total",
+        "connhealth_provider_paused_seconds_total",
+    ] {
+        assert_eq!(
+            text.matches(&format!("{name}{{provider=")).count(),
+            3,
+            "{name}\n{text}"
+        );
+    }
+    assert!(text.contains("connhealth_provider_rate_limit{provider=\"violet\"} +Inf\n"));
+    assert!(text.contains("connhealth_provider_rate_limited_total{provider=\"subtotal\"} 0\n"));
+    assert!(!text.contains("connhealth_provider_rate_budget{"));
     for gauge in [
         "connhealth_last_poll_duration_seconds ",
         "connhealth_last_poll_timestamp_seconds ",

@@ -381,7 +381,15 @@ async fn readyz_after_two_sweeps(max_staleness: Duration) -> (serde_json::Value,
     sim.faults()
         .push(FaultRule::new(Fault::Latency(Duration::from_secs(2))).route(LIST_CONNECTIONS));
     // 20 customers × 2 s one at a time: 40 s a sweep, every 60 s: ~100 s between reads.
-    let w = watcher(Duration::from_secs(60), max_staleness, &[channel3(&sim, 1)]);
+    readyz_after(max_staleness, channel3(&sim, 1)).await
+}
+
+/// `/readyz` and `/metrics` 150 s (paused) after serve started over `provider` alone.
+async fn readyz_after(
+    max_staleness: Duration,
+    provider: Arc<dyn Provider>,
+) -> (serde_json::Value, String) {
+    let w = watcher(Duration::from_secs(60), max_staleness, &[provider]);
     let server = Server::new(ServerConfig::new("127.0.0.1:0".parse().unwrap()), w).unwrap();
     let bound = server.bind().await.unwrap();
     let addr = bound.local_addr();
@@ -577,4 +585,41 @@ async fn a_webhook_is_applied_while_a_sweep_hangs() {
     assert_ne!(report["status"], "healthy", "{report}");
     stop.send(()).unwrap();
     serving.await.unwrap().unwrap();
+}
+
+/// With a configured `rate_limit` the budget is judged on it (the customers per second it
+/// allows), not on the sweep rate measured: 20 customers at 30 requests/min is 40 s a sweep.
+#[tokio::test(start_paused = true)]
+async fn readyz_judges_the_staleness_budget_on_a_configured_rate_limit() {
+    let sim = healthy_channel3(20).await;
+    let paced: Arc<dyn Provider> = Arc::new(
+        simulators::channel3(&sim)
+            .customers(sim.customer_ids())
+            .concurrency(4)
+            .rate_limit("30/min".parse().unwrap())
+            .without_timers()
+            .build()
+            .unwrap(),
+    );
+    let (body, metrics) = readyz_after(Duration::from_secs(90), paced).await;
+    let warnings = body["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{body}");
+    assert_eq!(warnings[0]["code"], "staleness_budget");
+    let message = warnings[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("20 customers at 0.50 customers/s (configured rate budget)")
+            && message.contains("take 100 s per sweep cycle, more than max_staleness 90 s"),
+        "{message}"
+    );
+    assert_eq!(
+        metric(&metrics, "connhealth_schedule_achievable_staleness_seconds"),
+        100.0
+    );
+    // The budget really paced every read (sweeps and the re-checks of customers nearing
+    // max_staleness alike): at most 0.5/s over the 150 s, plus the one-request burst.
+    let reads = sim.stats().requests(LIST_CONNECTIONS);
+    assert!(
+        (40..=76).contains(&reads),
+        "{reads} reads in 150 s at 0.5/s"
+    );
 }

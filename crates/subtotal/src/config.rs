@@ -46,6 +46,9 @@ pub struct SubtotalConfig {
     pub webhook_secret_env: Option<String>,
     /// At most this many requests in flight.
     pub concurrency: Option<usize>,
+    /// The request budget, `"600/min"` (`N/s`, `N/min` or `N/h`), shared by everything that
+    /// calls this provider; see [`connhealth_core::rate`].
+    pub rate_limit: Option<connhealth_core::http::RateLimit>,
 }
 
 impl SubtotalConfig {
@@ -71,6 +74,7 @@ impl SubtotalBuilder {
             config.timeout_secs,
             config.concurrency,
         );
+        b = b.rate_limit_opt(config.rate_limit);
         if let Some(url) = &config.link_url {
             b = b.link_url(url.clone());
         }

@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::ratelimit::{Buckets, RateLimitFault};
+
 /// Route name under which requests that match no route of a simulator are counted.
 pub const UNMATCHED: &str = "unmatched";
 
@@ -240,9 +242,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The active fault rules of one simulator. Cloning gives another handle to the same rules.
+///
+/// Besides the rules it holds the simulator's [`RateLimitFault`] (none by default), which
+/// [`Faults::clear`] leaves in place.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     rules: Arc<Mutex<Vec<FaultRule>>>,
+    buckets: Arc<Mutex<Buckets>>,
 }
 
 /// What the fault rules decided for one request.
@@ -271,7 +277,23 @@ impl Faults {
         self.push(FaultRule::new(fault));
     }
 
-    /// Remove every rule.
+    /// Limit every credential to a token bucket (`None`: no limit, the default). Buckets start
+    /// full; setting a limit again empties nothing but starts every bucket full again.
+    pub fn set_rate_limit(&self, limit: Option<RateLimitFault>) {
+        lock(&self.buckets).set(limit);
+    }
+
+    /// The rate limit in force, if any.
+    pub fn rate_limit(&self) -> Option<RateLimitFault> {
+        lock(&self.buckets).limit
+    }
+
+    /// Take a token from `credential`'s bucket now; `Err(retry_after_secs)` when it is empty.
+    pub(crate) fn take_token(&self, credential: String) -> Result<(), u64> {
+        lock(&self.buckets).take(credential, tokio::time::Instant::now())
+    }
+
+    /// Remove every rule (the rate limit stays; see [`Faults::set_rate_limit`]).
     pub fn clear(&self) {
         lock(&self.rules).clear();
     }
@@ -343,6 +365,7 @@ struct StatsInner {
     arrivals: Mutex<Vec<tokio::time::Instant>>,
     total: AtomicU64,
     tcp_connections: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 /// Request statistics of one simulator. Cloning gives another handle to the same counters.
@@ -419,6 +442,15 @@ impl Stats {
         arrivals.into_iter().zip(paths).collect()
     }
 
+    /// Requests answered 429 by the rate-limit fault ([`Faults::set_rate_limit`]).
+    pub fn rate_limited(&self) -> u64 {
+        self.inner.rate_limited.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn count_rate_limited(&self) {
+        self.inner.rate_limited.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// TCP connections accepted by the simulator's listener.
     pub fn tcp_connections(&self) -> u64 {
         self.inner.tcp_connections.load(Ordering::SeqCst)
@@ -438,6 +470,7 @@ impl Stats {
         lock(&self.inner.arrivals).clear();
         self.inner.total.store(0, Ordering::SeqCst);
         self.inner.tcp_connections.store(0, Ordering::SeqCst);
+        self.inner.rate_limited.store(0, Ordering::SeqCst);
     }
 
     pub(crate) fn begin(&self, route: &'static str, raw: &str) -> InFlight {

@@ -36,6 +36,7 @@
 //!   routes, route-name constants and the choices made where the provider's docs are silent.
 //! * [`data`]: deterministic generators (`same seed → same bytes`).
 //! * [`faults`]: [`Fault`], [`FaultRule`], [`Faults`] and [`Stats`].
+//! * [`ratelimit`]: [`RateLimitFault`], a token bucket per credential (429 + `Retry-After`).
 //! * [`Fleet`]: all three at once. The `connhealth-sim` binary serves a fleet until Ctrl-C.
 #![forbid(unsafe_code)]
 // Handlers return early with a ready `Response` as the error of small helpers; boxing it
@@ -49,6 +50,7 @@ pub mod faults;
 #[cfg(feature = "proptest")]
 pub mod fuzz;
 mod mutate;
+pub mod ratelimit;
 mod server;
 pub mod subtotal;
 mod util;
@@ -58,6 +60,7 @@ pub mod webhooks;
 pub use channel3::Channel3Sim;
 pub use checks::{assert_well_formed, well_formed};
 pub use faults::{Fault, FaultRule, Faults, Stats};
+pub use ratelimit::RateLimitFault;
 pub use subtotal::SubtotalSim;
 pub use violet::VioletSim;
 

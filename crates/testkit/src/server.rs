@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::faults::{Fault, Faults, Stats, UNMATCHED};
 use crate::mutate::{self, Vocab};
+use crate::ratelimit;
 
 /// Per-simulator configuration of the middleware.
 pub(crate) struct Core {
@@ -118,6 +119,17 @@ async fn middleware(State(core): State<Arc<Core>>, req: Request, next: Next) -> 
         .unwrap_or_else(|| req.uri().path().to_string());
     let route = (core.classify)(req.method(), req.uri().path()).unwrap_or(UNMATCHED);
     let _in_flight = core.stats.begin(route, &raw);
+    if let Err(secs) = core.faults.take_token(ratelimit::credential(req.headers())) {
+        core.stats.count_rate_limited();
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, (core.error_body)(429)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp;
+    }
     let selected = core.faults.select(route, &raw);
     if !selected.latency.is_zero() {
         tokio::time::sleep(selected.latency).await;

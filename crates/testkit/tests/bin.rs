@@ -5,17 +5,10 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-#[tokio::test]
-async fn prints_endpoints_and_serves() {
+/// Start `connhealth-sim` with `args` and read the JSON line it prints first.
+async fn spawn_sim(args: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_connhealth-sim"))
-        .args([
-            "--customers",
-            "4",
-            "--seed",
-            "9",
-            "--fault",
-            "subtotal:retailers:status:503",
-        ])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -28,6 +21,20 @@ async fn prints_endpoints_and_serves() {
     .await
     .expect("join")
     .expect("read line");
+    (child, line)
+}
+
+#[tokio::test]
+async fn prints_endpoints_and_serves() {
+    let (mut child, line) = spawn_sim(&[
+        "--customers",
+        "4",
+        "--seed",
+        "9",
+        "--fault",
+        "subtotal:retailers:status:503",
+    ])
+    .await;
     let result = async move {
         let info: Value = serde_json::from_str(&line).expect("one JSON line");
         for key in ["channel3", "violet", "subtotal"] {
@@ -97,25 +104,13 @@ fn rejects_a_bad_fault_spec() {
 /// PATCH (here failing by a `--fault`, as the action tests inject).
 #[tokio::test]
 async fn serves_the_action_endpoints_with_faults() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_connhealth-sim"))
-        .args([
-            "--customers",
-            "2",
-            "--fault",
-            "subtotal:update_connection:status:502",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn connhealth-sim");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .expect("join")
-    .expect("read line");
+    let (mut child, line) = spawn_sim(&[
+        "--customers",
+        "2",
+        "--fault",
+        "subtotal:update_connection:status:502",
+    ])
+    .await;
     let result = async move {
         let info: Value = serde_json::from_str(&line).expect("one JSON line");
         let c = reqwest::Client::new();
@@ -182,4 +177,58 @@ async fn serves_the_action_endpoints_with_faults() {
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+/// `--rate-limit 1/min --rate-limit-burst 2`: two answers, then 429 with `Retry-After`.
+#[tokio::test]
+async fn rate_limit_flags_limit_every_key() {
+    let (mut child, line) = spawn_sim(&[
+        "--customers",
+        "2",
+        "--rate-limit",
+        "1/min",
+        "--rate-limit-burst",
+        "2",
+    ])
+    .await;
+    let result = async move {
+        let info: Value = serde_json::from_str(&line).expect("one JSON line");
+        let c = reqwest::Client::new();
+        let url = format!(
+            "{}/v0/partner/merchants",
+            info["channel3"]["base_url"].as_str().unwrap_or("")
+        );
+        let key = info["channel3"]["api_key"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let mut statuses = Vec::new();
+        let mut retry_after = None;
+        for _ in 0..3 {
+            let r = c.get(&url).header("x-api-key", &key).send().await.unwrap();
+            statuses.push(r.status().as_u16());
+            retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        }
+        assert_eq!(statuses, [200, 200, 429]);
+        // One token a minute: the next one is nearly 60 s away.
+        assert!(
+            retry_after.is_some_and(|s| (55..=60).contains(&s)),
+            "{retry_after:?}"
+        );
+    };
+    let outcome = tokio::spawn(result).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_connhealth-sim"))
+        .args(["--rate-limit", "lots"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid rate limit"));
 }

@@ -52,6 +52,9 @@ pub struct VioletConfig {
     pub timeout_secs: Option<u64>,
     /// At most this many requests in flight.
     pub concurrency: Option<usize>,
+    /// The request budget, `"600/min"` (`N/s`, `N/min` or `N/h`), shared by everything that
+    /// calls this provider; see [`connhealth_core::rate`].
+    pub rate_limit: Option<connhealth_core::http::RateLimit>,
 }
 
 impl VioletConfig {
@@ -79,6 +82,7 @@ impl VioletBuilder {
             config.timeout_secs,
             config.concurrency,
         );
+        b = b.rate_limit_opt(config.rate_limit);
         if let Some(x) = config.exclude_public {
             b = b.exclude_public(x);
         }

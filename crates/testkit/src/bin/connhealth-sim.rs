@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use connhealth_testkit::{data, Channel3Sim, Fault, FaultRule, Faults, SubtotalSim, VioletSim};
+use connhealth_testkit::{
+    data, Channel3Sim, Fault, FaultRule, Faults, RateLimitFault, SubtotalSim, VioletSim,
+};
 use serde_json::json;
 
 /// Loopback simulators of the Channel3, Violet and Subtotal APIs.
@@ -43,6 +45,19 @@ struct Args {
     /// `unknown-enums`, `missing-optionals`, `empty-arrays`, `duplicate-ids`.
     #[arg(long = "fault", value_name = "PROVIDER:ROUTE:KIND[:ARG]")]
     faults: Vec<String>,
+
+    /// Limit every credential of every simulator to this rate (`N/s`, `N/min` or `N/h`): a
+    /// token bucket per API key; an empty bucket is answered 429 with `Retry-After`.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate_limit)]
+    rate_limit: Option<RateLimitFault>,
+
+    /// The bucket size of `--rate-limit` (default: one second's worth, at least 1).
+    #[arg(long, value_name = "N", requires = "rate_limit")]
+    rate_limit_burst: Option<u32>,
+}
+
+fn parse_rate_limit(s: &str) -> Result<RateLimitFault, String> {
+    s.parse()
 }
 
 struct FaultSpec {
@@ -114,6 +129,14 @@ async fn run(args: Args) -> Result<(), String> {
     apply(&specs, "channel3", channel3.faults());
     apply(&specs, "violet", violet.faults());
     apply(&specs, "subtotal", subtotal.faults());
+    if let Some(mut limit) = args.rate_limit {
+        if let Some(b) = args.rate_limit_burst {
+            limit = limit.with_burst(b);
+        }
+        for faults in [channel3.faults(), violet.faults(), subtotal.faults()] {
+            faults.set_rate_limit(Some(limit));
+        }
+    }
 
     let line = json!({
         "channel3": { "base_url": channel3.base_url(), "api_key": channel3.api_key() },
