@@ -759,6 +759,31 @@ mod tests {
     }
 
     #[test]
+    fn the_served_report_points_to_the_polls_connections() {
+        use connhealth_core::{Connection, Customer, Role, Status};
+        let c = Connection::new(
+            "p",
+            Some("1"),
+            Customer::new("cus_1"),
+            "shopify",
+            Role::Source,
+            Status::Healthy,
+            Utc::now(),
+        );
+        let poll = Poll {
+            report: HealthReport::new(Utc::now(), vec![], vec![c]),
+            changes: vec![],
+        };
+        let state = AppState::new(None, 8);
+        state.record_report(&poll, Duration::ZERO);
+        let served = state.snapshot().expect("served");
+        assert!(Arc::ptr_eq(
+            &served.report.connections[0],
+            &poll.report.connections[0]
+        ));
+    }
+
+    #[test]
     fn a_carried_over_provider_outcome_is_not_counted_twice() {
         use connhealth_core::{ErrorKind, Outcome, ProviderOutcome, ReportError};
         let failing = ProviderOutcome {
