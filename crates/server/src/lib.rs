@@ -76,6 +76,7 @@ mod conn;
 mod http;
 mod metrics;
 mod notifications;
+mod page_cache;
 pub mod routes;
 mod sse;
 mod state;
