@@ -96,6 +96,10 @@ pub(crate) struct PageCache {
     generation: u64,
     pages: HashMap<String, Arc<CachedPage>>,
     bytes: usize,
+    /// One build at a time per query: the misses that arrive while a page is being built
+    /// wait for it instead of each running the same store query (50 clients asking for an
+    /// uncached grouped page at 370k connections ran it 50 times at once).
+    gates: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl PageCache {
@@ -121,6 +125,16 @@ impl PageCache {
             self.bytes -= old.plain.len();
         }
         self.bytes += size;
+    }
+
+    /// The gate to hold while building the page for `query` (then look in the cache again:
+    /// the build waited for may have made it).
+    pub(crate) fn gate(&mut self, query: &str) -> Arc<tokio::sync::Mutex<()>> {
+        if self.gates.len() >= MAX_ENTRIES && !self.gates.contains_key(query) {
+            // Gates held now stay valid for their holders; later misses get new ones.
+            self.gates.clear();
+        }
+        self.gates.entry(query.to_owned()).or_default().clone()
     }
 
     /// Forget every page (the store changed).
@@ -192,6 +206,19 @@ mod tests {
             Arc::new(CachedPage::new(Bytes::from_static(b"[1]"))),
         );
         assert!(c.get("limit=1").0.is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_query_share_one_gate() {
+        let mut c = PageCache::default();
+        let a = c.gate("limit=1");
+        let b = c.gate("limit=1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c.gate("limit=2")));
+        let held = a.lock().await;
+        assert!(b.try_lock().is_err(), "a second build of the same page ran");
+        drop(held);
+        assert!(b.try_lock().is_ok());
     }
 
     #[test]

@@ -394,6 +394,12 @@ impl AppState {
         lock(&self.inner.page_cache).put(query, generation, page);
     }
 
+    /// The gate a miss of `query` holds while building its page (see
+    /// [`crate::page_cache::PageCache::gate`]).
+    pub(crate) fn page_gate(&self, query: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.inner.page_cache).gate(query)
+    }
+
     /// Forget every cached page (the store changed).
     pub(crate) fn invalidate_pages(&self) {
         lock(&self.inner.page_cache).invalidate();

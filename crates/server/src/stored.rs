@@ -177,6 +177,12 @@ pub(crate) async fn connections(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let key = raw.clone().unwrap_or_default();
+    if let (Some(page), _) = state.cached_page(&key) {
+        return page.response(&headers);
+    }
+    // One build per query at a time; a miss that waited takes the page just built.
+    let gate = state.page_gate(&key);
+    let _turn = gate.lock().await;
     let (cached, generation) = state.cached_page(&key);
     if let Some(page) = cached {
         return page.response(&headers);
