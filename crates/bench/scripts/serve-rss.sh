@@ -7,6 +7,8 @@
 
 BIN=${BIN:-target/debug}
 PORT=${PORT:-18937}
+# INTERVAL=60s reads the memory between polls (the default 5s reads it while polls overlap).
+INTERVAL=${INTERVAL:-5s}
 N=${1:-2000}
 $BIN/connhealth-sim --customers $N > sim.out 2>sim.err &
 SIM=$!
@@ -31,10 +33,10 @@ password_env = "VP"
 T
 measure() {
   rm -f s.json .s.json.lock connhealth.db* .connhealth.db.lock
-  $BIN/connhealth serve --config c.toml --listen 127.0.0.1:$PORT --interval 5s "$@" 2>serve.err &
+  $BIN/connhealth serve --config c.toml --listen 127.0.0.1:$PORT --interval $INTERVAL "$@" 2>serve.err &
   P=$!
   for i in $(seq 600); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.5; done
-  sleep 12  # two more polls
+  sleep ${SETTLE:-12}  # two more polls at 5s; SETTLE=N to wait otherwise
   st() { grep "^$1:" /proc/$P/status | awk '{print $2}'; }
   rss=$(st VmRSS) anon=$(st RssAnon) file=$(st RssFile) hwm=$(st VmHWM)
   n=$(curl -s http://127.0.0.1:$PORT/v1/summary | python3 -c "import json,sys;print(json.load(sys.stdin)['summary']['total'])")
