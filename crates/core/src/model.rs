@@ -639,11 +639,11 @@ impl HealthReport {
         providers: Vec<ProviderOutcome>,
         connections: Vec<Connection>,
     ) -> Self {
-        Self::from_shared(
-            generated_at,
-            providers,
-            connections.into_iter().map(Arc::new).collect(),
-        )
+        // Not `collect()`: it would reuse the list's allocation in place, keeping the whole
+        // buffer of inline connections alive behind a vector of pointers.
+        let mut shared = Vec::with_capacity(connections.len());
+        shared.extend(connections.into_iter().map(Arc::new));
+        Self::from_shared(generated_at, providers, shared)
     }
 
     /// [`HealthReport::new`] over connections already shared (e.g. a watcher's memory):
@@ -755,10 +755,11 @@ pub mod shared {
         pub fn deserialize<'de, D: Deserializer<'de>>(
             d: D,
         ) -> Result<Vec<Arc<Connection>>, D::Error> {
-            Ok(Vec::<Connection>::deserialize(d)?
-                .into_iter()
-                .map(Arc::new)
-                .collect())
+            let plain = Vec::<Connection>::deserialize(d)?;
+            // `extend`, not `collect()` (which would keep `plain`'s buffer alive in place).
+            let mut shared = Vec::with_capacity(plain.len());
+            shared.extend(plain.into_iter().map(Arc::new));
+            Ok(shared)
         }
     }
 }
