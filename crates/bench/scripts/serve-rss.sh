@@ -1,7 +1,14 @@
 #!/bin/bash
-# serve's peak RSS (VmHWM) with --state vs with --store, same simulated fleet, debug binaries.
+# serve's memory with --state vs with --store, same simulated fleet: VmRSS (split into
+# anonymous and file-backed pages) after three polls, and the peak VmHWM, each also per
+# connection. Read before anything asks for /v1/report (whose body is built on demand);
+# the connections are counted from /v1/summary. BIN=target/release for release binaries,
+# PORT to move the listener.
 
 BIN=${BIN:-target/debug}
+PORT=${PORT:-18937}
+# INTERVAL=60s reads the memory between polls (the default 5s reads it while polls overlap).
+INTERVAL=${INTERVAL:-5s}
 N=${1:-2000}
 $BIN/connhealth-sim --customers $N > sim.out 2>sim.err &
 SIM=$!
@@ -26,14 +33,16 @@ password_env = "VP"
 T
 measure() {
   rm -f s.json .s.json.lock connhealth.db* .connhealth.db.lock
-  $BIN/connhealth serve --config c.toml --listen 127.0.0.1:18937 --interval 5s "$@" 2>serve.err &
+  $BIN/connhealth serve --config c.toml --listen 127.0.0.1:$PORT --interval $INTERVAL "$@" 2>serve.err &
   P=$!
-  for i in $(seq 600); do curl -sf http://127.0.0.1:18937/readyz >/dev/null && break; sleep 0.5; done
-  sleep 12  # two more polls
-  n=$(curl -s http://127.0.0.1:18937/v1/report | python3 -c "import json,sys;print(len(json.load(sys.stdin)['connections']))")
-  hwm=$(grep VmHWM /proc/$P/status | awk '{print $2}')
+  for i in $(seq 600); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.5; done
+  sleep ${SETTLE:-12}  # two more polls at 5s; SETTLE=N to wait otherwise
+  st() { grep "^$1:" /proc/$P/status | awk '{print $2}'; }
+  rss=$(st VmRSS) anon=$(st RssAnon) file=$(st RssFile) hwm=$(st VmHWM)
+  n=$(curl -s http://127.0.0.1:$PORT/v1/summary | python3 -c "import json,sys;print(json.load(sys.stdin)['summary']['total'])")
   kill -INT $P; wait $P || true
-  echo "$* connections=$n VmHWM_kB=$hwm"
+  echo "$* connections=$n VmRSS_kB=$rss RssAnon_kB=$anon RssFile_kB=$file VmHWM_kB=$hwm"
+  python3 -c "n=$n;print('  per connection: VmRSS %.2f KB, RssAnon %.2f KB, VmHWM %.2f KB (target 1.2 KB: VmRSS %.2fx, VmHWM %.2fx)' % ($rss*1.024/n, $anon*1.024/n, $hwm*1.024/n, $rss*1.024/n/1.2, $hwm*1.024/n/1.2))"
 }
 [ -z "$ONLY_STORE" ] && measure --state s.json
 measure --store sqlite://connhealth.db

@@ -441,7 +441,12 @@ pub fn report_heap_bytes(report: &HealthReport) -> u64 {
     use std::mem::size_of;
     let s = |v: &String| v.capacity();
     let os = |v: &Option<String>| v.as_ref().map_or(0, String::capacity);
-    let mut total = report.connections.capacity() * size_of::<connhealth_core::Connection>()
+    // Each connection is its own shared allocation (`Arc`: two counters and the connection)
+    // behind the report's vector of pointers.
+    let mut total = report.connections.capacity()
+        * size_of::<std::sync::Arc<connhealth_core::Connection>>()
+        + report.connections.len()
+            * (2 * size_of::<usize>() + size_of::<connhealth_core::Connection>())
         + report.providers.capacity() * size_of::<connhealth_core::ProviderOutcome>();
     for p in &report.providers {
         total += s(&p.provider) + p.errors.capacity() * size_of::<connhealth_core::ReportError>();

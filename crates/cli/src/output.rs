@@ -53,7 +53,7 @@ pub fn json(report: &HealthReport) -> String {
 pub fn ndjson(report: &HealthReport) -> String {
     let mut out = String::new();
     for c in &report.connections {
-        out.push_str(&serde_json::to_string(c).expect("a connection always serializes"));
+        out.push_str(&serde_json::to_string(&**c).expect("a connection always serializes"));
         out.push('\n');
     }
     let summary = serde_json::json!({

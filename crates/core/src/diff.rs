@@ -229,12 +229,12 @@ pub fn diff(previous: &HealthReport, current: &HealthReport) -> Vec<Change> {
     let prev: BTreeMap<&str, &Connection> = previous
         .connections
         .iter()
-        .map(|c| (c.id.as_str(), c))
+        .map(|c| (c.id.as_str(), &**c))
         .collect();
     let cur: BTreeMap<&str, &Connection> = current
         .connections
         .iter()
-        .map(|c| (c.id.as_str(), c))
+        .map(|c| (c.id.as_str(), &**c))
         .collect();
     let ids: BTreeSet<&str> = prev.keys().chain(cur.keys()).copied().collect();
     let mut out = Vec::new();

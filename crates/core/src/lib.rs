@@ -64,6 +64,7 @@ pub use action::{Action, ActionError, ActionKind, ActionOutcome};
 pub use aggregator::{Aggregator, ProviderResult};
 pub use diff::{diff, Change, ChangeKind};
 pub use error::{Error, ErrorKind, Result};
+pub use model::shared;
 pub use model::{
     Account, Check, Connection, Customer, HealthReport, Outcome, ParseStatusError, Problem,
     ProviderOutcome, Remediation, ReportError, Role, Status, Summary, SyncProgress, SyncState,

@@ -4,8 +4,10 @@
 //! monitoring consume them. Every enum serializes in `snake_case`; optional fields serialize
 //! as `null` rather than disappearing, so consumers can rely on every key being present.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -411,6 +413,44 @@ impl Connection {
         }
     }
 
+    /// Whether `self` and `other` are equal in everything but `observed_at` (which moves on
+    /// every read): what decides whether a remembered connection changed. Compares in place,
+    /// without a copy of either.
+    pub fn same_except_observed_at(&self, other: &Connection) -> bool {
+        // Exhaustive: a new field must be added here too.
+        let Connection {
+            id,
+            provider,
+            provider_connection_id,
+            customer,
+            platform,
+            role,
+            status,
+            provider_status,
+            connected_at,
+            sync,
+            checks,
+            problems,
+            accounts,
+            observed_at: _,
+            data_as_of,
+        } = self;
+        *id == other.id
+            && *provider == other.provider
+            && *provider_connection_id == other.provider_connection_id
+            && *customer == other.customer
+            && *platform == other.platform
+            && *role == other.role
+            && *status == other.status
+            && *provider_status == other.provider_status
+            && *connected_at == other.connected_at
+            && *sync == other.sync
+            && *checks == other.checks
+            && *problems == other.problems
+            && *accounts == other.accounts
+            && *data_as_of == other.data_as_of
+    }
+
     /// The stable connection id: `"{provider}:{provider_connection_id}"` when the provider gives
     /// an id, else `"{provider}:{customer_id}:{platform}"`.
     pub fn make_id(
@@ -585,8 +625,11 @@ pub struct HealthReport {
     pub summary: Summary,
     /// One entry per provider, in the order the providers were configured.
     pub providers: Vec<ProviderOutcome>,
-    /// Every connection, sorted by `id`.
-    pub connections: Vec<Connection>,
+    /// Every connection, sorted by `id`. Shared, not copied: a watcher's report points to
+    /// the connections it remembers (one allocation each, however many reports, journals and
+    /// served views hold it); serialized exactly as a plain `Connection`.
+    #[serde(with = "shared::vec")]
+    pub connections: Vec<Arc<Connection>>,
 }
 
 impl HealthReport {
@@ -594,14 +637,28 @@ impl HealthReport {
     pub fn new(
         generated_at: DateTime<Utc>,
         providers: Vec<ProviderOutcome>,
-        mut connections: Vec<Connection>,
+        connections: Vec<Connection>,
+    ) -> Self {
+        // Not `collect()`: it would reuse the list's allocation in place, keeping the whole
+        // buffer of inline connections alive behind a vector of pointers.
+        let mut shared = Vec::with_capacity(connections.len());
+        shared.extend(connections.into_iter().map(Arc::new));
+        Self::from_shared(generated_at, providers, shared)
+    }
+
+    /// [`HealthReport::new`] over connections already shared (e.g. a watcher's memory):
+    /// the report points to them, no connection is copied.
+    pub fn from_shared(
+        generated_at: DateTime<Utc>,
+        providers: Vec<ProviderOutcome>,
+        mut connections: Vec<Arc<Connection>>,
     ) -> Self {
         // The aggregator hands over lists that are already sorted: check (n comparisons)
         // before sorting (which would allocate scratch space for half the list).
         if !connections.is_sorted_by(|a, b| a.id <= b.id) {
             connections.sort_by(|a, b| a.id.cmp(&b.id));
         }
-        let summary = Summary::of(&connections);
+        let summary = Summary::of(connections.iter().map(|c| &**c));
         let overall = Self::roll_up(&providers, &connections);
         HealthReport {
             generated_at,
@@ -615,10 +672,14 @@ impl HealthReport {
     /// The roll-up rule: the most severe status among connections (`not_connected` counts as
     /// fine); if any provider did not fully answer (`partial`, `failed`, `timed_out`), at least
     /// `unknown`. No connections and every provider `ok` is `healthy`.
-    pub fn roll_up(providers: &[ProviderOutcome], connections: &[Connection]) -> Status {
+    /// `connections` may be plain or shared (`&[Connection]`, `&[Arc<Connection>]`).
+    pub fn roll_up<C: Borrow<Connection>>(
+        providers: &[ProviderOutcome],
+        connections: &[C],
+    ) -> Status {
         let worst = connections
             .iter()
-            .map(|c| c.status)
+            .map(|c| c.borrow().status)
             // `not_connected` is informational: it never makes a report look other than healthy.
             .map(|s| {
                 if s == Status::NotConnected {
@@ -644,6 +705,7 @@ impl HealthReport {
         self.connections
             .iter()
             .filter(move |c| c.provider == provider)
+            .map(|c| &**c)
     }
 
     /// Look a connection up by id (connections are sorted by id).
@@ -651,6 +713,53 @@ impl HealthReport {
         self.connections
             .binary_search_by(|c| c.id.as_str().cmp(id))
             .ok()
-            .map(|i| &self.connections[i])
+            .map(|i| &*self.connections[i])
+    }
+}
+
+/// Serde for shared connections (`Arc<Connection>`), written and read exactly as a plain
+/// [`Connection`]: the JSON of reports and `--state` files does not change. (serde's own
+/// `rc` feature would do the same, but turning it on rebuilds every crate that depends on
+/// serde; two functions per shape are all that is needed.)
+pub mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Connection;
+
+    /// `#[serde(with = "connhealth_core::shared")]` on an `Arc<Connection>` field.
+    pub fn serialize<S: Serializer>(c: &Arc<Connection>, s: S) -> Result<S::Ok, S::Error> {
+        Connection::serialize(c, s)
+    }
+
+    /// See [`serialize`].
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Connection>, D::Error> {
+        Connection::deserialize(d).map(Arc::new)
+    }
+
+    /// `#[serde(with = "connhealth_core::shared::vec")]` on a `Vec<Arc<Connection>>` field.
+    pub mod vec {
+        use std::sync::Arc;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        use super::Connection;
+
+        /// Write the connections as a sequence of plain connections.
+        pub fn serialize<S: Serializer>(v: &[Arc<Connection>], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v.iter().map(|c| &**c))
+        }
+
+        /// Read a sequence of plain connections.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Vec<Arc<Connection>>, D::Error> {
+            let plain = Vec::<Connection>::deserialize(d)?;
+            // `extend`, not `collect()` (which would keep `plain`'s buffer alive in place).
+            let mut shared = Vec::with_capacity(plain.len());
+            shared.extend(plain.into_iter().map(Arc::new));
+            Ok(shared)
+        }
     }
 }

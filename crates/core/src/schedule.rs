@@ -786,7 +786,7 @@ mod tests {
             s.connections.insert(
                 c.id.clone(),
                 Tracked {
-                    connection: c.clone(),
+                    connection: std::sync::Arc::new(c.clone()),
                     since: chrono::DateTime::UNIX_EPOCH,
                     streak: 0,
                     worsening: false,

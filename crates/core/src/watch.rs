@@ -79,8 +79,12 @@ impl Default for WatchConfig {
 /// What the watcher remembers about one connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tracked {
-    /// The connection as last announced.
-    pub connection: Connection,
+    /// The connection as last announced: shared with the reports ([`Poll::report`],
+    /// [`Watcher::report`]) and with whatever else keeps this state (a store's journal), so
+    /// each remembered connection is one allocation. Replace it, never change it in place
+    /// (`Arc::make_mut` would copy it).
+    #[serde(with = "crate::model::shared")]
+    pub connection: Arc<Connection>,
     /// When its announced status began.
     pub since: DateTime<Utc>,
     /// Polls in a row that disagreed with the announced status in the same direction.
@@ -730,11 +734,13 @@ impl Watcher {
         let mut changes = Vec::new();
         let mut seen = BTreeSet::new();
         for c in connections
-            .iter()
+            .into_iter()
             .filter(|c| c.provider == provider && c.customer.id == customer_id)
         {
+            // The answer's allocation becomes the remembered one (no copy).
+            let c = Arc::new(c);
             seen.insert(c.id.clone());
-            self.observe(c, at, &mut changes);
+            self.observe(&c, at, &mut changes);
         }
         let gone: Vec<String> = self
             .state
@@ -815,13 +821,13 @@ impl Watcher {
                 Some(t) => {
                     let status_changed = t.connection.status != c.status;
                     changes.extend(connection_changes(&t.connection, c, at, Some(t.since)));
-                    t.connection = c.clone();
+                    t.connection = Arc::new(c.clone());
                     if status_changed {
                         t.since = at;
                     }
                     t.streak = 0;
                 }
-                None => self.observe(c, at, &mut changes),
+                None => self.observe(&Arc::new(c.clone()), at, &mut changes),
             }
         }
         if whole_customer {
@@ -853,7 +859,9 @@ impl Watcher {
     }
 
     /// Compare one fresh connection with what was announced, under the anti-flap rules.
-    fn observe(&mut self, c: &Connection, at: DateTime<Utc>, changes: &mut Vec<Change>) {
+    /// The fresh connection's allocation is kept as is (no copy) when it becomes the one
+    /// remembered.
+    fn observe(&mut self, c: &Arc<Connection>, at: DateTime<Utc>, changes: &mut Vec<Change>) {
         let Some(t) = self.state.connections.get_mut(&c.id) else {
             changes.push(Change::about(
                 c,
@@ -935,22 +943,24 @@ impl Watcher {
             .values()
             .filter(|t| polled.contains(t.connection.provider.as_str()))
             .map(|t| {
-                let mut c = t.connection.clone();
-                if unavailable.contains(c.provider.as_str()) {
-                    c.status = Status::Unknown;
-                    c.problems = vec![Problem::new(
-                        "provider_unavailable",
-                        Status::Unknown,
-                        format!(
-                            "{} did not answer; last known status {}",
-                            c.provider, t.connection.status
-                        ),
-                    )];
+                if !unavailable.contains(t.connection.provider.as_str()) {
+                    // The remembered connection itself, not a copy.
+                    return t.connection.clone();
                 }
-                c
+                let mut c = Connection::clone(&t.connection);
+                c.status = Status::Unknown;
+                c.problems = vec![Problem::new(
+                    "provider_unavailable",
+                    Status::Unknown,
+                    format!(
+                        "{} did not answer; last known status {}",
+                        c.provider, t.connection.status
+                    ),
+                )];
+                Arc::new(c)
             })
             .collect();
-        HealthReport::new(at, providers, connections)
+        HealthReport::from_shared(at, providers, connections)
     }
 
     /// Poll forever: each poll's result goes to `on_poll`; returns when it returns `false`.

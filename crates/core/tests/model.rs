@@ -381,3 +381,36 @@ fn errors_are_relabelled_without_losing_fields() {
     );
     assert_eq!(e.http_status(), Some(429));
 }
+
+#[test]
+fn same_except_observed_at_ignores_only_the_read_time() {
+    let a = conn("p", "1", Status::Degraded);
+    let mut b = a.clone();
+    b.observed_at = t(9);
+    assert!(a.same_except_observed_at(&b));
+    assert_ne!(a, b);
+    let mut c = b.clone();
+    c.provider_status = "paused".into();
+    assert!(!a.same_except_observed_at(&c));
+    let mut d = b.clone();
+    d.problems
+        .push(Problem::new("token_expired", Status::ActionRequired, "x"));
+    assert!(!a.same_except_observed_at(&d));
+    let mut e = b;
+    e.data_as_of = Some(t(8));
+    assert!(!a.same_except_observed_at(&e));
+}
+
+#[test]
+fn a_report_of_shared_connections_serializes_as_plain_ones() {
+    let plain = HealthReport::new(t(1), vec![], vec![conn("p", "1", Status::Healthy)]);
+    let shared = HealthReport::from_shared(t(1), vec![], plain.connections.clone());
+    assert!(std::sync::Arc::ptr_eq(
+        &plain.connections[0],
+        &shared.connections[0]
+    ));
+    let json = serde_json::to_value(&shared).unwrap();
+    assert_eq!(json["connections"][0]["id"], "p:1");
+    let back: HealthReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back, plain);
+}

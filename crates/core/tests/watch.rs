@@ -475,3 +475,73 @@ async fn a_whole_customer_refresh_replaces_only_that_customers_connections() {
     assert!(!s.connections.contains_key("q:z"));
     assert!(!s.connections.contains_key("p:b"));
 }
+
+fn remembered(w: &Watcher, id: &str) -> Arc<Connection> {
+    w.state().connections[id].connection.clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_report_points_to_the_remembered_connections_not_copies() {
+    let p = Scripted::new("p");
+    let mut w = watcher(&p, 1, 1);
+    p.statuses(&[("a", Status::Healthy), ("b", Status::Degraded)]);
+    let poll = w.poll().await;
+    for c in &poll.report.connections {
+        assert!(
+            Arc::ptr_eq(c, &remembered(&w, &c.id)),
+            "{} is a copy in the poll's report",
+            c.id
+        );
+    }
+    let again = w.report(Utc::now());
+    assert!(Arc::ptr_eq(
+        &again.connections[0],
+        &poll.report.connections[0]
+    ));
+
+    // An unavailable provider's connections are shown `unknown`: those are the view's own.
+    p.answer(vec![Batch2::Err(ErrorKind::ServerError, None, None)]);
+    let out = w.poll().await;
+    assert!(out
+        .report
+        .connections
+        .iter()
+        .all(|c| { c.status == Status::Unknown && !Arc::ptr_eq(c, &remembered(&w, &c.id)) }));
+    assert_eq!(remembered(&w, "p:b").status, Status::Degraded);
+
+    // A targeted refresh replaces the remembered allocation; the view follows it.
+    let fresh = conn("p", "a", "cus_1", Status::Disconnected);
+    let before = remembered(&w, "p:a");
+    w.apply_refresh_changes("p", "cus_1", &[fresh], false, Utc::now());
+    let after = remembered(&w, "p:a");
+    assert!(!Arc::ptr_eq(&before, &after));
+    assert_eq!(after.status, Status::Disconnected);
+}
+
+/// `tests/data/state-before-shared-connections.json` was written by `connhealth watch --once
+/// --state` (over the testkit's simulators) before the watcher's connections became shared
+/// (`Arc<Connection>`): it still loads, and is written back byte for byte.
+#[test]
+fn a_state_file_written_before_connections_were_shared_still_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/state-before-shared-connections.json");
+    let state = WatchState::load(&path).unwrap();
+    assert_eq!(state.connections.len(), 3);
+    assert_eq!(
+        state.providers.keys().collect::<Vec<_>>(),
+        ["channel3", "subtotal", "violet"]
+    );
+    let t = &state.connections["channel3:conn-7890-shopify"];
+    assert_eq!(t.connection.status, Status::ActionRequired);
+    assert_eq!(t.connection.platform, "shopify");
+    assert!(!t.connection.problems.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("state.json");
+    state.save(&out).unwrap();
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&path).unwrap(),
+        "the format changed"
+    );
+}

@@ -970,7 +970,7 @@ fn stored_conn(
     }))
     .unwrap();
     connhealth_core::watch::Tracked {
-        connection,
+        connection: connection.into(),
         since,
         streak: 0,
         worsening: false,

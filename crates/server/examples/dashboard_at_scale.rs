@@ -23,7 +23,9 @@
 //!
 //! Environment: `CONNHEALTH_BIN` (default `target/release/connhealth`), `INTERVAL` (the demo's
 //! poll interval, default `1h`: one poll), `RUNS` (default 5),
-//! `SECS` (default 10), `CLIENTS` (default 50). Prints one JSON line per fleet size.
+//! `SECS` (default 10), `CLIENTS` (default 50), `LOAD_ONLY=1` (skip the browser: only the
+//! HTTP load and the memory figures, e.g. while profiling the server). Prints one JSON line
+//! per fleet size.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -231,36 +233,38 @@ async fn measure(customers: u64) -> Res<Value> {
     let ready_s = started.elapsed().as_secs_f64();
     let rss_ready = proc_kib(pid, "VmRSS:");
 
-    let driver_port = free_port();
-    let _driver = Kill(
-        Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let c = browser(driver_port).await?;
-    let runs = env_or("RUNS", 5);
     let mut firsts = Vec::new();
     let mut bytes = Vec::new();
-    for _ in 0..runs {
-        let (ms, b) = first_view(&c, &format!("{base}/")).await?;
-        firsts.push(ms);
-        bytes.push(b);
-    }
     let mut status_ms = Vec::new();
     let mut provider_ms = Vec::new();
     let mut search_ms = Vec::new();
-    for _ in 0..runs {
-        status_ms.push(change(&c, "filter-status", "degraded", "change").await?);
-        status_ms.push(change(&c, "filter-status", "", "change").await?);
-        provider_ms.push(change(&c, "filter-provider", "violet", "change").await?);
-        provider_ms.push(change(&c, "filter-provider", "", "change").await?);
-        search_ms.push(change(&c, "search", "shopify", "input").await?);
-        search_ms.push(change(&c, "search", "", "input").await?);
+    if std::env::var_os("LOAD_ONLY").is_none() {
+        let driver_port = free_port();
+        let _driver = Kill(
+            Command::new("/usr/bin/chromedriver")
+                .arg(format!("--port={driver_port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let c = browser(driver_port).await?;
+        let runs = env_or("RUNS", 5);
+        for _ in 0..runs {
+            let (ms, b) = first_view(&c, &format!("{base}/")).await?;
+            firsts.push(ms);
+            bytes.push(b);
+        }
+        for _ in 0..runs {
+            status_ms.push(change(&c, "filter-status", "degraded", "change").await?);
+            status_ms.push(change(&c, "filter-status", "", "change").await?);
+            provider_ms.push(change(&c, "filter-provider", "violet", "change").await?);
+            provider_ms.push(change(&c, "filter-provider", "", "change").await?);
+            search_ms.push(change(&c, "search", "shopify", "input").await?);
+            search_ms.push(change(&c, "search", "", "input").await?);
+        }
+        let _ = c.close().await;
     }
-    let _ = c.close().await;
     for v in [
         &mut firsts,
         &mut status_ms,
@@ -294,7 +298,7 @@ async fn measure(customers: u64) -> Res<Value> {
     let bytes_median = {
         let mut b = bytes.clone();
         b.sort_unstable();
-        b[b.len() / 2]
+        b.get(b.len() / 2).copied()
     };
     Ok(json!({
         "customers_per_provider": customers,

@@ -80,6 +80,7 @@ mod conn;
 mod http;
 mod metrics;
 mod notifications;
+mod page_cache;
 pub mod replica;
 pub mod routes;
 mod schedule;

@@ -388,7 +388,7 @@ impl FollowerView {
                         watcher.state_mut().connections.insert(
                             id,
                             Tracked {
-                                connection: item.connection,
+                                connection: std::sync::Arc::new(item.connection),
                                 since: item.since,
                                 streak: 0,
                                 worsening: false,

@@ -468,7 +468,7 @@ impl Filter {
         HealthReport {
             generated_at: report.generated_at,
             overall: HealthReport::roll_up(&selected, &connections),
-            summary: Summary::of(&connections),
+            summary: Summary::of(connections.iter().map(|c| &**c)),
             providers: report.providers.clone(),
             connections,
         }

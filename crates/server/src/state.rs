@@ -216,20 +216,8 @@ impl Drop for OpenGuard {
     }
 }
 
-/// `/v1/connections` pages as served, by query string, until the store is written again
-/// (built on demand: a dashboard's viewers ask for the same first page).
-#[derive(Debug, Default)]
-pub(crate) struct PageCache {
-    /// Bumped by every store write that worked or stored events.
-    generation: u64,
-    pages: std::collections::HashMap<String, Bytes>,
-}
-
-/// At most this many pages are cached (then the cache starts over).
-const PAGE_CACHE_ENTRIES: usize = 256;
-
 struct Inner {
-    page_cache: Mutex<PageCache>,
+    page_cache: Mutex<crate::page_cache::PageCache>,
     /// Asks `serve`'s prewarmer to build the dashboard's first page again (after a store write).
     prewarm: tokio::sync::Notify,
     token: Option<Secret>,
@@ -294,7 +282,7 @@ impl AppState {
             .max(1);
         AppState {
             inner: Arc::new(Inner {
-                page_cache: Mutex::new(PageCache::default()),
+                page_cache: Mutex::new(Default::default()),
                 prewarm: tokio::sync::Notify::new(),
                 token,
                 warnings: Mutex::new(BTreeMap::new()),
@@ -394,28 +382,32 @@ impl AppState {
 
     /// The cached page for `query`, and the generation to hand back to
     /// [`AppState::cache_page`] (so a page read before a write is never cached after it).
-    pub(crate) fn cached_page(&self, query: &str) -> (Option<Bytes>, u64) {
-        let c = lock(&self.inner.page_cache);
-        (c.pages.get(query).cloned(), c.generation)
+    pub(crate) fn cached_page(
+        &self,
+        query: &str,
+    ) -> (Option<Arc<crate::page_cache::CachedPage>>, u64) {
+        lock(&self.inner.page_cache).get(query)
     }
 
-    /// Keep `body` as the page for `query`, unless the store was written since `generation`.
-    pub(crate) fn cache_page(&self, query: &str, generation: u64, body: Bytes) {
-        let mut c = lock(&self.inner.page_cache);
-        if c.generation != generation {
-            return;
-        }
-        if c.pages.len() >= PAGE_CACHE_ENTRIES {
-            c.pages.clear();
-        }
-        c.pages.insert(query.to_owned(), body);
+    /// Keep `page` for `query`, unless the store was written since `generation`.
+    pub(crate) fn cache_page(
+        &self,
+        query: &str,
+        generation: u64,
+        page: Arc<crate::page_cache::CachedPage>,
+    ) {
+        lock(&self.inner.page_cache).put(query, generation, page);
+    }
+
+    /// The gate a miss of `query` holds while building its page (see
+    /// [`crate::page_cache::PageCache::gate`]).
+    pub(crate) fn page_gate(&self, query: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.inner.page_cache).gate(query)
     }
 
     /// Forget every cached page (the store changed).
     pub(crate) fn invalidate_pages(&self) {
-        let mut c = lock(&self.inner.page_cache);
-        c.generation += 1;
-        c.pages.clear();
+        lock(&self.inner.page_cache).invalidate();
     }
 
     pub(crate) fn store_stats(&self) -> StoreStats {
@@ -783,6 +775,31 @@ mod tests {
         assert!(state.subscribe(Some(0)).reset.is_some());
         let sub = state.subscribe(Some(latest));
         assert!(sub.reset.is_none() && sub.backlog.is_empty());
+    }
+
+    #[test]
+    fn the_served_report_points_to_the_polls_connections() {
+        use connhealth_core::{Connection, Customer, Role, Status};
+        let c = Connection::new(
+            "p",
+            Some("1"),
+            Customer::new("cus_1"),
+            "shopify",
+            Role::Source,
+            Status::Healthy,
+            Utc::now(),
+        );
+        let poll = Poll {
+            report: HealthReport::new(Utc::now(), vec![], vec![c]),
+            changes: vec![],
+        };
+        let state = AppState::new(None, 8);
+        state.record_report(&poll, Duration::ZERO);
+        let served = state.snapshot().expect("served");
+        assert!(Arc::ptr_eq(
+            &served.report.connections[0],
+            &poll.report.connections[0]
+        ));
     }
 
     #[test]

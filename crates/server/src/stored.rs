@@ -151,6 +151,8 @@ pub(crate) async fn run_prewarmer(state: AppState) {
         tokio::select! {
             _ = connections(
                 State(state.clone()),
+                // As a browser asks: the gzip'd form is made here too, off the request path.
+                gzip_request(),
                 RawQuery(Some(DASHBOARD_FIRST_PAGE.to_owned())),
             ) => {}
             _ = crate::stopped(&mut stop) => return,
@@ -158,15 +160,32 @@ pub(crate) async fn run_prewarmer(state: AppState) {
     }
 }
 
-/// `GET /v1/connections`.
+fn gzip_request() -> axum::http::HeaderMap {
+    let mut h = axum::http::HeaderMap::new();
+    h.insert(
+        axum::http::header::ACCEPT_ENCODING,
+        axum::http::HeaderValue::from_static("gzip"),
+    );
+    h
+}
+
+/// `GET /v1/connections`: a page cached since the last store write is answered from its
+/// bytes, gzip'd ones when the client takes gzip ([`crate::page_cache`]).
 pub(crate) async fn connections(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let key = raw.clone().unwrap_or_default();
+    if let (Some(page), _) = state.cached_page(&key) {
+        return page.response(&headers);
+    }
+    // One build per query at a time; a miss that waited takes the page just built.
+    let gate = state.page_gate(&key);
+    let _turn = gate.lock().await;
     let (cached, generation) = state.cached_page(&key);
-    if let Some(body) = cached {
-        return h::json_bytes(StatusCode::OK, body);
+    if let Some(page) = cached {
+        return page.response(&headers);
     }
     let run = async {
         let q = Query::parse(
@@ -254,8 +273,9 @@ pub(crate) async fn connections(
             })
             .to_string(),
         );
-        state.cache_page(&key, generation, body.clone());
-        Ok::<_, Response>(h::json_bytes(StatusCode::OK, body))
+        let page = Arc::new(crate::page_cache::CachedPage::new(body));
+        state.cache_page(&key, generation, page.clone());
+        Ok::<_, Response>(page.response(&headers))
     };
     run.await.unwrap_or_else(|r| r)
 }

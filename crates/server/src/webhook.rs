@@ -445,7 +445,7 @@ impl Applied {
                                 || t.connection.id == connection_id)
                     })
                     .map(|t| {
-                        let mut c = t.connection.clone();
+                        let mut c = connhealth_core::Connection::clone(&t.connection);
                         c.status = status;
                         if let Some(s) = &provider_status {
                             c.provider_status = s.clone();

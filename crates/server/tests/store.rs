@@ -444,3 +444,79 @@ async fn summary_grouping_and_timelines_at_the_api() {
     assert!(plain["items"][0].get("timeline").is_none());
     server.stop().await.unwrap();
 }
+
+/// A cached `/v1/connections` page is answered gzip'd from bytes compressed once and kept:
+/// the same JSON as the plain answer, the same bytes every time, and dropped with the plain
+/// page at the next store write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_pages_are_served_gzipped_from_kept_bytes_until_the_next_store_write() {
+    let fleet = Fleet::start(2, 7).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(
+        SqliteStore::open(&dir.path().join("c.db"), &OpenOptions::default())
+            .await
+            .unwrap(),
+    );
+    let server = start(&fleet, sqlite.clone(), Duration::from_millis(200)).await;
+    let path = format!("/v1/connections?q={DOC_CONNECTION}&limit=5");
+    wait_for(
+        async || get_json(&server, &path).await["total"] == 1,
+        "the connection stored",
+    )
+    .await;
+    let raw = reqwest::Client::builder()
+        .no_proxy()
+        .no_gzip()
+        .no_brotli()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let get = async |gzip: bool| {
+        let mut req = raw.get(server.url(&path));
+        if gzip {
+            req = req.header("Accept-Encoding", "br;q=0.5, gzip");
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["vary"], "accept-encoding");
+        let enc = resp
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (enc, resp.bytes().await.unwrap())
+    };
+    let unzip = |b: &[u8]| -> Value {
+        use std::io::Read as _;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_end(&mut out)
+            .unwrap();
+        serde_json::from_slice(&out).unwrap()
+    };
+    // Polls every 200 ms, each a store write: compare answers from one generation (the
+    // same `total` and rows), retrying until a pair falls between two writes.
+    let mut matched = false;
+    for _ in 0..50 {
+        let (enc, zipped) = get(true).await;
+        let (enc2, zipped2) = get(true).await;
+        let (plain_enc, plain) = get(false).await;
+        assert_eq!(enc.as_deref(), Some("gzip"));
+        assert_eq!(enc2.as_deref(), Some("gzip"));
+        assert_eq!(plain_enc, None);
+        let plain: Value = serde_json::from_slice(&plain).unwrap();
+        if zipped == zipped2 && unzip(&zipped) == plain {
+            matched = true;
+            break;
+        }
+    }
+    assert!(matched, "the gzip'd page never matched the plain one");
+
+    // A change: the next store write drops the kept gzip too.
+    assert!(fleet.subtotal.set_status(DOC_CONNECTION, "unauthenticated"));
+    wait_for(
+        async || unzip(&get(true).await.1)["items"][0]["status"] == "action_required",
+        "the gzip'd page to show the change",
+    )
+    .await;
+    server.stop().await.unwrap();
+}

@@ -62,18 +62,20 @@ fn one_percent_changed(
     for id in &ids {
         let t = next.connections.get_mut(id).unwrap();
         let old = t.connection.clone();
-        t.connection.status = if old.status == Status::Degraded {
+        // A fresh allocation, as a poll's answer is (the old one is shared with `prev`).
+        let c = std::sync::Arc::make_mut(&mut t.connection);
+        c.status = if old.status == Status::Degraded {
             Status::Healthy
         } else {
             Status::Degraded
         };
-        t.connection.observed_at = at;
+        c.observed_at = at;
         changes.extend(connection_changes(&old, &t.connection, at, Some(t.since)));
         t.since = at;
     }
     // Every other connection was observed again (observed_at moves every poll).
     for t in next.connections.values_mut() {
-        t.connection.observed_at = at;
+        std::sync::Arc::make_mut(&mut t.connection).observed_at = at;
     }
     (next, changes, ids)
 }

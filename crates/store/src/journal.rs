@@ -197,6 +197,7 @@ impl Journal {
         for (name, p) in &rec.providers {
             self.last.providers.insert(name.clone(), p.clone());
         }
+        share_connections(&mut self.last, next);
         // A record that changes nothing (a refresh that confirmed what was known) is not
         // written: a flood of such refreshes costs no transaction each.
         let empty = rec.outcomes.is_empty()
@@ -273,6 +274,25 @@ impl Journal {
             self.pending_events -= older.events.len();
             self.dropped_events += older.events.len() as u64;
             fold(older, newer);
+        }
+    }
+}
+
+/// After a record is applied, `last` remembers the same ids as `next`; a connection that
+/// changed only in `observed_at` is still `last`'s older allocation. Point it at `next`'s,
+/// so the journal holds no connection of its own: one allocation per connection, shared
+/// with the watcher (and the reports built from it), not two.
+fn share_connections(last: &mut WatchState, next: &WatchState) {
+    if last.connections.len() != next.connections.len() {
+        // Not the same ids (a state changed behind the journal's back): keep what is known.
+        return;
+    }
+    for ((id, l), (next_id, n)) in last.connections.iter_mut().zip(&next.connections) {
+        if id != next_id {
+            return;
+        }
+        if !Arc::ptr_eq(&l.connection, &n.connection) {
+            l.connection = n.connection.clone();
         }
     }
 }

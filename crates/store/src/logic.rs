@@ -262,7 +262,7 @@ pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: PollRecord) -> Result<Vec<
             .await?;
             incident = None;
         }
-        let body = serde_json::to_string(c).map_err(|e| bad_row(tx, "connection", e))?;
+        let body = serde_json::to_string(&**c).map_err(|e| bad_row(tx, "connection", e))?;
         rows.push(vec![
             (&c.id).into(),
             (&c.provider).into(),

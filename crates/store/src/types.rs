@@ -134,15 +134,11 @@ fn same_tracked(a: &Tracked, b: &Tracked) -> bool {
     if a.since != b.since || a.streak != b.streak || a.worsening != b.worsening {
         return false;
     }
-    // Everything but `observed_at`, which moves every poll. A connection a targeted refresh
-    // did not touch has the same `observed_at`: compared in place, without a copy (a batch
-    // of refreshes compares every remembered connection).
-    if a.connection.observed_at == b.connection.observed_at {
-        return a.connection == b.connection;
-    }
-    let mut b = b.connection.clone();
-    b.observed_at = a.connection.observed_at;
-    a.connection == b
+    // Everything but `observed_at`, which moves every poll; compared in place, without a
+    // copy (a batch of refreshes compares every remembered connection). The same
+    // allocation (a connection no poll or refresh replaced) is equal without a look.
+    std::sync::Arc::ptr_eq(&a.connection, &b.connection)
+        || a.connection.same_except_observed_at(&b.connection)
 }
 
 /// A stored change event: the change as `watch` prints it, plus `id` (increasing in commit

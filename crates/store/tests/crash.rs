@@ -69,7 +69,7 @@ async fn crash_child() {
             };
             let new = conn("channel3", &old.customer.id, "shopify", to, now);
             changes.extend(connection_changes(&old, &new, now, Some(t.since)));
-            t.connection = new;
+            t.connection = new.into();
             t.since = now;
         }
         let rec = PollRecord::between(now, &prev, &next, vec![], changes, Source::Poll);

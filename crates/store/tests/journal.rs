@@ -320,3 +320,48 @@ async fn pruning_runs_on_its_schedule() {
     let left = sqlite.events_after(0, 100).await.unwrap().items;
     assert_eq!(left.len(), 1);
 }
+
+/// The journal remembers what the store holds without a copy of its own: after a record it
+/// points to the watcher's connections (a connection re-read with only a new `observed_at`
+/// included), and lets go of the older ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_shares_the_watchers_connections_instead_of_copying_them() {
+    let (_dir, sqlite) = sqlite_store().await;
+    let store: Arc<dyn Store> = sqlite.clone();
+    let (mut j, s0) = Journal::load(store.clone(), JournalOptions::default())
+        .await
+        .unwrap();
+    let (s1, changes) = step(&s0, "a", 3, 1, &[]);
+    let w = j.record(at(1), &s1, vec![], changes, Source::Poll).await;
+    assert!(w.error.is_none());
+    for t in s1.connections.values() {
+        // s1 and the journal.
+        assert_eq!(Arc::strong_count(&t.connection), 2, "{}", t.connection.id);
+    }
+
+    // The next poll reads every connection again: new allocations, only `observed_at` moved.
+    let mut s2 = s1.clone();
+    for t in s2.connections.values_mut() {
+        let mut c = connhealth_core::Connection::clone(&t.connection);
+        c.observed_at = at(2);
+        t.connection = Arc::new(c);
+    }
+    let w = j.record(at(2), &s2, vec![], vec![], Source::Poll).await;
+    assert!(w.error.is_none() && w.events.is_empty());
+    for (id, t) in &s2.connections {
+        assert_eq!(
+            Arc::strong_count(&t.connection),
+            2,
+            "{id}: the journal kept its own"
+        );
+        // Only s1 holds the older one now.
+        assert_eq!(Arc::strong_count(&s1.connections[id].connection), 1, "{id}");
+    }
+    // Nothing material changed, so the store still holds the first read.
+    let stored = store.load_state().await.unwrap();
+    assert_eq!(stored.connections.len(), 3);
+    assert!(stored
+        .connections
+        .values()
+        .all(|t| t.connection.observed_at == at(1)));
+}

@@ -111,10 +111,10 @@ async fn restart_keeps_state_since_and_providers(mut f: Fixture) {
     // A later poll: m2 recovers at +10 min (its since moves), the others only get observed again.
     let mut next = state.clone();
     for t in next.connections.values_mut() {
-        t.connection.observed_at = at(10);
+        std::sync::Arc::make_mut(&mut t.connection).observed_at = at(10);
     }
     let m2 = next.connections.get_mut("channel3:m2:amazon").unwrap();
-    m2.connection = conn("channel3", "m2", "amazon", Status::Healthy, at(10));
+    m2.connection = conn("channel3", "m2", "amazon", Status::Healthy, at(10)).into();
     m2.since = at(10);
     let ch = Change::about(
         &m2.connection,
@@ -449,7 +449,7 @@ async fn uptime_from_hourly_rollups(f: Fixture) {
     let step = |prev: &WatchState, status: Status, m: i64| {
         let mut next = prev.clone();
         let t = next.connections.get_mut("channel3:m1:shopify").unwrap();
-        t.connection = conn("channel3", "m1", "shopify", status, at(m));
+        t.connection = conn("channel3", "m1", "shopify", status, at(m)).into();
         t.since = at(m);
         (
             PollRecord::between(at(m), prev, &next, vec![], vec![], Source::Poll),
@@ -595,7 +595,7 @@ async fn a_failure_mid_poll_leaves_nothing_half_written(f: Fixture) {
     let before_events = f.store().events_after(0, 100).await.unwrap().items;
     let mut next = before_state.clone();
     let t = next.connections.get_mut("channel3:m2:amazon").unwrap();
-    t.connection = conn("channel3", "m2", "amazon", Status::Healthy, at(20));
+    t.connection = conn("channel3", "m2", "amazon", Status::Healthy, at(20)).into();
     t.since = at(20);
     let c = t.connection.clone();
     next.providers
@@ -1115,7 +1115,7 @@ async fn a_fenced_commit_needs_the_lease(f: Fixture) {
     // a wakes up and commits the change it saw: refused, nothing written.
     let mut next = state.clone();
     let m1 = next.connections.get_mut("channel3:m1:shopify").unwrap();
-    m1.connection = conn("channel3", "m1", "shopify", Status::Disconnected, later);
+    m1.connection = conn("channel3", "m1", "shopify", Status::Disconnected, later).into();
     m1.since = later;
     let change = Change::about(
         &m1.connection,
