@@ -742,6 +742,20 @@ impl Watcher {
             seen.insert(c.id.clone());
             self.observe(&c, at, &mut changes);
         }
+        self.drop_unseen(provider, customer_id, &seen, at, &mut changes);
+        (changes, None)
+    }
+
+    /// Forget `customer_id`'s connections at `provider` that a whole-customer read did not
+    /// return (`seen` holds the ids it did), each a `disappeared` change.
+    fn drop_unseen(
+        &mut self,
+        provider: &str,
+        customer_id: &str,
+        seen: &BTreeSet<String>,
+        at: DateTime<Utc>,
+        changes: &mut Vec<Change>,
+    ) {
         let gone: Vec<String> = self
             .state
             .connections
@@ -765,7 +779,6 @@ impl Watcher {
                 ));
             }
         }
-        (changes, None)
     }
 
     /// Take the result of a targeted refresh of `customer_id` at `provider` (a webhook's
@@ -831,29 +844,7 @@ impl Watcher {
             }
         }
         if whole_customer {
-            let gone: Vec<String> = self
-                .state
-                .connections
-                .iter()
-                .filter(|(id, t)| {
-                    t.connection.provider == provider
-                        && t.connection.customer.id == customer_id
-                        && !seen.contains(*id)
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in gone {
-                if let Some(t) = self.state.connections.remove(&id) {
-                    changes.push(Change::about(
-                        &t.connection,
-                        ChangeKind::Disappeared {
-                            last_status: t.connection.status,
-                        },
-                        at,
-                        Some(t.since),
-                    ));
-                }
-            }
+            self.drop_unseen(provider, customer_id, &seen, at, &mut changes);
         }
         changes
     }
