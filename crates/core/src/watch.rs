@@ -660,14 +660,7 @@ impl Watcher {
             };
             if gone {
                 let t = self.state.connections.remove(&id).expect("listed above");
-                changes.push(Change::about(
-                    &t.connection,
-                    ChangeKind::Disappeared {
-                        last_status: t.connection.status,
-                    },
-                    at,
-                    Some(t.since),
-                ));
+                changes.push(disappeared(&t, at));
             }
         }
         self.schedule.retain_known(&self.state);
@@ -769,14 +762,7 @@ impl Watcher {
             .collect();
         for id in gone {
             if let Some(t) = self.state.connections.remove(&id) {
-                changes.push(Change::about(
-                    &t.connection,
-                    ChangeKind::Disappeared {
-                        last_status: t.connection.status,
-                    },
-                    at,
-                    Some(t.since),
-                ));
+                changes.push(disappeared(&t, at));
             }
         }
     }
@@ -964,4 +950,16 @@ impl Watcher {
             tokio::time::sleep(self.next_delay()).await;
         }
     }
+}
+
+/// The `disappeared` change of a remembered connection no read returns any more.
+fn disappeared(t: &Tracked, at: DateTime<Utc>) -> Change {
+    Change::about(
+        &t.connection,
+        ChangeKind::Disappeared {
+            last_status: t.connection.status,
+        },
+        at,
+        Some(t.since),
+    )
 }
