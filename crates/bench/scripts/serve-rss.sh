@@ -36,13 +36,26 @@ measure() {
   $BIN/connhealth serve --config c.toml --listen 127.0.0.1:$PORT --interval $INTERVAL "$@" 2>serve.err &
   P=$!
   for i in $(seq 600); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.5; done
-  sleep ${SETTLE:-12}  # two more polls at 5s; SETTLE=N to wait otherwise
+  # Two more polls at 5s (SETTLE=N to wait otherwise), reading VmRSS every 0.25 s meanwhile:
+  # one reading can fall between polls or inside one, so the spread is reported too.
   st() { grep "^$1:" /proc/$P/status | awk '{print $2}'; }
+  : > rss.samples
+  end=$(( $(date +%s) + ${SETTLE:-12} ))
+  while [ $(date +%s) -lt $end ]; do st VmRSS >> rss.samples; sleep 0.25; done
   rss=$(st VmRSS) anon=$(st RssAnon) file=$(st RssFile) hwm=$(st VmHWM)
   n=$(curl -s http://127.0.0.1:$PORT/v1/summary | python3 -c "import json,sys;print(json.load(sys.stdin)['summary']['total'])")
   kill -INT $P; wait $P || true
   echo "$* connections=$n VmRSS_kB=$rss RssAnon_kB=$anon RssFile_kB=$file VmHWM_kB=$hwm"
   python3 -c "n=$n;print('  per connection: VmRSS %.2f KB, RssAnon %.2f KB, VmHWM %.2f KB (target 1.2 KB: VmRSS %.2fx, VmHWM %.2fx)' % ($rss*1.024/n, $anon*1.024/n, $hwm*1.024/n, $rss*1.024/n/1.2, $hwm*1.024/n/1.2))"
+  python3 - $n <<'PY'
+import sys, statistics
+n = int(sys.argv[1])
+s = sorted(int(l) * 1.024 / n for l in open("rss.samples") if l.strip())
+if s:
+    q = lambda p: s[min(len(s) - 1, int(p * len(s)))]
+    print("  VmRSS per connection over %d readings: min %.2f, median %.2f, p90 %.2f, max %.2f KB (max / 1.2 KB target: %.2fx)"
+          % (len(s), s[0], statistics.median(s), q(0.9), s[-1], s[-1] / 1.2))
+PY
 }
 [ -z "$ONLY_STORE" ] && measure --state s.json
 measure --store sqlite://connhealth.db

@@ -97,7 +97,8 @@ pub struct Journal {
     /// The state after the last recorded poll (written or pending); `observed_at` of
     /// unchanged connections may be stale, which [`PollRecord::between`] ignores.
     last: WatchState,
-    pending: VecDeque<PollRecord>,
+    /// Shared with the write in flight ([`Store::commit_shared`]), never copied for it.
+    pending: VecDeque<Arc<PollRecord>>,
     pending_events: usize,
     dropped_events: u64,
     failing: bool,
@@ -209,7 +210,7 @@ impl Journal {
             return self.flush().await;
         }
         self.pending_events += rec.events.len();
-        self.pending.push_back(rec);
+        self.pending.push_back(Arc::new(rec));
         self.bound();
         let mut w = self.flush().await;
         if w.error.is_none() {
@@ -229,17 +230,15 @@ impl Journal {
         let was_failing = self.failing;
         let mut w = Written::default();
         while let Some(front) = self.pending.front() {
-            let committed = match &self.fence {
-                Some(fence) => {
-                    self.store
-                        .commit_poll_fenced(front.clone(), fence, Utc::now())
-                        .await
-                }
-                None => self.store.commit_poll(front.clone()).await,
-            };
+            let committed = self
+                .store
+                .commit_shared(front.clone(), self.fence.as_ref(), Utc::now())
+                .await;
             match committed {
                 Ok(ids) => {
                     let rec = self.pending.pop_front().expect("the front exists");
+                    // The write is over: the record is this journal's alone again.
+                    let rec = Arc::try_unwrap(rec).unwrap_or_else(|shared| (*shared).clone());
                     self.pending_events -= rec.events.len();
                     w.events
                         .extend(rec.events.into_iter().zip(ids).map(|(e, id)| StoredEvent {
@@ -270,7 +269,8 @@ impl Journal {
                 || self.pending_events > self.opts.max_pending_events)
         {
             let older = self.pending.pop_front().expect("two pending");
-            let newer = self.pending.front_mut().expect("two pending");
+            let older = Arc::try_unwrap(older).unwrap_or_else(|shared| (*shared).clone());
+            let newer = Arc::make_mut(self.pending.front_mut().expect("two pending"));
             self.pending_events -= older.events.len();
             self.dropped_events += older.events.len() as u64;
             fold(older, newer);

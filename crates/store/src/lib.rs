@@ -135,6 +135,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<Vec<i64>>;
 
+    /// [`Store::commit_poll`] (or, with a fence, [`Store::commit_poll_fenced`]) of a record
+    /// the caller keeps until it is written, as a [`Journal`] does: the record is shared with
+    /// the write, not copied (a first poll's record holds every connection and event).
+    async fn commit_shared(
+        &self,
+        poll: Arc<PollRecord>,
+        fence: Option<&Fence>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>>;
+
     /// The newest stored event's id (0 when there is none): where a follower starts tailing
     /// [`Store::events_after`].
     async fn last_event_id(&self) -> Result<i64>;
@@ -380,7 +390,24 @@ impl<B: Run> Store for B {
         read!(self, |tx| logic::load_state(tx))
     }
     async fn commit_poll(&self, poll: PollRecord) -> Result<Vec<i64>> {
-        write!(self, |tx| logic::commit_poll(tx, poll))
+        write!(
+            self,
+            |tx| async move { logic::commit_poll(tx, &poll).await }
+        )
+    }
+    async fn commit_shared(
+        &self,
+        poll: Arc<PollRecord>,
+        fence: Option<&Fence>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>> {
+        let fence = fence.cloned();
+        write!(self, |tx| async move {
+            if let Some(fence) = &fence {
+                logic::check_fence(tx, fence, now).await?;
+            }
+            logic::commit_poll(tx, &poll).await
+        })
     }
     async fn commit_poll_fenced(
         &self,
@@ -391,7 +418,7 @@ impl<B: Run> Store for B {
         let fence = fence.clone();
         write!(self, |tx| async move {
             logic::check_fence(tx, &fence, now).await?;
-            logic::commit_poll(tx, poll).await
+            logic::commit_poll(tx, &poll).await
         })
     }
     async fn last_event_id(&self) -> Result<i64> {

@@ -111,7 +111,7 @@ pub(crate) async fn load_state(tx: &mut dyn Tx) -> Result<WatchState> {
 }
 
 /// One poll, one transaction (the caller's). Returns the assigned event ids in input order.
-pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: PollRecord) -> Result<Vec<i64>> {
+pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: &PollRecord) -> Result<Vec<i64>> {
     let at = ms(rec.at);
     // Roll up the hours that ended before this poll, from what was stored until now.
     let hour = at.div_euclid(HOUR_MS);
@@ -210,26 +210,106 @@ pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: PollRecord) -> Result<Vec<
         .await?;
     }
 
-    // Upserts: the previous class and incident of each, to keep spans and incidents.
-    let mut prev: HashMap<String, (i64, Option<i64>)> = HashMap::new();
-    for chunk in rec.upserts.chunks(500) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT id, class, incident_since FROM connections WHERE id IN ({})",
-            marks.join(",")
-        );
-        let params: Vec<V> = chunk.iter().map(|t| V::from(&t.connection.id)).collect();
-        for r in tx.query(&sql, &params).await? {
-            prev.insert(
-                r[0].text().unwrap_or_default().to_owned(),
-                (r[1].int().unwrap_or(GOOD), r[2].int()),
-            );
+    // Upserts, a chunk at a time so that a first poll of a large fleet never holds all its
+    // rows (each with its JSON body) at once: the previous class and incident of each, to
+    // keep spans and incidents, then the chunk's rows. Each connection's statements touch
+    // only its own rows, so chunking keeps the transaction's outcome.
+    for chunk in rec.upserts.chunks(COMMIT_CHUNK) {
+        commit_upserts(tx, chunk).await?;
+    }
+
+    // Events, then their outbox rows, a chunk at a time.
+    let mut ids = Vec::with_capacity(rec.events.len());
+    for chunk in rec.events.chunks(COMMIT_CHUNK) {
+        ids.extend(commit_events(tx, chunk, at).await?);
+    }
+    Ok(ids)
+}
+
+/// One chunk of a poll's events and their outbox rows; the ids assigned, in order.
+async fn commit_events(tx: &mut dyn Tx, chunk: &[NewEvent], at: i64) -> Result<Vec<i64>> {
+    let mut rows = Vec::with_capacity(chunk.len());
+    for e in chunk {
+        let c = &e.change;
+        rows.push(vec![
+            ms(c.at).into(),
+            e.source.as_str().into(),
+            c.kind.name().into(),
+            c.connection_id.clone().into(),
+            (&c.provider).into(),
+            serde_json::to_string(c)
+                .map_err(|e| bad_row(tx, "event", e))?
+                .into(),
+        ]);
+    }
+    let ids = insert_many(
+        tx,
+        "events",
+        &["at", "source", "event", "connection_id", "provider", "body"],
+        rows,
+        "RETURNING id",
+    )
+    .await?;
+    if ids.len() != chunk.len() {
+        return Err(StoreError::Database {
+            store: tx.store_name().to_owned(),
+            detail: format!("{} events written, {} ids returned", chunk.len(), ids.len()),
+        });
+    }
+    let mut outbox = Vec::new();
+    for (e, id) in chunk.iter().zip(&ids) {
+        for sink in &e.notify {
+            outbox.push(vec![
+                (*id).into(),
+                sink.into(),
+                DeliveryState::Pending.as_str().into(),
+                0i64.into(),
+                at.into(),
+                at.into(),
+            ]);
         }
     }
-    let mut rows = Vec::with_capacity(rec.upserts.len());
+    insert_many(
+        tx,
+        "outbox",
+        &[
+            "event_id",
+            "sink",
+            "state",
+            "attempts",
+            "next_ms",
+            "updated_ms",
+        ],
+        outbox,
+        "",
+    )
+    .await?;
+    Ok(ids)
+}
+
+/// Rows a commit builds at a time (connections with their JSON bodies, events), so that its
+/// memory is bounded whatever the poll's size.
+const COMMIT_CHUNK: usize = 500;
+
+/// One chunk of a poll's upserts: connections, their spans and incidents.
+async fn commit_upserts(tx: &mut dyn Tx, chunk: &[Tracked]) -> Result<()> {
+    let mut prev: HashMap<String, (i64, Option<i64>)> = HashMap::new();
+    let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT id, class, incident_since FROM connections WHERE id IN ({})",
+        marks.join(",")
+    );
+    let params: Vec<V> = chunk.iter().map(|t| V::from(&t.connection.id)).collect();
+    for r in tx.query(&sql, &params).await? {
+        prev.insert(
+            r[0].text().unwrap_or_default().to_owned(),
+            (r[1].int().unwrap_or(GOOD), r[2].int()),
+        );
+    }
+    let mut rows = Vec::with_capacity(chunk.len());
     let mut new_spans = Vec::new();
     let mut new_incidents = Vec::new();
-    for t in &rec.upserts {
+    for t in chunk {
         let c = &t.connection;
         let cls = class(c.status);
         let since = ms(t.since);
@@ -327,69 +407,7 @@ pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: PollRecord) -> Result<Vec<
         "",
     )
     .await?;
-
-    // Events, then their outbox rows.
-    let mut rows = Vec::with_capacity(rec.events.len());
-    for e in &rec.events {
-        let c = &e.change;
-        rows.push(vec![
-            ms(c.at).into(),
-            e.source.as_str().into(),
-            c.kind.name().into(),
-            c.connection_id.clone().into(),
-            (&c.provider).into(),
-            serde_json::to_string(c)
-                .map_err(|e| bad_row(tx, "event", e))?
-                .into(),
-        ]);
-    }
-    let ids = insert_many(
-        tx,
-        "events",
-        &["at", "source", "event", "connection_id", "provider", "body"],
-        rows,
-        "RETURNING id",
-    )
-    .await?;
-    if ids.len() != rec.events.len() {
-        return Err(StoreError::Database {
-            store: tx.store_name().to_owned(),
-            detail: format!(
-                "{} events written, {} ids returned",
-                rec.events.len(),
-                ids.len()
-            ),
-        });
-    }
-    let mut outbox = Vec::new();
-    for (e, id) in rec.events.iter().zip(&ids) {
-        for sink in &e.notify {
-            outbox.push(vec![
-                (*id).into(),
-                sink.into(),
-                DeliveryState::Pending.as_str().into(),
-                0i64.into(),
-                at.into(),
-                at.into(),
-            ]);
-        }
-    }
-    insert_many(
-        tx,
-        "outbox",
-        &[
-            "event_id",
-            "sink",
-            "state",
-            "attempts",
-            "next_ms",
-            "updated_ms",
-        ],
-        outbox,
-        "",
-    )
-    .await?;
-    Ok(ids)
+    Ok(())
 }
 
 fn span_row(c: &Connection, cls: i64, start: i64) -> Vec<V> {

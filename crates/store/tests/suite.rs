@@ -55,6 +55,7 @@ suite!(
     mutes_and_disabled_sinks_are_durable,
     prune_keeps_what_retention_says,
     integrity_check_passes,
+    a_poll_larger_than_a_write_chunk_commits_whole_and_in_order,
 );
 
 /// A first poll of three connections, the second of which turned degraded later.
@@ -1637,4 +1638,115 @@ async fn connections_grouped_by_customer_timelines_and_last_webhooks(f: Fixture)
     assert_eq!(last.len(), 2);
     assert_eq!(last["violet"], at(7));
     assert_eq!(last["subtotal"], at(3));
+}
+
+/// A first poll of 1,203 connections (a store writes a poll's rows some hundreds at a time):
+/// committed through [`Store::commit_shared`] it is all there, each connection with its span,
+/// each event with its id in the record's order and its outbox rows, and the record the
+/// caller kept is unchanged.
+async fn a_poll_larger_than_a_write_chunk_commits_whole_and_in_order(f: Fixture) {
+    let s = f.store();
+    let n = 1203;
+    let items: Vec<_> = (0..n)
+        .map(|i| {
+            let status = if i % 3 == 0 {
+                Status::ActionRequired
+            } else {
+                Status::Healthy
+            };
+            tracked(
+                conn("channel3", &format!("m{i:05}"), "shopify", status, at(0)),
+                at(0),
+            )
+        })
+        .collect();
+    let next = state_of(&items);
+    let changes: Vec<Change> = items
+        .iter()
+        .map(|t| {
+            Change::about(
+                &t.connection,
+                ChangeKind::Appeared {
+                    status: t.connection.status,
+                },
+                at(0),
+                None,
+            )
+        })
+        .collect();
+    let mut rec = PollRecord::between(
+        at(0),
+        &WatchState::default(),
+        &next,
+        vec![],
+        changes,
+        Source::Poll,
+    );
+    for e in rec.events.iter_mut().step_by(2) {
+        e.notify = vec!["ops".into()];
+    }
+    let rec = std::sync::Arc::new(rec);
+    let ids = s.commit_shared(rec.clone(), None, at(0)).await.unwrap();
+    assert_eq!(ids.len(), n);
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids increase in record order"
+    );
+    assert_eq!(
+        rec.events.len(),
+        n,
+        "the kept record is the caller's, unchanged"
+    );
+
+    let stored = s.load_state().await.unwrap();
+    assert_eq!(stored.connections.len(), n);
+    for (id, t) in &next.connections {
+        let got = &stored.connections[id];
+        assert_eq!(got.connection.status, t.connection.status, "{id}");
+        assert_eq!(got.since, t.since, "{id}");
+    }
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s.events_after(after, 500).await.unwrap();
+        if page.items.is_empty() {
+            break;
+        }
+        after = page.next.unwrap();
+        events.extend(page.items);
+    }
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    let order: Vec<_> = events
+        .iter()
+        .map(|e| e.change.connection_id.clone().unwrap())
+        .collect();
+    let want: Vec<_> = rec
+        .events
+        .iter()
+        .map(|e| e.change.connection_id.clone().unwrap())
+        .collect();
+    assert_eq!(order, want);
+    let deliveries = s.deliveries(Some("ops"), None, 5000).await.unwrap();
+    assert_eq!(deliveries.len(), n.div_ceil(2));
+    let mut delivered: Vec<_> = deliveries.iter().map(|d| d.event_id).collect();
+    delivered.sort_unstable();
+    let every_other: Vec<_> = ids.iter().copied().step_by(2).collect();
+    assert_eq!(delivered, every_other);
+    let page = s
+        .connections(&ConnectionFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.total, n as u64);
+    let bad = s
+        .connections(
+            &ConnectionFilter {
+                status: vec![Status::ActionRequired],
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.total, n.div_ceil(3) as u64);
 }
