@@ -413,6 +413,71 @@ impl Connection {
         }
     }
 
+    /// Give back the spare capacity of every string and list in it (what a decoder's or a
+    /// builder's growth left over), so that a connection kept for long holds only its bytes.
+    /// [`HealthReport::new`] does it for every connection it takes in.
+    ///
+    /// ```
+    /// use connhealth_core::{Connection, Customer, Role, Status};
+    /// let mut c = Connection::new("example", Some("c1"), Customer::new("cus_1"), "shopify",
+    ///     Role::Source, Status::Healthy, chrono::Utc::now());
+    /// c.provider_status.reserve(100);
+    /// c.shrink_to_fit();
+    /// assert_eq!(c.provider_status.capacity(), c.provider_status.len());
+    /// ```
+    pub fn shrink_to_fit(&mut self) {
+        fn text(s: &mut String) {
+            s.shrink_to_fit();
+        }
+        fn opt(s: &mut Option<String>) {
+            if let Some(s) = s {
+                s.shrink_to_fit();
+            }
+        }
+        // Exhaustive: a new field must be added here too.
+        let Connection {
+            id,
+            provider,
+            provider_connection_id,
+            customer,
+            platform,
+            role: _,
+            status: _,
+            provider_status,
+            connected_at: _,
+            sync: _,
+            checks,
+            problems,
+            accounts,
+            observed_at: _,
+            data_as_of: _,
+        } = self;
+        text(id);
+        text(provider);
+        opt(provider_connection_id);
+        text(&mut customer.id);
+        opt(&mut customer.name);
+        opt(&mut customer.email);
+        text(platform);
+        text(provider_status);
+        checks.shrink_to_fit();
+        for c in checks {
+            text(&mut c.name);
+            opt(&mut c.detail);
+        }
+        problems.shrink_to_fit();
+        for p in problems {
+            text(&mut p.code);
+            text(&mut p.message);
+        }
+        accounts.shrink_to_fit();
+        for a in accounts {
+            text(&mut a.id);
+            opt(&mut a.name);
+            opt(&mut a.store_url);
+        }
+    }
+
     /// Whether `self` and `other` are equal in everything but `observed_at` (which moves on
     /// every read): what decides whether a remembered connection changed. Compares in place,
     /// without a copy of either.
@@ -642,7 +707,10 @@ impl HealthReport {
         // Not `collect()`: it would reuse the list's allocation in place, keeping the whole
         // buffer of inline connections alive behind a vector of pointers.
         let mut shared = Vec::with_capacity(connections.len());
-        shared.extend(connections.into_iter().map(Arc::new));
+        shared.extend(connections.into_iter().map(|mut c| {
+            c.shrink_to_fit();
+            Arc::new(c)
+        }));
         Self::from_shared(generated_at, providers, shared)
     }
 

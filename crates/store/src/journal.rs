@@ -1,10 +1,10 @@
 //! [`Journal`]: a watcher's polls into a store, one transaction per poll, through outages.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use connhealth_core::watch::WatchState;
+use connhealth_core::watch::{ProviderState, Tracked, WatchState};
 use connhealth_core::{Change, ProviderOutcome};
 
 use crate::error::{Result, StoreError};
@@ -94,9 +94,8 @@ pub struct Journal {
     store: Arc<dyn Store>,
     router: Option<Router>,
     opts: JournalOptions,
-    /// The state after the last recorded poll (written or pending); `observed_at` of
-    /// unchanged connections may be stale, which [`PollRecord::between`] ignores.
-    last: WatchState,
+    /// The state after the last recorded poll (written or pending).
+    last: Last,
     /// Shared with the write in flight ([`Store::commit_shared`]), never copied for it.
     pending: VecDeque<Arc<PollRecord>>,
     pending_events: usize,
@@ -117,7 +116,7 @@ impl Journal {
             store,
             router: None,
             opts,
-            last: state.clone(),
+            last: Last::of(&state),
             pending: VecDeque::new(),
             pending_events: 0,
             dropped_events: 0,
@@ -152,7 +151,7 @@ impl Journal {
         self.pending.clear();
         self.pending_events = 0;
         self.failing = false;
-        self.last = state.clone();
+        self.last = Last::of(&state);
         Ok(state)
     }
 
@@ -181,24 +180,14 @@ impl Journal {
         changes: Vec<Change>,
         source: Source,
     ) -> Written {
-        let mut rec = PollRecord::between(at, &self.last, next, outcomes, changes, source);
+        let mut rec = self.last.record(at, next, outcomes, changes, source);
         if let Some(Router(route)) = &self.router {
             for e in &mut rec.events {
                 e.notify = route(&e.change);
             }
         }
-        for t in &rec.upserts {
-            self.last
-                .connections
-                .insert(t.connection.id.clone(), t.clone());
-        }
-        for id in &rec.removed {
-            self.last.connections.remove(id);
-        }
-        for (name, p) in &rec.providers {
-            self.last.providers.insert(name.clone(), p.clone());
-        }
-        share_connections(&mut self.last, next);
+        // After the record, what is remembered is `next`: its connections, shared.
+        self.last.set(next);
         // A record that changes nothing (a refresh that confirmed what was known) is not
         // written: a flood of such refreshes costs no transaction each.
         let empty = rec.outcomes.is_empty()
@@ -278,22 +267,66 @@ impl Journal {
     }
 }
 
-/// After a record is applied, `last` remembers the same ids as `next`; a connection that
-/// changed only in `observed_at` is still `last`'s older allocation. Point it at `next`'s,
-/// so the journal holds no connection of its own: one allocation per connection, shared
-/// with the watcher (and the reports built from it), not two.
-fn share_connections(last: &mut WatchState, next: &WatchState) {
-    if last.connections.len() != next.connections.len() {
-        // Not the same ids (a state changed behind the journal's back): keep what is known.
-        return;
+/// What a [`Journal`] remembers of the last recorded state, to write only what changed: the
+/// connections in id order, each [`Tracked`] sharing its connection with the watcher's state
+/// (one allocation per connection, not two), without a map or key strings of its own (a
+/// second `BTreeMap` of ids was ~150 bytes per connection), and the providers.
+#[derive(Debug, Default)]
+struct Last {
+    connections: Vec<Tracked>,
+    providers: BTreeMap<String, ProviderState>,
+}
+
+impl Last {
+    fn of(state: &WatchState) -> Last {
+        let mut last = Last::default();
+        last.set(state);
+        last
     }
-    for ((id, l), (next_id, n)) in last.connections.iter_mut().zip(&next.connections) {
-        if id != next_id {
-            return;
+
+    /// Remember `state` (reusing the list's allocation: this runs after every record).
+    fn set(&mut self, state: &WatchState) {
+        self.connections.clear();
+        self.connections.extend(state.connections.values().cloned());
+        // A state's keys are its connections' ids, so this is sorted already; the lookup
+        // below relies on the order, not on that.
+        if !self
+            .connections
+            .windows(2)
+            .all(|w| w[0].connection.id <= w[1].connection.id)
+        {
+            self.connections
+                .sort_by(|a, b| a.connection.id.cmp(&b.connection.id));
         }
-        if !Arc::ptr_eq(&l.connection, &n.connection) {
-            l.connection = n.connection.clone();
-        }
+        self.providers.clone_from(&state.providers);
+    }
+
+    fn get(&self, id: &str) -> Option<&Tracked> {
+        self.connections
+            .binary_search_by(|t| t.connection.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.connections[i])
+    }
+
+    /// [`PollRecord::between`] this and `next`.
+    fn record(
+        &self,
+        at: DateTime<Utc>,
+        next: &WatchState,
+        outcomes: Vec<ProviderOutcome>,
+        changes: Vec<Change>,
+        source: Source,
+    ) -> PollRecord {
+        PollRecord::from_parts(
+            at,
+            |id| self.get(id),
+            self.connections.iter().map(|t| t.connection.id.as_str()),
+            &self.providers,
+            next,
+            outcomes,
+            changes,
+            source,
+        )
     }
 }
 

@@ -97,23 +97,46 @@ impl PollRecord {
         changes: impl IntoIterator<Item = Change>,
         source: Source,
     ) -> PollRecord {
+        PollRecord::from_parts(
+            at,
+            |id| prev.connections.get(id),
+            prev.connections.keys().map(String::as_str),
+            &prev.providers,
+            next,
+            outcomes,
+            changes,
+            source,
+        )
+    }
+
+    /// [`PollRecord::between`] with the previous state's connections given as a lookup by id
+    /// and the ids it holds (a [`crate::Journal`] keeps them in a sorted list, not a map).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts<'p>(
+        at: DateTime<Utc>,
+        prev: impl Fn(&str) -> Option<&'p Tracked>,
+        prev_ids: impl Iterator<Item = &'p str>,
+        prev_providers: &BTreeMap<String, ProviderState>,
+        next: &WatchState,
+        outcomes: Vec<ProviderOutcome>,
+        changes: impl IntoIterator<Item = Change>,
+        source: Source,
+    ) -> PollRecord {
         let mut upserts = Vec::new();
         for (id, t) in &next.connections {
-            match prev.connections.get(id) {
+            match prev(id) {
                 Some(old) if same_tracked(old, t) => {}
                 _ => upserts.push(t.clone()),
             }
         }
-        let removed = prev
-            .connections
-            .keys()
+        let removed = prev_ids
             .filter(|id| !next.connections.contains_key(*id))
-            .cloned()
+            .map(str::to_owned)
             .collect();
         let providers = next
             .providers
             .iter()
-            .filter(|(name, s)| prev.providers.get(*name) != Some(*s))
+            .filter(|(name, s)| prev_providers.get(*name) != Some(*s))
             .map(|(n, s)| (n.clone(), s.clone()))
             .collect();
         PollRecord {
