@@ -27,6 +27,113 @@ pub struct ProviderResult {
     pub connections: Vec<Connection>,
     /// The longest `Retry-After` any of its errors carried (not part of the report's JSON).
     pub retry_after: Option<Duration>,
+    /// The connections it delivered that equal a [`Known`] one in everything but
+    /// `observed_at` ([`Aggregator::with_known`]): kept as a pointer to the known one and
+    /// the new read time, not as a second copy. Empty without `with_known`. Ids here are
+    /// unique and not in `connections`.
+    pub unchanged: Vec<Unchanged>,
+}
+
+/// Connections already known when a run begins (a watcher's memory), for
+/// [`Aggregator::with_known`]: sorted by id, shared.
+#[derive(Debug, Clone, Default)]
+pub struct Known(Arc<[Arc<Connection>]>);
+
+impl Known {
+    /// The known set of `connections` (any order; a later duplicate id is ignored).
+    pub fn new(connections: impl IntoIterator<Item = Arc<Connection>>) -> Known {
+        let mut list: Vec<Arc<Connection>> = connections.into_iter().collect();
+        if !list.is_sorted_by(|a, b| a.id <= b.id) {
+            list.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        list.dedup_by(|later, kept| later.id == kept.id);
+        Known(list.into())
+    }
+
+    /// The known connection with this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Connection>> {
+        self.0
+            .binary_search_by(|c| c.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.0[i])
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Move every connection of `batch` that equals a known one except in `observed_at`
+    /// into `unchanged`.
+    fn split(&self, batch: &mut Vec<Connection>, unchanged: &mut Vec<Unchanged>) {
+        batch.retain(|c| match self.get(&c.id) {
+            Some(k) if k.same_except_observed_at(c) => {
+                unchanged.push(Unchanged {
+                    known: k.clone(),
+                    observed_at: c.observed_at,
+                });
+                false
+            }
+            _ => true,
+        });
+    }
+}
+
+/// A connection a provider answered with that equals a [`Known`] one in everything but when
+/// it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unchanged {
+    /// The known connection.
+    pub known: Arc<Connection>,
+    /// When it was read now.
+    pub observed_at: chrono::DateTime<Utc>,
+}
+
+impl Unchanged {
+    /// The connection as read now: the known one with this read's `observed_at`.
+    pub fn to_connection(&self) -> Connection {
+        let mut c = (*self.known).clone();
+        c.observed_at = self.observed_at;
+        c
+    }
+}
+
+/// Turn back into full connections the unchanged ones whose id is also in `connections` or
+/// more than once in `unchanged` (a provider that answered the same id twice), so that
+/// [`dedupe`] sees every copy; leaves `unchanged` sorted by id with unique ids.
+fn settle_unchanged(connections: &mut Vec<Connection>, unchanged: &mut Vec<Unchanged>) {
+    if unchanged.is_empty() {
+        return;
+    }
+    unchanged.sort_by(|a, b| a.known.id.cmp(&b.known.id));
+    let fresh: std::collections::HashSet<&str> =
+        connections.iter().map(|c| c.id.as_str()).collect();
+    let dup: Vec<bool> = (0..unchanged.len())
+        .map(|i| {
+            let id = &unchanged[i].known.id;
+            fresh.contains(id.as_str())
+                || (i > 0 && unchanged[i - 1].known.id == *id)
+                || unchanged.get(i + 1).is_some_and(|n| n.known.id == *id)
+        })
+        .collect();
+    drop(fresh);
+    if !dup.contains(&true) {
+        return;
+    }
+    let mut keep = Vec::with_capacity(unchanged.len());
+    for (u, d) in std::mem::take(unchanged).into_iter().zip(dup) {
+        if d {
+            connections.push(u.to_connection());
+        } else {
+            keep.push(u);
+        }
+    }
+    *unchanged = keep;
 }
 
 struct Entry {
@@ -55,6 +162,7 @@ pub struct Aggregator {
     entries: Vec<Entry>,
     default_timeout: Duration,
     deadline: Option<Duration>,
+    known: Option<Known>,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -87,6 +195,7 @@ impl Aggregator {
             entries: Vec::new(),
             default_timeout: Duration::from_secs(30),
             deadline: None,
+            known: None,
         }
     }
 
@@ -124,6 +233,16 @@ impl Aggregator {
         self
     }
 
+    /// Compare every answer with `known` as it arrives: one that equals a known connection
+    /// except in `observed_at` goes to [`ProviderResult::unchanged`] as a pointer to it, so
+    /// that a run over a fleet that did not change holds no second copy of it (a watcher's
+    /// sweep). [`Aggregator::run`] and [`Aggregator::assemble`] turn them back into full
+    /// connections; [`Aggregator::run_stream`] leaves that to its caller.
+    pub fn with_known(mut self, known: Known) -> Self {
+        self.known = Some(known);
+        self
+    }
+
     /// The providers' names, in order.
     pub fn provider_names(&self) -> Vec<String> {
         self.entries
@@ -146,7 +265,12 @@ impl Aggregator {
         let mut runs = Vec::with_capacity(results.len());
         for r in results {
             outcomes.push(r.outcome);
-            runs.push(r.connections);
+            let mut connections = r.connections;
+            if !r.unchanged.is_empty() {
+                connections.extend(r.unchanged.iter().map(Unchanged::to_connection));
+                connections.sort_by(|a, b| a.id.cmp(&b.id));
+            }
+            runs.push(connections);
         }
         HealthReport::new(Utc::now(), outcomes, concat_sorted(runs))
     }
@@ -162,14 +286,19 @@ impl Aggregator {
                 if let Some(d) = self.deadline {
                     timeout = timeout.min(d);
                 }
-                run_one(index, entry.provider.clone(), timeout)
+                run_one(index, entry.provider.clone(), timeout, self.known.clone())
             })
             .collect();
         runs.boxed()
     }
 }
 
-async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -> ProviderResult {
+async fn run_one(
+    index: usize,
+    provider: Arc<dyn Provider>,
+    timeout: Duration,
+    known: Option<Known>,
+) -> ProviderResult {
     let name = provider.name().to_owned();
     let started = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -185,13 +314,22 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
     }));
 
     let mut fetched = Fetched::default();
+    let mut unchanged = Vec::new();
+    // Each batch is compared with what is known as it arrives, so only what changed is
+    // kept whole while the provider runs.
+    let mut take = |fetched: &mut Fetched, mut batch: crate::provider::Batch| {
+        if let (Some(k), Ok(b)) = (&known, &mut batch) {
+            k.split(b, &mut unchanged);
+        }
+        fetched.push(batch);
+    };
     let sleep = tokio::time::sleep(timeout);
     tokio::pin!(sleep);
     let timed_out = loop {
         tokio::select! {
             biased;
             batch = rx.recv() => match batch {
-                Some(b) => fetched.push(b),
+                Some(b) => take(&mut fetched, b),
                 None => break false,
             },
             _ = &mut sleep => break true,
@@ -202,7 +340,7 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
         handle.abort();
         // Keep whatever arrived before the deadline.
         while let Ok(b) = rx.try_recv() {
-            fetched.push(b);
+            take(&mut fetched, b);
         }
         fetched.errors.push(Error::new(
             &name,
@@ -238,6 +376,7 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
     };
 
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    settle_unchanged(&mut fetched.connections, &mut unchanged);
     let duplicates = dedupe(&mut fetched.connections);
     let losses = Losses {
         skipped: Vec::new(),
@@ -265,11 +404,12 @@ async fn run_one(index: usize, provider: Arc<dyn Provider>, timeout: Duration) -
         outcome: ProviderOutcome {
             provider: name,
             outcome,
-            connections: fetched.connections.len(),
+            connections: fetched.connections.len() + unchanged.len(),
             elapsed_ms,
             errors: fetched.errors.iter().map(Error::to_report).collect(),
         },
         connections: fetched.connections,
+        unchanged,
     }
 }
 

@@ -61,7 +61,7 @@ pub mod watch;
 pub mod webhook;
 
 pub use action::{Action, ActionError, ActionKind, ActionOutcome};
-pub use aggregator::{Aggregator, ProviderResult};
+pub use aggregator::{Aggregator, Known, ProviderResult, Unchanged};
 pub use diff::{diff, Change, ChangeKind};
 pub use error::{Error, ErrorKind, Result};
 pub use model::shared;

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use futures::StreamExt;
 
-use crate::aggregator::{Aggregator, ProviderResult};
+use crate::aggregator::{Aggregator, Known, ProviderResult, Unchanged};
 use crate::diff::{connection_changes, Change, ChangeKind};
 use crate::error::ErrorKind;
 use crate::model::{Connection, HealthReport, Outcome, Problem, ProviderOutcome, Status};
@@ -352,6 +352,7 @@ impl Swept {
             .flat_map(|r| {
                 r.connections
                     .iter()
+                    .chain(r.unchanged.iter().map(|u| &*u.known))
                     .map(|c| (c.provider.as_str(), c.customer.id.as_str()))
             })
             .collect::<BTreeSet<_>>()
@@ -485,6 +486,16 @@ impl Watcher {
             aggregator.push(e.provider.clone(), e.timeout);
             polled.push(e.provider.name().to_owned());
         }
+        // What is remembered of the due providers: an answer equal to it (but for when it
+        // was read) is kept as a pointer while the sweep runs, not as a second copy.
+        let known = Known::new(
+            self.state
+                .connections
+                .values()
+                .filter(|t| polled.iter().any(|p| *p == t.connection.provider))
+                .map(|t| t.connection.clone()),
+        );
+        let aggregator = aggregator.with_known(known);
         self.read_during_sweep = Some(BTreeSet::new());
         Sweep {
             aggregator,
@@ -514,14 +525,35 @@ impl Watcher {
             .iter()
             .map(|r| (r.outcome.provider.clone(), r.retry_after))
             .collect();
-        let fresh = Aggregator::assemble(results);
-        let at = fresh.generated_at;
+        // What `Aggregator::assemble` does, without turning the unchanged answers back into
+        // copies: the outcomes in configuration order; the changed connections in id order.
+        let mut results = results;
+        results.sort_by_key(|r| r.index);
+        let mut providers = Vec::with_capacity(results.len());
+        let mut fresh: Vec<Connection> = Vec::new();
+        let mut unchanged: Vec<Unchanged> = Vec::new();
+        for r in results {
+            providers.push(r.outcome);
+            fresh.extend(r.connections);
+            unchanged.extend(r.unchanged);
+        }
+        if !fresh.is_sorted_by(|a, b| a.id <= b.id) {
+            fresh.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        let fresh: Vec<Arc<Connection>> = fresh
+            .into_iter()
+            .map(|mut c| {
+                c.shrink_to_fit();
+                Arc::new(c)
+            })
+            .collect();
+        let at = Utc::now();
         let mut changes = Vec::new();
 
         // Provider availability and rate limits.
         let mut answered: BTreeMap<String, &ProviderOutcome> = BTreeMap::new();
         let mut keep_customers: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
-        for p in &fresh.providers {
+        for p in &providers {
             let rate_limited =
                 !p.errors.is_empty() && p.errors.iter().all(|e| e.kind == ErrorKind::RateLimited);
             let failed = matches!(p.outcome, Outcome::Failed | Outcome::TimedOut);
@@ -622,14 +654,24 @@ impl Watcher {
         }
 
         // Connections seen now.
-        let mut seen = BTreeSet::new();
-        for c in &fresh.connections {
+        let mut seen: std::collections::HashSet<&str> =
+            std::collections::HashSet::with_capacity(fresh.len() + unchanged.len());
+        for c in &fresh {
             if !answered.contains_key(&c.provider) || skipped(c) {
                 continue;
             }
-            seen.insert(c.id.clone());
+            seen.insert(c.id.as_str());
             self.schedule.read(&c.provider, &c.customer.id, now);
             self.observe(c, at, &mut changes);
+        }
+        for u in &unchanged {
+            let c = &*u.known;
+            if !answered.contains_key(&c.provider) || skipped(c) {
+                continue;
+            }
+            seen.insert(c.id.as_str());
+            self.schedule.read(&c.provider, &c.customer.id, now);
+            self.observe_unchanged(u, at, &mut changes);
         }
 
         // Connections not seen now.
@@ -637,7 +679,7 @@ impl Watcher {
             .state
             .connections
             .iter()
-            .filter(|(id, _)| !seen.contains(*id))
+            .filter(|(id, _)| !seen.contains(id.as_str()))
             .map(|(id, _)| id.clone())
             .collect();
         for id in missing {
@@ -838,6 +880,25 @@ impl Watcher {
     /// Compare one fresh connection with what was announced, under the anti-flap rules.
     /// The fresh connection's allocation is kept as is (no copy) when it becomes the one
     /// remembered.
+    /// [`Watcher::observe`] of an answer equal to the remembered connection it points to,
+    /// but for when it was read: the streak ends, nothing is announced, `observed_at` moves.
+    /// The connection is updated in place when nothing else holds it, else replaced by one
+    /// copy. If the remembered connection changed meanwhile, it is observed as any answer.
+    fn observe_unchanged(&mut self, u: &Unchanged, at: DateTime<Utc>, changes: &mut Vec<Change>) {
+        let Some(t) = self
+            .state
+            .connections
+            .get_mut(&u.known.id)
+            .filter(|t| Arc::ptr_eq(&t.connection, &u.known))
+        else {
+            return self.observe(&Arc::new(u.to_connection()), at, changes);
+        };
+        t.streak = 0;
+        if t.connection.observed_at != u.observed_at {
+            t.connection = Arc::new(u.to_connection());
+        }
+    }
+
     fn observe(&mut self, c: &Arc<Connection>, at: DateTime<Utc>, changes: &mut Vec<Change>) {
         let Some(t) = self.state.connections.get_mut(&c.id) else {
             changes.push(Change::about(

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
 use connhealth_core::{
-    Aggregator, Batch, Concurrency, Connection, Customer, Error, ErrorKind, Outcome, Provider,
-    Role, Status,
+    Aggregator, Batch, Concurrency, Connection, Customer, Error, ErrorKind, Known, Outcome,
+    Provider, ProviderResult, Role, Status,
 };
 use tokio::time::Instant;
 
@@ -388,4 +388,74 @@ async fn an_absurd_bound_is_capped_not_a_panic() {
         assert_eq!(out.len(), 3);
         assert_eq!(Concurrency::new(limit).limit(), shared.limit());
     }
+}
+
+/// A provider that answers these batches, in order.
+#[derive(Debug, Clone)]
+struct Batches(Vec<Vec<Connection>>);
+
+impl Provider for Batches {
+    fn name(&self) -> &str {
+        "k"
+    }
+    fn stream(&self) -> BoxStream<'_, Batch> {
+        stream::iter(self.0.clone().into_iter().map(Ok)).boxed()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_equal_to_known_ones_come_back_as_pointers_and_only_changes_whole() {
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let t1 = t0 + chrono::Duration::minutes(5);
+    let at = |mut c: Connection, t| {
+        c.observed_at = t;
+        c
+    };
+    let healthy = |id| at(conn("k", id, Status::Healthy), t0);
+    let known = Known::new([healthy("d"), healthy("a"), healthy("b")].map(Arc::new));
+    assert_eq!(known.len(), 3);
+    let read = |c: &Connection| at(c.clone(), t1);
+    let mut b_now = read(&healthy("b"));
+    b_now.status = Status::Degraded;
+    let provider = Batches(vec![
+        vec![read(&healthy("a")), b_now],
+        vec![
+            at(conn("k", "c", Status::Healthy), t1),
+            read(&healthy("d")),
+            read(&healthy("d")),
+        ],
+    ]);
+
+    let results: Vec<ProviderResult> = Aggregator::new()
+        .with_known(known.clone())
+        .with_provider(provider.clone())
+        .run_stream()
+        .collect()
+        .await;
+    let r = &results[0];
+    // "a" did not change: a pointer to the known connection and the new read time.
+    assert_eq!(r.unchanged.len(), 1);
+    assert!(Arc::ptr_eq(&r.unchanged[0].known, known.get("k:a").unwrap()));
+    assert_eq!(r.unchanged[0].observed_at, t1);
+    // "b" changed, "c" is new, and "d" came twice: those are whole, and "d" once.
+    let ids: Vec<&str> = r.connections.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["k:b", "k:c", "k:d"]);
+    assert!(r.connections.iter().all(|c| c.observed_at == t1));
+    assert_eq!(r.outcome.connections, 4);
+    assert_eq!(r.outcome.outcome, Outcome::Partial, "a duplicate is reported");
+
+    // `run` gives the whole answer, the unchanged one as read now.
+    let report = Aggregator::new()
+        .with_known(known.clone())
+        .with_provider(provider)
+        .run()
+        .await;
+    let ids: Vec<&str> = report.connections.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["k:a", "k:b", "k:c", "k:d"]);
+    let a = report.connection("k:a").unwrap();
+    assert_eq!(a.observed_at, t1);
+    assert!(a.same_except_observed_at(known.get("k:a").unwrap()));
+    assert_eq!(report.connection("k:b").unwrap().status, Status::Degraded);
 }

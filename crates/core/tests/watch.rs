@@ -545,3 +545,35 @@ fn a_state_file_written_before_connections_were_shared_still_loads() {
         "the format changed"
     );
 }
+
+/// A sweep whose answers equal what is remembered (but for when they were read) announces
+/// nothing and moves every `observed_at`, in the watcher's memory and in the report; a
+/// changed answer among them is still announced.
+#[tokio::test(start_paused = true)]
+async fn an_unchanged_answer_moves_observed_at_and_announces_nothing() {
+    let p = Scripted::new("p");
+    let mut w = watcher(&p, 1, 1);
+    p.statuses(&[("a", Status::Healthy), ("b", Status::Degraded)]);
+    w.poll().await;
+    let (a0, b0) = (remembered(&w, "p:a"), remembered(&w, "p:b"));
+    std::thread::sleep(Duration::from_millis(2)); // `observed_at` is the wall clock's
+    let poll = w.poll().await;
+    assert!(poll.changes.is_empty(), "{:?}", names(&poll));
+    for (before, id) in [(&a0, "p:a"), (&b0, "p:b")] {
+        let now = remembered(&w, id);
+        assert!(now.observed_at > before.observed_at, "{id} was not re-read");
+        assert!(now.same_except_observed_at(before), "{id} changed");
+        let reported = poll.report.connection(id).unwrap();
+        assert_eq!(reported.observed_at, now.observed_at);
+    }
+    p.statuses(&[("a", Status::Healthy), ("b", Status::Disconnected)]);
+    let poll = w.poll().await;
+    assert_eq!(
+        poll.changes[0].kind,
+        ChangeKind::StatusChanged {
+            from: Status::Degraded,
+            to: Status::Disconnected
+        }
+    );
+    assert_eq!(remembered(&w, "p:b").status, Status::Disconnected);
+}
