@@ -437,14 +437,21 @@ async fn answers_equal_to_known_ones_come_back_as_pointers_and_only_changes_whol
     let r = &results[0];
     // "a" did not change: a pointer to the known connection and the new read time.
     assert_eq!(r.unchanged.len(), 1);
-    assert!(Arc::ptr_eq(&r.unchanged[0].known, known.get("k:a").unwrap()));
+    assert!(Arc::ptr_eq(
+        &r.unchanged[0].known,
+        known.get("k:a").unwrap()
+    ));
     assert_eq!(r.unchanged[0].observed_at, t1);
     // "b" changed, "c" is new, and "d" came twice: those are whole, and "d" once.
     let ids: Vec<&str> = r.connections.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["k:b", "k:c", "k:d"]);
     assert!(r.connections.iter().all(|c| c.observed_at == t1));
     assert_eq!(r.outcome.connections, 4);
-    assert_eq!(r.outcome.outcome, Outcome::Partial, "a duplicate is reported");
+    assert_eq!(
+        r.outcome.outcome,
+        Outcome::Partial,
+        "a duplicate is reported"
+    );
 
     // `run` gives the whole answer, the unchanged one as read now.
     let report = Aggregator::new()
