@@ -6,7 +6,7 @@ mod common;
 use chrono::Duration;
 use common::*;
 use connhealth_core::diff::{Change, ChangeKind};
-use connhealth_core::watch::WatchState;
+use connhealth_core::watch::{Tracked, WatchState};
 use connhealth_core::Status;
 use connhealth_store::*;
 
@@ -58,6 +58,23 @@ suite!(
     a_poll_larger_than_a_write_chunk_commits_whole_and_in_order,
 );
 
+/// The `appeared` event of each, at minute 0.
+fn appeared<'a>(items: impl IntoIterator<Item = &'a Tracked>) -> Vec<Change> {
+    items
+        .into_iter()
+        .map(|t| {
+            Change::about(
+                &t.connection,
+                ChangeKind::Appeared {
+                    status: t.connection.status,
+                },
+                at(0),
+                None,
+            )
+        })
+        .collect()
+}
+
 /// A first poll of three connections, the second of which turned degraded later.
 fn first_poll() -> (PollRecord, WatchState) {
     let a = tracked(
@@ -80,19 +97,7 @@ fn first_poll() -> (PollRecord, WatchState) {
     next_with_p
         .providers
         .insert("violet".into(), provider_state(true, at(0)));
-    let changes = [&a, &b, &c]
-        .iter()
-        .map(|t| {
-            Change::about(
-                &t.connection,
-                ChangeKind::Appeared {
-                    status: t.connection.status,
-                },
-                at(0),
-                None,
-            )
-        })
-        .collect::<Vec<_>>();
+    let changes = appeared([&a, &b, &c]);
     (
         PollRecord::between(
             at(0),
@@ -1661,19 +1666,7 @@ async fn a_poll_larger_than_a_write_chunk_commits_whole_and_in_order(f: Fixture)
         })
         .collect();
     let next = state_of(&items);
-    let changes: Vec<Change> = items
-        .iter()
-        .map(|t| {
-            Change::about(
-                &t.connection,
-                ChangeKind::Appeared {
-                    status: t.connection.status,
-                },
-                at(0),
-                None,
-            )
-        })
-        .collect();
+    let changes = appeared(&items);
     let mut rec = PollRecord::between(
         at(0),
         &WatchState::default(),
