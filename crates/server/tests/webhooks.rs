@@ -282,22 +282,39 @@ async fn a_signed_subtotal_unauthenticated_webhook_turns_the_connection_action_r
     assert_eq!(deliveries[0].status, Some(202));
 
     // The poll is an hour away: only the webhook can bring this. The status is applied at
-    // once (status_changed); the confirming read brings the problem the adapter maps
-    // (problem_raised), so both mean the worker is done with this webhook.
+    // once (status_changed, the webhook's word); the problem the adapter maps (problem_raised)
+    // comes with the first read after it: the webhook's confirming read, or the scheduled
+    // re-check the webhook moved to the front, whichever lands first (source `webhook` or
+    // `poll`). Done when both are stored and the worker's targeted refresh finished.
     wait_for(
         async || {
             let history = get_json(server, &format!("/v1/connections/{id}/history")).await;
             let items = history["items"].as_array().unwrap();
-            let of = |name: &str| {
-                items
-                    .iter()
-                    .any(|e| e["event"] == name && e["source"] == "webhook")
-            };
-            of("status_changed") && of("problem_raised")
+            let status = items
+                .iter()
+                .any(|e| e["event"] == "status_changed" && e["source"] == "webhook");
+            let problem = items.iter().any(|e| e["event"] == "problem_raised");
+            let m = world.metrics().await;
+            let refreshed = metric(
+                &m,
+                "connhealth_refreshes_total{provider=\"subtotal\",source=\"webhook\",result=\"done\"}",
+            ) >= 1.0;
+            status && problem && refreshed
         },
-        "status_changed and problem_raised events of source webhook",
+        "status_changed (webhook), problem_raised and the targeted refresh",
     )
     .await;
+    let history = get_json(server, &format!("/v1/connections/{id}/history")).await;
+    let raised = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "problem_raised")
+        .count();
+    assert_eq!(
+        raised, 1,
+        "announced once, whichever read brought it: {history}"
+    );
     let now = get_json(server, &format!("/v1/connections/{id}")).await;
     assert_eq!(now["status"], "action_required");
     let events = all_events(server).await;

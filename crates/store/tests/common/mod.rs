@@ -101,14 +101,25 @@ impl Fixture {
         self.store.clone().expect("open")
     }
 
-    /// Close and open again (a restart).
+    /// Close and open again (a restart). A server stopped just before may still be letting
+    /// go of its handle (a write finishing on a blocking thread): a SQLite store's lock is
+    /// retried for up to 10 s, any other error fails at once.
     pub async fn reopen(&mut self) {
         self.store = None;
-        self.store = Some(
-            open(&self.url, OpenOptions::default())
-                .await
-                .expect("reopen"),
-        );
+        let mut tries = 0;
+        loop {
+            match open(&self.url, OpenOptions::default()).await {
+                Ok(s) => {
+                    self.store = Some(s);
+                    return;
+                }
+                Err(connhealth_store::StoreError::Locked { .. }) if tries < 200 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("reopen: {e:?}"),
+            }
+        }
     }
 
     /// Run raw SQL beside the store (triggers, tampering).
