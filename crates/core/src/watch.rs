@@ -903,8 +903,9 @@ impl Watcher {
     /// remembered.
     /// [`Watcher::observe`] of an answer equal to the remembered connection it points to,
     /// but for when it was read: the streak ends, nothing is announced, `observed_at` moves.
-    /// The connection is updated in place when nothing else holds it, else replaced by one
-    /// copy. If the remembered connection changed meanwhile, it is observed as any answer.
+    /// The remembered connection is replaced by one copy with the new read time (the served
+    /// report and the journal still point at the old one, so it is not changed in place). If
+    /// the remembered connection changed meanwhile, it is observed as any answer.
     fn observe_unchanged(&mut self, u: &Unchanged, at: DateTime<Utc>, changes: &mut Vec<Change>) {
         let Some(t) = self
             .state
