@@ -493,7 +493,7 @@ fn sim_faults(fleet: &Fleet, p: P) -> &connhealth_testkit::Faults {
 /// A connection with its observation time blanked, for comparisons across polls.
 fn norm(c: &Connection) -> Connection {
     let mut c = c.clone();
-    c.observed_at = connhealth::chrono::DateTime::UNIX_EPOCH;
+    c.observed_at = connhealth::chrono::DateTime::UNIX_EPOCH.into();
     c
 }
 

@@ -75,7 +75,7 @@ impl Known {
             Some(k) if k.same_except_observed_at(c) => {
                 unchanged.push(Unchanged {
                     known: k.clone(),
-                    observed_at: c.observed_at,
+                    observed_at: c.observed_at.get(),
                 });
                 false
             }
@@ -97,8 +97,8 @@ pub struct Unchanged {
 impl Unchanged {
     /// The connection as read now: the known one with this read's `observed_at`.
     pub fn to_connection(&self) -> Connection {
-        let mut c = (*self.known).clone();
-        c.observed_at = self.observed_at;
+        let c = (*self.known).clone();
+        c.observed_at.set(self.observed_at);
         c
     }
 }
@@ -555,7 +555,7 @@ mod tests {
             checks: vec![],
             problems: vec![],
             accounts: vec![],
-            observed_at: chrono::DateTime::UNIX_EPOCH,
+            observed_at: chrono::DateTime::UNIX_EPOCH.into(),
             data_as_of: None,
         }
     }

@@ -66,8 +66,9 @@ pub use diff::{diff, Change, ChangeKind};
 pub use error::{Error, ErrorKind, Result};
 pub use model::shared;
 pub use model::{
-    Account, Check, Connection, Customer, HealthReport, Outcome, ParseStatusError, Problem,
-    ProviderOutcome, Remediation, ReportError, Role, Status, Summary, SyncProgress, SyncState,
+    Account, Check, Connection, Customer, HealthReport, ObservedAt, Outcome, ParseStatusError,
+    Problem, ProviderOutcome, Remediation, ReportError, Role, Status, Summary, SyncProgress,
+    SyncState,
 };
 pub use options::{AdapterDefaults, ClientOptions, ValidatedOptions, MAX_CONCURRENCY};
 pub use provider::{until_refused, Batch, Concurrency, Fetched, Provider, RefreshHint};

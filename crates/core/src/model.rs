@@ -333,6 +333,112 @@ pub struct Account {
     pub store_url: Option<String>,
 }
 
+/// When a [`Connection`] was read: a UTC time, to the nanosecond, that can be moved through a
+/// shared reference.
+///
+/// A watcher remembers each connection once, and the reports it serves, the journal that
+/// writes it and the watcher's own state all point at that one allocation. A poll re-reads
+/// every connection and usually finds it unchanged but for this time; moving it in place
+/// ([`ObservedAt::set`]) is what lets an unchanged connection stay one allocation instead of
+/// being copied (for a moment, twice over) at every poll.
+///
+/// Serialized exactly as a [`DateTime<Utc>`] (RFC 3339). Holds 1677-09-21 to 2262-04-11;
+/// [`ObservedAt::new`] saturates outside that range, and deserializing a time outside it
+/// fails. Reads and writes are relaxed atomics: it orders nothing else.
+///
+/// ```
+/// use connhealth_core::ObservedAt;
+/// let t: chrono::DateTime<chrono::Utc> = "2026-12-01T10:00:00.5Z".parse().unwrap();
+/// let at = ObservedAt::new(t);
+/// assert_eq!(at, t);
+/// at.set(t + chrono::Duration::seconds(60));
+/// assert_eq!(at.get().to_rfc3339(), "2026-12-01T10:01:00.500+00:00");
+/// assert_eq!(serde_json::to_string(&at).unwrap(), "\"2026-12-01T10:01:00.500Z\"");
+/// ```
+pub struct ObservedAt(std::sync::atomic::AtomicI64);
+
+impl ObservedAt {
+    /// `at`, saturated to the range above.
+    pub fn new(at: DateTime<Utc>) -> ObservedAt {
+        ObservedAt(std::sync::atomic::AtomicI64::new(ObservedAt::nanos(at)))
+    }
+
+    /// The time.
+    pub fn get(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Move it to `at` (saturated), seen at once by everyone sharing the connection.
+    pub fn set(&self, at: DateTime<Utc>) {
+        self.0
+            .store(ObservedAt::nanos(at), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn nanos(at: DateTime<Utc>) -> i64 {
+        at.timestamp_nanos_opt().unwrap_or(if at.timestamp() < 0 {
+            i64::MIN
+        } else {
+            i64::MAX
+        })
+    }
+}
+
+impl From<DateTime<Utc>> for ObservedAt {
+    fn from(at: DateTime<Utc>) -> ObservedAt {
+        ObservedAt::new(at)
+    }
+}
+
+impl Clone for ObservedAt {
+    fn clone(&self) -> ObservedAt {
+        ObservedAt::new(self.get())
+    }
+}
+
+impl PartialEq for ObservedAt {
+    fn eq(&self, other: &ObservedAt) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for ObservedAt {}
+
+impl PartialEq<DateTime<Utc>> for ObservedAt {
+    fn eq(&self, other: &DateTime<Utc>) -> bool {
+        self.get() == *other
+    }
+}
+
+impl fmt::Debug for ObservedAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.get(), f)
+    }
+}
+
+impl fmt::Display for ObservedAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.get(), f)
+    }
+}
+
+impl Serialize for ObservedAt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObservedAt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ObservedAt, D::Error> {
+        let at = DateTime::<Utc>::deserialize(d)?;
+        if at.timestamp_nanos_opt().is_none() {
+            return Err(serde::de::Error::custom(format!(
+                "observed_at {at} is outside 1677-09-21..2262-04-11"
+            )));
+        }
+        Ok(ObservedAt::new(at))
+    }
+}
+
 /// One connection: one customer × provider × platform/retailer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -365,8 +471,10 @@ pub struct Connection {
     pub problems: Vec<Problem>,
     /// Platform-side accounts.
     pub accounts: Vec<Account>,
-    /// When we read it.
-    pub observed_at: DateTime<Utc>,
+    /// When we read it. The one field that moves without a copy: a re-read that finds the
+    /// connection otherwise unchanged sets it in place ([`ObservedAt::set`]), so every report
+    /// sharing the connection shows its latest read.
+    pub observed_at: ObservedAt,
     /// How old the provider's own data is, where it says (stale is not unhealthy).
     pub data_as_of: Option<DateTime<Utc>>,
 }
@@ -408,7 +516,7 @@ impl Connection {
             checks: Vec::new(),
             problems: Vec::new(),
             accounts: Vec::new(),
-            observed_at,
+            observed_at: ObservedAt::new(observed_at),
             data_as_of: None,
         }
     }

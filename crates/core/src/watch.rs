@@ -532,7 +532,10 @@ impl Watcher {
         } = swept;
         let remembered_before = self.state.connections.len();
         let skip = self.read_during_sweep.take().unwrap_or_default();
-        let skipped = |c: &Connection| skip.contains(&(c.provider.clone(), c.customer.id.clone()));
+        // Empty unless refreshes ran during the sweep: then two keys are built per connection.
+        let skipped = |c: &Connection| {
+            !skip.is_empty() && skip.contains(&(c.provider.clone(), c.customer.id.clone()))
+        };
         let retry_after: BTreeMap<String, Option<Duration>> = results
             .iter()
             .map(|r| (r.outcome.provider.clone(), r.retry_after))
@@ -880,6 +883,11 @@ impl Watcher {
         {
             seen.insert(c.id.clone());
             match self.state.connections.get_mut(&c.id) {
+                Some(t) if t.connection.same_except_observed_at(c) => {
+                    // Confirmed as remembered: only the read time moves (in place).
+                    t.connection.observed_at.set(c.observed_at.get());
+                    t.streak = 0;
+                }
                 Some(t) => {
                     let status_changed = t.connection.status != c.status;
                     changes.extend(connection_changes(&t.connection, c, at, Some(t.since)));
@@ -898,14 +906,12 @@ impl Watcher {
         changes
     }
 
-    /// Compare one fresh connection with what was announced, under the anti-flap rules.
-    /// The fresh connection's allocation is kept as is (no copy) when it becomes the one
-    /// remembered.
     /// [`Watcher::observe`] of an answer equal to the remembered connection it points to,
-    /// but for when it was read: the streak ends, nothing is announced, `observed_at` moves.
-    /// The remembered connection is replaced by one copy with the new read time (the served
-    /// report and the journal still point at the old one, so it is not changed in place). If
-    /// the remembered connection changed meanwhile, it is observed as any answer.
+    /// but for when it was read: the streak ends, nothing is announced, and `observed_at`
+    /// moves in place ([`crate::ObservedAt::set`]): the served report and the journal
+    /// share the connection, and a copy per unchanged connection per poll is what doubled the
+    /// memory at every poll. If the remembered connection changed meanwhile, it is observed
+    /// as any answer.
     fn observe_unchanged(&mut self, u: &Unchanged, at: DateTime<Utc>, changes: &mut Vec<Change>) {
         let Some(t) = self
             .state
@@ -916,11 +922,12 @@ impl Watcher {
             return self.observe(&Arc::new(u.to_connection()), at, changes);
         };
         t.streak = 0;
-        if t.connection.observed_at != u.observed_at {
-            t.connection = Arc::new(u.to_connection());
-        }
+        t.connection.observed_at.set(u.observed_at);
     }
 
+    /// Compare one fresh connection with what was announced, under the anti-flap rules.
+    /// The fresh connection's allocation is kept as is (no copy) when it becomes the one
+    /// remembered; an answer equal but for its read time only moves `observed_at`.
     fn observe(&mut self, c: &Arc<Connection>, at: DateTime<Utc>, changes: &mut Vec<Change>) {
         let Some(t) = self.state.connections.get_mut(&c.id) else {
             changes.push(Change::about(
@@ -943,6 +950,11 @@ impl Watcher {
         let announced = t.connection.status;
         if c.status == announced {
             t.streak = 0;
+            if t.connection.same_except_observed_at(c) {
+                // Unchanged but for the read time: moved in place, the shared one kept.
+                t.connection.observed_at.set(c.observed_at.get());
+                return;
+            }
             changes.extend(connection_changes(&t.connection, c, at, Some(t.since)));
             t.connection = c.clone();
             return;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use connhealth_core::futures::stream::{self, BoxStream, StreamExt};
 use connhealth_core::{
-    Aggregator, Batch, Concurrency, Connection, Customer, Error, ErrorKind, Known, Outcome,
-    Provider, ProviderResult, Role, Status,
+    Aggregator, Batch, Concurrency, Connection, Customer, Error, ErrorKind, Known, ObservedAt,
+    Outcome, Provider, ProviderResult, Role, Status,
 };
 use tokio::time::Instant;
 
@@ -410,7 +410,7 @@ async fn answers_equal_to_known_ones_come_back_as_pointers_and_only_changes_whol
         .with_timezone(&Utc);
     let t1 = t0 + chrono::Duration::minutes(5);
     let at = |mut c: Connection, t| {
-        c.observed_at = t;
+        c.observed_at = ObservedAt::new(t);
         c
     };
     let healthy = |id| at(conn("k", id, Status::Healthy), t0);

@@ -2,7 +2,7 @@
 
 use chrono::{TimeZone, Utc};
 use connhealth_core::{
-    Account, Check, Connection, Customer, ErrorKind, HealthReport, Outcome, Problem,
+    Account, Check, Connection, Customer, ErrorKind, HealthReport, ObservedAt, Outcome, Problem,
     ProviderOutcome, Remediation, ReportError, Role, Status, Summary, SyncProgress, SyncState,
 };
 
@@ -386,7 +386,7 @@ fn errors_are_relabelled_without_losing_fields() {
 fn same_except_observed_at_ignores_only_the_read_time() {
     let a = conn("p", "1", Status::Degraded);
     let mut b = a.clone();
-    b.observed_at = t(9);
+    b.observed_at = t(9).into();
     assert!(a.same_except_observed_at(&b));
     assert_ne!(a, b);
     let mut c = b.clone();
@@ -413,4 +413,57 @@ fn a_report_of_shared_connections_serializes_as_plain_ones() {
     assert_eq!(json["connections"][0]["id"], "p:1");
     let back: HealthReport = serde_json::from_value(json).unwrap();
     assert_eq!(back, plain);
+}
+
+#[test]
+fn observed_at_reads_and_writes_as_the_time_it_holds() {
+    let nanos = Utc.timestamp_opt(1_780_000_000, 123_456_789).unwrap();
+    for at in [t(3), nanos, chrono::DateTime::UNIX_EPOCH] {
+        let o = ObservedAt::new(at);
+        assert_eq!(o.get(), at);
+        // The JSON is the plain time's, both ways.
+        let json = serde_json::to_string(&o).unwrap();
+        assert_eq!(json, serde_json::to_string(&at).unwrap());
+        let back: ObservedAt = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, o);
+        assert_eq!(format!("{o:?}"), format!("{at:?}"));
+    }
+    // A clone is its own: moving one leaves the other.
+    let o = ObservedAt::new(t(3));
+    let copy = o.clone();
+    o.set(t(4));
+    assert_eq!((o.get(), copy.get()), (t(4), t(3)));
+    // Shared, it moves for everyone holding it.
+    let mut c = Connection::new(
+        "p",
+        Some("x"),
+        Customer::new("c"),
+        "shopify",
+        Role::Source,
+        Status::Healthy,
+        t(1),
+    );
+    c.provider_status = "active".into();
+    let shared = std::sync::Arc::new(c);
+    let other = shared.clone();
+    shared.observed_at.set(t(5));
+    assert_eq!(other.observed_at, t(5));
+    assert!(other.same_except_observed_at(&Connection::clone(&shared)));
+}
+
+#[test]
+fn observed_at_outside_its_range_saturates_when_made_and_fails_when_read() {
+    let far = Utc.with_ymd_and_hms(2400, 1, 1, 0, 0, 0).unwrap();
+    let early = Utc.with_ymd_and_hms(1500, 1, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        ObservedAt::new(far).get().timestamp_nanos_opt(),
+        Some(i64::MAX)
+    );
+    assert_eq!(
+        ObservedAt::new(early).get().timestamp_nanos_opt(),
+        Some(i64::MIN)
+    );
+    let err = serde_json::from_str::<ObservedAt>("\"2400-01-01T00:00:00Z\"").unwrap_err();
+    assert!(err.to_string().contains("outside"), "{err}");
+    assert!(serde_json::from_str::<ObservedAt>("\"yesterday\"").is_err());
 }

@@ -550,21 +550,31 @@ fn a_state_file_written_before_connections_were_shared_still_loads() {
 /// nothing and moves every `observed_at`, in the watcher's memory and in the report; a
 /// changed answer among them is still announced.
 #[tokio::test(start_paused = true)]
-async fn an_unchanged_answer_moves_observed_at_and_announces_nothing() {
+async fn an_unchanged_answer_moves_observed_at_in_place_and_announces_nothing() {
     let p = Scripted::new("p");
     let mut w = watcher(&p, 1, 1);
     p.statuses(&[("a", Status::Healthy), ("b", Status::Degraded)]);
-    w.poll().await;
+    let first = w.poll().await;
     let (a0, b0) = (remembered(&w, "p:a"), remembered(&w, "p:b"));
+    let read0 = [a0.observed_at.get(), b0.observed_at.get()];
     std::thread::sleep(Duration::from_millis(2)); // `observed_at` is the wall clock's
     let poll = w.poll().await;
     assert!(poll.changes.is_empty(), "{:?}", names(&poll));
-    for (before, id) in [(&a0, "p:a"), (&b0, "p:b")] {
+    for ((before, read0), id) in [(&a0, read0[0]), (&b0, read0[1])]
+        .into_iter()
+        .zip(["p:a", "p:b"])
+    {
         let now = remembered(&w, id);
-        assert!(now.observed_at > before.observed_at, "{id} was not re-read");
-        assert!(now.same_except_observed_at(before), "{id} changed");
+        // The same allocation, not a copy: the time moved in place.
+        assert!(Arc::ptr_eq(&now, before), "{id} was copied");
+        assert!(now.observed_at.get() > read0, "{id} was not re-read");
         let reported = poll.report.connection(id).unwrap();
         assert_eq!(reported.observed_at, now.observed_at);
+        // A report from before shares the connection, so it shows the latest read too.
+        assert_eq!(
+            first.report.connection(id).unwrap().observed_at,
+            now.observed_at
+        );
     }
     p.statuses(&[("a", Status::Healthy), ("b", Status::Disconnected)]);
     let poll = w.poll().await;

@@ -69,13 +69,13 @@ fn one_percent_changed(
         } else {
             Status::Degraded
         };
-        c.observed_at = at;
+        c.observed_at = at.into();
         changes.extend(connection_changes(&old, &t.connection, at, Some(t.since)));
         t.since = at;
     }
     // Every other connection was observed again (observed_at moves every poll).
     for t in next.connections.values_mut() {
-        std::sync::Arc::make_mut(&mut t.connection).observed_at = at;
+        std::sync::Arc::make_mut(&mut t.connection).observed_at = at.into();
     }
     (next, changes, ids)
 }

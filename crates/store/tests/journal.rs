@@ -343,7 +343,7 @@ async fn the_journal_shares_the_watchers_connections_instead_of_copying_them() {
     let mut s2 = s1.clone();
     for t in s2.connections.values_mut() {
         let mut c = connhealth_core::Connection::clone(&t.connection);
-        c.observed_at = at(2);
+        c.observed_at = at(2).into();
         t.connection = Arc::new(c);
     }
     let w = j.record(at(2), &s2, vec![], vec![], Source::Poll).await;

@@ -117,7 +117,7 @@ async fn restart_keeps_state_since_and_providers(mut f: Fixture) {
     // A later poll: m2 recovers at +10 min (its since moves), the others only get observed again.
     let mut next = state.clone();
     for t in next.connections.values_mut() {
-        std::sync::Arc::make_mut(&mut t.connection).observed_at = at(10);
+        std::sync::Arc::make_mut(&mut t.connection).observed_at = at(10).into();
     }
     let m2 = next.connections.get_mut("channel3:m2:amazon").unwrap();
     m2.connection = conn("channel3", "m2", "amazon", Status::Healthy, at(10)).into();

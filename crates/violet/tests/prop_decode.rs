@@ -157,7 +157,7 @@ fn check_connection(c: &Connection) -> Result<(), TestCaseError> {
         c.customer.email.is_none(),
         "no personal data without the opt-in"
     );
-    prop_assert_eq!(c.observed_at, now());
+    prop_assert_eq!(c.observed_at.get(), now());
     assert_well_formed(c);
     Ok(())
 }

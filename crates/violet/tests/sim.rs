@@ -26,7 +26,7 @@ fn paused_builder(sim: &VioletSim) -> VioletBuilder {
 fn sorted(mut v: Vec<Connection>) -> Vec<Connection> {
     v.sort_by(|a, b| a.id.cmp(&b.id));
     for c in &mut v {
-        c.observed_at = chrono::DateTime::UNIX_EPOCH;
+        c.observed_at = chrono::DateTime::UNIX_EPOCH.into();
     }
     v
 }

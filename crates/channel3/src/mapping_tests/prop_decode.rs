@@ -139,7 +139,7 @@ fn check_connection(c: &Connection) -> Result<(), TestCaseError> {
     prop_assert!(c.id.starts_with("channel3:"), "id {}", c.id);
     prop_assert_eq!(&c.provider, "channel3");
     prop_assert_eq!(&c.customer, &customer());
-    prop_assert_eq!(c.observed_at, now());
+    prop_assert_eq!(c.observed_at.get(), now());
     assert_well_formed(c);
     if let Some(pid) = &c.provider_connection_id {
         prop_assert_eq!(&c.id, &format!("channel3:{pid}"));

@@ -24,7 +24,7 @@ async fn the_documented_customer_maps_like_the_fixture() {
         "../../tests/fixtures/list_connections_doc_example.json"
     ))
     .unwrap();
-    let observed = fetched.connections[0].observed_at;
+    let observed = fetched.connections[0].observed_at.get();
     let expected = map_connections(
         "channel3",
         &connhealth_core::Customer::new(id),

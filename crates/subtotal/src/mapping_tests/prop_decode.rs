@@ -133,7 +133,7 @@ fn check_connection(item: &ConnectionResponse, c: &Connection) -> Result<(), Tes
         c.customer.email.is_none(),
         "no personal data without the opt-in"
     );
-    prop_assert_eq!(c.observed_at, now());
+    prop_assert_eq!(c.observed_at.get(), now());
     assert_well_formed(c);
     for p in &c.problems {
         // The mobile number never reaches a report.
