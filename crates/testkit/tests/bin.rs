@@ -147,6 +147,23 @@ async fn serves_the_action_endpoints_with_faults() {
 
         let st = info["subtotal"]["base_url"].as_str().unwrap().to_owned();
         let st_key = info["subtotal"]["api_key"].as_str().unwrap().to_owned();
+        // Subtotal cannot list its customers: the line names them, each with connections.
+        let customers = info["subtotal"]["customers"].as_array().expect("customers");
+        assert_eq!(customers.len(), 2);
+        for customer in customers {
+            let list: Value = c
+                .get(format!("{st}/connections"))
+                .query(&[("customer_id", customer.as_str().expect("an id"))])
+                .header("x-api-key", &st_key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let n = list["connections"].as_array().map_or(0, Vec::len);
+            assert!(n > 0, "{customer} has connections: {list}");
+        }
         let id = "01J51S0JYV6N7K1030CV1ZKSCA"; // the documented example connection
         let r = c
             .post(format!("{st}/connections/{id}/token"))

@@ -1,5 +1,6 @@
 //! `connhealth-sim`: serve the Channel3, Violet and Subtotal simulators on loopback until
-//! Ctrl-C, printing one JSON line with their base URLs and credentials.
+//! Ctrl-C, printing one JSON line with their base URLs and credentials (and the Subtotal
+//! customers' ids: Subtotal cannot list customers, so a config names them).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -120,10 +121,10 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .await
     .map_err(|e| io("Violet", e))?;
-    let subtotal = SubtotalSim::start_on_port(
-        data::subtotal_customers(args.customers, args.seed),
-        args.subtotal_port,
-    )
+    let subtotal_data = data::subtotal_customers(args.customers, args.seed);
+    // Subtotal cannot list customers: a config names them, so the line carries their ids.
+    let subtotal_customers = subtotal_data.customer_ids();
+    let subtotal = SubtotalSim::start_on_port(subtotal_data, args.subtotal_port)
     .await
     .map_err(|e| io("Subtotal", e))?;
     apply(&specs, "channel3", channel3.faults());
@@ -147,7 +148,11 @@ async fn run(args: Args) -> Result<(), String> {
             "username": violet.username(),
             "password": violet.password(),
         },
-        "subtotal": { "base_url": subtotal.base_url(), "api_key": subtotal.api_key() },
+        "subtotal": {
+            "base_url": subtotal.base_url(),
+            "api_key": subtotal.api_key(),
+            "customers": subtotal_customers,
+        },
     });
     println!("{line}");
 
