@@ -92,7 +92,8 @@ pub struct Tracked {
     /// The connection as last announced: shared with the reports ([`Poll::report`],
     /// [`Watcher::report`]) and with whatever else keeps this state (a store's journal), so
     /// each remembered connection is one allocation. Replace it, never change it in place
-    /// (`Arc::make_mut` would copy it).
+    /// (`Arc::make_mut` would copy it), but for its read time: a re-read that finds it
+    /// otherwise unchanged moves `observed_at` ([`crate::ObservedAt::set`]) for every sharer.
     #[serde(with = "crate::model::shared")]
     pub connection: Arc<Connection>,
     /// When its announced status began.
