@@ -52,8 +52,9 @@ pub enum ChangeKind {
     },
     /// A problem (by code) that was not there before.
     ProblemRaised {
-        /// The problem.
-        problem: Problem,
+        /// The problem (boxed: it is the largest variant, and a first poll holds one
+        /// `Change` per connection, every one as large as the largest variant).
+        problem: Box<Problem>,
     },
     /// A problem (by code) that is gone.
     ProblemCleared {
@@ -189,7 +190,9 @@ pub fn connection_changes(
         if !before.contains(p.code.as_str()) && raised.insert(p.code.as_str()) {
             out.push(Change::about(
                 cur,
-                ChangeKind::ProblemRaised { problem: p.clone() },
+                ChangeKind::ProblemRaised {
+                    problem: Box::new(p.clone()),
+                },
                 at,
                 since,
             ));

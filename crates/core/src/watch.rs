@@ -546,25 +546,33 @@ impl Watcher {
         let mut results = results;
         results.sort_by_key(|r| r.index);
         let mut providers = Vec::with_capacity(results.len());
-        let mut fresh: Vec<Connection> = Vec::new();
-        let mut unchanged: Vec<Unchanged> = Vec::new();
+        // Each provider's answers become shared connections as they are taken, into a list
+        // of pointers sized once: concatenating the answers first (a list of whole
+        // connections that grew by doubling, then copied into the `Arc`s) held the fleet
+        // two to three times over at the end of a first sweep.
+        let mut fresh: Vec<Arc<Connection>> =
+            Vec::with_capacity(results.iter().map(|r| r.connections.len()).sum());
+        let mut unchanged: Vec<Unchanged> =
+            Vec::with_capacity(results.iter().map(|r| r.unchanged.len()).sum());
         for r in results {
             providers.push(r.outcome);
-            fresh.extend(r.connections);
+            fresh.extend(r.connections.into_iter().map(|mut c| {
+                c.shrink_to_fit();
+                Arc::new(c)
+            }));
             unchanged.extend(r.unchanged);
         }
         if !fresh.is_sorted_by(|a, b| a.id <= b.id) {
             fresh.sort_by(|a, b| a.id.cmp(&b.id));
         }
-        let fresh: Vec<Arc<Connection>> = fresh
-            .into_iter()
-            .map(|mut c| {
-                c.shrink_to_fit();
-                Arc::new(c)
-            })
-            .collect();
         let at = Utc::now();
-        let mut changes = Vec::new();
+        // A first sweep announces every connection once (`appeared`): room for those and
+        // the providers' own events, so the list is not regrown (and copied) as it fills.
+        let mut changes = Vec::with_capacity(if remembered_before == 0 {
+            fresh.len() + 2 * providers.len()
+        } else {
+            0
+        });
 
         // Provider availability and rate limits.
         let mut answered: BTreeMap<String, &ProviderOutcome> = BTreeMap::new();

@@ -144,7 +144,7 @@ fn one_row_per_event_kind() {
                 (
                     "p:a".into(),
                     ChangeKind::ProblemRaised {
-                        problem: degraded.problems[0].clone(),
+                        problem: Box::new(degraded.problems[0].clone()),
                     },
                 ),
             ],
@@ -189,11 +189,11 @@ fn one_row_per_event_kind() {
                 (
                     "p:a".into(),
                     ChangeKind::ProblemRaised {
-                        problem: Problem::new(
+                        problem: Box::new(Problem::new(
                             "invalid_products",
                             Status::Degraded,
                             "invalid_products happened",
-                        ),
+                        )),
                     },
                 ),
             ],

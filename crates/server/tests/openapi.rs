@@ -687,10 +687,13 @@ async fn the_openapi_document_is_valid_and_every_route_answers_as_documented() {
             to: Status::ActionRequired,
         },
         ChangeKind::ProblemRaised {
-            problem: Problem::new("missing_scopes", Status::ActionRequired, "scopes")
-                .with_remediation(Remediation::GrantScopes {
-                    missing: vec!["read_orders".into()],
-                }),
+            problem: Box::new(
+                Problem::new("missing_scopes", Status::ActionRequired, "scopes").with_remediation(
+                    Remediation::GrantScopes {
+                        missing: vec!["read_orders".into()],
+                    },
+                ),
+            ),
         },
         ChangeKind::ProblemCleared {
             code: "partial_sync".into(),
