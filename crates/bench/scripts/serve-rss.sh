@@ -47,10 +47,17 @@ measure() {
   rm -f s.json .s.json.lock connhealth.db* .connhealth.db.lock
   $BIN/connhealth serve --config c.toml --listen 127.0.0.1:$PORT --interval $INTERVAL "$@" 2>serve.err &
   P=$!
-  for i in $(seq 600); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.5; done
+  st() { grep "^$1:" /proc/$P/status | awk '{print $2}'; }
+  # The first poll (until /readyz answers) is read every 0.25 s too, into first.samples:
+  # it holds the peak of a new store (every connection new, each with its event).
+  : > first.samples
+  for i in $(seq 2400); do
+    st VmRSS >> first.samples
+    curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break
+    sleep 0.25
+  done
   # Two more polls at 5s (SETTLE=N to wait otherwise), reading VmRSS every 0.25 s meanwhile:
   # one reading can fall between polls or inside one, so the spread is reported too.
-  st() { grep "^$1:" /proc/$P/status | awk '{print $2}'; }
   : > rss.samples
   end=$(( $(date +%s) + ${SETTLE:-12} ))
   while [ $(date +%s) -lt $end ]; do st VmRSS >> rss.samples; sleep 0.25; done
@@ -67,6 +74,11 @@ if s:
     q = lambda p: s[min(len(s) - 1, int(p * len(s)))]
     print("  VmRSS per connection over %d readings: min %.2f, median %.2f, p90 %.2f, max %.2f KB (max / 1.2 KB target: %.2fx)"
           % (len(s), s[0], statistics.median(s), q(0.9), s[-1], s[-1] / 1.2))
+f = [int(l) * 1.024 / n for l in open("first.samples") if l.strip()]
+if f:
+    print("  first poll: ready after ~%.1f s; VmRSS per connection meanwhile: max %.2f KB, at ready %.2f KB"
+          % (len(f) * 0.25, max(f), f[-1]))
+    print("  first poll, every second: " + " ".join("%.2f" % x for x in f[::4]))
 PY
 }
 [ -z "$ONLY_STORE" ] && measure --state s.json

@@ -8,7 +8,7 @@ use connhealth_core::watch::{ProviderState, Tracked, WatchState};
 use connhealth_core::{Change, ProviderOutcome};
 
 use crate::error::{Result, StoreError};
-use crate::types::{Fence, PollRecord, PruneStats, Retention, Source, StoredEvent};
+use crate::types::{Fence, NewEvent, PollRecord, PruneStats, Retention, Source, StoredEvent};
 use crate::Store;
 
 /// Bounds and schedules of a [`Journal`].
@@ -229,12 +229,12 @@ impl Journal {
                     // The write is over: the record is this journal's alone again.
                     let rec = Arc::try_unwrap(rec).unwrap_or_else(|shared| (*shared).clone());
                     self.pending_events -= rec.events.len();
-                    w.events
-                        .extend(rec.events.into_iter().zip(ids).map(|(e, id)| StoredEvent {
-                            id,
-                            source: e.source,
-                            change: e.change,
-                        }));
+                    let stored = stored_events(rec.events, ids);
+                    if w.events.is_empty() {
+                        w.events = stored;
+                    } else {
+                        w.events.extend(stored);
+                    }
                 }
                 Err(e) => {
                     w.error = Some(e);
@@ -265,6 +265,22 @@ impl Journal {
             fold(older, newer);
         }
     }
+}
+
+/// The written events with their store ids, in the events' own allocation: a
+/// `StoredEvent` is no larger than a `NewEvent`, so the list is rewritten in place (a
+/// first poll's events are one per connection; a second list beside the first was the
+/// last spike of a first commit).
+fn stored_events(events: Vec<NewEvent>, ids: Vec<i64>) -> Vec<StoredEvent> {
+    events
+        .into_iter()
+        .zip(ids)
+        .map(|(e, id)| StoredEvent {
+            id,
+            source: e.source,
+            change: e.change,
+        })
+        .collect()
 }
 
 /// What a [`Journal`] remembers of the last recorded state, to write only what changed: the
@@ -364,5 +380,37 @@ type RouteFn = Arc<dyn Fn(&Change) -> Vec<String> + Send + Sync>;
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Router")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connhealth_core::diff::ChangeKind;
+
+    /// The written events keep their list's allocation (see `stored_events`); a toolchain
+    /// that stopped collecting in place would double a first poll's events again.
+    #[test]
+    fn stored_events_reuse_the_events_allocation_and_keep_their_ids() {
+        let events: Vec<NewEvent> = (0..1000)
+            .map(|i| {
+                let change = Change::provider(
+                    &format!("p{i}"),
+                    ChangeKind::ProviderRecovered,
+                    Utc::now(),
+                    None,
+                );
+                NewEvent::new(change, Source::Poll)
+            })
+            .collect();
+        let ptr = events.as_ptr() as usize;
+        let ids: Vec<i64> = (1..=1000).collect();
+        let stored = stored_events(events, ids);
+        assert_eq!(stored.as_ptr() as usize, ptr, "rewritten in place");
+        assert_eq!(stored.len(), 1000);
+        assert!(stored
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.id == i as i64 + 1 && e.change.provider == format!("p{i}")));
     }
 }
