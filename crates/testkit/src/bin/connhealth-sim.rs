@@ -125,8 +125,8 @@ async fn run(args: Args) -> Result<(), String> {
     // Subtotal cannot list customers: a config names them, so the line carries their ids.
     let subtotal_customers = subtotal_data.customer_ids();
     let subtotal = SubtotalSim::start_on_port(subtotal_data, args.subtotal_port)
-    .await
-    .map_err(|e| io("Subtotal", e))?;
+        .await
+        .map_err(|e| io("Subtotal", e))?;
     apply(&specs, "channel3", channel3.faults());
     apply(&specs, "violet", violet.faults());
     apply(&specs, "subtotal", subtotal.faults());
