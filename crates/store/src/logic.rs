@@ -1,6 +1,6 @@
 //! The store's logic, written once over [`Tx`] for both backends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeZone, Utc};
 use connhealth_core::watch::{ProviderState, Tracked, WatchState};
@@ -194,10 +194,20 @@ pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: &PollRecord) -> Result<Vec
         }
     }
 
+    // The customers whose worst status is counted again at the end (the `customers` table).
+    let mut customers: BTreeSet<String> = BTreeSet::new();
+
     // Removed connections: their spans and incidents end now.
     for id in &rec.removed {
-        tx.exec("DELETE FROM connections WHERE id = $1", &[id.into()])
-            .await?;
+        for r in tx
+            .query(
+                "DELETE FROM connections WHERE id = $1 RETURNING customer_id",
+                &[id.into()],
+            )
+            .await?
+        {
+            customers.insert(r[0].text().unwrap_or_default().to_owned());
+        }
         tx.exec(
             "UPDATE spans SET stop_ms = $2 WHERE connection_id = $1 AND stop_ms IS NULL",
             &[id.into(), at.into()],
@@ -215,8 +225,9 @@ pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: &PollRecord) -> Result<Vec
     // keep spans and incidents, then the chunk's rows. Each connection's statements touch
     // only its own rows, so chunking keeps the transaction's outcome.
     for chunk in rec.upserts.chunks(COMMIT_CHUNK) {
-        commit_upserts(tx, chunk).await?;
+        commit_upserts(tx, chunk, &mut customers).await?;
     }
+    refresh_customers(tx, customers).await?;
 
     // Events, then their outbox rows, a chunk at a time.
     let mut ids = Vec::with_capacity(rec.events.len());
@@ -291,12 +302,42 @@ async fn commit_events(tx: &mut dyn Tx, chunk: &[NewEvent], at: i64) -> Result<V
 /// memory is bounded whatever the poll's size.
 const COMMIT_CHUNK: usize = 500;
 
-/// One chunk of a poll's upserts: connections, their spans and incidents.
-async fn commit_upserts(tx: &mut dyn Tx, chunk: &[Tracked]) -> Result<()> {
+/// Count again the worst status of these customer ids (every provider's customer of that id):
+/// their `customers` rows are replaced by what `connections` now holds, and a customer left
+/// with no connection has none. In the poll's transaction, so the table never disagrees with
+/// the connections a reader sees.
+async fn refresh_customers(tx: &mut dyn Tx, ids: BTreeSet<String>) -> Result<()> {
+    let ids: Vec<String> = ids.into_iter().collect();
+    for chunk in ids.chunks(COMMIT_CHUNK) {
+        let list = in_list("customer_id", chunk.len(), 1);
+        let params: Vec<V> = chunk.iter().map(V::from).collect();
+        tx.exec(&format!("DELETE FROM customers WHERE {list}"), &params)
+            .await?;
+        tx.exec(
+            &format!(
+                "INSERT INTO customers (provider, customer_id, worst) \
+                 SELECT provider, customer_id, MAX({}) FROM connections WHERE {list} \
+                 GROUP BY provider, customer_id",
+                rank_sql()
+            ),
+            &params,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// One chunk of a poll's upserts: connections, their spans and incidents. The customer ids
+/// they belong to, and any they belonged to before, go into `customers`.
+async fn commit_upserts(
+    tx: &mut dyn Tx,
+    chunk: &[Tracked],
+    customers: &mut BTreeSet<String>,
+) -> Result<()> {
     let mut prev: HashMap<String, (i64, Option<i64>)> = HashMap::new();
     let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "SELECT id, class, incident_since FROM connections WHERE id IN ({})",
+        "SELECT id, class, incident_since, customer_id FROM connections WHERE id IN ({})",
         marks.join(",")
     );
     let params: Vec<V> = chunk.iter().map(|t| V::from(&t.connection.id)).collect();
@@ -305,6 +346,16 @@ async fn commit_upserts(tx: &mut dyn Tx, chunk: &[Tracked]) -> Result<()> {
             r[0].text().unwrap_or_default().to_owned(),
             (r[1].int().unwrap_or(GOOD), r[2].int()),
         );
+        if let Some(old) = r[3].text() {
+            if !customers.contains(old) {
+                customers.insert(old.to_owned());
+            }
+        }
+    }
+    for t in chunk {
+        if !customers.contains(&t.connection.customer.id) {
+            customers.insert(t.connection.customer.id.clone());
+        }
     }
     let mut rows = Vec::with_capacity(chunk.len());
     let mut new_spans = Vec::new();
@@ -722,8 +773,8 @@ pub(crate) async fn connections(
 }
 
 /// SQL for a status's rank in [`Status::ALL`] (least to most severe): the order a
-/// customer's worst status is taken in.
-fn rank_sql() -> String {
+/// customer's worst status is taken in (`customers.worst`, schema migration 5).
+pub(crate) fn rank_sql() -> String {
     let arms: Vec<String> = Status::ALL
         .iter()
         .enumerate()
@@ -734,22 +785,31 @@ fn rank_sql() -> String {
 
 /// A grouped cursor: `g` + the JSON `[customer rank, provider, customer id, severity, id]`
 /// of the last item.
-fn parse_group_cursor(c: &str) -> Result<(i64, String, String, i64, String)> {
+fn parse_group_cursor(c: &str) -> Result<GroupCursor> {
     let bad = || StoreError::Invalid(format!("cursor {c:?} is not one this store issued"));
     let json = c.strip_prefix('g').ok_or_else(bad)?;
     serde_json::from_str(json).map_err(|_| bad())
 }
 
+/// A grouped cursor's parts: customer rank, provider, customer id, severity, id.
+type GroupCursor = (i64, String, String, i64, String);
+
 /// [`crate::Store::connections_by_customer`]: customers worst first (their worst status among
 /// the matching connections), then by `{provider}:{customer_id}`; within a customer, worst
 /// first then by id.
+///
+/// Three ways to the same order, by filter: without a status or search filter every
+/// connection of a matching customer matches, so its worst status is the kept
+/// `customers.worst` and the page walks `customers_order`; with one status every match ranks
+/// the same, so the page is a range of `connections_status_group`; any other filter ranks the
+/// matching rows with a window function (a scan of the matches).
 pub(crate) async fn connections_by_customer(
     tx: &mut dyn Tx,
     f: &ConnectionFilter,
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<ConnectionPage> {
-    let (conds, mut params) = connection_where(f);
+    let (conds, params) = connection_where(f);
     let wh = if conds.is_empty() {
         String::new()
     } else {
@@ -763,39 +823,16 @@ pub(crate) async fn connections_by_customer(
     .await?
     .and_then(|r| r[0].int())
     .unwrap_or(0) as u64;
-    let mut outer = String::new();
-    if let Some(c) = cursor {
-        let (cs, provider, customer, sev, id) = parse_group_cursor(c)?;
-        let n = params.len();
-        let (a, b, cc, d, e) = (n + 1, n + 2, n + 3, n + 4, n + 5);
-        outer = format!(
-            "WHERE (cs < ${a} OR (cs = ${a} AND (provider > ${b} OR (provider = ${b} AND \
-             (customer_id > ${cc} OR (customer_id = ${cc} AND (severity < ${d} OR \
-             (severity = ${d} AND id > ${e})))))))) "
-        );
-        params.extend([
-            cs.into(),
-            provider.into(),
-            customer.into(),
-            sev.into(),
-            id.into(),
-        ]);
-    }
-    // The order is decided on narrow rows (no body), the page's bodies read afterwards by id:
-    // sorting every matching row with its JSON body is what costs.
-    let sql = format!(
-        "SELECT c.body, c.since, t.cs, t.provider, t.customer_id, t.severity, t.id FROM (\
-         SELECT cs, provider, customer_id, severity, id FROM (\
-         SELECT provider, customer_id, severity, id, \
-         MAX({rank}) OVER (PARTITION BY provider, customer_id) AS cs FROM connections {wh}\
-         ) w {outer}ORDER BY cs DESC, provider, customer_id, severity DESC, id LIMIT ${}\
-         ) t JOIN connections c ON c.id = t.id \
-         ORDER BY t.cs DESC, t.provider, t.customer_id, t.severity DESC, t.id",
-        params.len() + 1,
-        rank = rank_sql(),
-    );
-    params.push((limit as i64 + 1).into());
-    let rows = tx.query(&sql, &params).await?;
+    let cursor = cursor.map(parse_group_cursor).transpose()?;
+    let no_search = f.q.as_deref().is_none_or(str::is_empty);
+    // Rows as [body, since, customer rank, provider, customer_id, severity, id], up to limit+1.
+    let rows = if f.status.is_empty() && no_search {
+        grouped_by_kept_rank(tx, f, cursor.as_ref(), limit).await?
+    } else if no_search && f.status.iter().all(|s| *s == f.status[0]) {
+        grouped_one_status(tx, f, cursor.as_ref(), limit).await?
+    } else {
+        grouped_by_window(tx, &wh, params, cursor.as_ref(), limit).await?
+    };
     let more = rows.len() > limit;
     let mut items = Vec::new();
     let mut last = None;
@@ -830,6 +867,173 @@ pub(crate) async fn connections_by_customer(
         next_cursor,
         total,
     })
+}
+
+/// The grouped order when every connection of a matching customer matches (provider and
+/// customer filters only): customers from `customers_order` (a batch of `limit + 1` at a
+/// time: each has a connection, so one batch nearly always fills the page), then each
+/// customer's connections worst first.
+async fn grouped_by_kept_rank(
+    tx: &mut dyn Tx,
+    f: &ConnectionFilter,
+    cursor: Option<&GroupCursor>,
+    limit: usize,
+) -> Result<Vec<Row>> {
+    let mut rows: Vec<Row> = Vec::new();
+    // Where the next batch of customers starts, and whether that customer is included (the
+    // cursor's own customer may have connections left after the cursor's).
+    let mut from: Option<(i64, String, String, bool)> =
+        cursor.map(|(cs, p, c, _, _)| (*cs, p.clone(), c.clone(), true));
+    loop {
+        let (mut conds, mut params) = connection_where(f);
+        if let Some((cs, p, c, inclusive)) = &from {
+            let n = params.len();
+            let op = if *inclusive { ">=" } else { ">" };
+            conds.push(format!(
+                "(worst < ${a} OR (worst = ${a} AND (provider > ${b} OR \
+                 (provider = ${b} AND customer_id {op} ${c}))))",
+                a = n + 1,
+                b = n + 2,
+                c = n + 3,
+            ));
+            params.extend([(*cs).into(), p.into(), c.into()]);
+        }
+        let sql = format!(
+            "SELECT worst, provider, customer_id FROM customers {} \
+             ORDER BY worst DESC, provider, customer_id LIMIT ${}",
+            if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            },
+            params.len() + 1
+        );
+        params.push((limit as i64 + 1).into());
+        let batch = tx.query(&sql, &params).await?;
+        for k in &batch {
+            let worst = k[0].int().unwrap_or_default();
+            let provider = k[1].text().unwrap_or_default().to_owned();
+            let customer = k[2].text().unwrap_or_default().to_owned();
+            let mut params: Vec<V> = vec![(&provider).into(), (&customer).into()];
+            let mut within = String::new();
+            if let Some((cs, p, c, sev, id)) = cursor {
+                if (*cs, p, c) == (worst, &provider, &customer) {
+                    within = "AND (severity < $3 OR (severity = $3 AND id > $4)) ".into();
+                    params.extend([(*sev).into(), id.into()]);
+                }
+            }
+            params.push(((limit + 1 - rows.len()) as i64).into());
+            let sql = format!(
+                "SELECT body, since, provider, customer_id, severity, id FROM connections \
+                 WHERE provider = $1 AND customer_id = $2 {within}\
+                 ORDER BY severity DESC, id LIMIT ${}",
+                params.len()
+            );
+            for mut r in tx.query(&sql, &params).await? {
+                r.insert(2, V::Int(worst));
+                rows.push(r);
+            }
+            if rows.len() > limit {
+                return Ok(rows);
+            }
+        }
+        match batch.last() {
+            Some(k) if batch.len() > limit => {
+                from = Some((
+                    k[0].int().unwrap_or_default(),
+                    k[1].text().unwrap_or_default().to_owned(),
+                    k[2].text().unwrap_or_default().to_owned(),
+                    false,
+                ));
+            }
+            _ => return Ok(rows),
+        }
+    }
+}
+
+/// The grouped order under a one-status filter: every match ranks as that status and has
+/// its severity, so the order is `provider, customer_id, id`, a range of
+/// `connections_status_group`.
+async fn grouped_one_status(
+    tx: &mut dyn Tx,
+    f: &ConnectionFilter,
+    cursor: Option<&GroupCursor>,
+    limit: usize,
+) -> Result<Vec<Row>> {
+    let status = f.status[0];
+    let cs = Status::ALL.iter().position(|s| *s == status).unwrap_or(0) as i64;
+    let one = ConnectionFilter {
+        status: Vec::new(),
+        ..f.clone()
+    };
+    let (mut conds, mut params) = connection_where(&one);
+    // Placeholders are numbered in order of first use (SQLite's reading of `$N`).
+    conds.push(format!("status = ${}", params.len() + 1));
+    params.push(status.as_str().into());
+    if let Some((_, p, c, _, id)) = cursor {
+        let n = params.len();
+        conds.push(format!(
+            "(provider, customer_id, id) > (${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3
+        ));
+        params.extend([p.into(), c.into(), id.into()]);
+    }
+    let sql = format!(
+        "SELECT body, since, provider, customer_id, severity, id FROM connections WHERE {} \
+         ORDER BY provider, customer_id, id LIMIT ${}",
+        conds.join(" AND "),
+        params.len() + 1
+    );
+    params.push((limit as i64 + 1).into());
+    let mut rows = tx.query(&sql, &params).await?;
+    for r in &mut rows {
+        r.insert(2, V::Int(cs));
+    }
+    Ok(rows)
+}
+
+/// The grouped order for any filter: the matching rows ranked by a window function.
+async fn grouped_by_window(
+    tx: &mut dyn Tx,
+    wh: &str,
+    mut params: Vec<V>,
+    cursor: Option<&GroupCursor>,
+    limit: usize,
+) -> Result<Vec<Row>> {
+    let mut outer = String::new();
+    if let Some((cs, provider, customer, sev, id)) = cursor {
+        let n = params.len();
+        let (a, b, cc, d, e) = (n + 1, n + 2, n + 3, n + 4, n + 5);
+        outer = format!(
+            "WHERE (cs < ${a} OR (cs = ${a} AND (provider > ${b} OR (provider = ${b} AND \
+             (customer_id > ${cc} OR (customer_id = ${cc} AND (severity < ${d} OR \
+             (severity = ${d} AND id > ${e})))))))) "
+        );
+        params.extend([
+            (*cs).into(),
+            provider.into(),
+            customer.into(),
+            (*sev).into(),
+            id.into(),
+        ]);
+    }
+    // The order is decided on narrow rows (no body), the page's bodies read afterwards by id:
+    // sorting every matching row with its JSON body is what costs.
+    let sql = format!(
+        "SELECT c.body, c.since, t.cs, t.provider, t.customer_id, t.severity, t.id FROM (\
+         SELECT cs, provider, customer_id, severity, id FROM (\
+         SELECT provider, customer_id, severity, id, \
+         MAX({rank}) OVER (PARTITION BY provider, customer_id) AS cs FROM connections {wh}\
+         ) w {outer}ORDER BY cs DESC, provider, customer_id, severity DESC, id LIMIT ${}\
+         ) t JOIN connections c ON c.id = t.id \
+         ORDER BY t.cs DESC, t.provider, t.customer_id, t.severity DESC, t.id",
+        params.len() + 1,
+        rank = rank_sql(),
+    );
+    params.push((limit as i64 + 1).into());
+    tx.query(&sql, &params).await
 }
 
 /// [`crate::Store::timelines`]: the status changes (`appeared`, `status_changed`) of these

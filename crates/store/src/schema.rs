@@ -8,7 +8,7 @@ use crate::db::{query_one, Dialect, Tx, V};
 use crate::error::{Result, StoreError};
 
 /// The newest schema version this build writes.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Migration N (1-based) is `MIGRATIONS[N - 1]`. `{pk}` is the auto-increment key column type.
 const MIGRATIONS: &[&str] = &[
@@ -173,6 +173,24 @@ ALTER TABLE audit ADD COLUMN message TEXT NOT NULL DEFAULT ''
     r#"
 ALTER TABLE work ADD COLUMN result TEXT
 "#,
+    // 5: each customer's worst status (`worst`: its rank in `Status::ALL`), kept on every write,
+    // so that a grouped page is read in index order instead of ranking every customer; and the
+    // customer index made covering for that upkeep (`customer_id, provider, status`). A store
+    // of version 4 gets its customers counted here, once.
+    r#"
+CREATE TABLE customers (
+    provider TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    worst BIGINT NOT NULL,
+    PRIMARY KEY (provider, customer_id)
+);
+CREATE INDEX customers_order ON customers (worst DESC, provider, customer_id);
+DROP INDEX connections_customer;
+CREATE INDEX connections_customer ON connections (customer_id, provider, status);
+CREATE INDEX connections_status_group ON connections (status, provider, customer_id, id);
+INSERT INTO customers (provider, customer_id, worst)
+    SELECT provider, customer_id, MAX({rank}) FROM connections GROUP BY provider, customer_id
+"#,
 ];
 
 fn pk(d: Dialect) -> &'static str {
@@ -225,7 +243,10 @@ pub(crate) async fn migrate(tx: &mut dyn Tx) -> Result<()> {
     }
     let d = tx.dialect();
     for (i, m) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        for stmt in m.replace("{pk}", pk(d)).split(';') {
+        let m = m
+            .replace("{pk}", pk(d))
+            .replace("{rank}", &crate::logic::rank_sql());
+        for stmt in m.split(';') {
             if !stmt.trim().is_empty() {
                 tx.exec(stmt, &[]).await?;
             }
@@ -282,6 +303,7 @@ pub(crate) const TABLES: &[&str] = &[
     "mutes",
     "disabled_sinks",
     "reminders",
+    "customers",
 ];
 
 /// The stored version on PostgreSQL without creating anything.

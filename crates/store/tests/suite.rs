@@ -56,6 +56,7 @@ suite!(
     prune_keeps_what_retention_says,
     integrity_check_passes,
     a_poll_larger_than_a_write_chunk_commits_whole_and_in_order,
+    grouped_pages_follow_the_inputs_through_changes_moves_and_filters,
 );
 
 /// The `appeared` event of each, at minute 0.
@@ -1068,6 +1069,8 @@ async fn a_version_2_store_gains_the_audit_message(mut f: Fixture) {
     f.store().append_audit(record(0, "")).await.unwrap();
     f.raw(
         "ALTER TABLE audit DROP COLUMN message; ALTER TABLE work DROP COLUMN result; \
+         DROP TABLE customers; DROP INDEX connections_status_group; \
+         DROP INDEX connections_customer; CREATE INDEX connections_customer ON connections (customer_id); \
          UPDATE meta SET value = '2' WHERE key = 'schema_version'",
     );
     f.reopen().await;
@@ -1742,4 +1745,289 @@ async fn a_poll_larger_than_a_write_chunk_commits_whole_and_in_order(f: Fixture)
         .await
         .unwrap();
     assert_eq!(bad.total, n.div_ceil(3) as u64);
+}
+
+/// The grouped order, worked out here from the inputs: the matching connections, each
+/// customer ranked by its worst matching status, then worst first within it.
+fn expected_grouped(
+    items: &[Tracked],
+    f: &ConnectionFilter,
+) -> Vec<(Status, String, String, u8, String)> {
+    let matches = |c: &connhealth_core::Connection| {
+        let search = format!(
+            "{}\n{}\n{}\n{}\n{}",
+            c.id,
+            c.customer.id,
+            c.customer.name.clone().unwrap_or_default(),
+            c.platform,
+            c.problems
+                .iter()
+                .map(|p| p.code.clone())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+        .to_lowercase();
+        (f.status.is_empty() || f.status.contains(&c.status))
+            && (f.provider.is_empty() || f.provider.contains(&c.provider))
+            && (f.customer.is_empty()
+                || f.customer.iter().any(|k| {
+                    *k == c.customer.id || *k == format!("{}:{}", c.provider, c.customer.id)
+                }))
+            && f.q
+                .as_ref()
+                .is_none_or(|q| search.contains(&q.to_lowercase()))
+    };
+    let hits: Vec<&connhealth_core::Connection> = items
+        .iter()
+        .map(|t| &*t.connection)
+        .filter(|c| matches(c))
+        .collect();
+    let worst = |p: &str, k: &str| {
+        hits.iter()
+            .filter(|c| c.provider == p && c.customer.id == k)
+            .map(|c| c.status)
+            .max()
+            .unwrap()
+    };
+    let mut out: Vec<_> = hits
+        .iter()
+        .map(|c| {
+            (
+                worst(&c.provider, &c.customer.id),
+                c.provider.clone(),
+                c.customer.id.clone(),
+                c.status.severity(),
+                c.id.clone(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+            .then(b.3.cmp(&a.3))
+            .then(a.4.cmp(&b.4))
+    });
+    out
+}
+
+/// Every grouped page of `f`, `limit` at a time, as (customer status, provider, customer,
+/// severity, id).
+async fn grouped_all(
+    s: &dyn Store,
+    f: &ConnectionFilter,
+    limit: usize,
+) -> (u64, Vec<(Status, String, String, u8, String)>) {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = s
+            .connections_by_customer(f, cursor.as_deref(), limit)
+            .await
+            .unwrap();
+        assert!(page.items.len() <= limit);
+        for i in &page.items {
+            let c = &i.connection;
+            seen.push((
+                i.customer_status
+                    .expect("grouped items carry customer_status"),
+                c.provider.clone(),
+                c.customer.id.clone(),
+                c.status.severity(),
+                c.id.clone(),
+            ));
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return (page.total, seen),
+        }
+    }
+}
+
+/// The grouped order is kept up by every write (`customers.worst`, schema 5) and read three
+/// ways by filter (kept rank, one status, window); after new, changed, removed and
+/// re-homed connections, and after a version 4 store is migrated, every way gives the order
+/// worked out from the inputs, page by page.
+async fn grouped_pages_follow_the_inputs_through_changes_moves_and_filters(mut f: Fixture) {
+    let statuses = Status::ALL;
+    // A small deterministic generator (the same fleet every run).
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) as usize) % n
+    };
+    let providers = ["channel3", "subtotal", "violet"];
+    let mut items: Vec<Tracked> = Vec::new();
+    for p in providers {
+        for k in 0..7 {
+            for j in 0..(1 + next(4)) {
+                let st = statuses[next(statuses.len())];
+                items.push(tracked(
+                    conn(p, &format!("c{k}"), &format!("plat{j}{k}"), st, at(0)),
+                    at(0),
+                ));
+            }
+        }
+    }
+    let filters = |round: usize| {
+        vec![
+            ConnectionFilter::default(),
+            ConnectionFilter {
+                provider: vec!["violet".into()],
+                ..Default::default()
+            },
+            ConnectionFilter {
+                customer: vec!["c3".into()],
+                ..Default::default()
+            },
+            ConnectionFilter {
+                customer: vec!["subtotal:c2".into(), "c5".into()],
+                ..Default::default()
+            },
+            ConnectionFilter {
+                status: vec![statuses[round % 8]],
+                ..Default::default()
+            },
+            ConnectionFilter {
+                status: vec![Status::Degraded, Status::Degraded],
+                ..Default::default()
+            },
+            ConnectionFilter {
+                status: vec![Status::Healthy],
+                provider: vec!["channel3".into(), "violet".into()],
+                ..Default::default()
+            },
+            ConnectionFilter {
+                status: vec![Status::Healthy, Status::ActionRequired],
+                ..Default::default()
+            },
+            ConnectionFilter {
+                q: Some("PLAT1".into()),
+                ..Default::default()
+            },
+        ]
+    };
+    let mut prev = WatchState::default();
+    // The customer (provider, id) of the connection rounds 5 and 6 re-home.
+    let mut homed: Option<(String, String)> = None;
+    for round in 0..7usize {
+        match round {
+            0 => {}
+            1..=4 => {
+                // Change about a third, remove one, add one, and re-home one.
+                for t in items.iter_mut() {
+                    if next(3) == 0 {
+                        std::sync::Arc::make_mut(&mut t.connection).status =
+                            statuses[next(statuses.len())];
+                    }
+                }
+                items.remove(next(items.len()));
+                let p = providers[next(3)];
+                items.push(tracked(
+                    conn(
+                        p,
+                        &format!("c{}", next(9)),
+                        &format!("new{round}"),
+                        statuses[next(8)],
+                        at(round as i64),
+                    ),
+                    at(round as i64),
+                ));
+                let i = next(items.len());
+                std::sync::Arc::make_mut(&mut items[i].connection)
+                    .customer
+                    .id = format!("c{}", next(9));
+            }
+            5 => {
+                // One customer of two or more connections: its first is its only worst one.
+                let key_of = |t: &Tracked| {
+                    (
+                        t.connection.provider.clone(),
+                        t.connection.customer.id.clone(),
+                    )
+                };
+                let first = (0..items.len())
+                    .find(|&i| {
+                        items
+                            .iter()
+                            .filter(|t| key_of(t) == key_of(&items[i]))
+                            .count()
+                            > 1
+                    })
+                    .expect("a customer with two connections");
+                items.swap(0, first);
+                let key = key_of(&items[0]);
+                for (i, t) in items.iter_mut().enumerate() {
+                    let c = std::sync::Arc::make_mut(&mut t.connection);
+                    if (c.provider.as_str(), c.customer.id.as_str()) == (&key.0, &key.1) {
+                        c.status = if i == 0 {
+                            Status::ActionRequired
+                        } else {
+                            Status::Healthy
+                        };
+                    }
+                }
+                homed = Some(key);
+            }
+            _ => {
+                // Only that connection moves, to a customer of its own: the customer it left
+                // is no longer ranked by it, though nothing else of it changed.
+                std::sync::Arc::make_mut(&mut items[0].connection)
+                    .customer
+                    .id = "moved".into();
+            }
+        }
+        let now = state_of(&items);
+        f.store()
+            .commit_poll(PollRecord::between(
+                at(round as i64),
+                &prev,
+                &now,
+                vec![],
+                vec![],
+                Source::Poll,
+            ))
+            .await
+            .unwrap();
+        prev = now;
+        if round == 2 {
+            // A version 4 store (no kept ranks yet) counts them when it is opened.
+            f.raw(
+                "DROP TABLE customers; DROP INDEX connections_status_group; \
+                 DROP INDEX connections_customer; \
+                 CREATE INDEX connections_customer ON connections (customer_id); \
+                 UPDATE meta SET value = '4' WHERE key = 'schema_version'",
+            );
+            f.reopen().await;
+        }
+        for filter in filters(round) {
+            let want = expected_grouped(&items, &filter);
+            for limit in [1, 4, 100] {
+                let (total, got) = grouped_all(&*f.store(), &filter, limit).await;
+                assert_eq!(total as usize, want.len(), "round {round}, {filter:?}");
+                assert_eq!(got, want, "round {round}, limit {limit}, {filter:?}");
+            }
+        }
+    }
+    let (p, k) = homed.expect("round 5 ran");
+    let left = ConnectionFilter {
+        customer: vec![format!("{p}:{k}")],
+        ..Default::default()
+    };
+    let page = f
+        .store()
+        .connections_by_customer(&left, None, 100)
+        .await
+        .unwrap();
+    assert!(
+        !page.items.is_empty()
+            && page
+                .items
+                .iter()
+                .all(|i| i.customer_status == Some(Status::Healthy)),
+        "the customer a connection left is ranked by what it has now"
+    );
+    f.store().integrity_check().await.unwrap();
 }
