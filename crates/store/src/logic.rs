@@ -195,18 +195,21 @@ pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: &PollRecord) -> Result<Vec
     }
 
     // The customers whose worst status is counted again at the end (the `customers` table).
-    let mut customers: BTreeSet<String> = BTreeSet::new();
+    let mut customers: BTreeSet<(String, String)> = BTreeSet::new();
 
     // Removed connections: their spans and incidents end now.
     for id in &rec.removed {
         for r in tx
             .query(
-                "DELETE FROM connections WHERE id = $1 RETURNING customer_id",
+                "DELETE FROM connections WHERE id = $1 RETURNING provider, customer_id",
                 &[id.into()],
             )
             .await?
         {
-            customers.insert(r[0].text().unwrap_or_default().to_owned());
+            customers.insert((
+                r[0].text().unwrap_or_default().to_owned(),
+                r[1].text().unwrap_or_default().to_owned(),
+            ));
         }
         tx.exec(
             "UPDATE spans SET stop_ms = $2 WHERE connection_id = $1 AND stop_ms IS NULL",
@@ -302,42 +305,51 @@ async fn commit_events(tx: &mut dyn Tx, chunk: &[NewEvent], at: i64) -> Result<V
 /// memory is bounded whatever the poll's size.
 const COMMIT_CHUNK: usize = 500;
 
-/// Count again the worst status of these customer ids (every provider's customer of that id):
-/// their `customers` rows are replaced by what `connections` now holds, and a customer left
-/// with no connection has none. In the poll's transaction, so the table never disagrees with
-/// the connections a reader sees.
-async fn refresh_customers(tx: &mut dyn Tx, ids: BTreeSet<String>) -> Result<()> {
-    let ids: Vec<String> = ids.into_iter().collect();
-    for chunk in ids.chunks(COMMIT_CHUNK) {
-        let list = in_list("customer_id", chunk.len(), 1);
-        let params: Vec<V> = chunk.iter().map(V::from).collect();
-        tx.exec(&format!("DELETE FROM customers WHERE {list}"), &params)
+/// Count again the worst status of these customers (provider, customer id): their
+/// `customers` rows are replaced by what `connections` now holds (read from
+/// `connections_group` alone), and a customer left with no connection has none. In the poll's
+/// transaction, so the table never disagrees with the connections a reader sees.
+async fn refresh_customers(tx: &mut dyn Tx, keys: BTreeSet<(String, String)>) -> Result<()> {
+    let mut by_provider: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (p, c) in keys {
+        by_provider.entry(p).or_default().push(c);
+    }
+    for (provider, ids) in by_provider {
+        for chunk in ids.chunks(COMMIT_CHUNK) {
+            let list = in_list("customer_id", chunk.len(), 2);
+            let mut params: Vec<V> = vec![(&provider).into()];
+            params.extend(chunk.iter().map(V::from));
+            tx.exec(
+                &format!("DELETE FROM customers WHERE provider = $1 AND {list}"),
+                &params,
+            )
             .await?;
-        tx.exec(
-            &format!(
-                "INSERT INTO customers (provider, customer_id, worst) \
-                 SELECT provider, customer_id, MAX({}) FROM connections WHERE {list} \
-                 GROUP BY provider, customer_id",
-                rank_sql()
-            ),
-            &params,
-        )
-        .await?;
+            tx.exec(
+                &format!(
+                    "INSERT INTO customers (provider, customer_id, worst) \
+                     SELECT provider, customer_id, MAX({}) FROM connections \
+                     WHERE provider = $1 AND {list} GROUP BY provider, customer_id",
+                    rank_sql()
+                ),
+                &params,
+            )
+            .await?;
+        }
     }
     Ok(())
 }
 
-/// One chunk of a poll's upserts: connections, their spans and incidents. The customer ids
-/// they belong to, and any they belonged to before, go into `customers`.
+/// One chunk of a poll's upserts: connections, their spans and incidents. The customers they
+/// belong to, and any they belonged to before, go into `customers`.
 async fn commit_upserts(
     tx: &mut dyn Tx,
     chunk: &[Tracked],
-    customers: &mut BTreeSet<String>,
+    customers: &mut BTreeSet<(String, String)>,
 ) -> Result<()> {
     let mut prev: HashMap<String, (i64, Option<i64>)> = HashMap::new();
     let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "SELECT id, class, incident_since, customer_id FROM connections WHERE id IN ({})",
+        "SELECT id, class, incident_since, provider, customer_id FROM connections WHERE id IN ({})",
         marks.join(",")
     );
     let params: Vec<V> = chunk.iter().map(|t| V::from(&t.connection.id)).collect();
@@ -346,16 +358,13 @@ async fn commit_upserts(
             r[0].text().unwrap_or_default().to_owned(),
             (r[1].int().unwrap_or(GOOD), r[2].int()),
         );
-        if let Some(old) = r[3].text() {
-            if !customers.contains(old) {
-                customers.insert(old.to_owned());
-            }
+        if let (Some(p), Some(c)) = (r[3].text(), r[4].text()) {
+            customers.insert((p.to_owned(), c.to_owned()));
         }
     }
     for t in chunk {
-        if !customers.contains(&t.connection.customer.id) {
-            customers.insert(t.connection.customer.id.clone());
-        }
+        let c = &t.connection;
+        customers.insert((c.provider.clone(), c.customer.id.clone()));
     }
     let mut rows = Vec::with_capacity(chunk.len());
     let mut new_spans = Vec::new();

@@ -174,9 +174,10 @@ ALTER TABLE audit ADD COLUMN message TEXT NOT NULL DEFAULT ''
 ALTER TABLE work ADD COLUMN result TEXT
 "#,
     // 5: each customer's worst status (`worst`: its rank in `Status::ALL`), kept on every write,
-    // so that a grouped page is read in index order instead of ranking every customer; and the
-    // customer index made covering for that upkeep (`customer_id, provider, status`). A store
-    // of version 4 gets its customers counted here, once.
+    // so that a grouped page is read in index order instead of ranking every customer: a
+    // customer's connections in page order (`connections_group`, with `status` so that the
+    // upkeep reads only the index), and one status's in grouped order. A store of version 4
+    // gets its customers counted here, once.
     r#"
 CREATE TABLE customers (
     provider TEXT NOT NULL,
@@ -185,8 +186,7 @@ CREATE TABLE customers (
     PRIMARY KEY (provider, customer_id)
 );
 CREATE INDEX customers_order ON customers (worst DESC, provider, customer_id);
-DROP INDEX connections_customer;
-CREATE INDEX connections_customer ON connections (customer_id, provider, status);
+CREATE INDEX connections_group ON connections (provider, customer_id, severity DESC, id, status);
 CREATE INDEX connections_status_group ON connections (status, provider, customer_id, id);
 INSERT INTO customers (provider, customer_id, worst)
     SELECT provider, customer_id, MAX({rank}) FROM connections GROUP BY provider, customer_id
