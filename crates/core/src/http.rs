@@ -419,6 +419,35 @@ impl HttpClient {
     /// Send `req`, retrying as the policy allows. A 2xx answer is `Ok`; anything else is an
     /// [`Error`] whose kind follows the status ([`ErrorKind::from_status`]).
     pub async fn send(&self, req: Request) -> Result<Response> {
+        let req = Arc::new(req);
+        let (meta, body) = self.send_into(req.clone(), Collect::default).await?;
+        Ok(Response {
+            status: meta.status,
+            url: meta.url,
+            headers: meta.headers,
+            body,
+            provider: self.provider.clone(),
+            endpoint: req.endpoint.clone(),
+            customer: req.customer.clone(),
+            secrets: req.secrets.clone(),
+        })
+    }
+
+    /// [`HttpClient::send`], with a 2xx body handed to a [`BodySink`] chunk by chunk as it
+    /// arrives instead of gathered into one buffer (a large report is then decoded while it
+    /// downloads and never held whole). Every attempt gets a fresh sink from `sink`; the
+    /// retries, the rate control, the body cap and the errors are `send`'s. A sink's refusal
+    /// is a `decode` error naming the provider and the endpoint, and is not retried.
+    pub async fn send_into<S, F>(
+        &self,
+        req: impl Into<Arc<Request>>,
+        sink: F,
+    ) -> Result<(Answered, S::Output)>
+    where
+        S: BodySink,
+        F: Fn() -> S + Send + Sync,
+    {
+        let req: Arc<Request> = req.into();
         if let Some(name) = &req.bad_header {
             return Err(self.error(
                 &req,
@@ -442,7 +471,7 @@ impl HttpClient {
             if attempt > 1 {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
-            let (err, nothing_sent) = match self.attempt(&req).await {
+            let (err, nothing_sent) = match self.attempt(&req, &sink).await {
                 Ok(resp) => {
                     self.rate.on_success(permit);
                     return Ok(resp);
@@ -490,7 +519,11 @@ impl HttpClient {
     }
 
     /// One attempt. On failure also says whether nothing reached the server (connect error).
-    async fn attempt(&self, req: &Request) -> std::result::Result<Response, (Error, bool)> {
+    async fn attempt<S: BodySink>(
+        &self,
+        req: &Request,
+        sink: &(impl Fn() -> S + Sync),
+    ) -> std::result::Result<(Answered, S::Output), (Error, bool)> {
         let mut rb = self
             .client
             .request(req.method.clone(), req.url.clone())
@@ -512,15 +545,38 @@ impl HttpClient {
         let mut resp = resp;
         let url = resp.url().clone();
         let headers = std::mem::take(resp.headers_mut());
-        let body = self
-            .read_body(req, resp, &headers)
+        if (200..300).contains(&status) {
+            let (bytes, out) = self
+                .read_body(req, resp, &headers, sink())
+                .await
+                .map_err(|e| (e, false))?;
+            tracing::debug!(
+                provider = %self.provider,
+                endpoint = %req.endpoint,
+                status,
+                bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "response"
+            );
+            return Ok((
+                Answered {
+                    status,
+                    url,
+                    headers,
+                },
+                out,
+            ));
+        }
+        // An error answer is read whole: its message is in it.
+        let (bytes, body) = self
+            .read_body(req, resp, &headers, Collect::default())
             .await
             .map_err(|e| (e, false))?;
         tracing::debug!(
             provider = %self.provider,
             endpoint = %req.endpoint,
             status,
-            bytes = body.len(),
+            bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "response"
         );
@@ -534,19 +590,17 @@ impl HttpClient {
             customer: req.customer.clone(),
             secrets: req.secrets.clone(),
         };
-        if (200..300).contains(&status) {
-            Ok(response)
-        } else {
-            Err((response.to_error(), false))
-        }
+        Err((response.to_error(), false))
     }
 
-    async fn read_body(
+    /// Read a body into `sink`, within the cap; the bytes read and what the sink made of them.
+    async fn read_body<S: BodySink>(
         &self,
         req: &Request,
         mut resp: reqwest::Response,
         headers: &HeaderMap,
-    ) -> Result<Bytes> {
+        mut sink: S,
+    ) -> Result<(usize, S::Output)> {
         let status = resp.status().as_u16();
         let too_large = |n: String| {
             self.error(
@@ -559,6 +613,7 @@ impl HttpClient {
             )
             .with_status(status)
         };
+        let refused = |m: String| self.error(req, ErrorKind::Decode, m).with_status(status);
         let declared = headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -568,29 +623,21 @@ impl HttpClient {
                 return Err(too_large(format!("of {len} bytes")));
             }
         }
-        // A body that arrives in one chunk (most do) is kept as it is; a longer one is gathered
-        // into a buffer sized from `Content-Length` when the server sent one.
-        let mut first: Option<Bytes> = None;
-        let mut buf = BytesMut::new();
+        sink.declared(declared);
+        let mut held = 0usize;
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
                     if held + chunk.len() > self.max_body {
                         return Err(too_large("length".to_owned()));
                     }
-                    if held == 0 {
-                        first = Some(chunk);
-                        continue;
-                    }
-                    if let Some(f) = first.take() {
-                        let expected = declared.map_or(0, |l| l as usize);
-                        buf.reserve(expected.max(f.len() + chunk.len()));
-                        buf.extend_from_slice(&f);
-                    }
-                    buf.extend_from_slice(&chunk);
+                    held += chunk.len();
+                    sink.feed(chunk).await.map_err(refused)?;
                 }
-                Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
+                Ok(None) => {
+                    let out = sink.finish().await.map_err(refused)?;
+                    return Ok((held, out));
+                }
                 Err(e) => {
                     return Err(self.transport_error(req, e).with_status(status));
                 }
@@ -739,6 +786,72 @@ impl Request {
     /// The URL that will be requested.
     pub fn url(&self) -> &Url {
         &self.url
+    }
+}
+
+/// What [`HttpClient::send_into`] tells of a 2xx answer besides its body.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    /// The HTTP status (2xx).
+    pub status: u16,
+    /// The URL that answered (after any redirects followed).
+    pub url: Url,
+    /// The response headers.
+    pub headers: HeaderMap,
+}
+
+/// Where [`HttpClient::send_into`] puts a 2xx body as it arrives: [`BodySink::feed`] per chunk
+/// in order, then [`BodySink::finish`] at its end. A sink that refuses the body (an `Err`
+/// with a message that quotes no value) ends the request with a `decode` error.
+pub trait BodySink: Send {
+    /// What the whole body becomes.
+    type Output: Send;
+    /// The `Content-Length` the server declared, if any, before the first chunk (a sink may
+    /// size a buffer from it). The default ignores it.
+    fn declared(&mut self, _len: Option<u64>) {}
+    /// The next chunk of the body.
+    fn feed(
+        &mut self,
+        chunk: Bytes,
+    ) -> impl std::future::Future<Output = std::result::Result<(), String>> + Send;
+    /// The body ended (every chunk was fed).
+    fn finish(
+        self,
+    ) -> impl std::future::Future<Output = std::result::Result<Self::Output, String>> + Send;
+}
+
+/// The sink [`HttpClient::send`] reads into: the body as one [`Bytes`]. A body that arrives in
+/// one chunk (most do) is kept as it is; a longer one is gathered into a buffer sized from
+/// `Content-Length` when the server sent one.
+#[derive(Debug, Default)]
+struct Collect {
+    declared: usize,
+    first: Option<Bytes>,
+    buf: BytesMut,
+}
+
+impl BodySink for Collect {
+    type Output = Bytes;
+
+    fn declared(&mut self, len: Option<u64>) {
+        self.declared = len.map_or(0, |l| l as usize);
+    }
+
+    async fn feed(&mut self, chunk: Bytes) -> std::result::Result<(), String> {
+        if self.first.is_none() && self.buf.is_empty() {
+            self.first = Some(chunk);
+            return Ok(());
+        }
+        if let Some(f) = self.first.take() {
+            self.buf.reserve(self.declared.max(f.len() + chunk.len()));
+            self.buf.extend_from_slice(&f);
+        }
+        self.buf.extend_from_slice(&chunk);
+        Ok(())
+    }
+
+    async fn finish(self) -> std::result::Result<Bytes, String> {
+        Ok(self.first.unwrap_or_else(|| self.buf.freeze()))
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use connhealth_core::http::{HeaderName, HttpClient, Request, Response};
+use connhealth_core::http::{BodySink, HeaderName, HttpClient, Request, Response};
 use connhealth_core::{jwt, Concurrency, Error, ErrorKind, Result, Secret};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -171,10 +171,15 @@ impl VioletClient {
         self.token().await.map(|_| ())
     }
 
-    /// `GET /operations/connection_health?app_id=…&exclude_public=…`: the raw answer (Violet
-    /// serves this report from a cache recomputed about every 24 h). Decoding and mapping are
-    /// `map.rs`'s (see [`VioletClient::connection_health`]).
-    pub(crate) async fn report(&self) -> Result<Response> {
+    /// `GET /operations/connection_health?app_id=…&exclude_public=…`, the body read into the
+    /// sinks `sink` makes (one per attempt; Violet serves this report from a cache recomputed
+    /// about every 24 h). Decoding and mapping are `map.rs`'s (see
+    /// [`VioletClient::connection_health`]).
+    pub(crate) async fn report_into<S, F>(&self, sink: F) -> Result<S::Output>
+    where
+        S: BodySink,
+        F: Fn() -> S + Send + Sync,
+    {
         let exclude = if self.inner.s.exclude_public {
             "true"
         } else {
@@ -185,13 +190,18 @@ impl VioletClient {
             .s
             .http
             .url(&["operations", "connection_health"])?;
-        self.send_authed(None, |c, token| {
-            c.api_request(REPORT, url.clone(), token).query(&[
-                ("app_id", c.inner.app_id.as_str()),
+        let build = |token: Secret| {
+            self.api_request(REPORT, url.clone(), &token).query(&[
+                ("app_id", self.inner.app_id.as_str()),
                 ("exclude_public", exclude),
             ])
+        };
+        let sink = &sink;
+        self.authed(None, |token| async move {
+            self.inner.s.http.send_into(build(token), sink).await
         })
         .await
+        .map(|(_, out)| out)
     }
 
     /// `GET /operations/connection_health/{merchant_id}` (with `refresh=true` when `refresh`):
@@ -237,6 +247,20 @@ impl VioletClient {
     where
         F: Fn(&Self, &Secret) -> Request,
     {
+        let build = &build;
+        self.authed(customer, |token| async move {
+            self.inner.s.http.send(build(self, &token)).await
+        })
+        .await
+    }
+
+    /// Run `send` with a valid token, renewing it on a 401 and running `send` again (at most
+    /// twice: a refresh, then a fresh login); errors name `customer` when given.
+    async fn authed<T, F, Fut>(&self, customer: Option<&str>, send: F) -> Result<T>
+    where
+        F: Fn(Secret) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let with_customer = |e: Error| match customer {
             Some(c) if e.customer_id().is_none() => e.with_customer(c),
             _ => e,
@@ -244,7 +268,7 @@ impl VioletClient {
         let (mut token, mut generation) = self.token().await.map_err(with_customer)?;
         let mut renewals = 0;
         loop {
-            match self.inner.s.http.send(build(self, &token)).await {
+            match send(token.clone()).await {
                 Err(e) if e.kind() == ErrorKind::Authentication && renewals < 2 => {
                     tracing::debug!(
                         provider = %self.inner.s.name,

@@ -13,7 +13,9 @@
 //! ([`unexplained_checks`]). The section → check status mapping is [`check_status`]; the
 //! `merchant_status` mapping is [`merchant_status`].
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use connhealth_core::http::BodySink;
 use connhealth_core::lenient::{Losses, Mapped, Skipped};
 use connhealth_core::{
     Account, Check, Connection, Customer, Error, ErrorKind, Problem, Remediation, Result, Role,
@@ -804,9 +806,6 @@ fn merchant_status(f: &mut Findings, raw: &Lenient<String>) {
 // The client's answers, mapped
 // ---------------------------------------------------------------------------------------------
 
-/// Bodies at least this large are decoded and mapped on the blocking pool.
-const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
-
 impl VioletClient {
     /// `GET /operations/connection_health?app_id=…&exclude_public=…`: every merchant's report,
     /// mapped, one [`Connection`] per merchant (Violet serves this report from a cache that is
@@ -817,32 +816,15 @@ impl VioletClient {
         self.connection_health_mapped().await?.into_result()
     }
 
-    /// [`VioletClient::connection_health`], with the error naming what was left out.
+    /// [`VioletClient::connection_health`], with the error naming what was left out. The body
+    /// is decoded and mapped as it downloads ([`ReportSink`]): the report (tens of MB for a
+    /// large app) is never held whole, only the connections it maps to.
     pub(crate) async fn connection_health_mapped(&self) -> Result<Mapped> {
         let observed_at = Utc::now();
-        let resp = self.report().await?;
-        let body = resp.body().clone();
-        let status = resp.status();
         let name = self.settings().name.clone();
         let personal = self.settings().include_personal_data;
-        let job = move || decode_report(&name, &body, observed_at, personal);
-        let result = if resp.body().len() >= BLOCKING_DECODE_BYTES {
-            tokio::task::spawn_blocking(job).await.map_err(|e| {
-                Error::new(
-                    self.name(),
-                    REPORT,
-                    if e.is_panic() {
-                        ErrorKind::Panicked
-                    } else {
-                        ErrorKind::Decode
-                    },
-                    "decoding the report did not finish",
-                )
-            })?
-        } else {
-            job()
-        };
-        result.map_err(|e| e.with_status(status))
+        self.report_into(move || ReportSink::new(name.clone(), observed_at, personal))
+            .await
     }
 
     /// `GET /operations/connection_health/{merchant_id}`: one merchant's cached report, mapped.
@@ -888,37 +870,164 @@ impl VioletClient {
     }
 }
 
-/// Decode and map a report body (see [`crate::decode_report`]): the connections, and the
-/// `decode` error naming the entries left out.
+/// Maps report entries one at a time, counting the ones left out.
+struct ReportMapper {
+    name: String,
+    observed_at: DateTime<Utc>,
+    include_personal_data: bool,
+    out: Vec<Connection>,
+    losses: Losses,
+    index: usize,
+}
+
+impl ReportMapper {
+    fn new(name: &str, observed_at: DateTime<Utc>, include_personal_data: bool) -> Self {
+        ReportMapper {
+            name: name.to_owned(),
+            observed_at,
+            include_personal_data,
+            out: Vec::new(),
+            losses: Losses::default(),
+            index: 0,
+        }
+    }
+
+    fn push(&mut self, item: wire::Item) {
+        let ctx = MapContext {
+            provider: &self.name,
+            observed_at: self.observed_at,
+            include_personal_data: self.include_personal_data,
+        };
+        match map_item(&item, &ctx, None) {
+            Some(c) => self.out.push(c),
+            None => self.losses.skipped.push(Skipped {
+                index: self.index,
+                id: None,
+                reason: "the entry names no readable merchant_id".to_owned(),
+            }),
+        }
+        self.index += 1;
+    }
+
+    fn finish(mut self) -> Mapped {
+        self.out.shrink_to_fit();
+        Mapped {
+            lost: self
+                .losses
+                .to_error(&self.name, REPORT, None, "report entries"),
+            connections: self.out,
+        }
+    }
+}
+
+/// Decode and map a report body held whole (see [`crate::decode_report`]): the connections,
+/// and the `decode` error naming the entries left out.
 pub(crate) fn decode_report(
     name: &str,
     body: &[u8],
     observed_at: DateTime<Utc>,
     include_personal_data: bool,
 ) -> Result<Mapped> {
-    let items = wire::decode_report(body)
+    let mut m = ReportMapper::new(name, observed_at, include_personal_data);
+    wire::decode_report(body, |item| m.push(item))
         .map_err(|e| Error::new(name, REPORT, ErrorKind::Decode, e.message))?;
-    let ctx = MapContext {
-        provider: name,
-        observed_at,
-        include_personal_data,
-    };
-    let mut out = Vec::with_capacity(items.len());
-    let mut losses = Losses::default();
-    for (index, item) in items.enumerate() {
-        match map_item(&item, &ctx, None) {
-            Some(c) => out.push(c),
-            None => losses.skipped.push(Skipped {
-                index,
-                id: None,
-                reason: "the entry names no readable merchant_id".to_owned(),
-            }),
+    Ok(m.finish())
+}
+
+/// Chunks of a body in flight to the decoder: a few, so that a decoder slower than the
+/// network holds the download back instead of the body piling up in memory.
+const REPORT_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// The report body's [`BodySink`]: each chunk goes through a small bounded channel to a task
+/// on the blocking pool, where serde_json reads the array from it ([`wire::read_report`]) and
+/// every entry is mapped as soon as it is read. Only the chunks in flight, the entry being
+/// read and the mapped connections are held.
+pub(crate) struct ReportSink {
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    task: tokio::task::JoinHandle<std::result::Result<Mapped, String>>,
+}
+
+impl ReportSink {
+    pub(crate) fn new(
+        name: String,
+        observed_at: DateTime<Utc>,
+        include_personal_data: bool,
+    ) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(REPORT_CHUNKS_IN_FLIGHT);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut m = ReportMapper::new(&name, observed_at, include_personal_data);
+            wire::read_report(ChunkReader::new(rx), |item| m.push(item))
+                .map(|()| m.finish())
+                .map_err(|e| e.message)
+        });
+        ReportSink { tx: Some(tx), task }
+    }
+
+    /// The decoder's result (it has seen the end of the body, or stopped at an error).
+    async fn outcome(&mut self) -> std::result::Result<Mapped, String> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => Err("decoding the report panicked".to_owned()),
+            Err(_) => Err("decoding the report did not finish".to_owned()),
         }
     }
-    Ok(Mapped {
-        connections: out,
-        lost: losses.to_error(name, REPORT, None, "report entries"),
-    })
+}
+
+impl BodySink for ReportSink {
+    type Output = Mapped;
+
+    async fn feed(&mut self, chunk: Bytes) -> std::result::Result<(), String> {
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
+        if tx.send(chunk).await.is_err() {
+            // The decoder stopped before the end: the body is not a report, and its error
+            // (or a panic) ends the request without reading the rest.
+            self.tx = None;
+            return Err(match self.outcome().await {
+                Err(e) => e,
+                Ok(_) => "the report decoder stopped before the body ended".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> std::result::Result<Mapped, String> {
+        // Closing the channel is the end of the body for the reader.
+        self.tx = None;
+        self.outcome().await
+    }
+}
+
+/// A blocking [`std::io::Read`] over the chunks a [`ReportSink`] sends (on the blocking pool
+/// only: it waits for the next chunk). The channel's end is the body's end.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    chunk: Bytes,
+}
+
+impl ChunkReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        ChunkReader {
+            rx,
+            chunk: Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(c) => self.chunk = c,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        bytes::Buf::advance(&mut self.chunk, n);
+        Ok(n)
+    }
 }
 
 /// Decode and map a one-merchant body; `merchant_id` stands in when the body has none.
@@ -1763,5 +1872,94 @@ mod tests {
             "unexpected string for connection.results"
         );
         assert_eq!(check(&c, "connection").status, Status::Healthy);
+    }
+
+    /// A report decoded from chunks as they arrive ([`ReportSink`]) is the report decoded
+    /// whole: the same connections and skipped entries, or the same document error (the same
+    /// parser reads both, so even the line and column agree), whatever the chunk sizes.
+    #[tokio::test]
+    async fn a_report_read_in_chunks_is_the_report_read_whole() {
+        let doc = include_str!("../tests/fixtures/doc_example.json");
+        let one: Value = serde_json::from_str::<Vec<Value>>(doc).unwrap().remove(0);
+        let many: Vec<Value> = (0..40)
+            .map(|i| {
+                let mut m = one.clone();
+                m["merchant_id"] = json!(1000 + i);
+                if i % 7 == 3 {
+                    m["connection"] = json!("not an object");
+                }
+                if i % 11 == 5 {
+                    m = json!({"merchant_name": "no id"});
+                }
+                m
+            })
+            .collect();
+        let report = serde_json::to_string_pretty(&many).unwrap();
+        let bodies: Vec<String> = vec![
+            report.clone(),
+            doc.to_owned(),
+            "[]".to_owned(),
+            " [ null, 5, \"x\", [1,2] ] \n".to_owned(),
+            // Truncated mid-entry, mid-string, after the last entry.
+            report[..report.len() / 2].to_owned(),
+            report[..report.len() - 1].to_owned(),
+            // Not a report, trailing bytes, a syntax error in the middle, empty.
+            r#"{"merchant_id": 1}"#.to_owned(),
+            format!("{report} x"),
+            report.replacen("\"merchant_id\": 1010", "\"merchant_id\": 10x10", 1),
+            String::new(),
+            "<html>".to_owned(),
+        ];
+        let at = Utc::now();
+        for body in &bodies {
+            let whole = decode_report("violet", body.as_bytes(), at, false);
+            // Byte by byte only for the short bodies (a channel hand-off per byte is slow).
+            let sizes: &[usize] = if body.len() < 2048 {
+                &[1, 3, 17, 512]
+            } else {
+                &[7, 100, 4096, 1 << 20]
+            };
+            for &size in sizes {
+                let mut sink = ReportSink::new("violet".to_owned(), at, false);
+                let mut fed = Ok(());
+                for chunk in body.as_bytes().chunks(size) {
+                    fed = sink.feed(Bytes::copy_from_slice(chunk)).await;
+                    if fed.is_err() {
+                        break;
+                    }
+                }
+                let streamed = match fed {
+                    Ok(()) => sink.finish().await,
+                    Err(e) => Err(e),
+                };
+                match (&whole, &streamed) {
+                    (Ok(w), Ok(s)) => {
+                        assert_eq!(w.connections, s.connections, "chunks of {size}");
+                        assert_eq!(
+                            w.lost.as_ref().map(|e| e.to_string()),
+                            s.lost.as_ref().map(|e| e.to_string())
+                        );
+                    }
+                    (Err(w), Err(s)) => {
+                        // serde_json places a type error one column apart reading a slice
+                        // and a reader; the rest of the message is the same.
+                        let unplaced = |m: &str| m.split(" at line ").next().unwrap().to_owned();
+                        assert_eq!(
+                            unplaced(w.message()),
+                            unplaced(s),
+                            "chunks of {size}: {body:.40}"
+                        );
+                        assert!(s.contains(" at line "), "{s}");
+                    }
+                    _ => panic!(
+                        "chunks of {size} disagree with the whole body: {whole:?} vs {streamed:?}"
+                    ),
+                }
+            }
+        }
+        assert!(decode_report("violet", report.as_bytes(), at, false)
+            .unwrap()
+            .lost
+            .is_some());
     }
 }

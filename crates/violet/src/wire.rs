@@ -414,16 +414,53 @@ pub(crate) struct DocumentError {
     pub(crate) message: String,
 }
 
-/// Decode a report body: a JSON array of merchant objects. The array is split (and the whole
-/// body validated) up front; the items are decoded one by one as the iterator is consumed, so
-/// a caller that maps each item right away never holds more than one decoded merchant.
-pub(crate) fn decode_report(
-    body: &[u8],
-) -> Result<impl ExactSizeIterator<Item = Item> + '_, DocumentError> {
-    let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| DocumentError {
-        message: describe_document_error(&e, "a JSON array of merchant reports"),
-    })?;
-    Ok(raws.into_iter().map(|raw| decode_item(raw.get())))
+/// What a report body must be.
+const REPORT_SHAPE: &str = "a JSON array of merchant reports";
+
+/// Decode a report body held whole: a JSON array of merchant objects, each entry handed to
+/// `each` as soon as it is read (see [`read_report`]).
+pub(crate) fn decode_report(body: &[u8], each: impl FnMut(Item)) -> Result<(), DocumentError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    entries(&mut de, each).map_err(|e| DocumentError {
+        message: describe_document_error(&e, REPORT_SHAPE),
+    })
+}
+
+/// Decode a report body as it is read from `reader`, each entry handed to `each` as soon as
+/// its closing bracket is read: the body is never held whole (only the entry being read).
+/// The whole document is still checked: a syntax error, a truncation or a body that is not
+/// an array is a [`DocumentError`] (the entries already handed over are the caller's to drop).
+pub(crate) fn read_report(
+    reader: impl std::io::Read,
+    each: impl FnMut(Item),
+) -> Result<(), DocumentError> {
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    entries(&mut de, each).map_err(|e| DocumentError {
+        message: describe_document_error(&e, REPORT_SHAPE),
+    })
+}
+
+/// The array's entries, each decoded alone ([`decode_item`]: one bad entry is that entry's
+/// problem), then nothing but whitespace.
+fn entries<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    each: impl FnMut(Item),
+) -> serde_json::Result<()> {
+    struct Entries<F>(F);
+    impl<'de, F: FnMut(Item)> Visitor<'de> for Entries<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(REPORT_SHAPE)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+                (self.0)(decode_item(raw.get()));
+            }
+            Ok(())
+        }
+    }
+    Deserializer::deserialize_seq(&mut *de, Entries(each))?;
+    de.end()
 }
 
 /// Decode one merchant object (the per-merchant endpoint's body).
@@ -635,7 +672,8 @@ mod tests {
             {"merchant_id": 2, "connection": {"status": "COMPLETE", "status": "ERROR"}},
             {"merchant_id": 3, "merchant_email": "alice@example.com", "connection": {"results": {"isConnected": true, "is_connected": true}}},
             {"connection": {"results": {"isConnected": true, "isConnected": false}}}]"#;
-        let items: Vec<Item> = decode_report(body).unwrap().collect();
+        let mut items: Vec<Item> = Vec::new();
+        decode_report(body, |i| items.push(i)).unwrap();
         assert_eq!(items.len(), 6);
         assert!(matches!(&items[0], Item::Merchant(_)));
         assert!(matches!(
@@ -683,20 +721,20 @@ mod tests {
 
     #[test]
     fn whole_document_errors() {
-        let e = decode_report(br#"{"merchant_id": 1}"#)
-            .err()
-            .expect("an error");
+        let e = decode_report(br#"{"merchant_id": 1}"#, drop).expect_err("an error");
         assert!(
             e.message.contains("not the documented shape"),
             "{}",
             e.message
         );
-        let e = decode_report(br#"[{"merchant_id": 1}"#)
-            .err()
-            .expect("an error");
+        let e = decode_report(br#"[{"merchant_id": 1}"#, drop).expect_err("an error");
         assert!(e.message.contains("truncated"), "{}", e.message);
-        let e = decode_report(b"<html>").err().expect("an error");
+        let e = decode_report(b"<html>", drop).expect_err("an error");
         assert!(e.message.contains("not valid JSON"), "{}", e.message);
-        assert_eq!(decode_report(b"[]").unwrap().len(), 0);
+        let e = decode_report(b"[{\"merchant_id\": 1}] x", drop).expect_err("an error");
+        assert!(e.message.contains("not valid JSON"), "{}", e.message);
+        let mut n = 0;
+        decode_report(b" [ ] ", |_| n += 1).unwrap();
+        assert_eq!(n, 0);
     }
 }

@@ -257,3 +257,72 @@ fn build_validates_every_setting() {
     );
     assert!(format!("{:?}", ok().build().unwrap()).contains(Violet::SANDBOX_BASE_URL));
 }
+
+/// A report big enough to arrive in many chunks (~2.5 MB), decoded while it downloads: the
+/// same connections as the same bytes decoded whole, in one request; and a report cut short
+/// or followed by junk is a `decode` error naming the provider and the endpoint, with the
+/// status, asked once (a 200 whose body is wrong is not retried).
+#[tokio::test]
+async fn a_large_report_is_decoded_as_it_arrives() {
+    let one: serde_json::Value = serde_json::from_str::<Vec<serde_json::Value>>(DOC)
+        .unwrap()
+        .remove(0);
+    let report: Vec<serde_json::Value> = (0..1200)
+        .map(|i| {
+            let mut m = one.clone();
+            m["merchant_id"] = json!(5000 + i);
+            m["merchant_name"] = json!(format!("Shop {i} \u{e9}\u{1f6d2}"));
+            m
+        })
+        .collect();
+    let body = serde_json::to_vec(&report).unwrap();
+    assert!(body.len() > 2_000_000, "{}", body.len());
+
+    let server = MockServer::start().await;
+    mount_login(&server, "tok", 1).await;
+    Mock::given(method("GET"))
+        .and(path("/v1/operations/connection_health"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body.clone(), "application/json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let violet = builder(&server).build().unwrap();
+    let got = violet.client().connection_health().await.unwrap();
+    let whole =
+        connhealth_violet::decode_report("violet", &body, chrono::Utc::now(), false).unwrap();
+    assert_eq!(got.len(), 1200);
+    let strip = |cs: &[connhealth_core::Connection]| -> Vec<serde_json::Value> {
+        cs.iter()
+            .map(|c| {
+                let mut v = serde_json::to_value(c).unwrap();
+                v.as_object_mut().unwrap().remove("observed_at");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip(&got), strip(&whole));
+
+    for (what, bad) in [
+        ("cut short", body[..body.len() - 700].to_vec()),
+        ("junk after it", [body.as_slice(), b" ]"].concat()),
+    ] {
+        let server = MockServer::start().await;
+        mount_login(&server, "tok", 1).await;
+        Mock::given(method("GET"))
+            .and(path("/v1/operations/connection_health"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(bad, "application/json"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let violet = builder(&server).name("violet-eu").build().unwrap();
+        let e = violet.client().connection_health().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Decode, "{what}: {e}");
+        assert_eq!(e.provider(), "violet-eu");
+        assert_eq!(e.endpoint(), "GET /operations/connection_health");
+        assert_eq!(e.http_status(), Some(200));
+        assert!(
+            !e.to_string().contains("Shop"),
+            "{what}: a value quoted: {e}"
+        );
+    }
+}
