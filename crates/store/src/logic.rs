@@ -194,8 +194,8 @@ pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: &PollRecord) -> Result<Vec
         }
     }
 
-    // The customers whose worst status is counted again at the end (the `customers` table).
-    let mut customers: BTreeSet<(String, String)> = BTreeSet::new();
+    // What the commit does to customers' worst statuses (the `customers` table), at its end.
+    let mut customers = CustomerUpkeep::default();
 
     // Removed connections: their spans and incidents end now.
     for id in &rec.removed {
@@ -206,7 +206,7 @@ pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: &PollRecord) -> Result<Vec
             )
             .await?
         {
-            customers.insert((
+            customers.recount.insert((
                 r[0].text().unwrap_or_default().to_owned(),
                 r[1].text().unwrap_or_default().to_owned(),
             ));
@@ -230,7 +230,7 @@ pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: &PollRecord) -> Result<Vec
     for chunk in rec.upserts.chunks(COMMIT_CHUNK) {
         commit_upserts(tx, chunk, &mut customers).await?;
     }
-    refresh_customers(tx, customers).await?;
+    customers.apply(tx).await?;
 
     // Events, then their outbox rows, a chunk at a time.
     let mut ids = Vec::with_capacity(rec.events.len());
@@ -305,66 +305,129 @@ async fn commit_events(tx: &mut dyn Tx, chunk: &[NewEvent], at: i64) -> Result<V
 /// memory is bounded whatever the poll's size.
 const COMMIT_CHUNK: usize = 500;
 
-/// Count again the worst status of these customers (provider, customer id): their
-/// `customers` rows are replaced by what `connections` now holds (read from
-/// `connections_group` alone), and a customer left with no connection has none. In the poll's
-/// transaction, so the table never disagrees with the connections a reader sees.
-async fn refresh_customers(tx: &mut dyn Tx, keys: BTreeSet<(String, String)>) -> Result<()> {
-    let mut by_provider: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (p, c) in keys {
-        by_provider.entry(p).or_default().push(c);
-    }
-    for (provider, ids) in by_provider {
-        for chunk in ids.chunks(COMMIT_CHUNK) {
-            let list = in_list("customer_id", chunk.len(), 2);
-            let mut params: Vec<V> = vec![(&provider).into()];
-            params.extend(chunk.iter().map(V::from));
-            tx.exec(
-                &format!("DELETE FROM customers WHERE provider = $1 AND {list}"),
-                &params,
-            )
-            .await?;
-            tx.exec(
-                &format!(
-                    "INSERT INTO customers (provider, customer_id, worst) \
-                     SELECT provider, customer_id, MAX({}) FROM connections \
-                     WHERE provider = $1 AND {list} GROUP BY provider, customer_id",
-                    rank_sql()
-                ),
-                &params,
-            )
-            .await?;
-        }
-    }
-    Ok(())
+/// A status's rank in [`Status::ALL`] (what `customers.worst` holds).
+fn rank_of(s: Status) -> i64 {
+    Status::ALL.iter().position(|x| *x == s).unwrap_or(0) as i64
 }
 
-/// One chunk of a poll's upserts: connections, their spans and incidents. The customers they
-/// belong to, and any they belonged to before, go into `customers`.
+/// What one commit does to customers' worst statuses (provider, customer id). A connection
+/// that appeared, or whose status ranks the same or higher than before, can only raise its
+/// customer's worst (`raise`: kept as the greater of the two, no read); one that ranks lower,
+/// left its customer or was removed may lower it (`recount`: counted again from
+/// `connections`, through `connections_group` alone). In the poll's transaction, so the
+/// table never disagrees with the connections a reader sees.
+#[derive(Default)]
+struct CustomerUpkeep {
+    raise: BTreeMap<(String, String), i64>,
+    recount: BTreeSet<(String, String)>,
+}
+
+impl CustomerUpkeep {
+    fn raise(&mut self, key: (String, String), rank: i64) {
+        let e = self.raise.entry(key).or_insert(rank);
+        *e = (*e).max(rank);
+    }
+
+    async fn apply(self, tx: &mut dyn Tx) -> Result<()> {
+        let greatest = match tx.dialect() {
+            crate::db::Dialect::Sqlite => "MAX",
+            crate::db::Dialect::Postgres => "GREATEST",
+        };
+        let rows: Vec<Vec<V>> = self
+            .raise
+            .into_iter()
+            .filter(|(k, _)| !self.recount.contains(k))
+            .map(|((p, c), rank)| vec![p.into(), c.into(), rank.into()])
+            .collect();
+        insert_many(
+            tx,
+            "customers",
+            &["provider", "customer_id", "worst"],
+            rows,
+            &format!(
+                "ON CONFLICT (provider, customer_id) DO UPDATE SET \
+                 worst = {greatest}(customers.worst, excluded.worst)"
+            ),
+        )
+        .await?;
+        let mut by_provider: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (p, c) in self.recount {
+            by_provider.entry(p).or_default().push(c);
+        }
+        for (provider, ids) in by_provider {
+            for chunk in ids.chunks(COMMIT_CHUNK) {
+                let list = in_list("customer_id", chunk.len(), 2);
+                let mut params: Vec<V> = vec![(&provider).into()];
+                params.extend(chunk.iter().map(V::from));
+                tx.exec(
+                    &format!("DELETE FROM customers WHERE provider = $1 AND {list}"),
+                    &params,
+                )
+                .await?;
+                tx.exec(
+                    &format!(
+                        "INSERT INTO customers (provider, customer_id, worst) \
+                         SELECT provider, customer_id, MAX({}) FROM connections \
+                         WHERE provider = $1 AND {list} GROUP BY provider, customer_id",
+                        rank_sql()
+                    ),
+                    &params,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One chunk of a poll's upserts: connections, their spans and incidents; what they do to
+/// their customers' worst statuses goes into `customers`.
 async fn commit_upserts(
     tx: &mut dyn Tx,
     chunk: &[Tracked],
-    customers: &mut BTreeSet<(String, String)>,
+    customers: &mut CustomerUpkeep,
 ) -> Result<()> {
     let mut prev: HashMap<String, (i64, Option<i64>)> = HashMap::new();
+    // Each known connection's customer and status rank before this commit.
+    let mut before: HashMap<String, ((String, String), Option<i64>)> = HashMap::new();
     let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "SELECT id, class, incident_since, provider, customer_id FROM connections WHERE id IN ({})",
+        "SELECT id, class, incident_since, provider, customer_id, status FROM connections \
+         WHERE id IN ({})",
         marks.join(",")
     );
     let params: Vec<V> = chunk.iter().map(|t| V::from(&t.connection.id)).collect();
     for r in tx.query(&sql, &params).await? {
-        prev.insert(
-            r[0].text().unwrap_or_default().to_owned(),
-            (r[1].int().unwrap_or(GOOD), r[2].int()),
+        let id = r[0].text().unwrap_or_default().to_owned();
+        prev.insert(id.clone(), (r[1].int().unwrap_or(GOOD), r[2].int()));
+        let key = (
+            r[3].text().unwrap_or_default().to_owned(),
+            r[4].text().unwrap_or_default().to_owned(),
         );
-        if let (Some(p), Some(c)) = (r[3].text(), r[4].text()) {
-            customers.insert((p.to_owned(), c.to_owned()));
-        }
+        let rank = r[5].text().and_then(|s| s.parse().ok()).map(rank_of);
+        before.insert(id, (key, rank));
     }
     for t in chunk {
         let c = &t.connection;
-        customers.insert((c.provider.clone(), c.customer.id.clone()));
+        let key = (c.provider.clone(), c.customer.id.clone());
+        let rank = rank_of(c.status);
+        match before.remove(&c.id) {
+            None => customers.raise(key, rank),
+            Some((old, old_rank)) => {
+                if old != key {
+                    customers.recount.insert(old);
+                    customers.raise(key, rank);
+                } else {
+                    match old_rank {
+                        Some(o) if o == rank => {}
+                        Some(o) if o < rank => customers.raise(key, rank),
+                        _ => {
+                            customers.recount.insert(key);
+                        }
+                    }
+                }
+            }
+        }
     }
     let mut rows = Vec::with_capacity(chunk.len());
     let mut new_spans = Vec::new();
