@@ -545,11 +545,7 @@ impl HttpClient {
         let mut resp = resp;
         let url = resp.url().clone();
         let headers = std::mem::take(resp.headers_mut());
-        if (200..300).contains(&status) {
-            let (bytes, out) = self
-                .read_body(req, resp, &headers, sink())
-                .await
-                .map_err(|e| (e, false))?;
+        let log = |bytes: usize| {
             tracing::debug!(
                 provider = %self.provider,
                 endpoint = %req.endpoint,
@@ -557,7 +553,14 @@ impl HttpClient {
                 bytes,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "response"
-            );
+            )
+        };
+        if (200..300).contains(&status) {
+            let (bytes, out) = self
+                .read_body(req, resp, &headers, sink())
+                .await
+                .map_err(|e| (e, false))?;
+            log(bytes);
             return Ok((
                 Answered {
                     status,
@@ -572,14 +575,7 @@ impl HttpClient {
             .read_body(req, resp, &headers, Collect::default())
             .await
             .map_err(|e| (e, false))?;
-        tracing::debug!(
-            provider = %self.provider,
-            endpoint = %req.endpoint,
-            status,
-            bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "response"
-        );
+        log(bytes);
         let response = Response {
             status,
             url,

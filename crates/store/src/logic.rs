@@ -710,6 +710,15 @@ pub(crate) async fn history(
     Ok(EventPage { items, next })
 }
 
+/// `WHERE a AND b …`, or nothing without conditions.
+fn where_sql(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    }
+}
+
 fn in_list(col: &str, n: usize, first: usize) -> String {
     let marks: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
     format!("{col} IN ({})", marks.join(","))
@@ -807,11 +816,7 @@ pub(crate) async fn connections(
     }
     let sql = format!(
         "SELECT body, since, severity, id FROM connections {} ORDER BY severity DESC, id LIMIT ${}",
-        if conds.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conds.join(" AND "))
-        },
+        where_sql(&conds),
         params.len() + 1
     );
     params.push((limit as i64 + 1).into());
@@ -882,11 +887,7 @@ pub(crate) async fn connections_by_customer(
     limit: usize,
 ) -> Result<ConnectionPage> {
     let (conds, params) = connection_where(f);
-    let wh = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
+    let wh = where_sql(&conds);
     let total = query_one(
         tx,
         &format!("SELECT COUNT(*) FROM connections {wh}"),
@@ -973,11 +974,7 @@ async fn grouped_by_kept_rank(
         let sql = format!(
             "SELECT worst, provider, customer_id FROM customers {} \
              ORDER BY worst DESC, provider, customer_id LIMIT ${}",
-            if conds.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", conds.join(" AND "))
-            },
+            where_sql(&conds),
             params.len() + 1
         );
         params.push((limit as i64 + 1).into());

@@ -1480,59 +1480,10 @@ async fn connections_grouped_by_customer_timelines_and_last_webhooks(f: Fixture)
     .await
     .unwrap();
 
-    // The expected order, computed here from the inputs.
-    let worst = |p: &str, c: &str| {
-        items
-            .iter()
-            .filter(|t| t.connection.provider == p && t.connection.customer.id == c)
-            .map(|t| t.connection.status)
-            .max()
-            .unwrap()
-    };
-    let mut expected: Vec<(Status, String, String, u8, String)> = items
-        .iter()
-        .map(|t| {
-            let c = &t.connection;
-            (
-                worst(&c.provider, &c.customer.id),
-                c.provider.clone(),
-                c.customer.id.clone(),
-                c.status.severity(),
-                c.id.clone(),
-            )
-        })
-        .collect();
-    expected.sort_by(|a, b| {
-        b.0.cmp(&a.0)
-            .then(a.1.cmp(&b.1))
-            .then(a.2.cmp(&b.2))
-            .then(b.3.cmp(&a.3))
-            .then(a.4.cmp(&b.4))
-    });
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = s
-            .connections_by_customer(&ConnectionFilter::default(), cursor.as_deref(), 5)
-            .await
-            .unwrap();
-        assert_eq!(page.total, 16);
-        for i in &page.items {
-            let c = &i.connection;
-            seen.push((
-                i.customer_status
-                    .expect("grouped items carry customer_status"),
-                c.provider.clone(),
-                c.customer.id.clone(),
-                c.status.severity(),
-                c.id.clone(),
-            ));
-        }
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
+    // The expected order, worked out here from the inputs.
+    let expected = expected_grouped(&items, &ConnectionFilter::default());
+    let (total, seen) = grouped_all(&*s, &ConnectionFilter::default(), 5).await;
+    assert_eq!(total, 16);
     assert_eq!(seen, expected);
     // Filters apply before grouping: a customer's worst is over its matching connections.
     let healthy = ConnectionFilter {
