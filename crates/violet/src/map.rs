@@ -13,6 +13,8 @@
 //! ([`unexplained_checks`]). The section → check status mapping is [`check_status`]; the
 //! `merchant_status` mapping is [`merchant_status`].
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use connhealth_core::http::BodySink;
@@ -934,17 +936,27 @@ pub(crate) fn decode_report(
     Ok(m.finish())
 }
 
-/// Chunks of a body in flight to the decoder: a few, so that a decoder slower than the
-/// network holds the download back instead of the body piling up in memory.
-const REPORT_CHUNKS_IN_FLIGHT: usize = 4;
+/// Body bytes gathered before the decoder is given them (and the download waits for it).
+const REPORT_HANDOFF_BYTES: usize = 256 * 1024;
 
-/// The report body's [`BodySink`]: each chunk goes through a small bounded channel to a task
-/// on the blocking pool, where serde_json reads the array from it ([`wire::read_report`]) and
-/// every entry is mapped as soon as it is read. Only the chunks in flight, the entry being
-/// read and the mapped connections are held.
+/// The report body's [`BodySink`]: the body is parsed by serde_json's reader
+/// ([`wire::read_report`]) on a thread of its own, and every entry is mapped as soon as it is
+/// read. Only ~256 KB of body, the entry being read and the mapped connections are held.
+///
+/// The hand-off is in lockstep: the sink gathers up to [`REPORT_HANDOFF_BYTES`], hands them
+/// over and waits (on the blocking pool) until the decoder asks for more, so tokio sees the
+/// decoding as blocking work while it runs and as nothing while the download waits for the
+/// network. (A decoder parked on the blocking pool waiting for bytes would keep a paused test
+/// clock from ever reaching a stalled download's timeout; a decoder on a plain thread working
+/// unseen would let it jump past the provider's timeout.)
 pub(crate) struct ReportSink {
-    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
-    task: tokio::task::JoinHandle<std::result::Result<Mapped, String>>,
+    gathered: bytes::BytesMut,
+    /// Hand over once this many bytes are gathered ([`REPORT_HANDOFF_BYTES`]).
+    handoff: usize,
+    tx: Option<std::sync::mpsc::Sender<Bytes>>,
+    /// The decoder asks for more here; it is dropped when the decoder ends.
+    wants: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+    result: Arc<Mutex<std::sync::mpsc::Receiver<std::result::Result<Mapped, String>>>>,
 }
 
 impl ReportSink {
@@ -953,23 +965,70 @@ impl ReportSink {
         observed_at: DateTime<Utc>,
         include_personal_data: bool,
     ) -> Self {
-        let (tx, rx) = tokio::sync::mpsc::channel(REPORT_CHUNKS_IN_FLIGHT);
-        let task = tokio::task::spawn_blocking(move || {
-            let mut m = ReportMapper::new(&name, observed_at, include_personal_data);
-            wire::read_report(ChunkReader::new(rx), |item| m.push(item))
-                .map(|()| m.finish())
-                .map_err(|e| e.message)
-        });
-        ReportSink { tx: Some(tx), task }
+        let (tx, rx) = std::sync::mpsc::channel::<Bytes>();
+        let (want_tx, want_rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let (result_tx, result_rx) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("violet-report".into())
+            .spawn(move || {
+                let reader = ChunkReader {
+                    rx,
+                    want: want_tx,
+                    chunk: Bytes::new(),
+                    given: false,
+                };
+                let mut m = ReportMapper::new(&name, observed_at, include_personal_data);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    wire::read_report(reader, |item| m.push(item)).map_err(|e| e.message)
+                }));
+                let r = match r {
+                    Ok(Ok(())) => Ok(m.finish()),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err("decoding the report panicked".to_owned()),
+                };
+                let _ = result_tx.send(r);
+            });
+        if spawned.is_err() {
+            // No thread: the result channel is closed, and the first hand-off says so.
+            tracing::warn!("cannot start the report decoder thread");
+        }
+        ReportSink {
+            gathered: bytes::BytesMut::new(),
+            handoff: REPORT_HANDOFF_BYTES,
+            tx: Some(tx),
+            wants: Arc::new(Mutex::new(want_rx)),
+            result: Arc::new(Mutex::new(result_rx)),
+        }
+    }
+
+    /// Hand what was gathered to the decoder and wait until it asks for more (`Ok`) or ends
+    /// (`Err`: it stopped at an error, or saw the end of the body).
+    async fn hand_off(&mut self) -> std::result::Result<(), ()> {
+        let chunk = self.gathered.split().freeze();
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(chunk).is_ok());
+        if !sent {
+            return Err(());
+        }
+        let wants = self.wants.clone();
+        let asked = tokio::task::spawn_blocking(move || {
+            wants.lock().map(|w| w.recv().is_ok()).unwrap_or(false)
+        })
+        .await;
+        match asked {
+            Ok(true) => Ok(()),
+            _ => Err(()),
+        }
     }
 
     /// The decoder's result (it has seen the end of the body, or stopped at an error).
     async fn outcome(&mut self) -> std::result::Result<Mapped, String> {
-        match (&mut self.task).await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => Err("decoding the report panicked".to_owned()),
-            Err(_) => Err("decoding the report did not finish".to_owned()),
-        }
+        self.tx = None;
+        let result = self.result.clone();
+        tokio::task::spawn_blocking(move || result.lock().ok().and_then(|r| r.recv().ok()))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Err("the report decoder did not finish".to_owned()))
     }
 }
 
@@ -977,13 +1036,13 @@ impl BodySink for ReportSink {
     type Output = Mapped;
 
     async fn feed(&mut self, chunk: Bytes) -> std::result::Result<(), String> {
-        let Some(tx) = &self.tx else {
+        self.gathered.extend_from_slice(&chunk);
+        if self.gathered.len() < self.handoff {
             return Ok(());
-        };
-        if tx.send(chunk).await.is_err() {
+        }
+        if self.hand_off().await.is_err() {
             // The decoder stopped before the end: the body is not a report, and its error
-            // (or a panic) ends the request without reading the rest.
-            self.tx = None;
+            // ends the request without reading the rest.
             return Err(match self.outcome().await {
                 Err(e) => e,
                 Ok(_) => "the report decoder stopped before the body ended".to_owned(),
@@ -993,36 +1052,46 @@ impl BodySink for ReportSink {
     }
 
     async fn finish(mut self) -> std::result::Result<Mapped, String> {
+        if !self.gathered.is_empty() {
+            // Whether it asks for more or ends, the result says what it made of the body.
+            let _ = self.hand_off().await;
+        }
         // Closing the channel is the end of the body for the reader.
-        self.tx = None;
         self.outcome().await
     }
 }
 
-/// A blocking [`std::io::Read`] over the chunks a [`ReportSink`] sends (on the blocking pool
-/// only: it waits for the next chunk). The channel's end is the body's end.
+/// A blocking [`std::io::Read`] over the hand-offs of a [`ReportSink`] (on the decoder's own
+/// thread): each time it has used up what it was given it asks for more, and waits. The
+/// channel's end is the body's end.
 struct ChunkReader {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    rx: std::sync::mpsc::Receiver<Bytes>,
+    want: std::sync::mpsc::SyncSender<()>,
     chunk: Bytes,
-}
-
-impl ChunkReader {
-    fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
-        ChunkReader {
-            rx,
-            chunk: Bytes::new(),
-        }
-    }
+    /// Whether a hand-off came yet (the first is waited for without asking: the sink hands
+    /// it over unasked).
+    given: bool,
 }
 
 impl std::io::Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(c) => self.chunk = c,
-                None => return Ok(0),
+            match self.rx.try_recv() {
+                Ok(c) => self.chunk = c,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return Ok(0),
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    // Used up: ask for more (the sink is waiting for this), then wait.
+                    if self.given {
+                        let _ = self.want.send(());
+                    }
+                    match self.rx.recv() {
+                        Ok(c) => self.chunk = c,
+                        Err(_) => return Ok(0),
+                    }
+                }
             }
         }
+        self.given = true;
         let n = buf.len().min(self.chunk.len());
         buf[..n].copy_from_slice(&self.chunk[..n]);
         bytes::Buf::advance(&mut self.chunk, n);
@@ -1915,12 +1984,14 @@ mod tests {
             let whole = decode_report("violet", body.as_bytes(), at, false);
             // Byte by byte only for the short bodies (a channel hand-off per byte is slow).
             let sizes: &[usize] = if body.len() < 2048 {
-                &[1, 3, 17, 512]
+                &[1, 17, 512]
             } else {
-                &[7, 100, 4096, 1 << 20]
+                &[331, 4096, 1 << 20]
             };
             for &size in sizes {
                 let mut sink = ReportSink::new("violet".to_owned(), at, false);
+                // Each chunk handed over as it comes: the reader sees these boundaries.
+                sink.handoff = 1;
                 let mut fed = Ok(());
                 for chunk in body.as_bytes().chunks(size) {
                     fed = sink.feed(Bytes::copy_from_slice(chunk)).await;
