@@ -441,6 +441,16 @@ pub fn report_heap_bytes(report: &HealthReport) -> u64 {
     use std::mem::size_of;
     let s = |v: &String| v.capacity();
     let os = |v: &Option<String>| v.as_ref().map_or(0, String::capacity);
+    let ob = |v: &Option<Box<str>>| v.as_ref().map_or(0, |b| b.len());
+    // A `ThinVec` keeps its length and capacity in front of its elements, and allocates
+    // nothing while it has never held any.
+    fn thin<T>(v: &connhealth_core::ThinVec<T>) -> usize {
+        if v.capacity() == 0 {
+            0
+        } else {
+            2 * size_of::<usize>() + v.capacity() * size_of::<T>()
+        }
+    }
     // Each connection is its own shared allocation (`Arc`: two counters and the connection)
     // behind the report's vector of pointers.
     let mut total = report.connections.capacity()
@@ -457,15 +467,18 @@ pub fn report_heap_bytes(report: &HealthReport) -> u64 {
     for c in &report.connections {
         total += s(&c.id)
             + s(&c.provider)
-            + os(&c.provider_connection_id)
+            + ob(&c.provider_connection_id)
             + s(&c.customer.id)
-            + os(&c.customer.name)
-            + os(&c.customer.email)
+            + ob(&c.customer.name)
+            + ob(&c.customer.email)
             + s(&c.platform)
             + s(&c.provider_status)
-            + c.checks.capacity() * size_of::<connhealth_core::Check>()
-            + c.problems.capacity() * size_of::<connhealth_core::Problem>()
-            + c.accounts.capacity() * size_of::<connhealth_core::Account>();
+            + c.sync
+                .as_ref()
+                .map_or(0, |_| size_of::<connhealth_core::SyncProgress>())
+            + thin(&c.checks)
+            + thin(&c.problems)
+            + thin(&c.accounts);
         for k in &c.checks {
             total += s(&k.name) + os(&k.detail);
         }

@@ -352,7 +352,7 @@ impl Provider for Channel3 {
                         Ok(merchants) => bound.fan_out(
                             merchants.into_iter().map(|m| Customer {
                                 id: m.customer_id,
-                                name: m.name,
+                                name: m.name.map(Box::from),
                                 email: None,
                             }),
                             move |c| self.fetch(c, observed_at),

@@ -195,9 +195,9 @@ pub(crate) fn map_connection(
         .unwrap_or_default();
     conn.connected_at = wire.connected_at.as_deref().and_then(parse_time);
     conn.data_as_of = sync.as_ref().and_then(|s| s.last_synced_at);
-    conn.sync = sync;
-    conn.problems = problems;
-    conn.accounts = accounts;
+    conn.sync = sync.map(Box::new);
+    conn.problems = problems.into();
+    conn.accounts = accounts.into();
     conn.status = base.max(conn.worst_reported());
     Some(conn)
 }

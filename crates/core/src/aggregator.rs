@@ -552,9 +552,9 @@ mod tests {
             provider_status: String::new(),
             connected_at: None,
             sync: None,
-            checks: vec![],
-            problems: vec![],
-            accounts: vec![],
+            checks: thin_vec::thin_vec![],
+            problems: thin_vec::thin_vec![],
+            accounts: thin_vec::thin_vec![],
             observed_at: chrono::DateTime::UNIX_EPOCH.into(),
             data_as_of: None,
         }

@@ -82,3 +82,5 @@ pub use ::http::HeaderMap;
 pub use async_trait::async_trait;
 pub use chrono;
 pub use futures;
+/// The list type of a [`Connection`]'s checks, problems and accounts, and its `vec!`.
+pub use thin_vec::{thin_vec, ThinVec};

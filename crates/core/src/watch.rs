@@ -1030,7 +1030,7 @@ impl Watcher {
                 }
                 let mut c = Connection::clone(&t.connection);
                 c.status = Status::Unknown;
-                c.problems = vec![Problem::new(
+                c.problems = thin_vec::thin_vec![Problem::new(
                     "provider_unavailable",
                     Status::Unknown,
                     format!(

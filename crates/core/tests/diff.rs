@@ -51,12 +51,12 @@ fn with_problem(mut c: Connection, code: &str, sev: Status) -> Connection {
 }
 
 fn with_sync(mut c: Connection, synced: u64, total: u64) -> Connection {
-    c.sync = Some(SyncProgress {
+    c.sync = Some(Box::new(SyncProgress {
         state: SyncState::Syncing,
         total: Some(total),
         synced: Some(synced),
         last_synced_at: None,
-    });
+    }));
     c
 }
 

@@ -59,7 +59,7 @@ fn conn(provider: &str, id: &str, customer: &str, status: Status) -> Connection 
     built.id = format!("{provider}:{id}");
     built.provider_connection_id = Some(id.into());
     built.provider_status = status.as_str().into();
-    built.problems = problems;
+    built.problems = problems.into();
     built
 }
 

@@ -182,7 +182,7 @@ pub(crate) async fn carry_out(state: &AppState, id: String, kind_name: String) -
 /// read fails (the next poll shows any change).
 async fn refetch(provider: &dyn Provider, conn: &Connection) -> Option<Connection> {
     let hint = match &conn.provider_connection_id {
-        Some(pid) => RefreshHint::Connection(pid.clone()),
+        Some(pid) => RefreshHint::Connection(pid.to_string()),
         None => RefreshHint::Customer,
     };
     match provider.refresh(&conn.customer.id, hint).await {

@@ -154,7 +154,10 @@ pub fn map_connection(
         id: customer_id.to_owned(),
         name: None,
         email: if ctx.include_personal_data {
-            item.email.clone().filter(|e| !e.is_empty())
+            item.email
+                .as_deref()
+                .filter(|e| !e.is_empty())
+                .map(Box::from)
         } else {
             None
         },
@@ -173,7 +176,7 @@ pub fn map_connection(
         .as_ref()
         .map(|s| s.as_str().to_owned())
         .unwrap_or_default();
-    conn.checks = checks;
+    conn.checks = checks.into();
     conn.problems = problem.into_iter().collect();
     conn.accounts = accounts;
     conn.status = conn.status.max(conn.worst_reported());

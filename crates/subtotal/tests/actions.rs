@@ -72,7 +72,7 @@ async fn reauth_link_is_the_link_url_with_the_connection_id() {
     let sim = SubtotalSim::start_generated(1, 72).await.unwrap();
     let s = subtotal(&sim, sim.customer_ids(), true);
     let c = one(&s, &sim, "unauthenticated").await;
-    let id = c.provider_connection_id.clone().unwrap();
+    let id = c.provider_connection_id.as_deref().unwrap().to_owned();
     let out = s.act(&c, ActionKind::ReauthLink).await.unwrap();
     assert!(out.ok);
     assert_eq!(
@@ -99,7 +99,7 @@ async fn disconnect_mints_a_token_then_patches_and_returns_the_disconnected_conn
     let s = subtotal(&sim, sim.customer_ids(), true);
     let c = one(&s, &sim, "active").await;
     assert!(c.platform.ends_with("_outlet"), "{}", c.platform);
-    let id = c.provider_connection_id.clone().unwrap();
+    let id = c.provider_connection_id.as_deref().unwrap().to_owned();
     let out = s.act(&c, ActionKind::Disconnect).await.unwrap();
     assert!(out.ok, "{}", out.message);
     assert_eq!(sim.tokens_minted(), 1);
@@ -120,7 +120,7 @@ async fn failing_patch(fault: Fault) -> (ActionError, SubtotalSim, String) {
     let sim = SubtotalSim::start_generated(1, 74).await.unwrap();
     let s = subtotal(&sim, sim.customer_ids(), true);
     let c = one(&s, &sim, "active").await;
-    let id = c.provider_connection_id.clone().unwrap();
+    let id = c.provider_connection_id.as_deref().unwrap().to_owned();
     sim.faults()
         .push(FaultRule::new(fault).route(UPDATE_CONNECTION));
     let e = s.act(&c, ActionKind::Disconnect).await.unwrap_err();

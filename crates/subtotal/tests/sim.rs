@@ -59,7 +59,7 @@ async fn four_statuses() -> SubtotalSim {
 fn by_pid(conns: Vec<Connection>) -> HashMap<String, Connection> {
     conns
         .into_iter()
-        .map(|c| (c.provider_connection_id.clone().unwrap(), c))
+        .map(|c| (c.provider_connection_id.as_deref().unwrap().to_owned(), c))
         .collect()
 }
 

@@ -285,8 +285,8 @@ pub(crate) fn map_merchant(
     other_sections(&mut f, &m.extra);
     unexplained_checks(&mut f);
 
-    c.checks = f.checks;
-    c.problems = f.problems;
+    c.checks = f.checks.into();
+    c.problems = f.problems.into();
     c.status = c.worst_reported();
     Some(c)
 }
@@ -302,14 +302,14 @@ fn identity(f: &mut Findings, m: &Merchant, merchant_id: &str, ctx: &MapContext<
     f.invalid("platform", &m.platform);
     let provider_status = m.merchant_status.get().cloned().unwrap_or_default();
     let mut c = skeleton(merchant_id, platform, provider_status, ctx);
-    c.customer.name = m.merchant_name.get().cloned();
+    c.customer.name = m.merchant_name.get().map(|n| Box::from(n.as_str()));
     if ctx.include_personal_data {
-        c.customer.email = m.merchant_email.get().cloned();
+        c.customer.email = m.merchant_email.get().map(|e| Box::from(e.as_str()));
     }
     if let Some(url) = m.store_url.get().filter(|u| !u.trim().is_empty()) {
         c.accounts.push(Account {
             id: merchant_id.to_owned(),
-            name: c.customer.name.clone(),
+            name: c.customer.name.as_deref().map(str::to_owned),
             store_url: Some(url.clone()),
         });
     }
@@ -519,12 +519,12 @@ fn sync_status(f: &mut Findings, sync: &SectionView<'_, SyncResults>, c: &mut Co
     if let Some(p) = problem {
         f.push_for(&["sync_status"], p);
     }
-    c.sync = Some(SyncProgress {
+    c.sync = Some(Box::new(SyncProgress {
         state,
         total,
         synced,
         last_synced_at: r.date_last_synced.get().copied(),
-    });
+    }));
 }
 
 /// `invalid_products`: the count (or the length of the listed products).
@@ -1259,12 +1259,12 @@ mod tests {
             .all(|k| k.status == Status::Healthy && k.detail.is_none()));
         assert_eq!(
             c.sync,
-            Some(SyncProgress {
+            Some(Box::new(SyncProgress {
                 state: SyncState::Live,
                 total: Some(100),
                 synced: Some(100),
                 last_synced_at: Some("2024-04-30T08:00:00Z".parse().unwrap()),
-            })
+            }))
         );
         assert_eq!(c.data_as_of, Some("2024-04-30T08:00:00Z".parse().unwrap()));
         assert_eq!(c.observed_at, ctx().observed_at);
