@@ -122,13 +122,17 @@ impl PollRecord {
         changes: impl IntoIterator<Item = Change>,
         source: Source,
     ) -> PollRecord {
-        let mut upserts = Vec::new();
-        for (id, t) in &next.connections {
-            match prev(id) {
-                Some(old) if same_tracked(old, t) => {}
-                _ => upserts.push(t.clone()),
-            }
-        }
+        // Counted first, then sized once: a first poll upserts every connection, and a list
+        // grown by doubling held up to twice its length (and both buffers while it grew) at
+        // that poll's peak. The second look is cheap: most are the same allocation.
+        let changed = |(id, t): &(&String, &Tracked)| !prev(id).is_some_and(|o| same_tracked(o, t));
+        let mut upserts = Vec::with_capacity(next.connections.iter().filter(changed).count());
+        upserts.extend(
+            next.connections
+                .iter()
+                .filter(changed)
+                .map(|(_, t)| t.clone()),
+        );
         let removed = prev_ids
             .filter(|id| !next.connections.contains_key(*id))
             .map(str::to_owned)
@@ -686,4 +690,76 @@ pub struct ReminderMark {
     pub sent: i64,
     /// Not before this time (after a failed attempt).
     pub next_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connhealth_core::{Connection, Customer, Role, Status};
+
+    fn tracked(i: usize, status: Status) -> Tracked {
+        let c = Connection::new(
+            "p",
+            Some(&format!("c{i:04}")),
+            Customer::new(format!("cus_{}", i % 7)),
+            "shopify",
+            Role::Source,
+            status,
+            Utc::now(),
+        );
+        Tracked {
+            connection: std::sync::Arc::new(c),
+            since: Utc::now(),
+            streak: 0,
+            worsening: false,
+        }
+    }
+
+    /// A first poll upserts every connection into a list sized once (it grew by doubling,
+    /// holding up to twice the fleet's pointers at that poll's peak); a later poll upserts
+    /// only what changed, also sized to it.
+    #[test]
+    fn upserts_are_what_changed_in_a_list_sized_to_them() {
+        let mut next = WatchState::default();
+        for i in 0..1000 {
+            let t = tracked(i, Status::Healthy);
+            next.connections.insert(t.connection.id.clone(), t);
+        }
+        let first = PollRecord::between(
+            Utc::now(),
+            &WatchState::default(),
+            &next,
+            Vec::new(),
+            Vec::new(),
+            Source::Poll,
+        );
+        assert_eq!(first.upserts.len(), 1000);
+        assert_eq!(first.upserts.capacity(), 1000);
+
+        let prev = next.clone();
+        for i in (0..1000).step_by(100) {
+            let t = tracked(i, Status::Degraded);
+            next.connections.insert(t.connection.id.clone(), t);
+        }
+        let later = PollRecord::between(
+            Utc::now(),
+            &prev,
+            &next,
+            Vec::new(),
+            Vec::new(),
+            Source::Poll,
+        );
+        let ids: Vec<&str> = later
+            .upserts
+            .iter()
+            .map(|t| t.connection.id.as_str())
+            .collect();
+        let want: Vec<String> = (0..1000)
+            .step_by(100)
+            .map(|i| format!("p:c{i:04}"))
+            .collect();
+        assert_eq!(ids, want);
+        assert_eq!(later.upserts.capacity(), 10);
+        assert!(later.removed.is_empty());
+    }
 }
