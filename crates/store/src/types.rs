@@ -122,6 +122,13 @@ impl PollRecord {
         changes: impl IntoIterator<Item = Change>,
         source: Source,
     ) -> PollRecord {
+        // The events first: the change list they are made from is let go before the upserts
+        // are made, so the two are never live together (on a first poll each is a list as
+        // long as the fleet, at that poll's peak).
+        let events: Vec<NewEvent> = changes
+            .into_iter()
+            .map(|c| NewEvent::new(c, source))
+            .collect();
         // Counted first, then sized once: a first poll upserts every connection, and a list
         // grown by doubling held up to twice its length (and both buffers while it grew) at
         // that poll's peak. The second look is cheap: most are the same allocation.
@@ -146,10 +153,7 @@ impl PollRecord {
         PollRecord {
             at,
             outcomes,
-            events: changes
-                .into_iter()
-                .map(|c| NewEvent::new(c, source))
-                .collect(),
+            events,
             upserts,
             removed,
             providers,
