@@ -5,6 +5,8 @@
 # the connections are counted from /v1/summary. BIN=target/release for release binaries,
 # PORT to move the listener. The fleet is all three providers (N customers each, ~18.3
 # connections per customer: 20000 is the issue's ~367k); NO_SUBTOTAL=1 leaves Subtotal out.
+# The binary purges freed memory at once unless MIMALLOC_PURGE_DELAY is set (e.g. 1000, mimalloc's
+# default, to measure as before that change).
 
 BIN=${BIN:-target/debug}
 PORT=${PORT:-18937}
