@@ -187,8 +187,8 @@ pub async fn run_with_store(
             .await;
         let printed = (|| -> std::io::Result<()> {
             let mut out = std::io::stdout().lock();
-            for e in &written.events {
-                let line = serde_json::to_string(e).map_err(std::io::Error::other)?;
+            for e in written.events.iter() {
+                let line = serde_json::to_string(&e).map_err(std::io::Error::other)?;
                 writeln!(out, "{line}")?;
             }
             out.flush()

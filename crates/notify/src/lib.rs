@@ -11,7 +11,7 @@
 //!    start (an unset env var, a secret that is not `whsec_` + base64, `http://` off loopback:
 //!    one-line errors).
 //! 2. [`Notifier::route`] names the sinks whose filters pass a change: put them in the
-//!    event's `NewEvent::notify`, so the store writes the outbox rows in the event's
+//!    event's sinks (`Journal::set_router`, `Events::route`), so the store writes the outbox rows in the event's
 //!    transaction.
 //! 3. [`Notifier::spawn`] (or [`Notifier::tick`]) delivers; [`Notifier::metrics`] counts by sink
 //!    and outcome; `Store::deliveries` is what `GET /v1/notifications` shows.
@@ -74,7 +74,7 @@ pub enum NotifyError {
     Internal(String),
 }
 
-/// The names of the sinks whose filters pass `change` (for `NewEvent::notify`).
+/// The names of the sinks whose filters pass `change` (an event's sinks: `NewEvent::notify`, `Events::route`).
 pub fn route<'a>(sinks: impl IntoIterator<Item = &'a Sink>, change: &Change) -> Vec<String> {
     sinks
         .into_iter()

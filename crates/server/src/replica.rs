@@ -435,7 +435,7 @@ impl FollowerView {
             state.serve_report(watcher.report(Utc::now()), Duration::ZERO);
             // Drops the cached dashboard pages and publishes the events, with their store ids.
             state.record_written(&Written {
-                events,
+                events: events.into(),
                 ..Written::default()
             });
         }

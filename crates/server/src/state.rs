@@ -473,8 +473,8 @@ impl AppState {
             self.inner.prewarm.notify_one();
         }
         let mut log = lock(&self.inner.events);
-        for e in &w.events {
-            let data = match serde_json::to_string(e) {
+        for e in w.events.iter() {
+            let data = match serde_json::to_string(&e) {
                 Ok(d) => d,
                 Err(err) => {
                     tracing::error!(error = %err, "cannot serialize a change event");

@@ -1133,7 +1133,8 @@ async fn notify_routes(doc: &mut Doc, fleet: &Fleet) {
                 change,
                 source: connhealth_store::Source::Poll,
                 notify: vec!["ops".into()],
-            }],
+            }]
+            .into(),
             ..Default::default()
         })
         .await

@@ -8,7 +8,7 @@ use connhealth_core::watch::{ProviderState, Tracked, WatchState};
 use connhealth_core::{Change, ProviderOutcome};
 
 use crate::error::{Result, StoreError};
-use crate::types::{Fence, NewEvent, PollRecord, PruneStats, Retention, Source, StoredEvent};
+use crate::types::{Fence, PollRecord, PruneStats, Retention, Source, StoredEvents};
 use crate::Store;
 
 /// Bounds and schedules of a [`Journal`].
@@ -42,7 +42,7 @@ impl Default for JournalOptions {
 pub struct Written {
     /// The events committed now (this poll's and any kept from before), in id order. Only
     /// these may be announced: an event is announced once, after it is stored.
-    pub events: Vec<StoredEvent>,
+    pub events: StoredEvents,
     /// Why the store could not be written (nothing after the failed poll was tried).
     pub error: Option<StoreError>,
     /// `error` is the first of a failure streak (say it once).
@@ -128,7 +128,7 @@ impl Journal {
     }
 
     /// Name the notification sinks of every event from now on: `route(change)` becomes the
-    /// event's [`crate::NewEvent::notify`], so its outbox rows are written in the event's
+    /// event's sinks ([`crate::EventRef::notify`]), so its outbox rows are written in the event's
     /// transaction (e.g. `connhealth_notify::Notifier::route`).
     pub fn set_router(&mut self, route: impl Fn(&Change) -> Vec<String> + Send + Sync + 'static) {
         self.router = Some(Router(Arc::new(route)));
@@ -182,9 +182,7 @@ impl Journal {
     ) -> Written {
         let mut rec = self.last.record(at, next, outcomes, changes, source);
         if let Some(Router(route)) = &self.router {
-            for e in &mut rec.events {
-                e.notify = route(&e.change);
-            }
+            rec.events.route(|c| route(c));
         }
         // After the record, what is remembered is `next`: its connections, shared.
         self.last.set(next);
@@ -229,12 +227,7 @@ impl Journal {
                     // The write is over: the record is this journal's alone again.
                     let rec = Arc::try_unwrap(rec).unwrap_or_else(|shared| (*shared).clone());
                     self.pending_events -= rec.events.len();
-                    let stored = stored_events(rec.events, ids);
-                    if w.events.is_empty() {
-                        w.events = stored;
-                    } else {
-                        w.events.extend(stored);
-                    }
+                    w.events.append(rec.events.into_stored(ids));
                 }
                 Err(e) => {
                     w.error = Some(e);
@@ -265,22 +258,6 @@ impl Journal {
             fold(older, newer);
         }
     }
-}
-
-/// The written events with their store ids, in the events' own allocation: a
-/// `StoredEvent` is no larger than a `NewEvent`, so the list is rewritten in place (a
-/// first poll's events are one per connection; a second list beside the first was the
-/// last spike of a first commit).
-fn stored_events(events: Vec<NewEvent>, ids: Vec<i64>) -> Vec<StoredEvent> {
-    events
-        .into_iter()
-        .zip(ids)
-        .map(|(e, id)| StoredEvent {
-            id,
-            source: e.source,
-            change: e.change,
-        })
-        .collect()
 }
 
 /// What a [`Journal`] remembers of the last recorded state, to write only what changed: the
@@ -388,29 +365,48 @@ mod tests {
     use super::*;
     use connhealth_core::diff::ChangeKind;
 
-    /// The written events keep their list's allocation (see `stored_events`); a toolchain
-    /// that stopped collecting in place would double a first poll's events again.
-    #[test]
-    fn stored_events_reuse_the_events_allocation_and_keep_their_ids() {
-        let events: Vec<NewEvent> = (0..1000)
+    /// The written events keep the watcher's list (see `Events::from_changes`): a second
+    /// list beside it was the largest part of a first poll's peak.
+    #[tokio::test]
+    async fn written_events_keep_the_watchers_change_list_and_their_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::StoreUrl::parse_relative_to("sqlite://s.db", dir.path()).unwrap();
+        let store = crate::open(&url, crate::OpenOptions::default())
+            .await
+            .unwrap();
+        let (mut journal, _) = Journal::load(store, JournalOptions::default())
+            .await
+            .unwrap();
+        let changes: Vec<Change> = (0..1000)
             .map(|i| {
-                let change = Change::provider(
+                Change::provider(
                     &format!("p{i}"),
                     ChangeKind::ProviderRecovered,
                     Utc::now(),
                     None,
-                );
-                NewEvent::new(change, Source::Poll)
+                )
             })
             .collect();
-        let ptr = events.as_ptr() as usize;
-        let ids: Vec<i64> = (1..=1000).collect();
-        let stored = stored_events(events, ids);
-        assert_eq!(stored.as_ptr() as usize, ptr, "rewritten in place");
-        assert_eq!(stored.len(), 1000);
-        assert!(stored
+        let ptr = changes.as_ptr() as usize;
+        let w = journal
+            .record(
+                Utc::now(),
+                &WatchState::default(),
+                vec![],
+                changes,
+                Source::Poll,
+            )
+            .await;
+        assert!(w.error.is_none());
+        assert_eq!(w.events.len(), 1000);
+        let first = w.events.get(0).unwrap();
+        assert_eq!(first.change as *const Change as usize, ptr, "the same list");
+        let ids: Vec<i64> = w.events.iter().map(|e| e.id).collect();
+        assert!(ids.windows(2).all(|p| p[0] < p[1]), "increasing: {ids:?}");
+        assert!(w
+            .events
             .iter()
             .enumerate()
-            .all(|(i, e)| e.id == i as i64 + 1 && e.change.provider == format!("p{i}")));
+            .all(|(i, e)| e.change.provider == format!("p{i}") && e.source == Source::Poll));
     }
 }

@@ -234,14 +234,19 @@ pub(crate) async fn commit_poll(tx: &mut dyn Tx, rec: &PollRecord) -> Result<Vec
 
     // Events, then their outbox rows, a chunk at a time.
     let mut ids = Vec::with_capacity(rec.events.len());
-    for chunk in rec.events.chunks(COMMIT_CHUNK) {
-        ids.extend(commit_events(tx, chunk, at).await?);
+    let mut events = rec.events.iter();
+    loop {
+        let chunk: Vec<EventRef<'_>> = events.by_ref().take(COMMIT_CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        ids.extend(commit_events(tx, &chunk, at).await?);
     }
     Ok(ids)
 }
 
 /// One chunk of a poll's events and their outbox rows; the ids assigned, in order.
-async fn commit_events(tx: &mut dyn Tx, chunk: &[NewEvent], at: i64) -> Result<Vec<i64>> {
+async fn commit_events(tx: &mut dyn Tx, chunk: &[EventRef<'_>], at: i64) -> Result<Vec<i64>> {
     let mut rows = Vec::with_capacity(chunk.len());
     for e in chunk {
         let c = &e.change;
@@ -272,7 +277,7 @@ async fn commit_events(tx: &mut dyn Tx, chunk: &[NewEvent], at: i64) -> Result<V
     }
     let mut outbox = Vec::new();
     for (e, id) in chunk.iter().zip(&ids) {
-        for sink in &e.notify {
+        for sink in e.notify {
             outbox.push(vec![
                 (*id).into(),
                 sink.into(),

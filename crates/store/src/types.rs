@@ -66,6 +66,311 @@ impl NewEvent {
     }
 }
 
+/// A record's change events, in emission order: the changes as the watcher emitted them,
+/// with each one's [`Source`] and the sinks to tell beside them rather than inside a larger
+/// element. A first poll has one event per connection, and wrapping the watcher's list into
+/// a list of [`NewEvent`]s was a second list as long as the fleet, live beside the first at
+/// that poll's peak; [`Events::from_changes`] keeps the watcher's list as it is.
+///
+/// ```
+/// use connhealth_core::{diff::ChangeKind, Change};
+/// use connhealth_store::{Events, NewEvent, Source};
+///
+/// let at = chrono::Utc::now();
+/// let down = Change::provider("violet", ChangeKind::ProviderRecovered, at, None);
+/// let mut events = Events::from_changes(vec![down.clone()], Source::Poll);
+/// events.push(NewEvent { notify: vec!["ops".into()], ..NewEvent::new(down, Source::Webhook) });
+/// assert_eq!(events.len(), 2);
+/// let second = events.get(1).unwrap();
+/// assert_eq!((second.source, second.notify), (Source::Webhook, &["ops".to_string()][..]));
+/// assert!(events.get(0).unwrap().notify.is_empty());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Events {
+    changes: Vec<Change>,
+    /// One per change.
+    sources: Vec<Source>,
+    /// The changes that have sinks: (position, sink names), positions increasing.
+    notify: Vec<(usize, Vec<String>)>,
+}
+
+/// One of [`Events`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventRef<'a> {
+    /// The change.
+    pub change: &'a Change,
+    /// Its source.
+    pub source: Source,
+    /// The sinks to notify (empty: none).
+    pub notify: &'a [String],
+}
+
+impl Events {
+    /// No events.
+    pub fn new() -> Events {
+        Events::default()
+    }
+
+    /// `changes`, all from `source`, told to no sink; the list is kept, not copied.
+    pub fn from_changes(changes: Vec<Change>, source: Source) -> Events {
+        Events {
+            sources: vec![source; changes.len()],
+            changes,
+            notify: Vec::new(),
+        }
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// None at all.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Room for `n` more.
+    pub fn reserve(&mut self, n: usize) {
+        self.changes.reserve(n);
+        self.sources.reserve(n);
+    }
+
+    /// Add one at the end.
+    pub fn push(&mut self, event: NewEvent) {
+        let at = self.changes.len();
+        self.changes.push(event.change);
+        self.sources.push(event.source);
+        if !event.notify.is_empty() {
+            self.notify.push((at, event.notify));
+        }
+    }
+
+    /// The one at position `i`.
+    pub fn get(&self, i: usize) -> Option<EventRef<'_>> {
+        let change = self.changes.get(i)?;
+        let notify = match self.notify.binary_search_by_key(&i, |(at, _)| *at) {
+            Ok(k) => self.notify[k].1.as_slice(),
+            Err(_) => &[],
+        };
+        Some(EventRef {
+            change,
+            source: self.sources[i],
+            notify,
+        })
+    }
+
+    /// All of them, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EventRef<'_>> + '_ {
+        let mut sinks = self.notify.iter().peekable();
+        self.changes
+            .iter()
+            .zip(&self.sources)
+            .enumerate()
+            .map(move |(i, (change, source))| {
+                let notify = match sinks.next_if(|(at, _)| *at == i) {
+                    Some((_, names)) => names.as_slice(),
+                    None => &[],
+                };
+                EventRef {
+                    change,
+                    source: *source,
+                    notify,
+                }
+            })
+    }
+
+    /// The changes, in order.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// Tell the sinks `sinks` about the one at position `i` (replacing whom it told before;
+    /// empty: none). Returns false, changing nothing, when there is no such event.
+    pub fn set_notify(&mut self, i: usize, sinks: Vec<String>) -> bool {
+        if i >= self.changes.len() {
+            return false;
+        }
+        match self.notify.binary_search_by_key(&i, |(at, _)| *at) {
+            Ok(k) if sinks.is_empty() => {
+                self.notify.remove(k);
+            }
+            Ok(k) => self.notify[k].1 = sinks,
+            Err(_) if sinks.is_empty() => {}
+            Err(k) => self.notify.insert(k, (i, sinks)),
+        }
+        true
+    }
+
+    /// Set every event's sinks to what `route` says of its change.
+    pub fn route(&mut self, mut route: impl FnMut(&Change) -> Vec<String>) {
+        self.notify.clear();
+        for (i, c) in self.changes.iter().enumerate() {
+            let sinks = route(c);
+            if !sinks.is_empty() {
+                self.notify.push((i, sinks));
+            }
+        }
+    }
+
+    /// The events as stored under `ids` (one per event, in order), in this list's own
+    /// allocation: their sinks are let go (the outbox rows hold them).
+    pub(crate) fn into_stored(self, ids: Vec<i64>) -> StoredEvents {
+        debug_assert_eq!(ids.len(), self.changes.len());
+        StoredEvents {
+            changes: self.changes,
+            sources: self.sources,
+            ids,
+        }
+    }
+}
+
+impl From<Vec<NewEvent>> for Events {
+    fn from(events: Vec<NewEvent>) -> Events {
+        events.into_iter().collect()
+    }
+}
+
+impl FromIterator<NewEvent> for Events {
+    fn from_iter<I: IntoIterator<Item = NewEvent>>(iter: I) -> Events {
+        let mut events = Events::new();
+        events.extend(iter);
+        events
+    }
+}
+
+impl Extend<NewEvent> for Events {
+    fn extend<I: IntoIterator<Item = NewEvent>>(&mut self, iter: I) {
+        let iter = iter.into_iter();
+        self.reserve(iter.size_hint().0);
+        for e in iter {
+            self.push(e);
+        }
+    }
+}
+
+/// Events as stored, with their ids, in id order: what [`crate::Journal`] reports as
+/// written. Like [`Events`], the changes stay in the list they came in (a first poll's is as
+/// long as the fleet); [`StoredEvents::iter`] lends each as a [`StoredEventRef`], and
+/// [`StoredEvents::into_vec`] makes owned [`StoredEvent`]s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredEvents {
+    changes: Vec<Change>,
+    sources: Vec<Source>,
+    ids: Vec<i64>,
+}
+
+/// One of [`StoredEvents`], borrowed; it serializes as a [`StoredEvent`] does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredEventRef<'a> {
+    /// Store-assigned, increasing in commit order; also the SSE `id`.
+    pub id: i64,
+    /// Where it came from.
+    pub source: Source,
+    /// The change.
+    pub change: &'a Change,
+}
+
+impl StoredEventRef<'_> {
+    /// An owned copy.
+    pub fn to_stored(&self) -> StoredEvent {
+        StoredEvent {
+            id: self.id,
+            source: self.source,
+            change: self.change.clone(),
+        }
+    }
+}
+
+impl StoredEvents {
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// None at all.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The one at position `i`.
+    pub fn get(&self, i: usize) -> Option<StoredEventRef<'_>> {
+        Some(StoredEventRef {
+            id: *self.ids.get(i)?,
+            source: self.sources[i],
+            change: &self.changes[i],
+        })
+    }
+
+    /// All of them, in id order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = StoredEventRef<'_>> + '_ {
+        self.ids
+            .iter()
+            .zip(&self.sources)
+            .zip(&self.changes)
+            .map(|((id, source), change)| StoredEventRef {
+                id: *id,
+                source: *source,
+                change,
+            })
+    }
+
+    /// Add `later` (stored after these) at the end; an empty list takes `later`'s own.
+    pub fn append(&mut self, mut later: StoredEvents) {
+        if self.is_empty() {
+            *self = later;
+            return;
+        }
+        self.changes.append(&mut later.changes);
+        self.sources.append(&mut later.sources);
+        self.ids.append(&mut later.ids);
+    }
+
+    /// Owned events.
+    pub fn into_vec(self) -> Vec<StoredEvent> {
+        self.into_iter().collect()
+    }
+}
+
+impl From<Vec<StoredEvent>> for StoredEvents {
+    fn from(events: Vec<StoredEvent>) -> StoredEvents {
+        events.into_iter().collect()
+    }
+}
+
+impl FromIterator<StoredEvent> for StoredEvents {
+    fn from_iter<I: IntoIterator<Item = StoredEvent>>(iter: I) -> StoredEvents {
+        let iter = iter.into_iter();
+        let n = iter.size_hint().0;
+        let mut out = StoredEvents {
+            changes: Vec::with_capacity(n),
+            sources: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+        };
+        for e in iter {
+            out.changes.push(e.change);
+            out.sources.push(e.source);
+            out.ids.push(e.id);
+        }
+        out
+    }
+}
+
+impl IntoIterator for StoredEvents {
+    type Item = StoredEvent;
+    type IntoIter = std::vec::IntoIter<StoredEvent>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.ids
+            .into_iter()
+            .zip(self.sources)
+            .zip(self.changes)
+            .map(|((id, source), change)| StoredEvent { id, source, change })
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+}
+
 /// Everything one poll (or webhook, refresh, action) writes, committed in ONE transaction by
 /// [`crate::Store::commit_poll`]: either all of it is stored or none of it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -74,8 +379,8 @@ pub struct PollRecord {
     pub at: DateTime<Utc>,
     /// The providers' outcomes of this poll (may be empty for a webhook-driven change).
     pub outcomes: Vec<ProviderOutcome>,
-    /// The changes, in emission order.
-    pub events: Vec<NewEvent>,
+    /// The changes, in emission order, each with its source and sinks.
+    pub events: Events,
     /// Connections whose remembered state changed (new, or different other than in
     /// `observed_at`).
     pub upserts: Vec<Tracked>,
@@ -122,13 +427,10 @@ impl PollRecord {
         changes: impl IntoIterator<Item = Change>,
         source: Source,
     ) -> PollRecord {
-        // The events first: the change list they are made from is let go before the upserts
-        // are made, so the two are never live together (on a first poll each is a list as
-        // long as the fleet, at that poll's peak).
-        let events: Vec<NewEvent> = changes
-            .into_iter()
-            .map(|c| NewEvent::new(c, source))
-            .collect();
+        // The watcher's change list becomes the events as it is (collecting a `Vec`'s own
+        // iterator keeps its allocation): on a first poll it is as long as the fleet, and a
+        // second list of wrapped events was the largest part of that poll's peak.
+        let events = Events::from_changes(changes.into_iter().collect(), source);
         // Counted first, then sized once: a first poll upserts every connection, and a list
         // grown by doubling held up to twice its length (and both buffers while it grew) at
         // that poll's peak. The second look is cheap: most are the same allocation.
@@ -184,10 +486,27 @@ pub struct StoredEvent {
     pub change: Change,
 }
 
+impl StoredEvent {
+    /// Borrowed, as [`StoredEvents::iter`] lends them.
+    pub fn borrowed(&self) -> StoredEventRef<'_> {
+        StoredEventRef {
+            id: self.id,
+            source: self.source,
+            change: &self.change,
+        }
+    }
+}
+
 impl Serialize for StoredEvent {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.borrowed().serialize(s)
+    }
+}
+
+impl Serialize for StoredEventRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error, SerializeMap};
-        let body = serde_json::to_value(&self.change).map_err(S::Error::custom)?;
+        let body = serde_json::to_value(self.change).map_err(S::Error::custom)?;
         let serde_json::Value::Object(fields) = body else {
             return Err(S::Error::custom("a change serializes to an object"));
         };
@@ -765,5 +1084,153 @@ mod tests {
         assert_eq!(ids, want);
         assert_eq!(later.upserts.capacity(), 10);
         assert!(later.removed.is_empty());
+    }
+
+    fn recovered(i: usize) -> Change {
+        Change::provider(
+            &format!("p{i}"),
+            connhealth_core::diff::ChangeKind::ProviderRecovered,
+            Utc::now(),
+            None,
+        )
+    }
+
+    /// A record keeps the watcher's change list as its events (a first poll's is as long
+    /// as the fleet: a second list of wrapped events beside it was that poll's peak), and
+    /// the written events keep it too.
+    #[test]
+    fn a_records_events_are_the_watchers_change_list() {
+        let changes: Vec<Change> = (0..1000).map(recovered).collect();
+        let ptr = changes.as_ptr();
+        let rec = PollRecord::between(
+            Utc::now(),
+            &WatchState::default(),
+            &WatchState::default(),
+            Vec::new(),
+            changes,
+            Source::Refresh,
+        );
+        assert_eq!(rec.events.changes().as_ptr(), ptr);
+        assert!(rec.events.iter().all(|e| e.source == Source::Refresh));
+        let stored = rec.events.into_stored((101..1101).collect());
+        assert_eq!(stored.get(0).map(|e| e.change as *const Change), Some(ptr));
+        let owned = stored.clone().into_vec();
+        assert_eq!(owned.len(), 1000);
+        assert!(owned
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.id == 101 + i as i64 && e.change == recovered_like(&e.change, i)));
+        assert_eq!(StoredEvents::from(owned), stored);
+    }
+
+    fn recovered_like(c: &Change, i: usize) -> Change {
+        Change {
+            at: c.at,
+            ..recovered(i)
+        }
+    }
+
+    /// Sinks sit beside the changes: each event answers with its own, whether they came
+    /// with a pushed event, were set one by one, or routed all at once.
+    #[test]
+    fn each_event_has_its_own_sinks() {
+        let mut events = Events::new();
+        events.push(NewEvent::new(recovered(0), Source::Poll));
+        events.push(NewEvent {
+            notify: vec!["ops".into()],
+            ..NewEvent::new(recovered(1), Source::Webhook)
+        });
+        events.push(NewEvent::new(recovered(2), Source::Action));
+        let sinks = |e: &Events| -> Vec<(Source, Vec<String>)> {
+            e.iter().map(|r| (r.source, r.notify.to_vec())).collect()
+        };
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            sinks(&events),
+            vec![
+                (Source::Poll, s(&[])),
+                (Source::Webhook, s(&["ops"])),
+                (Source::Action, s(&[]))
+            ]
+        );
+        assert!(events.set_notify(2, s(&["slack", "ops"])));
+        assert!(events.set_notify(0, s(&["pager"])));
+        assert!(events.set_notify(1, Vec::new()));
+        assert!(!events.set_notify(3, s(&["ops"])), "no such event");
+        let want = vec![
+            (Source::Poll, s(&["pager"])),
+            (Source::Webhook, s(&[])),
+            (Source::Action, s(&["slack", "ops"])),
+        ];
+        assert_eq!(sinks(&events), want);
+        let by_get: Vec<_> = (0..3)
+            .map(|i| {
+                events
+                    .get(i)
+                    .map(|r| (r.source, r.notify.to_vec()))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(by_get, want, "get agrees with iter");
+        assert!(events.get(3).is_none());
+
+        events.route(|c| {
+            if c.provider == "p1" {
+                s(&["ops"])
+            } else {
+                Vec::new()
+            }
+        });
+        assert_eq!(
+            sinks(&events),
+            vec![
+                (Source::Poll, s(&[])),
+                (Source::Webhook, s(&["ops"])),
+                (Source::Action, s(&[]))
+            ]
+        );
+        let collected: Events = (0..3)
+            .map(|i| NewEvent {
+                notify: if i == 1 { s(&["ops"]) } else { Vec::new() },
+                ..NewEvent::new(
+                    recovered(i),
+                    [Source::Poll, Source::Webhook, Source::Action][i],
+                )
+            })
+            .collect();
+        assert_eq!(sinks(&collected), sinks(&events));
+    }
+
+    /// Events written by two commits are reported in commit order, the first list kept.
+    #[test]
+    fn stored_events_append_in_order() {
+        let a = Events::from_changes((0..3).map(recovered).collect(), Source::Poll);
+        let b = Events::from_changes((3..5).map(recovered).collect(), Source::Webhook);
+        let mut w = StoredEvents::default();
+        w.append(a.into_stored(vec![1, 2, 3]));
+        let kept = w.get(0).map(|e| e.change as *const Change);
+        w.append(b.into_stored(vec![7, 8]));
+        let ids: Vec<(i64, Source, String)> = w
+            .iter()
+            .map(|e| (e.id, e.source, e.change.provider.clone()))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                (1, Source::Poll, "p0".into()),
+                (2, Source::Poll, "p1".into()),
+                (3, Source::Poll, "p2".into()),
+                (7, Source::Webhook, "p3".into()),
+                (8, Source::Webhook, "p4".into()),
+            ]
+        );
+        assert!(kept.is_some());
+        let json = serde_json::to_value(w.get(3).unwrap()).unwrap();
+        let owned = serde_json::to_value(w.get(3).unwrap().to_stored()).unwrap();
+        assert_eq!(json, owned, "a borrowed event serializes as an owned one");
+        assert_eq!(
+            (json["id"].clone(), json["source"].clone()),
+            (7.into(), "webhook".into())
+        );
     }
 }

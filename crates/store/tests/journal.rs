@@ -128,7 +128,7 @@ async fn a_full_disk_keeps_polls_in_memory_and_writes_them_in_order_when_space_r
             .collect::<Vec<_>>(),
         expected
     );
-    assert!(increasing(&ids_of(&w)) && w.events[0].id > 5);
+    assert!(increasing(&ids_of(&w)) && w.events.get(0).unwrap().id > 5);
     assert_eq!(store.load_state().await.unwrap(), s4);
     let all = store.events_after(0, 10_000).await.unwrap().items;
     assert_eq!(

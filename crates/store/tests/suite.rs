@@ -627,7 +627,7 @@ async fn a_failure_mid_poll_leaves_nothing_half_written(f: Fixture) {
         ),
     ];
     let mut rec = PollRecord::between(at(20), &before_state, &next, vec![], changes, Source::Poll);
-    rec.events[0].notify = vec!["ops".into()];
+    assert!(rec.events.set_notify(0, vec!["ops".into()]));
     let err = f.store().commit_poll(rec.clone()).await.unwrap_err();
     assert!(err.to_string().contains("boom"), "{err}");
     assert_eq!(f.store().load_state().await.unwrap(), before_state);
@@ -901,7 +901,7 @@ async fn webhook_seen_and_overview(f: Fixture) {
 async fn outbox_rows_are_written_with_their_events(f: Fixture) {
     let s = f.store();
     let (mut rec, _) = first_poll();
-    rec.events[1].notify = vec!["ops".into(), "slack".into()];
+    assert!(rec.events.set_notify(1, vec!["ops".into(), "slack".into()]));
     let ids = s.commit_poll(rec).await.unwrap();
     let all = s.deliveries(None, None, 10).await.unwrap();
     assert_eq!(all.len(), 2);
@@ -982,9 +982,7 @@ async fn outbox_rows_are_written_with_their_events(f: Fixture) {
 async fn update_deliveries_is_one_transaction(f: Fixture) {
     let s = f.store();
     let (mut rec, _) = first_poll();
-    for e in &mut rec.events {
-        e.notify = vec!["ops".into()];
-    }
+    rec.events.route(|_| vec!["ops".into()]);
     s.commit_poll(rec).await.unwrap();
     let all = s.deliveries(Some("ops"), None, 10).await.unwrap();
     assert!(all.len() >= 2);
@@ -1628,8 +1626,8 @@ async fn a_poll_larger_than_a_write_chunk_commits_whole_and_in_order(f: Fixture)
         changes,
         Source::Poll,
     );
-    for e in rec.events.iter_mut().step_by(2) {
-        e.notify = vec!["ops".into()];
+    for i in (0..rec.events.len()).step_by(2) {
+        assert!(rec.events.set_notify(i, vec!["ops".into()]));
     }
     let rec = std::sync::Arc::new(rec);
     let ids = s.commit_shared(rec.clone(), None, at(0)).await.unwrap();
