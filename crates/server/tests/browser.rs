@@ -479,21 +479,39 @@ async fn scenario(c: &Client, fleet: &Fleet, server: &Running, guarded: &Running
     let distinct: std::collections::HashSet<_> = two.iter().map(|(id, _)| id).collect();
     assert_eq!(distinct.len(), two.len());
 
-    // The provider panel: outcome, last poll, uptime and webhook freshness.
+    // The provider panel: outcome, last poll, uptime and webhook freshness. Violet has three
+    // hours of history (`seed_violet_history`: one connection, healthy throughout), rolled
+    // up by the first poll's commit; the others have no complete hour yet.
     let violet = c
         .find(Locator::Css("#providers [data-provider=\"violet\"]"))
         .await?;
     let webhook = violet.find(Locator::Css(".webhook")).await?.text().await?;
     assert!(webhook.ends_with("min ago"), "{webhook}");
-    wait_for("uptime figures", || async {
+    wait_for("violet's uptime", || async {
         let t = violet
             .find(Locator::Css(".uptime-24h"))
             .await?
             .text()
             .await?;
-        Ok((t.ends_with('%') || t == "—").then_some(()))
+        Ok((t == "100.00 %").then_some(()))
     })
     .await?;
+    for w in ["7d", "30d"] {
+        let t = violet
+            .find(Locator::Css(&format!(".uptime-{w}")))
+            .await?
+            .text()
+            .await?;
+        assert_eq!(t, "100.00 %", "violet's uptime over {w}");
+    }
+    let channel3_up = c
+        .find(Locator::Css(
+            "#providers [data-provider=\"channel3\"] .uptime-24h",
+        ))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(channel3_up, "—", "no complete hour of channel3 yet");
     let subtotal_hook = c
         .find(Locator::Css(
             "#providers [data-provider=\"subtotal\"] .webhook",
@@ -740,6 +758,7 @@ async fn dashboard_in_headless_chromium() {
 
     let fleet = Fleet::start(8, 31).await.unwrap();
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    seed_violet_history(dirs.0.path()).await;
     let (server, store) = start_stored(
         &fleet,
         dirs.0.path(),
@@ -793,4 +812,38 @@ async fn dashboard_in_headless_chromium() {
     }
     server.stop().await.unwrap();
     guarded.stop().await.unwrap();
+}
+
+/// Three hours ago, one Violet connection (not in the fleet: the first poll removes it),
+/// healthy since: the server's first commit rolls those hours up, so the provider panel has
+/// an uptime to show for Violet.
+async fn seed_violet_history(dir: &Path) {
+    use connhealth_core::{watch::Tracked, Connection, Customer, Role};
+    let url = connhealth_store::StoreUrl::parse_relative_to("sqlite://connhealth.db", dir).unwrap();
+    let store = connhealth_store::open(&url, Default::default())
+        .await
+        .unwrap();
+    let at = chrono::Utc::now() - chrono::Duration::hours(3);
+    let connection = Connection::new(
+        "violet",
+        Some("seeded"),
+        Customer::new("seeded_merchant"),
+        "shopify",
+        Role::Source,
+        Status::Healthy,
+        at,
+    );
+    store
+        .commit_poll(connhealth_store::PollRecord {
+            at,
+            upserts: vec![Tracked {
+                connection: std::sync::Arc::new(connection),
+                since: at,
+                streak: 0,
+                worsening: false,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
 }
