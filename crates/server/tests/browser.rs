@@ -170,6 +170,11 @@ fn rank(status: &str) -> usize {
         .expect("a known status")
 }
 
+/// The text of the element at `css`.
+async fn text_at(c: &Client, css: &str) -> Res<String> {
+    Ok(c.find(Locator::Css(css)).await?.text().await?)
+}
+
 async fn screenshot(c: &Client, name: &str) -> Res<PathBuf> {
     let png = c.screenshot().await?;
     let path = artifacts_dir().join(name);
@@ -487,38 +492,20 @@ async fn scenario(c: &Client, fleet: &Fleet, server: &Running, guarded: &Running
         .await?;
     let webhook = violet.find(Locator::Css(".webhook")).await?.text().await?;
     assert!(webhook.ends_with("min ago"), "{webhook}");
+    let panel =
+        |provider: &str, field: &str| format!("#providers [data-provider=\"{provider}\"] .{field}");
     wait_for("violet's uptime", || async {
-        let t = violet
-            .find(Locator::Css(".uptime-24h"))
-            .await?
-            .text()
-            .await?;
+        let t = text_at(c, &panel("violet", "uptime-24h")).await?;
         Ok((t == "100.00 %").then_some(()))
     })
     .await?;
     for w in ["7d", "30d"] {
-        let t = violet
-            .find(Locator::Css(&format!(".uptime-{w}")))
-            .await?
-            .text()
-            .await?;
+        let t = text_at(c, &panel("violet", &format!("uptime-{w}"))).await?;
         assert_eq!(t, "100.00 %", "violet's uptime over {w}");
     }
-    let channel3_up = c
-        .find(Locator::Css(
-            "#providers [data-provider=\"channel3\"] .uptime-24h",
-        ))
-        .await?
-        .text()
-        .await?;
+    let channel3_up = text_at(c, &panel("channel3", "uptime-24h")).await?;
     assert_eq!(channel3_up, "—", "no complete hour of channel3 yet");
-    let subtotal_hook = c
-        .find(Locator::Css(
-            "#providers [data-provider=\"subtotal\"] .webhook",
-        ))
-        .await?
-        .text()
-        .await?;
+    let subtotal_hook = text_at(c, &panel("subtotal", "webhook")).await?;
     assert_eq!(subtotal_hook, "none received");
 
     // Live indicator.
