@@ -505,6 +505,14 @@ async fn scenario(c: &Client, fleet: &Fleet, server: &Running, guarded: &Running
     }
     let channel3_up = text_at(c, &panel("channel3", "uptime-24h")).await?;
     assert_eq!(channel3_up, "—", "no complete hour of channel3 yet");
+    // The dash says what it means, to a pointer and to a screen reader; a figure needs no note.
+    let note = |provider: &'static str| async move {
+        let e = c.find(Locator::Css(&panel(provider, "uptime-24h"))).await?;
+        Res::Ok((e.attr("title").await?, e.attr("aria-label").await?))
+    };
+    let why = Some("not known yet: uptime counts complete hours".to_string());
+    assert_eq!(note("channel3").await?, (why.clone(), why));
+    assert_eq!(note("violet").await?, (None, None));
     let subtotal_hook = text_at(c, &panel("subtotal", "webhook")).await?;
     assert_eq!(subtotal_hook, "none received");
 
