@@ -356,18 +356,28 @@ impl FromIterator<StoredEvent> for StoredEvents {
     }
 }
 
+/// The owned iterator of [`StoredEvents`]: each event is made as it is taken, not into a
+/// second list first.
+type StoredEventsIntoIter = std::iter::Map<
+    std::iter::Zip<
+        std::iter::Zip<std::vec::IntoIter<i64>, std::vec::IntoIter<Source>>,
+        std::vec::IntoIter<Change>,
+    >,
+    fn(((i64, Source), Change)) -> StoredEvent,
+>;
+
 impl IntoIterator for StoredEvents {
     type Item = StoredEvent;
-    type IntoIter = std::vec::IntoIter<StoredEvent>;
+    type IntoIter = StoredEventsIntoIter;
 
     fn into_iter(self) -> Self::IntoIter {
+        let make: fn(((i64, Source), Change)) -> StoredEvent =
+            |((id, source), change)| StoredEvent { id, source, change };
         self.ids
             .into_iter()
             .zip(self.sources)
             .zip(self.changes)
-            .map(|((id, source), change)| StoredEvent { id, source, change })
-            .collect::<Vec<_>>()
-            .into_iter()
+            .map(make)
     }
 }
 
