@@ -814,10 +814,7 @@ async fn dashboard_in_headless_chromium() {
 /// an uptime to show for Violet.
 async fn seed_violet_history(dir: &Path) {
     use connhealth_core::{watch::Tracked, Connection, Customer, Role};
-    let url = connhealth_store::StoreUrl::parse_relative_to("sqlite://connhealth.db", dir).unwrap();
-    let store = connhealth_store::open(&url, Default::default())
-        .await
-        .unwrap();
+    let store = open_store(dir).await;
     let at = chrono::Utc::now() - chrono::Duration::hours(3);
     let connection = Connection::new(
         "violet",

@@ -345,16 +345,21 @@ impl SseReader {
 
 /// A server over the fleet with a fresh SQLite store in `dir` (the dashboard's list is the
 /// store's), its store handle.
+/// The SQLite store `connhealth.db` in `dir` (made if missing).
+pub async fn open_store(dir: &Path) -> std::sync::Arc<dyn connhealth_store::Store> {
+    let url = connhealth_store::StoreUrl::parse_relative_to("sqlite://connhealth.db", dir).unwrap();
+    connhealth_store::open(&url, Default::default())
+        .await
+        .unwrap()
+}
+
 pub async fn start_stored(
     fleet: &Fleet,
     dir: &Path,
     interval: Duration,
     opts: Options,
 ) -> (Running, std::sync::Arc<dyn connhealth_store::Store>) {
-    let url = connhealth_store::StoreUrl::parse_relative_to("sqlite://connhealth.db", dir).unwrap();
-    let store = connhealth_store::open(&url, Default::default())
-        .await
-        .unwrap();
+    let store = open_store(dir).await;
     let (journal, loaded) = connhealth_store::Journal::load(store.clone(), Default::default())
         .await
         .unwrap();
